@@ -1,0 +1,6 @@
+"""hf-specdec: fast, lossless speculative decoding for autoregressive image generation on the HF stack."""
+
+from .models import STUDENT_IDS, VQGPT_PRESETS, VQGPTConfig, VQGPTForCausalLM, VQGPTModel
+
+
+__version__ = "0.1.0.dev0"
