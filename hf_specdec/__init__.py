@@ -1,6 +1,14 @@
 """hf-specdec: fast, lossless speculative decoding for autoregressive image generation on the HF stack."""
 
-from .models import STUDENT_IDS, VQGPT_PRESETS, VQGPTConfig, VQGPTForCausalLM, VQGPTModel
+from .models import (
+    STUDENT_IDS,
+    VQGPT_PRESETS,
+    PaletteTokenizer,
+    VQGPTConfig,
+    VQGPTForCausalLM,
+    VQGPTModel,
+    VQTokenizer,
+)
 
 
 __version__ = "0.1.0.dev0"

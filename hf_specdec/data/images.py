@@ -1,0 +1,168 @@
+"""Image datasets on 🤗 `datasets`: the embedded digits, the seed's Mini-ImageNet dogs, and any local imagefolder.
+
+Every loader returns a `DatasetDict` with `train` / `validation` / `test` splits and the columns `image` (PIL),
+`label` (`ClassLabel`) and `id` (the row's index in the source, so that splits can be checked for overlap).
+`images_to_tensor` turns PIL images into the `(B, 3, H, W)` tensors in [-1, 1] that the tokenizers take.
+"""
+
+import os
+import re
+
+import numpy as np
+import torch
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value, concatenate_datasets, load_dataset
+from PIL import Image as PILImage
+
+
+# ImageNet's 118 dog classes are the WordNet ids from n02085620 (Chihuahua) to n02113978 (Mexican hairless): classes
+# 151-268 of the sorted 1000. Mini-ImageNet keeps a subset of them; the seed trained on those.
+DOG_SYNSET_RANGE = ("n02085620", "n02113978")
+_SYNSET = re.compile(r"n\d{8}")
+
+
+def images_to_tensor(images, resolution: int) -> torch.Tensor:
+    """PIL images -> `(B, 3, resolution, resolution)` float tensor in [-1, 1] (resize + centre crop, RGB)."""
+    arrays = []
+    for image in images:
+        image = image.convert("RGB")
+        scale = resolution / min(image.size)
+        size = (max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale)))
+        image = image.resize(size, PILImage.BICUBIC)
+        left, top = (image.width - resolution) // 2, (image.height - resolution) // 2
+        image = image.crop((left, top, left + resolution, top + resolution))
+        arrays.append(np.asarray(image, dtype=np.float32))
+    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    return batch / 127.5 - 1.0
+
+
+def tensor_to_images(images: torch.Tensor) -> list:
+    """`(B, 3, H, W)` in [-1, 1] -> list of PIL RGB images."""
+    arrays = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return [PILImage.fromarray(a) for a in arrays]
+
+
+def split_dataset(dataset: Dataset, val_fraction: float, test_fraction: float, seed: int) -> DatasetDict:
+    """Deterministic class-stratified train / validation / test split of `dataset` (same seed, same split)."""
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"`{name}` must be in (0, 1), got {value}.")
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError("`val_fraction + test_fraction` must be < 1.")
+    rest_test = dataset.train_test_split(test_size=test_fraction, stratify_by_column="label", seed=seed)
+    train_val = rest_test["train"].train_test_split(
+        test_size=val_fraction / (1.0 - test_fraction), stratify_by_column="label", seed=seed
+    )
+    return DatasetDict(train=train_val["train"], validation=train_val["test"], test=rest_test["test"])
+
+
+def load_digits_dataset(
+    resolution: int = 32, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0
+) -> DatasetDict:
+    """scikit-learn's bundled handwritten digits (1,797 real 8x8 scans, 10 classes), upsampled to `resolution`.
+
+    Needs no download. Grey values 0..16 become white-on-black RGB images.
+    """
+    from sklearn.datasets import load_digits
+
+    if resolution < 8:
+        raise ValueError(f"`resolution` must be >= 8, got {resolution}.")
+    digits = load_digits()
+    pixels = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    images = [PILImage.fromarray(p, mode="L").resize((resolution, resolution), PILImage.BICUBIC).convert("RGB") for p in pixels]
+    features = Features(
+        {"image": Image(), "label": ClassLabel(names=[str(d) for d in range(10)]), "id": Value("int64")}
+    )
+    dataset = Dataset.from_dict(
+        {"image": images, "label": digits.target.tolist(), "id": list(range(len(images)))}, features=features
+    )
+    return split_dataset(dataset, val_fraction, test_fraction, seed)
+
+
+def load_imagefolder(
+    data_dir: str, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0
+) -> DatasetDict:
+    """A local folder in `datasets`' imagefolder layout (`data_dir/<class name>/<image>`), split like the digits.
+
+    Existing `train`/`validation`/`test` sub-folders are merged first so that every loader splits the same way.
+    """
+    if not os.path.isdir(data_dir):
+        raise ValueError(f"`data_dir` {data_dir!r} is not a directory.")
+    loaded = load_dataset("imagefolder", data_dir=data_dir)
+    return _merge_and_split(loaded, val_fraction, test_fraction, seed)
+
+
+def _merge_and_split(loaded: DatasetDict, val_fraction: float, test_fraction: float, seed: int) -> DatasetDict:
+    parts = [loaded[name] for name in sorted(loaded)]
+    dataset = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    if "label" not in dataset.column_names:
+        raise ValueError("The images need class sub-folders (`data_dir/<class>/<image>`) to get a `label` column.")
+    dataset = dataset.add_column("id", list(range(len(dataset))))
+    return split_dataset(dataset, val_fraction, test_fraction, seed)
+
+
+def is_dog_synset(name: str) -> bool:
+    """True if `name` contains an ImageNet WordNet id in the dog range."""
+    match = _SYNSET.search(name)
+    return bool(match) and DOG_SYNSET_RANGE[0] <= match.group(0) <= DOG_SYNSET_RANGE[1]
+
+
+def filter_dog_classes(dataset: Dataset) -> Dataset:
+    """Keep the rows whose class is a dog synset; relabel them `0..D-1` (the seed's `prepare_dog_dataset.py`)."""
+    names = dataset.features["label"].names
+    dog_ids = [i for i, name in enumerate(names) if is_dog_synset(name)]
+    if not dog_ids:
+        raise ValueError("No dog classes found: `label` names must be ImageNet WordNet ids such as 'n02099601'.")
+    remap = {old: new for new, old in enumerate(dog_ids)}
+    dogs = dataset.filter(lambda labels: [label in remap for label in labels], input_columns="label", batched=True)
+    features = dogs.features.copy()
+    features["label"] = ClassLabel(names=[names[i] for i in dog_ids])
+    return dogs.map(
+        lambda labels: {"label": [remap[label] for label in labels]},
+        input_columns="label",
+        batched=True,
+        features=features,
+    )
+
+
+def load_mini_imagenet_dogs(
+    repo_id: str = "timm/mini-imagenet",
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    cache_dir: str | None = None,
+) -> DatasetDict:
+    """The seed's data: Mini-ImageNet from the Hub, filtered to its dog classes and split like the digits.
+
+    Needs the Hub, or the dataset already in the local cache with `HF_HUB_OFFLINE=1`. Without either it fails in
+    about a second with a message; `load_imagefolder` serves the same images from a local folder.
+    """
+    from huggingface_hub import HfApi, constants
+
+    hint = (
+        f"Could not reach the Hugging Face Hub for {repo_id!r}. Either connect and retry, set HF_HUB_OFFLINE=1 if "
+        "the dataset is already in your cache, or download the images elsewhere and use "
+        "`--dataset imagefolder --data_dir PATH` (hf_specdec.data.load_imagefolder)."
+    )
+    if not constants.HF_HUB_OFFLINE:
+        try:  # fails in ~1 s without a network, where load_dataset retries for ~25 s
+            HfApi().dataset_info(repo_id, timeout=10)
+        except Exception as error:  # network errors come from several libraries
+            if "404" in str(error) or "RepositoryNotFound" in type(error).__name__:
+                raise ValueError(f"`repo_id` {repo_id!r} is not a dataset on the Hub.") from error
+            raise ConnectionError(hint) from error
+    try:
+        loaded = load_dataset(repo_id, cache_dir=cache_dir)
+    except ConnectionError as error:
+        raise ConnectionError(hint + " (HF_HUB_OFFLINE is set and the dataset is not cached.)") from error
+    dogs = DatasetDict({name: filter_dog_classes(split) for name, split in loaded.items()})
+    return _merge_and_split(dogs, val_fraction, test_fraction, seed)
+
+
+DATASET_LOADERS = {"digits": load_digits_dataset, "mini-imagenet-dogs": load_mini_imagenet_dogs, "imagefolder": load_imagefolder}
+
+
+def load_image_dataset(name: str, **kwargs) -> DatasetDict:
+    """Dispatch to a loader by name: `digits`, `mini-imagenet-dogs` or `imagefolder` (with `data_dir=`)."""
+    if name not in DATASET_LOADERS:
+        raise ValueError(f"`dataset` must be one of {sorted(DATASET_LOADERS)}, got {name!r}.")
+    return DATASET_LOADERS[name](**kwargs)

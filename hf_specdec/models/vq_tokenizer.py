@@ -1,0 +1,212 @@
+"""The VQ image tokenizer: diffusers' `VQModel`, configured and extended, not forked.
+
+`VQTokenizer` is a `VQModel` subclass that adds what a token-based image generator needs: images <-> integer
+code grids, codebook usage statistics, and an optional EMA codebook with dead-code restart (van den Oord et al.
+2017, appendix A.1; restart as in Dhariwal et al. 2020, Jukebox), which `VQModel`'s quantizer does not have.
+Weights save and load as safetensors through diffusers' `ModelMixin`.
+"""
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from diffusers import VQModel
+from diffusers.configuration_utils import register_to_config
+from diffusers.models.autoencoders.vae import VectorQuantizer
+
+
+def codebook_statistics(indices: torch.Tensor, codebook_size: int) -> dict[str, float]:
+    """Fraction of the codebook used by `indices` (any shape) and the perplexity `exp(H)` of their histogram."""
+    counts = torch.bincount(indices.reshape(-1), minlength=codebook_size).float()
+    probs = counts / counts.sum().clamp(min=1)
+    entropy = -(probs * probs.clamp(min=1e-12).log()).sum()
+    return {"usage": (counts > 0).float().mean().item(), "perplexity": entropy.exp().item()}
+
+
+class EMAVectorQuantizer(VectorQuantizer):
+    """Vector quantizer whose codebook is an exponential moving average of the encoder outputs assigned to it.
+
+    The codebook gets no gradient; the loss is only the commitment term `beta * ||z - sg(e)||^2`. Codes whose
+    EMA cluster size falls below `dead_code_threshold` are restarted at random encoder outputs of the batch.
+    Under `torch.distributed` the counts and sums are all-reduced and restarts are broadcast from rank 0, so every
+    rank keeps the same codebook.
+    """
+
+    def __init__(
+        self,
+        n_e: int,
+        vq_embed_dim: int,
+        beta: float = 0.25,
+        decay: float = 0.99,
+        eps: float = 1e-5,
+        dead_code_threshold: float = 1.0,
+    ):
+        super().__init__(n_e, vq_embed_dim, beta=beta, remap=None, sane_index_shape=False, legacy=False)
+        self.decay = decay
+        self.eps = eps
+        self.dead_code_threshold = dead_code_threshold
+        self.embedding.weight.requires_grad_(False)
+        self.register_buffer("ema_cluster_size", torch.ones(n_e))
+        self.register_buffer("ema_embed_sum", self.embedding.weight.detach().clone())
+
+    def forward(self, z: torch.Tensor):
+        z = z.permute(0, 2, 3, 1).contiguous()  # (B, h, w, D)
+        z_flat = z.view(-1, self.vq_embed_dim)
+        indices = torch.argmin(torch.cdist(z_flat, self.embedding.weight), dim=1)
+        if self.training:
+            self._ema_update(z_flat.detach(), indices)
+        z_q = self.embedding(indices).view(z.shape)
+        loss = self.beta * F.mse_loss(z, z_q.detach())
+        z_q = z + (z_q - z).detach()  # straight-through
+        perplexity = torch.tensor(codebook_statistics(indices, self.n_e)["perplexity"], device=z.device)
+        return z_q.permute(0, 3, 1, 2).contiguous(), loss, (perplexity, None, indices)
+
+    @torch.no_grad()
+    def _ema_update(self, z_flat: torch.Tensor, indices: torch.Tensor) -> None:
+        one_hot = F.one_hot(indices, self.n_e).type(z_flat.dtype)  # (N, K)
+        counts = one_hot.sum(0)
+        sums = one_hot.t() @ z_flat  # (K, D)
+        distributed = dist.is_available() and dist.is_initialized()
+        if distributed:
+            dist.all_reduce(counts)
+            dist.all_reduce(sums)
+        self.ema_cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.ema_embed_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        # Laplace smoothing keeps rarely used codes from dividing by ~0.
+        n = self.ema_cluster_size.sum()
+        smoothed = (self.ema_cluster_size + self.eps) / (n + self.n_e * self.eps) * n
+        self.embedding.weight.copy_(self.ema_embed_sum / smoothed.unsqueeze(1))
+
+        dead = self.ema_cluster_size < self.dead_code_threshold
+        if dead.any():
+            picks = torch.randint(0, z_flat.shape[0], (int(dead.sum()),), device=z_flat.device)
+            restart = self.embedding.weight.clone()
+            restart[dead] = z_flat[picks]
+            if distributed:
+                dist.broadcast(restart, src=0)
+            self.embedding.weight.copy_(restart)
+            self.ema_embed_sum[dead] = restart[dead] * self.dead_code_threshold
+            self.ema_cluster_size[dead] = self.dead_code_threshold
+
+
+class VQTokenizer(VQModel):
+    """`VQModel` that turns images `(B, 3, H, W)` in [-1, 1] into code grids `(B, h, w)` and back.
+
+    All `VQModel` arguments keep their meaning; `down_block_types` sets the downsampling factor
+    `2 ** (len(down_block_types) - 1)`. Extra arguments:
+        use_ema (`bool`): EMA codebook with dead-code restart instead of the gradient-trained one.
+        ema_decay (`float`): EMA decay of cluster sizes and sums.
+        dead_code_threshold (`float`): EMA cluster size under which a code is restarted.
+        commitment_beta (`float`): commitment weight of the EMA quantizer.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        down_block_types: tuple[str, ...] = ("DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types: tuple[str, ...] = ("UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels: tuple[int, ...] = (32, 64, 64),
+        layers_per_block: int = 1,
+        act_fn: str = "silu",
+        latent_channels: int = 32,
+        sample_size: int = 32,
+        num_vq_embeddings: int = 256,
+        norm_num_groups: int = 32,
+        vq_embed_dim: int | None = None,
+        scaling_factor: float = 1.0,
+        norm_type: str = "group",
+        mid_block_add_attention: bool = False,
+        use_ema: bool = False,
+        ema_decay: float = 0.99,
+        dead_code_threshold: float = 1.0,
+        commitment_beta: float = 0.25,
+        lookup_from_codebook: bool = True,
+        force_upcast: bool = False,
+    ):
+        if not lookup_from_codebook:
+            raise ValueError("`lookup_from_codebook` must be True: `decode_from_indices` looks codes up.")
+        if len(down_block_types) != len(up_block_types) or len(down_block_types) != len(block_out_channels):
+            raise ValueError("`down_block_types`, `up_block_types` and `block_out_channels` must have equal lengths.")
+        if any(c % norm_num_groups for c in block_out_channels):
+            raise ValueError(f"`block_out_channels` {block_out_channels} must be multiples of `norm_num_groups`.")
+        if num_vq_embeddings < 2:
+            raise ValueError(f"`num_vq_embeddings` must be >= 2, got {num_vq_embeddings}.")
+        super().__init__(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            down_block_types=down_block_types,
+            up_block_types=up_block_types,
+            block_out_channels=block_out_channels,
+            layers_per_block=layers_per_block,
+            act_fn=act_fn,
+            latent_channels=latent_channels,
+            sample_size=sample_size,
+            num_vq_embeddings=num_vq_embeddings,
+            norm_num_groups=norm_num_groups,
+            vq_embed_dim=vq_embed_dim,
+            scaling_factor=scaling_factor,
+            norm_type=norm_type,
+            mid_block_add_attention=mid_block_add_attention,
+            lookup_from_codebook=True,
+            force_upcast=force_upcast,
+        )
+        if use_ema:
+            self.quantize = EMAVectorQuantizer(
+                num_vq_embeddings,
+                vq_embed_dim or latent_channels,
+                beta=commitment_beta,
+                decay=ema_decay,
+                dead_code_threshold=dead_code_threshold,
+            )
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.num_vq_embeddings
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.config.down_block_types) - 1)
+
+    def grid_size(self, image_size: int | None = None) -> tuple[int, int]:
+        """Token grid `(h, w)` for square images of `image_size` (default: the configured `sample_size`)."""
+        side = (image_size or self.config.sample_size) // self.downsample_factor
+        return side, side
+
+    def _check_images(self, images: torch.Tensor) -> None:
+        if images.dim() != 4 or images.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"`images` must have shape (B, {self.config.in_channels}, H, W), got {tuple(images.shape)}."
+            )
+        if images.shape[-1] % self.downsample_factor or images.shape[-2] % self.downsample_factor:
+            raise ValueError(f"`images` height and width must be multiples of {self.downsample_factor}.")
+
+    def quantize_images(self, images: torch.Tensor):
+        """Encode and quantize: returns `(z_q (B, D, h, w), vq_loss, indices (B, h, w))`."""
+        self._check_images(images)
+        latents = self.encode(images).latents
+        z_q, vq_loss, (_, _, indices) = self.quantize(latents)
+        return z_q, vq_loss, indices.reshape(latents.shape[0], latents.shape[2], latents.shape[3])
+
+    @torch.no_grad()
+    def encode_to_indices(self, images: torch.Tensor) -> torch.LongTensor:
+        """Images `(B, C, H, W)` in [-1, 1] -> codes `(B, h, w)` int64 in `[0, codebook_size)`."""
+        return self.quantize_images(images)[2]
+
+    @torch.no_grad()
+    def decode_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """Codes `(B, h, w)` -> images `(B, C, H, W)` (about [-1, 1]; clamp before saving)."""
+        if indices.dim() != 3:
+            raise ValueError(f"`indices` must have shape (B, h, w), got {tuple(indices.shape)}.")
+        if indices.numel() and (indices.min() < 0 or indices.max() >= self.codebook_size):
+            raise ValueError(f"`indices` must be codes in [0, {self.codebook_size}).")
+        B, h, w = indices.shape
+        shape = (B, h, w, self.quantize.vq_embed_dim)
+        return self.decode(indices.reshape(-1).long(), force_not_quantize=True, shape=shape).sample
+
+    def codebook_usage(self, indices: torch.Tensor) -> dict[str, float]:
+        """Fraction of the codebook used by `indices` and the perplexity of their histogram."""
+        return codebook_statistics(indices, self.codebook_size)
+
+
+__all__ = ["VQTokenizer", "EMAVectorQuantizer", "codebook_statistics"]

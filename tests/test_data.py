@@ -1,0 +1,122 @@
+"""Data: digits splits, imagefolder, Mini-ImageNet dog filter and offline failure, token precompute cache."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from datasets import ClassLabel, Dataset, Features, Value
+from PIL import Image
+
+from hf_specdec.data import (
+    filter_dog_classes,
+    images_to_tensor,
+    is_dog_synset,
+    load_digits_dataset,
+    load_image_dataset,
+    load_imagefolder,
+    precompute_tokens,
+    token_sequences,
+)
+from tests.test_tokenizers import tiny_vq
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits_dataset(resolution=32)
+
+
+def test_digits_splits_are_deterministic_disjoint_and_stratified(digits):
+    again = load_digits_dataset(resolution=32)
+    ids = {name: set(split["id"]) for name, split in digits.items()}
+    assert all(set(again[name]["id"]) == ids[name] for name in ids)
+    assert not (ids["train"] & ids["validation"]) and not (ids["train"] & ids["test"])
+    assert not (ids["validation"] & ids["test"])
+    assert len(ids["train"] | ids["validation"] | ids["test"]) == 1797
+    for split in digits.values():
+        assert set(split["label"]) == set(range(10))
+    other_seed = load_digits_dataset(resolution=32, seed=1)
+    assert set(other_seed["test"]["id"]) != ids["test"]
+
+
+def test_digits_are_real_images_at_the_resolution(digits):
+    image = digits["train"][0]["image"]
+    assert image.size == (32, 32) and image.mode == "RGB"
+    batch = images_to_tensor(digits["train"][:8]["image"], 32)
+    assert batch.shape == (8, 3, 32, 32)
+    assert batch.min() >= -1 and batch.max() <= 1 and batch.std() > 0.3  # white strokes on black
+
+
+def test_token_cache_is_reused_and_invalidated(digits, tmp_path):
+    tokenizer = tiny_vq()
+    calls = []
+    encode = tokenizer.encode_to_indices
+    tokenizer.encode_to_indices = lambda x: calls.append(len(x)) or encode(x)
+    small = digits["validation"]
+    first = precompute_tokens(small, tokenizer, resolution=32, cache_dir=str(tmp_path))
+    assert sum(calls) == len(small)
+    expected = encode(images_to_tensor(small[:4]["image"], 32)).flatten(1)
+    assert torch.equal(first[:4]["codes"], expected)
+    assert torch.equal(first[:4]["label"], torch.tensor(small[:4]["label"]))
+    calls.clear()
+    second = precompute_tokens(small, tokenizer, resolution=32, cache_dir=str(tmp_path))
+    assert calls == []  # served from the Arrow cache
+    assert torch.equal(second[:]["codes"], first[:]["codes"])
+    with torch.no_grad():
+        tokenizer.quantize.embedding.weight.mul_(-1)  # new weights -> new fingerprint -> recompute
+    precompute_tokens(small, tokenizer, resolution=32, cache_dir=str(tmp_path))
+    assert sum(calls) == len(small)
+    assert len(list(tmp_path.glob("tokens-*.arrow"))) == 2
+
+
+def test_token_sequences_check_codebook():
+    labels, codes = torch.tensor([0, 2]), torch.tensor([[1, 2], [3, 15]])
+    seq = token_sequences(labels, codes, codebook_size=16, num_classes=3)
+    assert seq.tolist() == [[16, 1, 2], [18, 3, 15]]
+    assert token_sequences(labels, codes, 16, 0)[:, 0].tolist() == [16, 16]
+    with pytest.raises(ValueError, match="codebook"):
+        token_sequences(labels, codes, codebook_size=8, num_classes=3)
+    with pytest.raises(ValueError, match="labels"):
+        token_sequences(torch.tensor([0, 3]), codes, 16, 3)
+
+
+def test_imagefolder(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("cat", "dog"):
+        os.makedirs(tmp_path / name)
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(tmp_path / name / f"{i}.png")
+    data = load_imagefolder(str(tmp_path), val_fraction=0.2, test_fraction=0.2)
+    assert sum(len(s) for s in data.values()) == 20
+    assert data["train"].features["label"].names == ["cat", "dog"]
+    assert images_to_tensor(data["test"][:2]["image"], 32).shape == (2, 3, 32, 32)
+    tokens = precompute_tokens(data["test"], tiny_vq(), resolution=32)
+    assert tokens[:]["codes"].shape == (len(data["test"]), 64)
+    with pytest.raises(ValueError, match="data_dir"):
+        load_imagefolder(str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="dataset"):
+        load_image_dataset("cifar")
+
+
+def test_dog_filter_keeps_dog_synsets_only():
+    names = ["n01532829", "n02099601", "n02110341", "n03017168", "n02113978"]  # bird, 2 dogs, chime, dog
+    features = Features({"image": Value("string"), "label": ClassLabel(names=names)})
+    rows = Dataset.from_dict({"image": [str(i) for i in range(10)], "label": [i % 5 for i in range(10)]}, features=features)
+    dogs = filter_dog_classes(rows)
+    assert dogs.features["label"].names == ["n02099601", "n02110341", "n02113978"]
+    assert sorted(dogs["label"]) == [0, 0, 1, 1, 2, 2]
+    assert [is_dog_synset(n) for n in names] == [False, True, True, False, True]
+    with pytest.raises(ValueError, match="dog"):
+        birds = Features({"image": Value("string"), "label": ClassLabel(names=["n01532829", "n03017168"])})
+        filter_dog_classes(Dataset.from_dict({"image": ["a", "b"], "label": [0, 1]}, features=birds))
+
+
+def test_mini_imagenet_offline_fails_fast_with_guidance(tmp_path):
+    code = "from hf_specdec.data import load_mini_imagenet_dogs\nload_mini_imagenet_dogs(cache_dir=%r)" % str(tmp_path)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "home")}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "ConnectionError" in result.stderr
+    assert "HF_HUB_OFFLINE" in result.stderr and "imagefolder" in result.stderr

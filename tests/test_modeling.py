@@ -1,0 +1,257 @@
+"""VQGPT: cache correctness, generation, classifier-free guidance, save/load, remote code, bad input."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, StaticCache
+
+from hf_specdec import STUDENT_IDS, VQGPT_PRESETS, VQGPTConfig, VQGPTForCausalLM
+from tests.conftest import tiny_config, tiny_model
+
+
+def random_sequences(config, batch_size=2, length=None, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    length = length or config.num_image_tokens
+    labels = torch.randint(0, config.num_classes, (batch_size,), generator=g)
+    codes = torch.randint(0, config.codebook_size, (batch_size, length), generator=g)
+    return torch.cat([(config.codebook_size + labels)[:, None], codes], dim=1)
+
+
+@torch.no_grad()
+def reference_greedy(model, prompt, steps):
+    """Greedy decoding by full recomputation, no cache: the reference for every cached path."""
+    ids = prompt
+    for _ in range(steps):
+        logits = model(ids, use_cache=False).logits[:, -1]
+        ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], dim=1)
+    return ids
+
+
+# -- config -------------------------------------------------------------------------------------------------
+
+def test_vocabulary_layout():
+    config = tiny_config()
+    assert config.vocab_size == 16 + 3 + 1
+    assert config.null_token_id == 19
+    assert config.max_position_embeddings == 1 + 16
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("num_classes", -1), ("codebook_size", 0), ("grid_h", 0), ("num_attention_heads", 5), ("dropout", 1.5),
+     ("vocab_size", 7), ("max_position_embeddings", 3)],
+)
+def test_config_rejects_bad_values(field, value):
+    with pytest.raises(ValueError, match=field if field != "num_attention_heads" else "num_attention_heads"):
+        tiny_config(**{field: value})
+
+
+def test_presets_and_students_share_width():
+    assert [VQGPT_PRESETS[STUDENT_IDS[i]]["num_hidden_layers"] for i in (1, 2, 3, 4)] == [10, 8, 6, 4]
+    teacher = VQGPTConfig.from_preset("teacher", hidden_size=64, num_attention_heads=4, codebook_size=32)
+    assert teacher.num_hidden_layers == 12
+    student = teacher.student_config("student-4L")
+    assert (student.num_hidden_layers, student.hidden_size, student.codebook_size) == (4, 64, 32)
+    assert teacher.student_config(1).num_hidden_layers == 1
+    with pytest.raises(ValueError, match="preset"):
+        VQGPTConfig.from_preset("huge")
+
+
+# -- cache ---------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def test_cached_logits_equal_full_forward(model):
+    ids = random_sequences(model.config)
+    full = model(ids, use_cache=False).logits
+    cache = DynamicCache(config=model.config)
+    steps = torch.cat([model(ids[:, t : t + 1], cache=cache).logits for t in range(ids.shape[1] - 1)], dim=1)
+    torch.testing.assert_close(steps, full[:, :-1], atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("cache_class", ["dynamic", "static"])
+def test_k_token_pass_on_cache_equals_k_single_steps(model, cache_class):
+    ids = random_sequences(model.config)
+    make = {
+        "dynamic": lambda: DynamicCache(config=model.config),
+        "static": lambda: StaticCache(config=model.config, max_cache_len=model.config.max_position_embeddings),
+    }[cache_class]
+    prefix, k = 5, 4
+    cache_a, cache_b = make(), make()
+    model(ids[:, :prefix], cache=cache_a)
+    multi = model(ids[:, prefix : prefix + k], cache=cache_a).logits  # one verify-style pass
+    model(ids[:, :prefix], cache=cache_b)
+    single = torch.cat([model(ids[:, t : t + 1], cache=cache_b).logits for t in range(prefix, prefix + k)], dim=1)
+    torch.testing.assert_close(multi, single, atol=1e-5, rtol=1e-5)
+    full = model(ids[:, : prefix + k], use_cache=False).logits[:, prefix:]
+    torch.testing.assert_close(multi, full, atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("cache_class", ["dynamic", "static"])
+def test_crop_then_continue_equals_never_going_further(model, cache_class):
+    ids = random_sequences(model.config)
+    other = random_sequences(model.config, seed=1)
+    if cache_class == "dynamic":
+        cache = DynamicCache(config=model.config)
+    else:
+        cache = StaticCache(config=model.config, max_cache_len=model.config.max_position_embeddings)
+    model(ids[:, :6], cache=cache)
+    model(other[:, 6:10], cache=cache)  # a rejected draft of 4 tokens
+    cache.crop(-4)
+    assert int(cache.get_seq_length()) == 6
+    continued = model(ids[:, 6:9], cache=cache).logits
+    reference = model(ids[:, :9], use_cache=False).logits[:, 6:]
+    torch.testing.assert_close(continued, reference, atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_padding_mask_hides_padded_keys(model):
+    ids = random_sequences(model.config, length=6)
+    mask = torch.ones_like(ids)
+    mask[:, 3] = 0
+    masked = model(ids, attention_mask=mask, use_cache=False).logits
+    edited = ids.clone()
+    edited[:, 3] = (edited[:, 3] + 1) % model.config.codebook_size
+    torch.testing.assert_close(model(edited, attention_mask=mask, use_cache=False).logits[:, 4:], masked[:, 4:])
+    assert not torch.allclose(model(edited, use_cache=False).logits[:, 4:], model(ids, use_cache=False).logits[:, 4:])
+
+
+@torch.no_grad()
+def test_logits_to_keep_and_loss(model):
+    ids = random_sequences(model.config)
+    out = model(ids, labels=ids, use_cache=False)
+    assert out.logits.shape == (2, ids.shape[1], model.config.codebook_size)
+    torch.testing.assert_close(model(ids, logits_to_keep=3, use_cache=False).logits, out.logits[:, -3:])
+    expected = torch.nn.functional.cross_entropy(out.logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
+    torch.testing.assert_close(out.loss, expected)
+
+
+# -- generation ----------------------------------------------------------------------------------------------
+
+def test_greedy_generate_equals_reference_with_and_without_cache(model):
+    prompt = model.class_prompt([0, 1, 2])
+    n = model.config.num_image_tokens
+    reference = reference_greedy(model, prompt, n)
+    cached = model.generate(prompt, do_sample=False)
+    uncached = model.generate(prompt, do_sample=False, use_cache=False)
+    assert cached.shape == (3, 1 + n)
+    assert torch.equal(cached, reference) and torch.equal(uncached, reference)
+    assert torch.equal(cached[:, 0], prompt[:, 0])
+    # the class token conditions the image: three classes, three different greedy images
+    assert len({tuple(row.tolist()) for row in cached[:, 1:]}) == 3
+
+
+def test_sampling_stays_in_codebook_and_respects_length(model):
+    torch.manual_seed(0)
+    out = model.generate(model.class_prompt([2, 2]), do_sample=True, top_k=None, max_new_tokens=5)
+    assert out.shape == (2, 6)
+    assert (out[:, 1:] < model.config.codebook_size).all()
+
+
+def test_classifier_free_guidance_matches_transformers_guidance(model):
+    prompt = model.class_prompt([0, 2])
+    ours = model.generate(prompt, do_sample=False, cfg_scale=3.0)
+    hf = model.generate(
+        prompt, do_sample=False, guidance_scale=3.0, negative_prompt_ids=model.class_prompt(None, batch_size=2)
+    )
+    assert torch.equal(ours, hf)
+    assert torch.equal(model.generate(prompt, do_sample=False, cfg_scale=1.0), model.generate(prompt, do_sample=False))
+    with torch.no_grad():
+        plain = model(prompt).logits.log_softmax(-1)
+        guided = model(prompt, cfg_scale=3.0).logits
+    assert not torch.allclose(plain, guided)
+
+
+def test_cfg_cache_mismatch_is_reported(model):
+    prompt = model.class_prompt([0])
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad():
+        model(prompt, cache=cache)
+        with pytest.raises(ValueError, match="cfg_scale"):
+            model(torch.tensor([[3]]), cache=cache, cfg_scale=2.0)
+
+
+def test_unconditional_model():
+    model = tiny_model(num_classes=0)
+    prompt = model.class_prompt(None, batch_size=2)
+    assert (prompt == model.config.codebook_size).all()
+    out = model.generate(prompt, do_sample=True, top_k=None)
+    assert out.shape == (2, 1 + model.config.num_image_tokens)
+    with pytest.raises(ValueError, match="labels"):
+        model.class_prompt([0])
+    with pytest.raises(ValueError, match="cfg_scale"):
+        model.generate(prompt, cfg_scale=2.0)
+
+
+# -- bad input -----------------------------------------------------------------------------------------------
+
+def test_bad_generation_input_names_the_argument(model):
+    with pytest.raises(ValueError, match="labels"):
+        model.class_prompt([0, 3])
+    with pytest.raises(ValueError, match="labels"):
+        model.class_prompt([-1])
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        model.generate(model.class_prompt([0]), max_new_tokens=model.config.num_image_tokens + 1)
+    with pytest.raises(ValueError, match="input_ids"):
+        model.generate(torch.tensor([[5]]), max_new_tokens=3)  # a code, not a class token
+    with pytest.raises(ValueError, match="inputs"):
+        model.generate(max_new_tokens=3)
+
+
+# -- save / load ---------------------------------------------------------------------------------------------
+
+def test_save_load_round_trip(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    assert not list(tmp_path.glob("*.bin"))
+    ids = random_sequences(model.config)
+    for loader in (VQGPTForCausalLM, AutoModelForCausalLM):
+        loaded = loader.from_pretrained(tmp_path).eval()
+        assert isinstance(loaded, VQGPTForCausalLM)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(ids).logits, model(ids).logits, atol=0, rtol=0)
+    loaded_config = AutoConfig.from_pretrained(tmp_path).to_diff_dict()
+    assert {k: v for k, v in loaded_config.items() if k != "_name_or_path"} == model.config.to_diff_dict()
+
+
+def test_remote_code_loads_without_hf_specdec(model, tmp_path):
+    model.save_pretrained(tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "modeling_vqgpt.py").exists()
+    ids = random_sequences(model.config)
+    torch.save(ids, tmp_path / "ids.pt")
+    with torch.no_grad():
+        torch.save(model(ids).logits, tmp_path / "expected.pt")
+    script = textwrap.dedent(
+        f"""
+        import importlib.abc, sys
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "hf_specdec":
+                    raise ImportError("hf_specdec is hidden in this test")
+        sys.meta_path.insert(0, Block())
+        import torch
+        from transformers import AutoModelForCausalLM
+        try:
+            import hf_specdec  # noqa: F401
+            raise SystemExit("hf_specdec should not be importable here")
+        except ImportError:
+            pass
+        model = AutoModelForCausalLM.from_pretrained({str(tmp_path / "ckpt")!r}, trust_remote_code=True).eval()
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        ids = torch.load({str(tmp_path / "ids.pt")!r})
+        with torch.no_grad():
+            torch.testing.assert_close(model(ids).logits, torch.load({str(tmp_path / "expected.pt")!r}))
+        out = model.generate(model.class_prompt([1]), do_sample=False)
+        assert out.shape[1] == 1 + model.config.grid_h * model.config.grid_w
+        print("remote-ok")
+        """
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "remote-ok" in result.stdout

@@ -1,0 +1,133 @@
+"""VQ and palette tokenizers: parity with diffusers' VQModel, EMA codebook, statistics, save/load, bad input."""
+
+import pytest
+import torch
+from diffusers import VQModel
+
+from hf_specdec import PaletteTokenizer, VQTokenizer
+from hf_specdec.models.vq_tokenizer import EMAVectorQuantizer, codebook_statistics
+from hf_specdec.pipeline import check_tokenizer_matches, generate_images
+from tests.conftest import tiny_config, tiny_model
+
+TINY_VQ = dict(block_out_channels=(32, 32, 32), num_vq_embeddings=16, latent_channels=8)
+
+
+def tiny_vq(seed=0, **overrides):
+    torch.manual_seed(seed)
+    return VQTokenizer(**{**TINY_VQ, **overrides}).eval()
+
+
+def images(batch=2, seed=0):
+    return torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_indices_round_trip_equals_vqmodel_forward(tmp_path):
+    tokenizer = tiny_vq()
+    x = images()
+    codes = tokenizer.encode_to_indices(x)
+    assert codes.shape == (2, 8, 8) and codes.dtype == torch.int64
+    assert tokenizer.grid_size() == (8, 8)
+    decoded = tokenizer.decode_from_indices(codes)
+    with torch.no_grad():
+        reference = VQModel.forward(tokenizer, x).sample
+    torch.testing.assert_close(decoded, reference, atol=1e-5, rtol=1e-5)
+    # and an unmodified diffusers VQModel reading the same folder reconstructs the same images
+    tokenizer.save_pretrained(tmp_path)
+    plain = VQModel.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x).sample, decoded, atol=1e-5, rtol=1e-5)
+
+
+def test_save_load_round_trip(tmp_path):
+    tokenizer = tiny_vq()
+    tokenizer.save_pretrained(tmp_path)
+    assert list(tmp_path.glob("*.safetensors"))
+    loaded = VQTokenizer.from_pretrained(tmp_path).eval()
+    x = images()
+    assert torch.equal(loaded.encode_to_indices(x), tokenizer.encode_to_indices(x))
+
+
+def test_ema_codebook_learns_restarts_and_saves(tmp_path):
+    tokenizer = tiny_vq(use_ema=True, dead_code_threshold=1.0)
+    quantizer = tokenizer.quantize
+    assert isinstance(quantizer, EMAVectorQuantizer)
+    assert not quantizer.embedding.weight.requires_grad
+    before = quantizer.embedding.weight.clone()
+    tokenizer.train()
+    x = images(4)
+    with torch.no_grad():
+        latents = tokenizer.encode(x).latents
+        z = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
+        counts = torch.bincount(torch.cdist(z, before).argmin(1), minlength=16)
+        tokenizer(x)
+    after = quantizer.embedding.weight
+    assert not torch.equal(before, after)
+    # a code that got no vector this step decays under the threshold (1.0) and restarts on an encoder output
+    dead = counts == 0
+    assert dead.any() and (counts > 0).any()
+    distance_to_nearest_output = (after[dead][:, None] - z[None]).norm(dim=-1).min(dim=1).values
+    assert distance_to_nearest_output.max() < 1e-6
+    tokenizer.save_pretrained(tmp_path)
+    loaded = VQTokenizer.from_pretrained(tmp_path)
+    assert isinstance(loaded.quantize, EMAVectorQuantizer)
+    assert torch.equal(loaded.quantize.ema_cluster_size, quantizer.ema_cluster_size)
+    assert torch.equal(loaded.quantize.embedding.weight, after)
+
+
+def test_ema_loss_is_commitment_only():
+    tokenizer = tiny_vq(use_ema=True, commitment_beta=0.5).train()
+    z = torch.randn(2, 8, 4, 4, requires_grad=True)
+    _, loss, _ = tokenizer.quantize(z)
+    loss.backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+
+
+def test_codebook_statistics():
+    stats = codebook_statistics(torch.tensor([0, 1, 2, 3] * 5), codebook_size=8)
+    assert stats["usage"] == pytest.approx(0.5)
+    assert stats["perplexity"] == pytest.approx(4.0, rel=1e-5)
+    assert codebook_statistics(torch.zeros(10, dtype=torch.long), 8)["perplexity"] == pytest.approx(1.0)
+
+
+def test_palette_tokenizer_fits_encodes_decodes(tmp_path):
+    from hf_specdec.data import images_to_tensor, load_digits_dataset
+
+    digits = images_to_tensor(load_digits_dataset()["train"][:64]["image"], 32)
+    palette = PaletteTokenizer(num_colors=8, grid_size=8, image_size=32).fit(digits)
+    codes = palette.encode_to_indices(digits)
+    assert codes.shape == (64, 8, 8)
+    decoded = palette.decode_from_indices(codes)
+    assert decoded.shape == (64, 3, 32, 32)
+    # an image painted in palette colours is reproduced exactly
+    again = palette.encode_to_indices(decoded)
+    assert torch.equal(again, codes)
+    # and reconstruction beats the mean colour
+    pooled = torch.nn.functional.interpolate(torch.nn.functional.adaptive_avg_pool2d(digits, 8), size=32)
+    assert (decoded - pooled).pow(2).mean() < (pooled - pooled.mean()).pow(2).mean() / 4
+    palette.save_pretrained(tmp_path)
+    assert torch.equal(PaletteTokenizer.from_pretrained(tmp_path).encode_to_indices(digits), codes)
+
+
+def test_bad_tokenizer_input():
+    tokenizer = tiny_vq()
+    with pytest.raises(ValueError, match="images"):
+        tokenizer.encode_to_indices(torch.zeros(1, 1, 32, 32))
+    with pytest.raises(ValueError, match="indices"):
+        tokenizer.decode_from_indices(torch.full((1, 8, 8), 16))
+    with pytest.raises(ValueError, match="block_out_channels"):
+        VQTokenizer(block_out_channels=(30, 30, 30))
+
+
+def test_tokenizer_must_match_the_model():
+    model = tiny_model(codebook_size=16, grid_h=8, grid_w=8)
+    check_tokenizer_matches(tiny_vq(), model.config)
+    with pytest.raises(ValueError, match="tokenizer"):
+        check_tokenizer_matches(tiny_vq(num_vq_embeddings=32), model.config)
+    with pytest.raises(ValueError, match="tokenizer"):
+        check_tokenizer_matches(tiny_vq(), tiny_config(codebook_size=16, grid_h=4, grid_w=4))
+
+
+def test_generate_images_end_to_end():
+    model = tiny_model(codebook_size=16, grid_h=8, grid_w=8)
+    pictures, codes = generate_images(model, tiny_vq(), labels=[0, 2], do_sample=True, top_k=None)
+    assert pictures.shape == (2, 3, 32, 32) and codes.shape == (2, 8, 8)
