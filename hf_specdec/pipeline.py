@@ -30,7 +30,7 @@ def generate_images(
     """
     check_tokenizer_matches(tokenizer, model.config)
     prompt = model.class_prompt(labels, batch_size=num_images)
-    sequences = model.generate(prompt, max_new_tokens=model.config.num_image_tokens, **generate_kwargs)
+    sequences = model.generate(prompt, **generate_kwargs)  # the default max_length is the whole grid
     codes = sequences[:, 1:].reshape(-1, model.config.grid_h, model.config.grid_w)
     device = next(iter(tokenizer.parameters()), torch.empty(0)).device
     return tokenizer.decode_from_indices(codes.to(device)), codes

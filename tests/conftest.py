@@ -38,3 +38,11 @@ def tiny_model(seed: int = 0, **overrides) -> VQGPTForCausalLM:
 @pytest.fixture
 def model():
     return tiny_model()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_transformers():
+    import transformers
+
+    # assisted generation warns on every inner assistant.generate() call about max_length vs max_new_tokens
+    transformers.logging.set_verbosity_error()

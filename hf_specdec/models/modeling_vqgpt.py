@@ -33,8 +33,11 @@ def build_attention_mask(
 
     Query `i` of this pass sits at cache slot `past_length + i` and may see key slots `j <= past_length + i`.
     `key_length` can exceed `past_length + query_length` (a preallocated cache): the slots beyond are masked.
-    `attention_mask` `(B, L')` marks real (1) and padded (0) key slots; missing slots count as real.
+    `attention_mask` `(B, L')` marks real (1) and padded (0) key slots; missing slots count as real. A 4-D boolean
+    `attention_mask` `(B, 1, T, L)` is used as given (rows with their own cache lengths, see `RaggedCache`).
     """
+    if attention_mask is not None and attention_mask.dim() == 4:
+        return attention_mask.to(device=device, dtype=torch.bool)
     if attention_mask is None and key_length == past_length + query_length and (query_length == 1 or past_length == 0):
         return None
     key_slots = torch.arange(key_length, device=device)
@@ -156,7 +159,8 @@ class VQGPTModel(VQGPTPreTrainedModel):
         r"""
         input_ids (`(B, T)`): token ids; with a cache, only the tokens not yet in it.
         cache (`Cache`): keys/values of earlier tokens, updated in place.
-        attention_mask (`(B, L)`): 1 for real tokens, 0 for padding, over cached + new tokens.
+        attention_mask (`(B, L)`): 1 for real tokens, 0 for padding, over cached + new tokens; or a boolean
+            `(B, 1, T, L)` mask used as given.
         position_ids (`(B, T)`): positions; default: continue after the cache.
         num_layers (`int`): run only the first `num_layers` blocks (self-speculative drafting), then `ln_f`.
         """
@@ -166,12 +170,12 @@ class VQGPTModel(VQGPTPreTrainedModel):
         B, T = input_ids.shape
         past_length = cache.get_seq_length() if cache is not None else 0
         if position_ids is None:
+            if past_length + T > self.config.max_position_embeddings:
+                raise ValueError(
+                    f"Sequence of {past_length + T} tokens exceeds the {self.config.max_position_embeddings} "
+                    f"positions of the {self.config.grid_h}x{self.config.grid_w} token grid (+1 prompt token)."
+                )
             position_ids = (past_length + torch.arange(T, device=input_ids.device)).unsqueeze(0)
-        if past_length + T > self.config.max_position_embeddings:
-            raise ValueError(
-                f"Sequence of {past_length + T} tokens exceeds the {self.config.max_position_embeddings} positions "
-                f"of the {self.config.grid_h}x{self.config.grid_w} token grid (+1 prompt token)."
-            )
         hidden_states = self.drop(self.wte(input_ids) + self.wpe(position_ids))  # (B, T, C)
 
         blocks = self.h if num_layers is None else self.h[:num_layers]
@@ -203,6 +207,12 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         self.generation_config.max_length = config.max_position_embeddings
         self.generation_config.pad_token_id = config.pad_token_id
         self.generation_config.bos_token_id = config.bos_token_id
+        # Defaults read when this model is the *assistant* of HF assisted generation. The stock confidence
+        # threshold (0.4) stops drafts after ~1 token on flat image-token distributions; a fixed draft length
+        # suits a distilled draft whose acceptance is steady.
+        self.generation_config.num_assistant_tokens = 5
+        self.generation_config.num_assistant_tokens_schedule = "constant"
+        self.generation_config.assistant_confidence_threshold = 0.0
 
     # -- prompts ---------------------------------------------------------------------------------------------
     def class_prompt(self, labels=None, batch_size: int | None = None) -> torch.LongTensor:

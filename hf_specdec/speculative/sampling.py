@@ -1,0 +1,92 @@
+"""Pure functions of speculative sampling, with the papers' names.
+
+Leviathan, Kalman & Matias 2023, "Fast Inference from Transformers via Speculative Decoding" (Algorithm 1), and
+Chen et al. 2023, "Accelerating Large Language Model Decoding with Speculative Sampling": a drafted token `x ~ q`
+is accepted with probability `min(1, p(x) / q(x))`; at the first rejection the token is resampled from
+`norm(max(0, p - q))`; if all `gamma` drafts pass, one more token comes from the teacher's `p` at no extra call.
+The output is distributed exactly as `p`, and the expected acceptance per token is `alpha = sum_x min(p, q)`
+`= 1 - TV(p, q)`.
+"""
+
+import torch
+
+
+def warp_logits(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
+) -> torch.Tensor:
+    """Temperature, then top-k, then top-p (nucleus) filtering, in transformers' order and tie rules.
+
+    `logits` `(..., K)` -> filtered logits (removed entries are -inf). Used for both `p` and `q`, so that the
+    draft and the teacher are compared on the distributions that are actually sampled.
+    """
+    logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, sorted_idx = torch.sort(logits, descending=False, dim=-1)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        remove_sorted = cumulative <= (1 - top_p)
+        remove_sorted[..., -1:] = False  # keep at least the most likely token
+        remove = remove_sorted.scatter(-1, sorted_idx, remove_sorted)
+        logits = logits.masked_fill(remove, float("-inf"))
+    return logits
+
+
+def speculative_accept(
+    p: torch.Tensor, q: torch.Tensor, draft_tokens: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Algorithm 1's acceptance step for a batch.
+
+    Args:
+        p: teacher probabilities `(B, gamma + 1, K)` at the `gamma` drafted positions and the one after.
+        q: draft probabilities `(B, gamma, K)` from which `draft_tokens` `(B, gamma)` were sampled.
+    Returns:
+        n: accepted drafts per row `(B,)`, in `[0, gamma]`;
+        next_token: `(B,)` sampled from `norm(max(0, p_n - q_n))` where a draft was rejected, from `p_gamma`
+            where all were accepted.
+    """
+    B, gamma = draft_tokens.shape
+    p_draft = p[:, :gamma].gather(-1, draft_tokens[..., None]).squeeze(-1)  # p(x_i), (B, gamma)
+    q_draft = q.gather(-1, draft_tokens[..., None]).squeeze(-1)  # q(x_i)
+    r = torch.rand(B, gamma, device=p.device, generator=generator)
+    accepted = r * q_draft < p_draft  # r < p/q without dividing by q
+    n = accepted.long().cumprod(dim=1).sum(dim=1)  # leading run of acceptances
+
+    q_next = torch.cat([q, q.new_zeros(B, 1, q.shape[-1])], dim=1)  # q "= 0" after the last draft: sample p_gamma
+    rows = torch.arange(B, device=p.device)
+    residual = (p[rows, n] - q_next[rows, n]).clamp(min=0)  # (B, K)
+    mass = residual.sum(-1, keepdim=True)
+    # p_n == q_n exactly leaves no residual mass; rejection then has probability 0, so any choice is exact.
+    residual = torch.where(mass > 0, residual / mass.clamp(min=1e-30), p[rows, n])
+    next_token = torch.multinomial(residual, 1, generator=generator).squeeze(1)
+    return n, next_token
+
+
+def greedy_accept(p_logits: torch.Tensor, draft_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy verification: accept while the draft's token is the teacher's argmax; then take the teacher's argmax.
+
+    `p_logits` `(B, gamma + 1, K)`, `draft_tokens` `(B, gamma)` -> `(n (B,), next_token (B,))`.
+    """
+    gamma = draft_tokens.shape[1]
+    targets = p_logits.argmax(dim=-1)  # (B, gamma + 1)
+    n = (draft_tokens == targets[:, :gamma]).long().cumprod(dim=1).sum(dim=1)
+    return n, targets.gather(1, n[:, None]).squeeze(1)
+
+
+def expected_speedup(alpha: float, gamma: int, c: float) -> float:
+    """Leviathan et al. eq. (1) over eq. for cost: `(1 - alpha^(gamma+1)) / ((1 - alpha) (gamma c + 1))`."""
+    alpha = min(max(alpha, 0.0), 1.0 - 1e-9)
+    return (1 - alpha ** (gamma + 1)) / ((1 - alpha) * (gamma * c + 1))
+
+
+def choose_gamma(alpha: float, c: float, gamma_max: int) -> int:
+    """The draft length in `[1, gamma_max]` that maximises `expected_speedup(alpha, gamma, c)`."""
+    return max(range(1, gamma_max + 1), key=lambda gamma: expected_speedup(alpha, gamma, c))
+
+
+def acceptance_alpha(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Expected acceptance `sum_x min(p(x), q(x))` per position (`p`, `q` probabilities `(..., K)`)."""
+    return torch.minimum(p, q).sum(dim=-1)
