@@ -9,7 +9,7 @@ from .models import (
     VQGPTModel,
     VQTokenizer,
 )
-from .speculative import EarlyExitDraft, RaggedCache, SpeculativeOutput, speculative_sample
+from .speculative import EarlyExitDraft, RaggedCache, SpeculativeOutput, speculative_generate, speculative_sample
 
 
 __version__ = "0.1.0.dev0"

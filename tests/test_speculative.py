@@ -223,3 +223,21 @@ def test_bad_input_names_the_argument(pair):
             speculative_sample(**kwargs)
     with pytest.raises(ValueError, match="num_layers"):
         EarlyExitDraft(teacher, 4)
+
+
+def test_reachable_through_generate_custom_generate(pair):
+    from hf_specdec import speculative_generate
+
+    teacher, draft = pair
+    prompt = teacher.class_prompt([0, 1, 2])
+    greedy = teacher.generate(prompt, custom_generate=speculative_generate, draft_model=draft, gamma=3, do_sample=False)
+    assert torch.equal(greedy, teacher.generate(prompt, do_sample=False))
+    sampled = teacher.generate(
+        prompt, custom_generate=speculative_generate, draft_model=draft, gamma=3, do_sample=True, top_k=5,
+        temperature=0.8, generator=torch.Generator().manual_seed(3),
+    )
+    direct = speculative_sample(teacher, draft, prompt, gamma=3, top_k=5, temperature=0.8,
+                                generator=torch.Generator().manual_seed(3))
+    assert torch.equal(sampled, direct.sequences)
+    with pytest.raises(ValueError, match="draft_model"):
+        teacher.generate(prompt, custom_generate=speculative_generate, do_sample=False)

@@ -1,0 +1,60 @@
+"""Our sampler through transformers' own door: `model.generate(..., custom_generate=speculative_generate)`.
+
+`generate()` prepares the prompt and the `GenerationConfig` as usual and hands them to this decoding method;
+`draft_model`, `gamma`, `adaptive_gamma` and `generator` are its extra keyword arguments:
+
+    from hf_specdec.speculative import speculative_generate
+    teacher.generate(prompt, custom_generate=speculative_generate, draft_model=student, gamma=6,
+                     do_sample=True, top_k=None)
+
+Batches of any size work (HF's own assisted generation takes batch size 1 only).
+"""
+
+import torch
+from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+from .decoding import speculative_sample
+
+_SUPPORTED_PROCESSORS = (TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
+
+
+def speculative_generate(
+    model,
+    input_ids: torch.LongTensor,
+    logits_processor: LogitsProcessorList,
+    stopping_criteria,
+    generation_config,
+    draft_model=None,
+    gamma: int = 4,
+    adaptive_gamma: bool = False,
+    generator: torch.Generator | None = None,
+    **model_kwargs,
+) -> torch.LongTensor:
+    """A `custom_generate` decoding method running `speculative_sample(model, draft_model, ...)`.
+
+    Sampling settings (`do_sample`, `temperature`, `top_k`, `top_p`, length) come from `generation_config`;
+    `cfg_scale` from the model keyword arguments. Returns the sequences, prompt included.
+    """
+    if draft_model is None:
+        raise ValueError("`draft_model` is required: pass `draft_model=student` to generate().")
+    unsupported = [type(p).__name__ for p in logits_processor if not isinstance(p, _SUPPORTED_PROCESSORS)]
+    if unsupported:
+        raise ValueError(
+            f"speculative_generate applies temperature, top_k and top_p only; remove the settings that add {unsupported}."
+        )
+    do_sample = bool(generation_config.do_sample)
+    out = speculative_sample(
+        model,
+        draft_model,
+        input_ids,
+        gamma=gamma,
+        max_new_tokens=generation_config.max_length - input_ids.shape[1],
+        do_sample=do_sample,
+        temperature=generation_config.temperature if do_sample and generation_config.temperature else 1.0,
+        top_k=generation_config.top_k if do_sample else None,
+        top_p=generation_config.top_p if do_sample and generation_config.top_p is not None and generation_config.top_p < 1.0 else None,
+        cfg_scale=model_kwargs.get("cfg_scale"),
+        generator=generator,
+        adaptive_gamma=adaptive_gamma,
+    )
+    return out.sequences
