@@ -204,7 +204,6 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         self.transformer = VQGPTModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.codebook_size, bias=False)
         self.post_init()
-        self.generation_config.max_length = config.max_position_embeddings
         self.generation_config.pad_token_id = config.pad_token_id
         self.generation_config.bos_token_id = config.bos_token_id
         # Defaults read when this model is the *assistant* of HF assisted generation. The stock confidence
@@ -347,6 +346,11 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         if max_new_tokens is None and generation_config is not None:
             max_new_tokens = generation_config.max_new_tokens
         self.check_prompt(input_ids, max_new_tokens)
+        max_length = kwargs.get("max_length", getattr(generation_config, "max_length", None))
+        if max_new_tokens is None and max_length is None:
+            # Default: the rest of the token grid. Set here rather than as `generation_config.max_length`, which
+            # would clash with the `max_new_tokens` that assisted generation passes to its assistant.
+            kwargs["max_new_tokens"] = self.config.max_position_embeddings - input_ids.shape[1]
         return super().generate(inputs, generation_config=generation_config, **kwargs)
 
 
