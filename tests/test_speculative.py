@@ -241,3 +241,28 @@ def test_reachable_through_generate_custom_generate(pair):
     assert torch.equal(sampled, direct.sequences)
     with pytest.raises(ValueError, match="draft_model"):
         teacher.generate(prompt, custom_generate=speculative_generate, do_sample=False)
+
+
+def test_relaxed_acceptance_is_opt_in_and_accepts_more(pair):
+    from hf_specdec.speculative import latent_neighbours
+
+    teacher, draft = pair
+    K = teacher.config.codebook_size
+    codebook = torch.randn(K, 8, generator=torch.Generator().manual_seed(0))
+    itself = latent_neighbours(codebook, 1)
+    assert torch.equal(itself[:, 0], torch.arange(K))
+    near = latent_neighbours(codebook, 4)
+    assert torch.equal(near[:, 0], torch.arange(K))
+    far_only = latent_neighbours(codebook, 4, max_distance=0.0)  # nothing within distance 0: only itself
+    assert (far_only == torch.arange(K)[:, None]).all()
+
+    prompt = teacher.class_prompt(torch.arange(300) % 3)
+    run = lambda neighbours: speculative_sample(  # noqa: E731
+        teacher, draft, prompt, gamma=3, relaxed_neighbours=neighbours, generator=torch.Generator().manual_seed(5)
+    )
+    exact = run(None)
+    assert torch.equal(run(itself).sequences, exact.sequences)  # neighbourhood {x}: the exact algorithm
+    relaxed = run(near)
+    assert relaxed.acceptance_rate > exact.acceptance_rate
+    with pytest.raises(ValueError, match="relaxed_neighbours"):
+        speculative_sample(teacher, draft, prompt[:1], relaxed_neighbours=torch.zeros(3, 2, dtype=torch.long))

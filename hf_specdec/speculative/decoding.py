@@ -13,7 +13,7 @@ import torch
 
 from ..models import VQGPTForCausalLM
 from .cache import RaggedCache, ragged_causal_mask, ragged_positions
-from .sampling import choose_gamma, greedy_accept, speculative_accept, warp_logits
+from .sampling import choose_gamma, greedy_accept, relaxed_accept, speculative_accept, warp_logits
 
 
 @dataclass
@@ -77,7 +77,9 @@ class EarlyExitDraft(torch.nn.Module):
         return self.teacher(input_ids, num_layers=self.num_layers, **kwargs)
 
 
-def _check_arguments(teacher, draft, input_ids, gamma, max_new_tokens, do_sample, temperature, top_k, top_p):
+def _check_arguments(
+    teacher, draft, input_ids, gamma, max_new_tokens, do_sample, temperature, top_k, top_p, relaxed_neighbours
+):
     t, d = teacher.config, draft.config
     for name in ("codebook_size", "num_classes", "grid_h", "grid_w"):
         if getattr(t, name) != getattr(d, name):
@@ -93,6 +95,10 @@ def _check_arguments(teacher, draft, input_ids, gamma, max_new_tokens, do_sample
         raise ValueError(f"`top_k` must be a positive integer or None, got {top_k!r}.")
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise ValueError(f"`top_p` must be in (0, 1] or None, got {top_p!r}.")
+    if relaxed_neighbours is not None and (
+        relaxed_neighbours.dim() != 2 or relaxed_neighbours.shape[0] != t.codebook_size
+    ):
+        raise ValueError(f"`relaxed_neighbours` must be a ({t.codebook_size}, k) table from `latent_neighbours`.")
     if max_new_tokens is not None and max_new_tokens < 1:
         raise ValueError(f"`max_new_tokens` must be >= 1, got {max_new_tokens!r}.")
     teacher.check_prompt(input_ids, max_new_tokens)
@@ -113,6 +119,7 @@ def speculative_sample(
     generator: torch.Generator | None = None,
     adaptive_gamma: bool = False,
     cost_ratio: float | None = None,
+    relaxed_neighbours: torch.Tensor | None = None,
 ) -> SpeculativeOutput:
     """Sample image tokens from `teacher` with `draft` proposing `gamma` tokens per round (Leviathan et al. 2023).
 
@@ -132,8 +139,13 @@ def speculative_sample(
         adaptive_gamma: choose each round's gamma in `[1, gamma]` maximising the expected speedup
             `(1 - a^(g+1)) / ((1 - a)(g c + 1))` for the running acceptance `a` and cost ratio `c`.
         cost_ratio: `c` = draft step time / teacher step time; measured during the call when None.
+        relaxed_neighbours: LOSSY, off by default. A `(K, k)` table from `latent_neighbours(codebook, k)`: accept
+            a drafted code with the teacher's mass on its latent neighbours (`relaxed_accept`). Faster, but the
+            output is no longer the teacher's distribution.
     """
-    _check_arguments(teacher, draft, input_ids, gamma, max_new_tokens, do_sample, temperature, top_k, top_p)
+    _check_arguments(
+        teacher, draft, input_ids, gamma, max_new_tokens, do_sample, temperature, top_k, top_p, relaxed_neighbours
+    )
     config = teacher.config
     device = input_ids.device
     B, P = input_ids.shape
@@ -216,7 +228,12 @@ def speculative_sample(
         counts["teacher"] += 1
         if do_sample:
             q_probs = torch.stack(q, dim=1) if g > 0 else p_logits.new_zeros(B, 0, p_logits.shape[-1])
-            accepted, next_token = speculative_accept(p_logits.softmax(-1), q_probs, drafted, generator)
+            if relaxed_neighbours is None:
+                accepted, next_token = speculative_accept(p_logits.softmax(-1), q_probs, drafted, generator)
+            else:
+                accepted, next_token = relaxed_accept(
+                    p_logits.softmax(-1), q_probs, drafted, relaxed_neighbours, generator
+                )
         else:
             accepted, next_token = greedy_accept(p_logits, drafted)
         timings["teacher"] += time.perf_counter() - tic

@@ -90,3 +90,52 @@ def choose_gamma(alpha: float, c: float, gamma_max: int) -> int:
 def acceptance_alpha(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Expected acceptance `sum_x min(p(x), q(x))` per position (`p`, `q` probabilities `(..., K)`)."""
     return torch.minimum(p, q).sum(dim=-1)
+
+
+def latent_neighbours(codebook: torch.Tensor, k: int, max_distance: float | None = None) -> torch.Tensor:
+    """For each code, the indices `(K, k)` of its `k` nearest codebook vectors (itself first) in latent space.
+
+    `codebook` `(K, D)`, e.g. `tokenizer.quantize.embedding.weight`. Neighbours farther than `max_distance` are
+    replaced by the code itself, which bounds how far a relaxed acceptance can move the distribution.
+    """
+    if not 1 <= k <= codebook.shape[0]:
+        raise ValueError(f"`k` must be in [1, {codebook.shape[0]}], got {k}.")
+    distances = torch.cdist(codebook.float(), codebook.float())
+    distances.fill_diagonal_(-1.0)  # itself first, whatever the rounding
+    nearest = distances.topk(k, largest=False)
+    neighbours = nearest.indices
+    if max_distance is not None:
+        too_far = nearest.values > max_distance
+        neighbours = torch.where(too_far, neighbours[:, :1].expand_as(neighbours), neighbours)
+    return neighbours
+
+
+def relaxed_accept(
+    p: torch.Tensor,
+    q: torch.Tensor,
+    draft_tokens: torch.Tensor,
+    neighbours: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """LOSSY relaxed acceptance in the spirit of LANTERN (Jang et al. 2024): a drafted code `x` is accepted with
+    probability `min(1, p(N(x)) / q(x))`, where `p(N(x))` is the teacher's mass on `x`'s latent neighbours
+    `neighbours[x]` (with duplicates counted once); at the first rejection the token comes from
+    `norm(max(0, p - q))` as in the exact algorithm.
+
+    Images that look alike in latent space are accepted more often; the output is *not* distributed as `p`. With
+    `neighbours[x] == [x]` this is exactly `speculative_accept`. Shapes as in `speculative_accept`.
+    """
+    B, gamma = draft_tokens.shape
+    K = p.shape[-1]
+    member = torch.zeros(K, K, dtype=p.dtype, device=p.device)
+    member.scatter_(1, neighbours.to(p.device), 1.0)  # member[x, y] = 1 if y is a neighbour of x
+    p_neighbourhood = (p[:, :gamma] * member[draft_tokens]).sum(-1)  # p(N(x_i)), (B, gamma)
+    q_draft = q.gather(-1, draft_tokens[..., None]).squeeze(-1)
+    r = torch.rand(B, gamma, device=p.device, generator=generator)
+    n = (r * q_draft < p_neighbourhood).long().cumprod(dim=1).sum(dim=1)
+    q_next = torch.cat([q, q.new_zeros(B, 1, K)], dim=1)
+    rows = torch.arange(B, device=p.device)
+    residual = (p[rows, n] - q_next[rows, n]).clamp(min=0)
+    mass = residual.sum(-1, keepdim=True)
+    residual = torch.where(mass > 0, residual / mass.clamp(min=1e-30), p[rows, n])
+    return n, torch.multinomial(residual, 1, generator=generator).squeeze(1)
