@@ -10,4 +10,5 @@ from .images import (
     split_dataset,
     tensor_to_images,
 )
+from .config import DataArguments
 from .tokens import precompute_tokens, token_sequences, tokenizer_fingerprint

@@ -188,6 +188,15 @@ class VQTokenizer(VQModel):
         z_q, vq_loss, (_, _, indices) = self.quantize(latents)
         return z_q, vq_loss, indices.reshape(latents.shape[0], latents.shape[2], latents.shape[3])
 
+    def reconstruct(self, images: torch.Tensor):
+        """Training forward: `(reconstruction, vq_loss, indices (B, h, w))`, gradients straight through the codes.
+
+        The same path as `VQModel.forward`, but it also returns the indices for codebook statistics.
+        """
+        z_q, vq_loss, indices = self.quantize_images(images)
+        decoded = self.decoder(self.post_quant_conv(z_q), z_q if self.config.norm_type == "spatial" else None)
+        return decoded, vq_loss, indices
+
     @torch.no_grad()
     def encode_to_indices(self, images: torch.Tensor) -> torch.LongTensor:
         """Images `(B, C, H, W)` in [-1, 1] -> codes `(B, h, w)` int64 in `[0, codebook_size)`."""

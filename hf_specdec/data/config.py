@@ -1,0 +1,33 @@
+"""`DataArguments`: which images, at what resolution, split how, and where the token cache lives."""
+
+from dataclasses import dataclass, field
+
+from datasets import DatasetDict
+
+from .images import load_image_dataset
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(default="digits", metadata={"help": "digits | mini-imagenet-dogs | imagefolder."})
+    data_dir: str | None = field(default=None, metadata={"help": "Folder of class sub-folders, for imagefolder."})
+    repo_id: str = field(default="timm/mini-imagenet", metadata={"help": "Hub dataset for mini-imagenet-dogs."})
+    resolution: int = field(default=32, metadata={"help": "Images are resized to resolution x resolution."})
+    val_fraction: float = field(default=0.1, metadata={"help": "Fraction of images held out for validation."})
+    test_fraction: float = field(default=0.1, metadata={"help": "Fraction of images held out for testing."})
+    split_seed: int = field(default=0, metadata={"help": "Seed of the deterministic stratified split."})
+    token_cache_dir: str = field(default="outputs/token-cache", metadata={"help": "Arrow cache of precomputed tokens."})
+
+    def __post_init__(self):
+        if self.dataset == "imagefolder" and not self.data_dir:
+            raise ValueError("`data_dir` is required when `dataset` is imagefolder.")
+        if self.resolution < 8:
+            raise ValueError(f"`resolution` must be >= 8, got {self.resolution}.")
+
+    def load(self) -> DatasetDict:
+        split = dict(val_fraction=self.val_fraction, test_fraction=self.test_fraction, seed=self.split_seed)
+        if self.dataset == "digits":
+            return load_image_dataset("digits", resolution=self.resolution, **split)
+        if self.dataset == "imagefolder":
+            return load_image_dataset("imagefolder", data_dir=self.data_dir, **split)
+        return load_image_dataset(self.dataset, repo_id=self.repo_id, **split)

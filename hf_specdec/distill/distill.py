@@ -1,0 +1,202 @@
+"""Distilling drafts from the teacher: the seed's hybrid loss, and on-policy distillation (GKD / DistillSpec).
+
+A batch's sequences come from one of three places: the real token data, sequences sampled from the teacher
+(`data_source="teacher"`, sequence-level KD), or - with probability `lmbda` - the student's own samples
+(on-policy, Agarwal et al. 2024; Zhou et al. 2024). The teacher labels every position with its distribution and
+the student is trained on a divergence to it. The metric that predicts speculative speed, the expected acceptance
+`alpha = E[sum_x min(p(x), q(x))]`, is measured on held-out teacher rollouts with `p` and `q` processed exactly as
+at generation time.
+"""
+
+import json
+import os
+import random
+from dataclasses import dataclass, field
+
+import torch
+
+from ..models import STUDENT_IDS, VQGPTForCausalLM, VQTokenizer
+from ..speculative import acceptance_alpha, warp_logits
+from .losses import DIVERGENCES, divergence, forward_kl, hybrid_distillation_loss
+
+
+@dataclass
+class DistillArguments:
+    teacher_path: str = field(default="checkpoints/digits/teacher", metadata={"help": "Trained teacher folder or Hub id."})
+    tokenizer_path: str = field(default="checkpoints/digits/vq-tokenizer", metadata={"help": "The teacher's tokenizer."})
+    student_id: int | None = field(default=None, metadata={"help": "The seed's numbering: 1=10L 2=8L 3=6L 4=4L."})
+    student_preset: str | None = field(default=None, metadata={"help": "A size preset instead, e.g. draft-1L."})
+    student_layers: int | None = field(default=None, metadata={"help": "A custom depth instead of a preset."})
+    init_from_teacher: bool = field(default=True, metadata={"help": "Initialise from teacher layers (see teacher_layers)."})
+    teacher_layers: list[int] | None = field(default=None, metadata={"help": "Teacher blocks to copy (default: evenly spaced)."})
+    loss: str = field(default="hybrid", metadata={"help": "hybrid | forward_kl | reverse_kl | jsd | tv."})
+    alpha: float = field(default=0.5, metadata={"help": "hybrid: weight of the hard cross-entropy term."})
+    kd_temperature: float = field(default=2.0, metadata={"help": "hybrid: distillation temperature T."})
+    beta: float = field(default=0.5, metadata={"help": "jsd: interpolation beta."})
+    kl_weight: float = field(default=0.0, metadata={"help": "Extra forward-KL term added to a tv/jsd/reverse_kl loss."})
+    lmbda: float = field(default=0.0, metadata={"help": "Probability that a batch is the student's own samples (on-policy)."})
+    data_source: str = field(default="real", metadata={"help": "real | teacher: off-policy sequences from data or teacher samples."})
+    num_teacher_samples: int = field(default=4096, metadata={"help": "Teacher samples drawn once when data_source=teacher."})
+    gen_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the generation setting."})
+    gen_top_k: int | None = field(default=None, metadata={"help": "Top-k of the generation setting (None = off)."})
+    cfg_scale: float | None = field(default=None, metadata={"help": "Guidance scale of the generation setting."})
+    num_alpha_prefixes: int = field(default=256, metadata={"help": "Held-out teacher rollouts for measuring alpha."})
+
+    def __post_init__(self):
+        chosen = [x is not None for x in (self.student_id, self.student_preset, self.student_layers)]
+        if sum(chosen) != 1:
+            raise ValueError("Give exactly one of `student_id`, `student_preset`, `student_layers`.")
+        if self.student_id is not None and self.student_id not in STUDENT_IDS:
+            raise ValueError(f"`student_id` must be one of {sorted(STUDENT_IDS)}, got {self.student_id}.")
+        if self.loss != "hybrid" and self.loss not in DIVERGENCES:
+            raise ValueError(f"`loss` must be hybrid or one of {sorted(DIVERGENCES)}, got {self.loss!r}.")
+        if not 0.0 <= self.lmbda <= 1.0:
+            raise ValueError(f"`lmbda` must be in [0, 1], got {self.lmbda}.")
+        if self.data_source not in ("real", "teacher"):
+            raise ValueError(f"`data_source` must be real or teacher, got {self.data_source!r}.")
+        if self.gen_temperature <= 0:
+            raise ValueError(f"`gen_temperature` must be > 0, got {self.gen_temperature}.")
+
+    @property
+    def student_depth(self) -> str | int:
+        if self.student_id is not None:
+            return STUDENT_IDS[self.student_id]
+        return self.student_preset if self.student_preset is not None else self.student_layers
+
+    @property
+    def generation_kwargs(self) -> dict:
+        return {"temperature": self.gen_temperature, "top_k": self.gen_top_k, "cfg_scale": self.cfg_scale}
+
+
+def make_student(teacher: VQGPTForCausalLM, depth: str | int, teacher_layers: list[int] | None = None, init: bool = True):
+    """A student with the teacher's width and vocabulary; optionally initialised from teacher blocks.
+
+    `teacher_layers` picks the teacher blocks to copy (default: evenly spaced, first and last included); the
+    embeddings, final norm and head are always copied when `init`.
+    """
+    config = teacher.config.student_config(depth)
+    student = VQGPTForCausalLM(config)
+    if not init:
+        return student
+    n_student, n_teacher = config.num_hidden_layers, teacher.config.num_hidden_layers
+    if teacher_layers is None:
+        teacher_layers = [round(i * (n_teacher - 1) / max(n_student - 1, 1)) for i in range(n_student)]
+    if len(teacher_layers) != n_student or not all(0 <= i < n_teacher for i in teacher_layers):
+        raise ValueError(f"`teacher_layers` must list {n_student} indices in [0, {n_teacher}), got {teacher_layers}.")
+    for name in ("wte", "wpe", "ln_f"):
+        getattr(student.transformer, name).load_state_dict(getattr(teacher.transformer, name).state_dict())
+    student.lm_head.load_state_dict(teacher.lm_head.state_dict())
+    for target, source in enumerate(teacher_layers):
+        student.transformer.h[target].load_state_dict(teacher.transformer.h[source].state_dict())
+    return student
+
+
+def processed_probs(model, ids: torch.Tensor, temperature=1.0, top_k=None, cfg_scale=None) -> torch.Tensor:
+    """Next-code probabilities `(B, T-1, K)` at every position, processed as `generate()` would."""
+    logits = model(ids, cfg_scale=cfg_scale, use_cache=False).logits[:, :-1]
+    return warp_logits(logits, temperature, top_k).softmax(-1)
+
+
+@torch.no_grad()
+def expected_acceptance(teacher, student, sequences: torch.Tensor, batch_size: int = 128, **generation) -> dict:
+    """`alpha = mean over positions of sum_x min(p, q)` on `sequences` `(N, 1 + h*w)`, and alpha per grid position."""
+    device = next(student.parameters()).device
+    per_position = []
+    for i in range(0, len(sequences), batch_size):
+        ids = sequences[i : i + batch_size].to(device)
+        p = processed_probs(teacher, ids, **generation)
+        q = processed_probs(student, ids, **generation)
+        per_position.append(acceptance_alpha(p, q))
+    alpha = torch.cat(per_position)  # (N, h*w)
+    return {"alpha": alpha.mean().item(), "alpha_by_position": alpha.mean(0).cpu()}
+
+
+@torch.no_grad()
+def sample_sequences(model, prompts: torch.Tensor, batch_size: int = 256, seed: int = 0, **generation) -> torch.Tensor:
+    """Full token sequences sampled from `model` after `prompts` `(N, 1)` (class or null tokens).
+
+    Uses its own seed without touching the caller's random state (training stays reproducible on resume).
+    """
+    was_training = model.training
+    model.eval()
+    out = []
+    devices = [prompts.device] if prompts.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for i in range(0, len(prompts), batch_size):
+            out.append(
+                model.generate(prompts[i : i + batch_size], do_sample=True, temperature=generation.get("temperature", 1.0),
+                               top_k=generation.get("top_k"), cfg_scale=generation.get("cfg_scale"))
+            )
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def class_prompts(model, labels: torch.Tensor) -> torch.Tensor:
+    """`(N, 1)` prompts for class ids (null prompts for an unconditional model)."""
+    return model.class_prompt(labels if model.config.num_classes else None, batch_size=len(labels))
+
+
+def distillation_loss(args: DistillArguments, teacher, student, ids: torch.Tensor):
+    """The configured loss on sequences `ids` `(B, 1 + h*w)`: teacher labels every position (no gradient)."""
+    with torch.no_grad():
+        teacher_logits = teacher(ids, use_cache=False).logits[:, :-1]
+    student_logits = student(ids, use_cache=False).logits[:, :-1]
+    if args.loss == "hybrid":
+        return hybrid_distillation_loss(teacher_logits, student_logits, ids[:, 1:], args.alpha, args.kd_temperature)
+    loss = divergence(args.loss, teacher_logits, student_logits, args.gen_temperature, beta=args.beta)
+    if args.kl_weight:
+        loss = loss + args.kl_weight * forward_kl(teacher_logits, student_logits, args.gen_temperature)
+    return loss
+
+
+def run_distillation(data_args, args: DistillArguments, training_args):
+    """Train a student of `args.student_depth` from the teacher; writes it with `distill_metrics.json`."""
+    from ..training import make_accelerator, train
+    from ..training.teacher import collate_tokens, drop_class, token_splits
+
+    accelerator = make_accelerator(training_args)
+    teacher = VQGPTForCausalLM.from_pretrained(args.teacher_path).eval().requires_grad_(False)
+    tokenizer = VQTokenizer.from_pretrained(args.tokenizer_path)
+    with accelerator.main_process_first():
+        splits = token_splits(data_args, tokenizer)
+    teacher.to(accelerator.device)
+    student = make_student(teacher, args.student_depth, args.teacher_layers, args.init_from_teacher)
+    collate = collate_tokens(teacher.config)
+    generation = args.generation_kwargs
+
+    val_labels = torch.as_tensor(splits["validation"][:]["label"])
+    alpha_labels = val_labels.repeat(args.num_alpha_prefixes // len(val_labels) + 1)[: args.num_alpha_prefixes]
+    alpha_sequences = sample_sequences(teacher, class_prompts(teacher, alpha_labels), seed=1234, **generation)
+    train_data = splits["train"]
+    if args.data_source == "teacher":
+        train_labels = torch.as_tensor(train_data[:]["label"])
+        labels = train_labels[torch.randint(len(train_labels), (args.num_teacher_samples,), generator=torch.Generator().manual_seed(0))]
+        sampled = sample_sequences(teacher, class_prompts(teacher, labels), seed=training_args.seed, **generation).cpu()
+        train_data = [{"label": int(label), "codes": seq[1:]} for label, seq in zip(labels, sampled)]
+    metrics: dict = {}
+    on_policy_rng = random.Random(training_args.seed + accelerator.process_index)
+
+    def loss_fn(model, ids, step):
+        ids = drop_class(ids.to(accelerator.device), teacher.config, teacher.config.class_dropout_prob)
+        on_policy = args.lmbda > 0 and on_policy_rng.random() < args.lmbda
+        if on_policy:  # the student's own samples after the same (class or null) prompts
+            own = accelerator.unwrap_model(model)
+            ids = sample_sequences(own, ids[:, :1], seed=on_policy_rng.randrange(2**31), **generation)
+        return distillation_loss(args, teacher, model, ids), {"on_policy": float(on_policy)}
+
+    def eval_fn(model, step):
+        result = expected_acceptance(teacher, model, alpha_sequences, **generation)
+        metrics.update(alpha=result["alpha"], alpha_by_position=result["alpha_by_position"].tolist())
+        return {"alpha": result["alpha"]}
+
+    def save_fn(model, output_dir):
+        model.save_pretrained(output_dir)
+        summary = {"alpha": metrics.get("alpha"), "alpha_by_position": metrics.get("alpha_by_position"),
+                   "parameters": model.num_parameters(), "loss": args.loss, "lmbda": args.lmbda,
+                   "data_source": args.data_source, "steps": training_args.max_steps, "generation": generation}
+        with open(os.path.join(output_dir, "distill_metrics.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+
+    run_config = {"data": vars(data_args), "distill": vars(args)}
+    return train(student, train_data, loss_fn, training_args, accelerator, collate, eval_fn, save_fn, run_config)

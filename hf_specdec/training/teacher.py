@@ -1,0 +1,105 @@
+"""Training the class-conditional (or unconditional) VQGPT teacher on precomputed tokens."""
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+from ..data import DataArguments, precompute_tokens, token_sequences
+from ..models import VQGPTConfig, VQGPTForCausalLM, VQTokenizer
+from ..pipeline import check_tokenizer_matches
+from .trainer import TrainingArguments, make_accelerator, train
+
+
+@dataclass
+class TeacherArguments:
+    tokenizer_path: str = field(default="checkpoints/digits/vq-tokenizer", metadata={"help": "Trained VQTokenizer folder."})
+    preset: str = field(default="teacher", metadata={"help": "Size preset (VQGPT_PRESETS): teacher, student-4L, ..."})
+    hidden_size: int = field(default=128, metadata={"help": "Transformer width."})
+    num_attention_heads: int = field(default=4, metadata={"help": "Attention heads."})
+    dropout: float = field(default=0.1, metadata={"help": "Dropout."})
+    class_dropout_prob: float = field(default=0.1, metadata={"help": "Chance to train on the null class (for CFG)."})
+    unconditional: bool = field(default=False, metadata={"help": "Ignore labels: an unconditional model (num_classes=0)."})
+
+
+def token_splits(data_args: DataArguments, tokenizer):
+    """Precomputed `(label, codes)` splits of the configured data (cached by fingerprint)."""
+    return precompute_tokens(data_args.load(), tokenizer, data_args.resolution, cache_dir=data_args.token_cache_dir)
+
+
+def collate_tokens(config: VQGPTConfig):
+    """Batches of `(label, codes)` rows -> `(B, 1 + h*w)` model inputs."""
+
+    def collate(rows):
+        labels = torch.stack([torch.as_tensor(r["label"]) for r in rows])
+        codes = torch.stack([torch.as_tensor(r["codes"]) for r in rows])
+        return token_sequences(labels, codes, config.codebook_size, config.num_classes)
+
+    return collate
+
+
+def drop_class(ids: torch.Tensor, config: VQGPTConfig, prob: float) -> torch.Tensor:
+    """Replace the class token by the null token with probability `prob` per row (classifier-free guidance)."""
+    if prob <= 0 or config.num_classes == 0:
+        return ids
+    ids = ids.clone()
+    drop = torch.rand(ids.shape[0], device=ids.device) < prob
+    ids[drop, 0] = config.null_token_id
+    return ids
+
+
+@torch.no_grad()
+def evaluate_loss(model, sequences: torch.Tensor, batch_size: int = 256) -> dict[str, float]:
+    """Mean next-code cross-entropy and perplexity of `model` on `sequences` `(N, 1 + h*w)`."""
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for i in range(0, len(sequences), batch_size):
+        ids = sequences[i : i + batch_size].to(device)
+        total += model(ids, labels=ids, use_cache=False).loss.item() * len(ids)
+        count += len(ids)
+    loss = total / max(count, 1)
+    return {"loss": loss, "perplexity": math.exp(loss)}
+
+
+def train_teacher(data_args: DataArguments, model_args: TeacherArguments, args: TrainingArguments) -> VQGPTForCausalLM:
+    accelerator = make_accelerator(args)
+    tokenizer = VQTokenizer.from_pretrained(model_args.tokenizer_path)
+    with accelerator.main_process_first():  # one process writes the token cache, the others read it
+        splits = token_splits(data_args, tokenizer)
+    h, w = tokenizer.grid_size(data_args.resolution)
+    config = VQGPTConfig.from_preset(
+        model_args.preset,
+        codebook_size=tokenizer.codebook_size,
+        num_classes=0 if model_args.unconditional else splits["train"].features["label"].num_classes,
+        grid_h=h,
+        grid_w=w,
+        hidden_size=model_args.hidden_size,
+        num_attention_heads=model_args.num_attention_heads,
+        dropout=model_args.dropout,
+        class_dropout_prob=model_args.class_dropout_prob,
+    )
+    check_tokenizer_matches(tokenizer, config)
+    model = VQGPTForCausalLM(config)
+    collate = collate_tokens(config)
+    val_sequences = collate(list(splits["validation"]))
+    final_metrics = {}
+
+    def loss_fn(model, ids, step):
+        ids = drop_class(ids, config, config.class_dropout_prob)
+        return model(ids, labels=ids, use_cache=False).loss, {}
+
+    def eval_fn(model, step):
+        final_metrics.update(evaluate_loss(model, val_sequences))
+        return dict(final_metrics)
+
+    def save_fn(model, output_dir):
+        model.save_pretrained(output_dir)
+        metrics = {"val_loss": final_metrics.get("loss"), "val_perplexity": final_metrics.get("perplexity"),
+                   "parameters": model.num_parameters(), "steps": args.max_steps}
+        with open(os.path.join(output_dir, "training_metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2)
+
+    run_config = {"data": vars(data_args), "model": vars(model_args)}
+    return train(model, splits["train"], loss_fn, args, accelerator, collate, eval_fn, save_fn, run_config)

@@ -1,0 +1,204 @@
+"""The one Accelerate training loop that every training script uses.
+
+Gradient accumulation, clipping only when gradients sync, optional mixed precision, warmup + cosine schedule,
+periodic evaluation, atomic safetensors checkpoints every N steps, `resume_from_checkpoint="latest"`, trackers
+through Accelerate, a tqdm bar on the main process, and a final `save_pretrained`. Runs unchanged on one CPU, one
+GPU, or many GPUs with `accelerate launch` (DDP; FSDP and DeepSpeed configs in `configs/accelerate/`).
+"""
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+
+
+@dataclass
+class TrainingArguments:
+    output_dir: str = field(default="outputs/run", metadata={"help": "Where the final model, checkpoints and logs go."})
+    max_steps: int = field(default=1000, metadata={"help": "Optimizer steps to train for."})
+    per_device_batch_size: int = field(default=64, metadata={"help": "Examples per process per micro-batch."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    learning_rate: float = field(default=3e-4, metadata={"help": "Peak learning rate of AdamW."})
+    min_lr_ratio: float = field(default=0.1, metadata={"help": "Cosine decays to this fraction of the peak."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and norms)."})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
+    adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2."})
+    warmup_steps: int = field(default=100, metadata={"help": "Linear warmup steps."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Clip the gradient norm to this (0 = off)."})
+    mixed_precision: str = field(default="no", metadata={"help": "no | fp16 | bf16."})
+    eval_every: int = field(default=200, metadata={"help": "Evaluate every N optimizer steps (0 = only at the end)."})
+    save_every: int = field(default=500, metadata={"help": "Checkpoint every N optimizer steps (0 = never)."})
+    checkpoints_total_limit: int = field(default=2, metadata={"help": "Keep at most this many checkpoints."})
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "'latest' (newest in output_dir/checkpoints, if any) or a checkpoint path."}
+    )
+    report_to: str = field(default="none", metadata={"help": "wandb | tensorboard | none. wandb runs offline without credentials."})
+    project_name: str = field(default="hf-specdec", metadata={"help": "Tracker project name."})
+    log_every: int = field(default=10, metadata={"help": "Log training metrics every N optimizer steps."})
+    seed: int = field(default=0, metadata={"help": "Seed for initialisation and data order."})
+    num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+
+    def __post_init__(self):
+        for name in ("max_steps", "per_device_batch_size", "gradient_accumulation_steps", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+        for name in ("warmup_steps", "eval_every", "save_every", "checkpoints_total_limit", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
+        if self.learning_rate <= 0:
+            raise ValueError(f"`learning_rate` must be > 0, got {self.learning_rate}.")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ValueError(f"`mixed_precision` must be one of no, fp16, bf16; got {self.mixed_precision!r}.")
+        if self.report_to not in ("wandb", "tensorboard", "none"):
+            raise ValueError(f"`report_to` must be one of wandb, tensorboard, none; got {self.report_to!r}.")
+
+
+def make_accelerator(args: TrainingArguments) -> Accelerator:
+    """An `Accelerator` for `args` (created by the caller's script, never at import time)."""
+    if args.report_to == "wandb" and not os.environ.get("WANDB_API_KEY") and not os.path.exists(os.path.expanduser("~/.netrc")):
+        os.environ.setdefault("WANDB_MODE", "offline")  # no credentials: log to output_dir/wandb, sync later
+    return Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_dir=args.output_dir,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+
+
+def cosine_schedule_with_warmup(optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float):
+    """Linear warmup to the peak, then cosine decay to `min_lr_ratio` of it at `total_steps`."""
+
+    def lr_lambda(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+
+
+def _parameter_groups(model: torch.nn.Module, weight_decay: float):
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (decay if param.dim() >= 2 else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def train(
+    model: torch.nn.Module,
+    train_dataset,
+    loss_fn: Callable,
+    args: TrainingArguments,
+    accelerator: Accelerator | None = None,
+    collate_fn: Callable | None = None,
+    eval_fn: Callable | None = None,
+    save_fn: Callable | None = None,
+    run_config: dict | None = None,
+) -> torch.nn.Module:
+    """Train `model` on `train_dataset`; returns the unwrapped model.
+
+    Args:
+        loss_fn: `loss_fn(model, batch, step) -> (loss, logs: dict[str, float])`, run inside autocast.
+        eval_fn: `eval_fn(unwrapped_model, step) -> dict[str, float]`, run on every process (logged on the main one).
+        save_fn: `save_fn(unwrapped_model, output_dir)`; default `save_pretrained` (safetensors).
+        run_config: extra config logged to the trackers (the script's dataclasses).
+    """
+    accelerator = accelerator or make_accelerator(args)
+    set_seed(args.seed)
+    os.makedirs(args.output_dir, exist_ok=True)
+    checkpoints_dir = os.path.join(args.output_dir, "checkpoints")
+
+    dataloader = DataLoader(
+        train_dataset,
+        batch_size=args.per_device_batch_size,
+        shuffle=True,
+        drop_last=True,
+        collate_fn=collate_fn,
+        num_workers=args.num_workers,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    if len(dataloader) < args.gradient_accumulation_steps:
+        raise ValueError(
+            f"`per_device_batch_size` {args.per_device_batch_size} x `gradient_accumulation_steps` "
+            f"{args.gradient_accumulation_steps} is more than one epoch of {len(train_dataset)} examples."
+        )
+    optimizer = torch.optim.AdamW(
+        _parameter_groups(model, args.weight_decay), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2)
+    )
+    model, optimizer, dataloader = accelerator.prepare(model, optimizer, dataloader)
+    # Stepped by hand once per optimizer step, so the schedule means the same on any number of processes.
+    scheduler = cosine_schedule_with_warmup(optimizer, args.warmup_steps, args.max_steps, args.min_lr_ratio)
+
+    step = 0
+    checkpoint = resolve_checkpoint(args.resume_from_checkpoint, checkpoints_dir)
+    if checkpoint is not None:
+        step = load_checkpoint(accelerator, model, optimizer, scheduler, checkpoint)
+        accelerator.print(f"Resumed from {checkpoint} at step {step}.")
+    if accelerator.is_main_process and args.report_to != "none":
+        config = {**asdict(args), **(run_config or {})}
+        accelerator.init_trackers(args.project_name, config={k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in config.items()})
+
+    batches_per_epoch = len(dataloader)
+    micro_step = step * args.gradient_accumulation_steps
+    epoch, skip = divmod(micro_step, batches_per_epoch)
+    progress = tqdm(total=args.max_steps, initial=step, desc="training", disable=not accelerator.is_local_main_process)
+    unwrapped = accelerator.unwrap_model(model)
+    running: dict[str, float] = {}
+    while step < args.max_steps:
+        dataloader.set_epoch(epoch)
+        batches = accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
+        for batch in batches:
+            model.train()
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    loss, logs = loss_fn(model, batch, step)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    logs["grad_norm"] = float(accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm))
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            for key, value in {"loss": loss.item(), **logs}.items():
+                running[key] = running.get(key, 0.0) + value / args.gradient_accumulation_steps
+            if not accelerator.sync_gradients:
+                continue
+            scheduler.step()
+            step += 1
+            progress.update(1)
+            if step % args.log_every == 0 or step == args.max_steps:
+                metrics = {f"train/{k}": v for k, v in running.items()} | {"train/lr": scheduler.get_last_lr()[0]}
+                accelerator.log(metrics, step=step)
+                progress.set_postfix(loss=f"{running['loss']:.4f}")
+            running = {}
+            if eval_fn is not None and (step == args.max_steps or (args.eval_every and step % args.eval_every == 0)):
+                model.eval()
+                metrics = eval_fn(unwrapped, step)
+                accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=step)
+                accelerator.print(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+            if args.save_every and (step % args.save_every == 0 or step == args.max_steps):
+                save_checkpoint(accelerator, model, optimizer, scheduler, step, checkpoints_dir, args.checkpoints_total_limit)
+            if step >= args.max_steps:
+                break
+        epoch, skip = epoch + 1, 0
+    progress.close()
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (save_fn or (lambda m, d: m.save_pretrained(d)))(unwrapped, args.output_dir)
+    accelerator.end_training()
+    return unwrapped
+
+
+def steps_for_epochs(num_examples: int, epochs: float, args: TrainingArguments, num_processes: int = 1) -> int:
+    """Optimizer steps that cover `epochs` passes over `num_examples`."""
+    per_step = args.per_device_batch_size * args.gradient_accumulation_steps * num_processes
+    return max(1, math.ceil(epochs * num_examples / per_step))

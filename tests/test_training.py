@@ -1,0 +1,200 @@
+"""The shared Accelerate loop: 2-process DDP on the CPU, kill -9 and resume, and the seed's sanity checks
+(tokenizer reconstruction, teacher overfit, distillation raising acceptance), plus the scripts end to end."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from hf_specdec import VQGPTForCausalLM
+from hf_specdec.cli import parse_args
+from hf_specdec.distill import DistillArguments, expected_acceptance, make_student, sample_sequences
+from hf_specdec.distill.distill import class_prompts, distillation_loss
+from hf_specdec.training import TrainingArguments, list_checkpoints, train
+from tests.conftest import tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = str(ROOT / "tests" / "helpers" / "train_worker.py")
+
+
+def read_log(path):
+    steps = {}
+    for line in Path(path).read_text().splitlines():
+        record = json.loads(line)
+        steps[record["step"]] = record["batch"]  # a resumed run rewrites the steps after its checkpoint
+    return steps
+
+
+def test_two_processes_really_train_together(tmp_path):
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
+    command = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", WORKER, str(tmp_path), "6", "0"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"params-rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world_size"] == 2 and "MULTI_CPU" in r["distributed_type"] for r in ranks)
+    assert ranks[0]["checksum"] == ranks[1]["checksum"]  # gradients were all-reduced
+    batches = [read_log(tmp_path / f"batches-rank{r}.jsonl") for r in (0, 1)]
+    assert set(batches[0]) == set(range(6)) and batches[0] != batches[1]  # each rank saw its own shard
+
+
+def test_kill_and_resume_continues_exactly(tmp_path):
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    subprocess.run([sys.executable, WORKER, str(reference), "24", "8"], check=True, capture_output=True, timeout=300)
+
+    process = subprocess.Popen([sys.executable, WORKER, str(killed), "24", "8", "", "0.25"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        log = killed / "batches-rank0.jsonl"
+        if (killed / "checkpoints" / "checkpoint-8").exists() and log.exists() and len(log.read_text().splitlines()) >= 11:
+            break
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / "params-rank0.json").exists()  # it really died mid-run
+    checkpoints = list_checkpoints(str(killed / "checkpoints"))
+    assert [Path(c).name for c in checkpoints] == ["checkpoint-8"]
+    from safetensors.torch import load_file
+
+    assert load_file(os.path.join(checkpoints[0], "model.safetensors"))  # intact
+
+    result = subprocess.run([sys.executable, WORKER, str(killed), "24", "8", "resume"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Resumed from" in result.stdout + result.stderr and "at step 8" in result.stdout + result.stderr
+    assert read_log(killed / "batches-rank0.jsonl") == read_log(reference / "batches-rank0.jsonl")  # same data order
+    final = json.loads((killed / "params-rank0.json").read_text())["checksum"]
+    assert final == pytest.approx(json.loads((reference / "params-rank0.json").read_text())["checksum"], rel=1e-9)
+
+
+def test_teacher_overfits_one_small_batch(tmp_path):
+    """The seed's verify_teacher.py: a tiny teacher must drive the loss on one batch close to zero."""
+    model = tiny_model(0, num_hidden_layers=2)
+    g = torch.Generator().manual_seed(0)
+    batch = torch.cat([16 + torch.arange(4)[:, None] % 3, torch.randint(0, 16, (4, 16), generator=g)], dim=1)
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=150, per_device_batch_size=4, learning_rate=3e-3,
+                             warmup_steps=10, weight_decay=0.0, eval_every=0, save_every=0, log_every=50)
+    trained = train(model, list(batch), lambda m, ids, s: (m(ids, labels=ids, use_cache=False).loss, {}), args,
+                    collate_fn=torch.stack)
+    with torch.no_grad():
+        assert trained.eval()(batch, labels=batch, use_cache=False).loss.item() < 0.05
+    assert VQGPTForCausalLM.from_pretrained(tmp_path).num_parameters() == trained.num_parameters()
+
+
+@pytest.mark.parametrize("loss", ["hybrid", "tv", "forward_kl"])
+def test_distillation_raises_expected_acceptance(loss):
+    teacher = tiny_model(0, num_hidden_layers=3)
+    with torch.no_grad():
+        teacher.lm_head.weight.mul_(0.5)  # a teacher with some entropy, like image tokens
+    teacher.requires_grad_(False)
+    student = make_student(teacher, 1, init=False)
+    torch.manual_seed(0)
+    labels = torch.randint(0, 3, (256,))
+    data = sample_sequences(teacher, class_prompts(teacher, labels), seed=0)
+    held_out = sample_sequences(teacher, class_prompts(teacher, labels[:64]), seed=1)
+    before = expected_acceptance(teacher, student, held_out)["alpha"]
+    args = DistillArguments(student_layers=1, loss=loss, gen_temperature=1.0)
+    optimizer = torch.optim.Adam(student.parameters(), lr=3e-3)
+    for step in range(120):
+        ids = data[(step * 32) % 256 : (step * 32) % 256 + 32]
+        loss_value = distillation_loss(args, teacher, student.train(), ids)
+        optimizer.zero_grad()
+        loss_value.backward()
+        optimizer.step()
+    after = expected_acceptance(teacher, student.eval(), held_out)
+    assert after["alpha"] > before + 0.1, (before, after["alpha"])
+    assert after["alpha_by_position"].shape == (teacher.config.num_image_tokens,)
+
+
+def test_student_initialised_from_teacher_layers():
+    teacher = tiny_model(0, num_hidden_layers=4)
+    student = make_student(teacher, 2, teacher_layers=[0, 3])
+    assert torch.equal(student.transformer.h[1].attn.qkv_proj.weight, teacher.transformer.h[3].attn.qkv_proj.weight)
+    assert torch.equal(student.lm_head.weight, teacher.lm_head.weight)
+    default = make_student(teacher, 2)
+    assert torch.equal(default.transformer.h[0].mlp.fc_in.weight, teacher.transformer.h[0].mlp.fc_in.weight)
+    with pytest.raises(ValueError, match="teacher_layers"):
+        make_student(teacher, 2, teacher_layers=[0, 9])
+
+
+def test_arguments_from_yaml_and_command_line(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("student_id: 4\nloss: tv\nmax_steps: 7\n")
+    distill, training = parse_args((DistillArguments, TrainingArguments), [str(config), "--max_steps", "9"])
+    assert (distill.student_id, distill.loss, training.max_steps) == (4, "tv", 9)
+    config.write_text("student_id: 4\nnot_a_field: 1\n")
+    with pytest.raises(ValueError, match="not_a_field"):
+        parse_args((DistillArguments, TrainingArguments), [str(config)])
+    with pytest.raises(ValueError, match="student_id"):
+        DistillArguments(student_id=7)
+    with pytest.raises(ValueError, match="lmbda"):
+        DistillArguments(student_layers=1, lmbda=1.5)
+    with pytest.raises(ValueError, match="mixed_precision"):
+        TrainingArguments(mixed_precision="fp8")
+
+
+def run_script(name, *args, timeout=600):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / name), *map(str, args)], capture_output=True,
+                            text=True, timeout=timeout, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def test_pipeline_scripts_end_to_end(tmp_path):
+    """train_vqvae -> precompute_tokens -> train_teacher -> distill (hybrid and on-policy) with tiny settings."""
+    common = ["--resolution", "16", "--token_cache_dir", tmp_path / "cache", "--log_every", "5", "--save_every", "0"]
+    vq = tmp_path / "vq"
+    run_script("train_vqvae.py", "configs/vqvae/digits.yaml", *common, "--output_dir", vq, "--max_steps", "8",
+               "--block_out_channels", "32", "32", "--codebook_size", "64", "--per_device_batch_size", "32",
+               "--eval_every", "4")
+    with Image.open(vq / "reconstructions.png") as picture:
+        assert picture.size[0] > 16
+    out = run_script("precompute_tokens.py", "configs/data/digits.yaml", "--resolution", "16",
+                     "--token_cache_dir", tmp_path / "cache", "--tokenizer_path", vq).stdout
+    assert "train: 1437 images" in out
+    teacher = tmp_path / "teacher"
+    run_script("train_teacher.py", "configs/teacher/digits.yaml", *common, "--tokenizer_path", vq,
+               "--output_dir", teacher, "--max_steps", "6", "--hidden_size", "32", "--preset", "student-4L",
+               "--eval_every", "3")
+    metrics = json.loads((teacher / "training_metrics.json").read_text())
+    assert metrics["val_perplexity"] < 64  # below a uniform guess over the codebook
+    for extra in (["--student_id", "4", "--loss", "hybrid"],
+                  ["--student_preset", "draft-1L", "--loss", "tv", "--lmbda", "0.5", "--data_source", "teacher",
+                   "--num_teacher_samples", "64"]):
+        student = tmp_path / ("student" + extra[1])
+        run_script("distill.py", "configs/distill/digits.yaml", *common, "--teacher_path", teacher,
+                   "--tokenizer_path", vq, "--output_dir", student, "--max_steps", "4", "--eval_every", "2",
+                   "--num_alpha_prefixes", "16", *extra)
+        result = json.loads((student / "distill_metrics.json").read_text())
+        assert 0.0 < result["alpha"] <= 1.0
+        assert VQGPTForCausalLM.from_pretrained(student).config.codebook_size == 64
+
+
+def test_tokenizer_training_reconstructs_digits(tmp_path):
+    """The seed's verify_vqvae.py: after a short training the tokenizer reconstructs held-out digits well."""
+    from hf_specdec.data import DataArguments, images_to_tensor
+    from hf_specdec.training.tokenizer import TokenizerArguments, psnr, train_tokenizer
+
+    data = DataArguments(resolution=16)
+    model_args = TokenizerArguments(codebook_size=64, block_out_channels=[32, 32], latent_channels=16, vq_embed_dim=16)
+    images = images_to_tensor(data.load()["test"][:128]["image"], 16)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        untrained = model_args.build(16).eval()
+        before = psnr(untrained.reconstruct(images)[0], images)
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=80, per_device_batch_size=32, learning_rate=2e-3,
+                             warmup_steps=5, eval_every=0, save_every=0, log_every=20)
+    tokenizer = train_tokenizer(data, model_args, args).eval()
+    with torch.no_grad():
+        reconstruction, _, codes = tokenizer.reconstruct(images)
+    after = psnr(reconstruction, images)
+    assert after > 20.0 and after > before + 8.0, (before, after)
+    assert tokenizer.codebook_usage(codes)["usage"] > 0.2  # the EMA restarts keep codes alive
+    assert (tmp_path / "reconstructions.png").exists()
