@@ -266,3 +266,17 @@ def test_relaxed_acceptance_is_opt_in_and_accepts_more(pair):
     assert relaxed.acceptance_rate > exact.acceptance_rate
     with pytest.raises(ValueError, match="relaxed_neighbours"):
         speculative_sample(teacher, draft, prompt[:1], relaxed_neighbours=torch.zeros(3, 2, dtype=torch.long))
+
+
+def test_plain_loop_equals_generate(pair):
+    from hf_specdec.speculative import plain_sample
+
+    teacher, _ = pair
+    prompt = teacher.class_prompt([0, 1, 2])
+    assert torch.equal(plain_sample(teacher, prompt, do_sample=False), teacher.generate(prompt, do_sample=False))
+    assert torch.equal(plain_sample(teacher, prompt, do_sample=False, cfg_scale=2.0),
+                       teacher.generate(prompt, do_sample=False, cfg_scale=2.0))
+    early = plain_sample(EarlyExitDraft(teacher, 2), prompt, do_sample=False)
+    with torch.no_grad():
+        logits = teacher(early[:, :-1], num_layers=2, use_cache=False).logits
+    assert torch.equal(early[:, 1:], logits.argmax(-1))  # each token is the 2-layer model's argmax

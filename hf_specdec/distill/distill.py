@@ -153,7 +153,7 @@ def distillation_loss(args: DistillArguments, teacher, student, ids: torch.Tenso
 def run_distillation(data_args, args: DistillArguments, training_args):
     """Train a student of `args.student_depth` from the teacher; writes it with `distill_metrics.json`."""
     from ..training import make_accelerator, train
-    from ..training.teacher import collate_tokens, drop_class, token_splits
+    from ..training.teacher import collate_tokens, drop_class, evaluate_loss, token_splits
 
     accelerator = make_accelerator(training_args)
     teacher = VQGPTForCausalLM.from_pretrained(args.teacher_path).eval().requires_grad_(False)
@@ -164,6 +164,7 @@ def run_distillation(data_args, args: DistillArguments, training_args):
     student = make_student(teacher, args.student_depth, args.teacher_layers, args.init_from_teacher)
     collate = collate_tokens(teacher.config)
     generation = args.generation_kwargs
+    val_sequences = collate(list(splits["validation"]))
 
     val_labels = torch.as_tensor(splits["validation"][:]["label"])
     alpha_labels = val_labels.repeat(args.num_alpha_prefixes // len(val_labels) + 1)[: args.num_alpha_prefixes]
@@ -187,12 +188,15 @@ def run_distillation(data_args, args: DistillArguments, training_args):
 
     def eval_fn(model, step):
         result = expected_acceptance(teacher, model, alpha_sequences, **generation)
-        metrics.update(alpha=result["alpha"], alpha_by_position=result["alpha_by_position"].tolist())
-        return {"alpha": result["alpha"]}
+        val = evaluate_loss(model, val_sequences)
+        metrics.update(alpha=result["alpha"], alpha_by_position=result["alpha_by_position"].tolist(),
+                       val_loss=val["loss"], val_perplexity=val["perplexity"])
+        return {"alpha": result["alpha"], "val_loss": val["loss"]}
 
     def save_fn(model, output_dir):
         model.save_pretrained(output_dir)
-        summary = {"alpha": metrics.get("alpha"), "alpha_by_position": metrics.get("alpha_by_position"),
+        summary = {"alpha": metrics.get("alpha"), "val_loss": metrics.get("val_loss"),
+                   "val_perplexity": metrics.get("val_perplexity"), "alpha_by_position": metrics.get("alpha_by_position"),
                    "parameters": model.num_parameters(), "loss": args.loss, "lmbda": args.lmbda,
                    "data_source": args.data_source, "steps": training_args.max_steps, "generation": generation}
         with open(os.path.join(output_dir, "distill_metrics.json"), "w") as f:

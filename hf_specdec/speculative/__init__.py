@@ -11,3 +11,4 @@ from .sampling import (
     warp_logits,
 )
 from .generate import speculative_generate
+from .plain import plain_sample

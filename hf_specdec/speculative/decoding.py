@@ -76,6 +76,9 @@ class EarlyExitDraft(torch.nn.Module):
     def forward(self, input_ids, **kwargs):
         return self.teacher(input_ids, num_layers=self.num_layers, **kwargs)
 
+    def check_prompt(self, input_ids, max_new_tokens=None):
+        self.teacher.check_prompt(input_ids, max_new_tokens)
+
 
 def _check_arguments(
     teacher, draft, input_ids, gamma, max_new_tokens, do_sample, temperature, top_k, top_p, relaxed_neighbours

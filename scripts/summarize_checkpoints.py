@@ -1,0 +1,36 @@
+#!/usr/bin/env python
+"""Print a Markdown table of the trained models in a folder (parameters, size, final loss, alpha vs the teacher).
+
+    python scripts/summarize_checkpoints.py checkpoints/digits
+
+Reads the training_metrics.json / distill_metrics.json that the training scripts write next to each model.
+"""
+
+import json
+import os
+import sys
+
+
+def main(folder: str = "checkpoints/digits") -> None:
+    rows = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        size = sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path) if f.endswith(".safetensors")) if os.path.isdir(path) else 0
+        for metrics_file in ("training_metrics.json", "distill_metrics.json"):
+            if os.path.exists(os.path.join(path, metrics_file)):
+                with open(os.path.join(path, metrics_file)) as f:
+                    m = json.load(f)
+                alpha = f"{m['alpha']:.3f}" if m.get("alpha") is not None else "(teacher)"
+                method = f"{m['loss']}, lmbda={m['lmbda']}, data={m['data_source']}" if "loss" in m else "cross-entropy"
+                rows.append(f"| {name} | {m['parameters'] / 1e6:.2f}M | {size / 2**20:.1f} MiB | {method} | "
+                            f"{m['val_loss']:.3f} | {m['val_perplexity']:.2f} | {alpha} |")
+    print("| model | parameters | size | objective | val loss | val perplexity | alpha vs teacher |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("\n".join(rows))
+    total = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, files in os.walk(folder) for f in files
+                if f.endswith(".safetensors") and "/checkpoints/" not in dp + "/")
+    print(f"\nTotal weights: {total / 2**20:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

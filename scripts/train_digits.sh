@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The full recipe that produced checkpoints/digits/ (CPU: about an hour on 2 cores; minutes on a GPU).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+launch="accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no"
+$launch scripts/train_vqvae.py configs/vqvae/digits.yaml
+python scripts/precompute_tokens.py configs/data/digits.yaml
+$launch scripts/train_teacher.py configs/teacher/digits.yaml
+for id in 1 2 3 4; do
+  layers=$((12 - 2 * id))
+  $launch scripts/distill.py configs/distill/digits.yaml --student_id "$id" --output_dir "checkpoints/digits/student-${layers}L"
+done
+$launch scripts/distill.py configs/distill/digits-draft.yaml
