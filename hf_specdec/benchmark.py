@@ -1,0 +1,207 @@
+"""Speed and acceptance of every decoding method, measured side by side in one run.
+
+Methods: the teacher alone (transformers `generate()` and the project's own plain loop), each draft alone, HF
+assisted generation (batch 1), and the own speculative sampler with every draft and the self-speculative draft at
+each gamma and adaptive gamma, at several batch sizes. Each record has the latency per image (median and
+quartiles over repeats, warm-up excluded), tokens/s, measured acceptance alpha, tokens per teacher call, the
+speedup against the fastest plain decoding *measured in the same run at the same batch size*, and the speedup
+that Leviathan et al.'s formula predicts from the measured alpha and cost ratio c.
+"""
+
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from .models import VQGPTForCausalLM
+from .speculative import EarlyExitDraft, expected_speedup, plain_sample, speculative_sample
+
+
+@dataclass
+class BenchmarkArguments:
+    checkpoints_dir: str = field(default="checkpoints/digits", metadata={"help": "Folder with teacher and drafts."})
+    teacher: str = field(default="teacher", metadata={"help": "Teacher sub-folder (or a path / Hub id)."})
+    tokenizer: str = field(default="vq-tokenizer", metadata={"help": "Tokenizer sub-folder, for sample grids."})
+    drafts: list[str] = field(
+        default_factory=lambda: ["draft-1L", "student-4L", "student-6L", "student-8L", "student-10L"],
+        metadata={"help": "Draft sub-folders (missing ones are skipped with a note)."},
+    )
+    self_speculative_layers: list[int] = field(default_factory=lambda: [2], metadata={"help": "Early-exit drafts."})
+    gammas: list[int] = field(default_factory=lambda: [1, 2, 4, 6, 8], metadata={"help": "Fixed draft lengths."})
+    adaptive_gamma_max: int = field(default=8, metadata={"help": "Max gamma of the adaptive runs (0 = none)."})
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 4, 16], metadata={"help": "Images per call."})
+    repeats: int = field(default=5, metadata={"help": "Timed calls per setting (after warm-up)."})
+    warmup: int = field(default=1, metadata={"help": "Untimed calls per setting."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (lossless at any value)."})
+    top_k: int | None = field(default=None, metadata={"help": "Top-k (None = plain sampling)."})
+    cfg_scale: float | None = field(default=None, metadata={"help": "Classifier-free guidance scale."})
+    hf_assisted: bool = field(default=True, metadata={"help": "Also time transformers' assisted generation (batch 1)."})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda."})
+    quick: bool = field(default=False, metadata={"help": "A few minutes on 2 CPU cores: fewer drafts, gammas, repeats."})
+    output_dir: str = field(default="benchmarks/digits-cpu", metadata={"help": "JSON, Markdown and PNG outputs."})
+    seed: int = field(default=0, metadata={"help": "Seed of the sampled images."})
+
+    def __post_init__(self):
+        if self.quick:
+            self.drafts = self.drafts[:2]
+            self.gammas = [g for g in self.gammas if g in (4, 8)] or self.gammas[:1]
+            self.batch_sizes = [b for b in self.batch_sizes if b in (1, 16)] or self.batch_sizes[:1]
+            self.repeats = min(self.repeats, 3)
+        if any(g < 1 for g in self.gammas):
+            raise ValueError(f"`gammas` must be >= 1, got {self.gammas}.")
+        if any(b < 1 for b in self.batch_sizes):
+            raise ValueError(f"`batch_sizes` must be >= 1, got {self.batch_sizes}.")
+        if self.repeats < 1:
+            raise ValueError(f"`repeats` must be >= 1, got {self.repeats}.")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError("`device` is cuda but no CUDA device is available.")
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_calls(fn, repeats: int, warmup: int, device: str) -> tuple[list[float], list]:
+    """Run `fn` `warmup` times untimed, then `repeats` times timed; returns (seconds per call, results)."""
+    for _ in range(warmup):
+        fn()
+    seconds, results = [], []
+    for _ in range(repeats):
+        _sync(device)
+        tic = time.perf_counter()
+        results.append(fn())
+        _sync(device)
+        seconds.append(time.perf_counter() - tic)
+    return seconds, results
+
+
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], statistics.median(values), q[2]
+
+
+def load_models(args: BenchmarkArguments):
+    """Teacher and the drafts that exist: `{name: model}`, plus notes on the missing ones."""
+    def path(name):
+        local = os.path.join(args.checkpoints_dir, name)
+        return local if os.path.isdir(local) else name
+
+    teacher = VQGPTForCausalLM.from_pretrained(path(args.teacher)).to(args.device).eval()
+    drafts, notes = {}, []
+    for name in args.drafts:
+        try:
+            drafts[name] = VQGPTForCausalLM.from_pretrained(path(name)).to(args.device).eval()
+        except (OSError, ValueError) as error:
+            notes.append(f"skipped draft {name!r}: {type(error).__name__}")
+    for layers in args.self_speculative_layers:
+        drafts[f"self-{layers}L"] = EarlyExitDraft(teacher, layers)
+    return teacher, drafts, notes
+
+
+def run_benchmark(args: BenchmarkArguments) -> dict:
+    """Measure everything; write `results.json`, `results.md` and the plots to `args.output_dir`."""
+    torch.manual_seed(args.seed)
+    teacher, drafts, notes = load_models(args)
+    config = teacher.config
+    new_tokens = config.num_image_tokens
+    sampling = dict(do_sample=True, temperature=args.temperature, top_k=args.top_k, cfg_scale=args.cfg_scale)
+    records, samples = [], {}
+
+    jobs = []
+    for B in args.batch_sizes:
+        jobs += [("teacher-hf-generate", None, None, B), ("teacher-plain", None, None, B)]
+        jobs += [("draft-alone", name, None, B) for name in drafts]
+        if B == 1 and args.hf_assisted:
+            jobs += [("hf-assisted", name, g, B) for name in drafts if not name.startswith("self-") for g in args.gammas]
+        jobs += [("speculative", name, g, B) for name in drafts for g in args.gammas]
+        if args.adaptive_gamma_max:
+            jobs += [("speculative-adaptive", name, args.adaptive_gamma_max, B) for name in drafts]
+
+    per_token = {}  # (name, B) -> seconds per token of plain decoding, for the cost ratio c
+    for method, name, gamma, B in tqdm(jobs, desc="benchmark"):
+        prompt = teacher.class_prompt(torch.arange(B) % max(config.num_classes, 1)) if config.num_classes else teacher.class_prompt(None, batch_size=B)
+        generator = torch.Generator(device=args.device).manual_seed(args.seed)
+        outputs_are_stats = False
+        if method == "teacher-hf-generate":
+            fn = lambda: teacher.generate(prompt, do_sample=True, temperature=args.temperature, top_k=args.top_k, cfg_scale=args.cfg_scale)  # noqa: E731
+        elif method == "teacher-plain":
+            fn = lambda: plain_sample(teacher, prompt, generator=generator, **sampling)  # noqa: E731
+        elif method == "draft-alone":
+            fn = lambda: plain_sample(drafts[name], prompt, generator=generator, **sampling)  # noqa: E731
+        elif method == "hf-assisted":
+            drafts[name].generation_config.num_assistant_tokens = gamma
+            fn = lambda: teacher.generate(prompt, assistant_model=drafts[name], do_sample=True, temperature=args.temperature, top_k=args.top_k, cfg_scale=args.cfg_scale)  # noqa: E731
+        else:
+            adaptive = method == "speculative-adaptive"
+            fn = lambda: speculative_sample(teacher, drafts[name], prompt, gamma=gamma, generator=generator, adaptive_gamma=adaptive, **sampling)  # noqa: E731
+            outputs_are_stats = True
+        seconds, results = time_calls(fn, args.repeats, args.warmup, args.device)
+        p25, median, p75 = _quartiles(seconds)
+        record = {"method": method, "draft": name, "gamma": gamma, "batch_size": B,
+                  "latency_per_image_ms": 1000 * median / B, "latency_p25_ms": 1000 * p25 / B,
+                  "latency_p75_ms": 1000 * p75 / B, "tokens_per_s": B * new_tokens / median}
+        if method in ("teacher-plain", "draft-alone", "teacher-hf-generate"):
+            per_token[(name or method, B)] = median / new_tokens
+        if outputs_are_stats:
+            accepted = sum(out.accepted_per_round.sum().item() for out in results)
+            proposed = sum(out.proposed_per_round.sum().item() for out in results)
+            record["alpha"] = accepted / max(proposed, 1)
+            record["tokens_per_teacher_call"] = statistics.mean(out.tokens_per_teacher_call for out in results)
+            record["mean_gamma"] = statistics.mean(statistics.mean(out.gamma_per_round) for out in results)
+            record["accepted_by_position"] = torch.stack([out.accepted_by_position for out in results]).sum(0).tolist()
+            record["proposed_by_position"] = torch.stack([out.proposed_by_position for out in results]).sum(0).tolist()
+            samples[(method, name, gamma, B)] = results[-1].sequences
+        else:
+            samples[(method, name, gamma, B)] = results[-1]
+        records.append(record)
+
+    for record in records:
+        B = record["batch_size"]
+        fastest = min(per_token[("teacher-plain", B)], per_token[("teacher-hf-generate", B)]) * new_tokens
+        record["speedup"] = (fastest / B) * 1000 / record["latency_per_image_ms"]
+        if "alpha" in record and (record["draft"], B) in per_token:
+            c = per_token[(record["draft"], B)] / per_token[("teacher-plain", B)]
+            gamma = record["mean_gamma"]
+            record["cost_ratio"] = c
+            record["predicted_speedup"] = expected_speedup(record["alpha"], max(1, round(gamma)), c)
+    result = {"args": asdict(args), "machine": machine_description(args.device), "notes": notes, "records": records}
+    os.makedirs(args.output_dir, exist_ok=True)
+    with open(os.path.join(args.output_dir, "results.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    with open(os.path.join(args.output_dir, "results.md"), "w") as f:
+        f.write(markdown_table(records))
+    from .benchmark_plots import save_plots, save_sample_grids
+
+    save_plots(records, config, drafts, args.output_dir)
+    save_sample_grids(samples, config, os.path.join(args.checkpoints_dir, args.tokenizer), args.output_dir)
+    return result
+
+
+def machine_description(device: str) -> str:
+    if device.startswith("cuda"):
+        return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads (torch {torch.__version__})"
+
+
+def markdown_table(records: list[dict]) -> str:
+    lines = ["| method | draft | gamma | batch | ms / image (p25-p75) | tokens/s | alpha | tokens / teacher call | speedup | predicted |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in records:
+        gamma = r["gamma"] if r["method"] != "speculative-adaptive" else f"adaptive<={r['gamma']} (mean {r['mean_gamma']:.1f})"
+        alpha = f"{r['alpha']:.3f}" if "alpha" in r else ""
+        per_call = f"{r['tokens_per_teacher_call']:.2f}" if "tokens_per_teacher_call" in r else ""
+        predicted = f"{r['predicted_speedup']:.2f}x" if "predicted_speedup" in r else ""
+        lines.append(
+            f"| {r['method']} | {r['draft'] or ''} | {gamma if gamma is not None else ''} | {r['batch_size']} | "
+            f"{r['latency_per_image_ms']:.1f} ({r['latency_p25_ms']:.1f}-{r['latency_p75_ms']:.1f}) | "
+            f"{r['tokens_per_s']:.0f} | {alpha} | {per_call} | {r['speedup']:.2f}x | {predicted} |"
+        )
+    return "\n".join(lines) + "\n"

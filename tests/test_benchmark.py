@@ -1,0 +1,49 @@
+"""The benchmark runs end to end on tiny saved models and writes consistent records and pictures."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from hf_specdec.benchmark import BenchmarkArguments, run_benchmark
+from tests.conftest import tiny_model
+from tests.test_tokenizers import tiny_vq
+
+
+def test_quick_benchmark_on_tiny_models(tmp_path):
+    teacher = tiny_model(0, num_hidden_layers=3, codebook_size=16, grid_h=8, grid_w=8)
+    teacher.save_pretrained(tmp_path / "teacher")
+    tiny_model(1, num_hidden_layers=1, codebook_size=16, grid_h=8, grid_w=8).save_pretrained(tmp_path / "draft-1L")
+    tiny_vq().save_pretrained(tmp_path / "vq-tokenizer")
+    args = BenchmarkArguments(checkpoints_dir=str(tmp_path), drafts=["draft-1L", "missing"], gammas=[2, 4],
+                              batch_sizes=[1, 3], repeats=1, warmup=0, output_dir=str(tmp_path / "out"),
+                              adaptive_gamma_max=4)
+    result = run_benchmark(args)
+    records = result["records"]
+    assert any("missing" in note for note in result["notes"])
+    methods = {r["method"] for r in records}
+    assert methods == {"teacher-hf-generate", "teacher-plain", "draft-alone", "hf-assisted", "speculative",
+                       "speculative-adaptive"}
+    assert not any(r["method"] == "hf-assisted" and r["batch_size"] != 1 for r in records)
+    for r in records:
+        assert r["latency_p25_ms"] <= r["latency_per_image_ms"] <= r["latency_p75_ms"]
+        assert r["speedup"] > 0
+        if r["method"].startswith("speculative"):
+            assert 0.0 <= r["alpha"] <= 1.0 and r["tokens_per_teacher_call"] >= 1.0
+            assert r["predicted_speedup"] > 0
+    fastest_plain = [r for r in records if r["method"] in ("teacher-plain", "teacher-hf-generate") and r["batch_size"] == 1]
+    assert max(r["speedup"] for r in fastest_plain) == pytest.approx(1.0)
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert len(saved["records"]) == len(records)
+    assert "| speculative |" in (tmp_path / "out" / "results.md").read_text()
+    for name in ("speedup_vs_gamma.png", "alpha_heatmap.png", "alpha_vs_draft_size.png"):
+        with Image.open(tmp_path / "out" / name) as picture:
+            assert picture.size[0] > 100
+    assert list((tmp_path / "out" / "samples").glob("speculative-*.png"))
+
+
+def test_benchmark_arguments_are_checked():
+    with pytest.raises(ValueError, match="gammas"):
+        BenchmarkArguments(gammas=[0])
+    quick = BenchmarkArguments(quick=True)
+    assert quick.repeats <= 3 and len(quick.drafts) == 2 and quick.batch_sizes == [1, 16]
