@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 
-from .vq_tokenizer import codebook_statistics
+from .vq_tokenizer import check_indices, codebook_statistics
 
 
 class PaletteTokenizer(ModelMixin, ConfigMixin):
@@ -72,10 +72,7 @@ class PaletteTokenizer(ModelMixin, ConfigMixin):
     @torch.no_grad()
     def decode_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """Palette indices `(B, g, g)` -> images `(B, C, image_size, image_size)`."""
-        if indices.dim() != 3:
-            raise ValueError(f"`indices` must have shape (B, h, w), got {tuple(indices.shape)}.")
-        if indices.numel() and (indices.min() < 0 or indices.max() >= self.codebook_size):
-            raise ValueError(f"`indices` must be palette indices in [0, {self.codebook_size}).")
+        check_indices(indices, self.codebook_size)
         colours = self.palette[indices.long()].permute(0, 3, 1, 2)  # (B, C, g, g)
         return F.interpolate(colours, size=self.config.image_size, mode="nearest")
 

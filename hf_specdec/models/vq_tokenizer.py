@@ -22,6 +22,14 @@ def codebook_statistics(indices: torch.Tensor, codebook_size: int) -> dict[str, 
     return {"usage": (counts > 0).float().mean().item(), "perplexity": entropy.exp().item()}
 
 
+def check_indices(indices: torch.Tensor, codebook_size: int) -> None:
+    """Raise `ValueError` unless `indices` is a `(B, h, w)` grid of codes in `[0, codebook_size)`."""
+    if indices.dim() != 3:
+        raise ValueError(f"`indices` must have shape (B, h, w), got {tuple(indices.shape)}.")
+    if indices.numel() and (indices.min() < 0 or indices.max() >= codebook_size):
+        raise ValueError(f"`indices` must be codes in [0, {codebook_size}).")
+
+
 class EMAVectorQuantizer(VectorQuantizer):
     """Vector quantizer whose codebook is an exponential moving average of the encoder outputs assigned to it.
 
@@ -205,10 +213,7 @@ class VQTokenizer(VQModel):
     @torch.no_grad()
     def decode_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """Codes `(B, h, w)` -> images `(B, C, H, W)` (about [-1, 1]; clamp before saving)."""
-        if indices.dim() != 3:
-            raise ValueError(f"`indices` must have shape (B, h, w), got {tuple(indices.shape)}.")
-        if indices.numel() and (indices.min() < 0 or indices.max() >= self.codebook_size):
-            raise ValueError(f"`indices` must be codes in [0, {self.codebook_size}).")
+        check_indices(indices, self.codebook_size)
         B, h, w = indices.shape
         shape = (B, h, w, self.quantize.vq_embed_dim)
         return self.decode(indices.reshape(-1).long(), force_not_quantize=True, shape=shape).sample
