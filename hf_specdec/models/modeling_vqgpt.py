@@ -168,21 +168,25 @@ class VQGPTModel(VQGPTPreTrainedModel):
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
         B, T = input_ids.shape
-        past_length = cache.get_seq_length() if cache is not None else 0
-        if position_ids is None:
-            if past_length + T > self.config.max_position_embeddings:
-                raise ValueError(
-                    f"Sequence of {past_length + T} tokens exceeds the {self.config.max_position_embeddings} "
-                    f"positions of the {self.config.grid_h}x{self.config.grid_w} token grid (+1 prompt token)."
-                )
-            position_ids = (past_length + torch.arange(T, device=input_ids.device)).unsqueeze(0)
-        hidden_states = self.drop(self.wte(input_ids) + self.wpe(position_ids))  # (B, T, C)
-
         blocks = self.h if num_layers is None else self.h[:num_layers]
-        key_length = past_length + T
-        if cache is not None and isinstance(cache, Cache) and cache.layers and cache.layers[0].get_max_length() > 0:
-            key_length = cache.layers[0].get_max_length()  # preallocated cache: attention sees the whole buffer
-        mask = build_attention_mask(T, past_length, key_length, attention_mask, B, input_ids.device)
+        if position_ids is not None and attention_mask is not None and attention_mask.dim() == 4:
+            # The caller placed every token (rows with their own cache lengths): no need to ask the cache.
+            hidden_states = self.drop(self.wte(input_ids) + self.wpe(position_ids))  # (B, T, C)
+            mask = attention_mask.to(torch.bool)
+        else:
+            past_length = cache.get_seq_length() if cache is not None else 0
+            if position_ids is None:
+                if past_length + T > self.config.max_position_embeddings:
+                    raise ValueError(
+                        f"Sequence of {past_length + T} tokens exceeds the {self.config.max_position_embeddings} "
+                        f"positions of the {self.config.grid_h}x{self.config.grid_w} token grid (+1 prompt token)."
+                    )
+                position_ids = (past_length + torch.arange(T, device=input_ids.device)).unsqueeze(0)
+            hidden_states = self.drop(self.wte(input_ids) + self.wpe(position_ids))  # (B, T, C)
+            key_length = past_length + T
+            if cache is not None and cache.layers and cache.layers[0].get_max_length() > 0:
+                key_length = cache.layers[0].get_max_length()  # preallocated cache: attention sees the whole buffer
+            mask = build_attention_mask(T, past_length, key_length, attention_mask, B, input_ids.device)
         for block in blocks:
             hidden_states = block(hidden_states, mask, cache if use_cache else None)
         hidden_states = self.ln_f(hidden_states)

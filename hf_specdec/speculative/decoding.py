@@ -107,7 +107,7 @@ def _check_arguments(
     teacher.check_prompt(input_ids, max_new_tokens)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def speculative_sample(
     teacher: VQGPTForCausalLM,
     draft: torch.nn.Module,

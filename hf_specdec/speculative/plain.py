@@ -10,7 +10,7 @@ from .cache import RaggedCache
 from .sampling import warp_logits
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def plain_sample(
     model,
     input_ids: torch.LongTensor,
