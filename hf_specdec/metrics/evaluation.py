@@ -1,0 +1,104 @@
+"""Image quality of every sampling method: FID and IS (classifier features) with bootstrap intervals.
+
+Lossless speculative sampling must score like the teacher (within the interval); the relaxed (lossy) acceptance
+shows what it costs. The reference images are the held-out validation + test digits.
+"""
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+import evaluate
+import torch
+
+from ..data import DataArguments, images_to_tensor
+from ..models import VQGPTForCausalLM, VQTokenizer
+from ..speculative import latent_neighbours, plain_sample, speculative_sample
+from ..visualize import save_image_grid
+
+METRICS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+@dataclass
+class QualityArguments:
+    checkpoints_dir: str = field(default="checkpoints/digits", metadata={"help": "Folder with all models."})
+    teacher: str = field(default="teacher", metadata={"help": "Teacher sub-folder."})
+    tokenizer: str = field(default="vq-tokenizer", metadata={"help": "Tokenizer sub-folder."})
+    classifier: str = field(default="classifier", metadata={"help": "DigitsClassifier sub-folder (FID/IS features)."})
+    drafts: list[str] = field(default_factory=lambda: ["draft-1L", "student-4L", "student-10L"], metadata={"help": "Students scored alone."})
+    speculative_draft: str = field(default="draft-1L", metadata={"help": "Draft of the speculative runs."})
+    gamma: int = field(default=4, metadata={"help": "Draft length of the speculative runs."})
+    relaxed_neighbours: int = field(default=4, metadata={"help": "Latent neighbours of the relaxed (lossy) run; 0 = skip."})
+    num_images: int = field(default=360, metadata={"help": "Images per method (= held-out real images used)."})
+    batch_size: int = field(default=120, metadata={"help": "Images per generation call."})
+    bootstrap_rounds: int = field(default=100, metadata={"help": "Bootstrap resamples for the intervals."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    top_k: int | None = field(default=None, metadata={"help": "Top-k (None = off)."})
+    seed: int = field(default=0, metadata={"help": "Seed."})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda."})
+    output_dir: str = field(default="benchmarks/quality", metadata={"help": "results.json, results.md, grids."})
+
+
+def _generate(method, teacher, draft, prompts, args, neighbours=None):
+    generator = torch.Generator(device=args.device).manual_seed(args.seed)
+    kwargs = dict(do_sample=True, temperature=args.temperature, top_k=args.top_k, generator=generator)
+    out = []
+    for i in range(0, len(prompts), args.batch_size):
+        prompt = prompts[i : i + args.batch_size]
+        if method == "alone":
+            out.append(plain_sample(draft, prompt, **kwargs))
+        else:
+            out.append(speculative_sample(teacher, draft, prompt, gamma=args.gamma, relaxed_neighbours=neighbours, **kwargs).sequences)
+    return torch.cat(out)
+
+
+def evaluate_quality(args: QualityArguments, data_args: DataArguments | None = None) -> dict:
+    data_args = data_args or DataArguments()
+    path = lambda name: os.path.join(args.checkpoints_dir, name)  # noqa: E731
+    teacher = VQGPTForCausalLM.from_pretrained(path(args.teacher)).to(args.device).eval()
+    tokenizer = VQTokenizer.from_pretrained(path(args.tokenizer)).to(args.device).eval()
+    classifier_path = path(args.classifier)
+    splits = data_args.load()
+    held_out = images_to_tensor(list(splits["validation"][:]["image"]) + list(splits["test"][:]["image"]), data_args.resolution)
+    n = min(args.num_images, len(held_out))
+    references = held_out[:n]
+    train_images = images_to_tensor(splits["train"].select(range(n))[:]["image"], data_args.resolution)
+
+    labels = torch.arange(n) % teacher.config.num_classes
+    prompts = teacher.class_prompt(labels.to(args.device))
+    methods = {"real (train split)": train_images}
+    decode = lambda seq: tokenizer.decode_from_indices(seq[:, 1:].reshape(-1, teacher.config.grid_h, teacher.config.grid_w)).clamp(-1, 1).cpu()  # noqa: E731
+    methods["teacher"] = decode(_generate("alone", teacher, teacher, prompts, args))
+    drafts = {name: VQGPTForCausalLM.from_pretrained(path(name)).to(args.device).eval() for name in args.drafts if os.path.isdir(path(name))}
+    for name, model in drafts.items():
+        methods[f"{name} alone"] = decode(_generate("alone", teacher, model, prompts, args))
+    draft = drafts.get(args.speculative_draft) or VQGPTForCausalLM.from_pretrained(path(args.speculative_draft)).to(args.device).eval()
+    methods[f"speculative ({args.speculative_draft}, gamma={args.gamma})"] = decode(_generate("speculative", teacher, draft, prompts, args))
+    if args.relaxed_neighbours:
+        neighbours = latent_neighbours(tokenizer.quantize.embedding.weight.detach(), args.relaxed_neighbours)
+        methods[f"relaxed speculative (k={args.relaxed_neighbours}, LOSSY)"] = decode(_generate("speculative", teacher, draft, prompts, args, neighbours))
+
+    fid = evaluate.load(os.path.join(METRICS_DIR, "fid"))
+    inception_score = evaluate.load(os.path.join(METRICS_DIR, "inception_score"))
+    os.makedirs(os.path.join(args.output_dir, "samples"), exist_ok=True)
+    results = []
+    for name, images in methods.items():
+        f = fid.compute(predictions=images.numpy(), references=references.numpy(), classifier_path=classifier_path,
+                        bootstrap_rounds=args.bootstrap_rounds, seed=args.seed)
+        s = inception_score.compute(predictions=images.numpy(), classifier_path=classifier_path,
+                                    bootstrap_rounds=args.bootstrap_rounds, seed=args.seed)
+        results.append({"method": name, **f, **s})
+        save_image_grid(images[:80], os.path.join(args.output_dir, "samples", name.split(" (")[0].replace(" ", "-") + ".png"), nrow=10)
+    with open(os.path.join(classifier_path, "metrics.json")) as f_:
+        classifier_metrics = json.load(f_)
+    summary = {"args": asdict(args), "classifier": classifier_metrics, "num_images": n, "results": results}
+    with open(os.path.join(args.output_dir, "results.json"), "w") as f_:
+        json.dump(summary, f_, indent=1)
+    lines = [f"FID / IS on classifier features (test accuracy {classifier_metrics['test_accuracy']:.3f}), {n} images per method, "
+             f"reference: {n} held-out real digits, 95% bootstrap intervals ({args.bootstrap_rounds} resamples).", "",
+             "| method | FID | IS |", "| --- | --- | --- |"]
+    lines += [f"| {r['method']} | {r['fid']:.2f} ({r['fid_low']:.2f}-{r['fid_high']:.2f}) | "
+              f"{r['inception_score']:.2f} ({r['inception_score_low']:.2f}-{r['inception_score_high']:.2f}) |" for r in results]
+    with open(os.path.join(args.output_dir, "results.md"), "w") as f_:
+        f_.write("\n".join(lines) + "\n")
+    return summary

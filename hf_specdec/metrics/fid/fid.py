@@ -1,0 +1,41 @@
+"""Frechet distance on a classifier's features, as an `evaluate` metric: `evaluate.load(<this folder>)`."""
+
+import datasets
+import evaluate
+import torch
+
+from hf_specdec.metrics.classifier import ClassifierFeatures
+from hf_specdec.metrics.classifier import DigitsClassifier
+from hf_specdec.metrics.quality import fid_with_ci
+
+_DESCRIPTION = """FID (Heusel et al. 2017) between generated `predictions` and real `references`, images (3, H, W)
+in [-1, 1], on the penultimate features of `classifier_path` (a DigitsClassifier), computed with torchmetrics'
+FrechetInceptionDistance, with a percentile bootstrap interval over `bootstrap_rounds` resamples."""
+
+_KWARGS = """
+Args:
+    predictions: generated images, each (3, H, W) in [-1, 1].
+    references: real images, each (3, H, W) in [-1, 1].
+    classifier_path: folder of a saved DigitsClassifier.
+    bootstrap_rounds: resamples for the interval (>= 1).
+Returns:
+    fid, fid_low, fid_high
+"""
+
+
+class FID(evaluate.Metric):
+    def _info(self):
+        image = datasets.Sequence(datasets.Sequence(datasets.Sequence(datasets.Value("float32"))))
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation="Heusel et al. 2017, GANs Trained by a Two Time-Scale Update Rule Converge to a Local Nash Equilibrium",
+            inputs_description=_KWARGS,
+            features=datasets.Features({"predictions": image, "references": image}),
+        )
+
+    def _compute(self, predictions, references, classifier_path, bootstrap_rounds=100, seed=0):
+        extractor = ClassifierFeatures(DigitsClassifier.from_pretrained(classifier_path), "features")
+        fake = extractor((torch.as_tensor(predictions) + 1) / 2)
+        real = extractor((torch.as_tensor(references) + 1) / 2)
+        value, (low, high) = fid_with_ci(real, fake, rounds=max(bootstrap_rounds, 1), seed=seed)
+        return {"fid": value, "fid_low": low, "fid_high": high}

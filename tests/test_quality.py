@@ -1,0 +1,52 @@
+"""Quality metrics: FID / IS evaluate modules on classifier features, offline, end to end on tiny models."""
+
+import json
+
+import pytest
+import torch
+
+from hf_specdec.data import DataArguments, images_to_tensor
+from hf_specdec.metrics.classifier import DigitsClassifier, accuracy, train_classifier
+from hf_specdec.metrics.evaluation import QualityArguments, evaluate_quality
+from hf_specdec.metrics.quality import fid_with_ci
+from tests.conftest import tiny_model
+from tests.test_tokenizers import tiny_vq
+
+
+def test_fid_is_zero_for_identical_and_grows_with_shift():
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(400, 8, generator=g)
+    same, _ = fid_with_ci(real, real.clone(), rounds=2)
+    assert same == pytest.approx(0.0, abs=1e-3)
+    near, (low, high) = fid_with_ci(real, torch.randn(400, 8, generator=g), rounds=20)
+    far, _ = fid_with_ci(real, torch.randn(400, 8, generator=g) + 2.0, rounds=2)
+    assert near < far and low <= high
+    assert far == pytest.approx(8 * 4.0, rel=0.2)  # ||mu1 - mu2||^2 = 8 dims x 2^2
+
+
+def test_classifier_learns_digits_and_the_pipeline_runs(tmp_path):
+    data = DataArguments(resolution=32)
+    splits = data.load()
+    x = images_to_tensor(splits["train"][:]["image"], 32)
+    y = torch.as_tensor(splits["train"][:]["label"])
+    classifier = train_classifier(x, y, epochs=5)
+    test_x = images_to_tensor(splits["test"][:]["image"], 32)
+    assert accuracy(classifier, test_x, torch.as_tensor(splits["test"][:]["label"])) > 0.8
+    classifier.save_pretrained(tmp_path / "classifier")
+    (tmp_path / "classifier" / "metrics.json").write_text(json.dumps({"test_accuracy": 0.9}))
+    assert isinstance(DigitsClassifier.from_pretrained(tmp_path / "classifier"), DigitsClassifier)
+
+    teacher = tiny_model(0, num_hidden_layers=2, codebook_size=16, grid_h=8, grid_w=8, num_classes=10)
+    teacher.save_pretrained(tmp_path / "teacher")
+    tiny_model(1, num_hidden_layers=1, codebook_size=16, grid_h=8, grid_w=8, num_classes=10).save_pretrained(tmp_path / "draft-1L")
+    tiny_vq().save_pretrained(tmp_path / "vq-tokenizer")
+    args = QualityArguments(checkpoints_dir=str(tmp_path), drafts=["draft-1L"], num_images=20, batch_size=10,
+                            bootstrap_rounds=5, output_dir=str(tmp_path / "out"), relaxed_neighbours=2)
+    summary = evaluate_quality(args, data)
+    methods = [r["method"] for r in summary["results"]]
+    assert methods[:3] == ["real (train split)", "teacher", "draft-1L alone"] and len(methods) == 5
+    real, teacher_row = summary["results"][0], summary["results"][1]
+    assert real["fid"] < teacher_row["fid"]  # real digits beat a random tiny model
+    for r in summary["results"]:
+        assert r["fid_low"] <= r["fid_high"] and r["inception_score"] >= 1.0 - 1e-6
+    assert "| teacher |" in (tmp_path / "out" / "results.md").read_text()
