@@ -11,3 +11,5 @@ for id in 1 2 3 4; do
   $launch scripts/distill.py configs/distill/digits.yaml --student_id "$id" --output_dir "checkpoints/digits/student-${layers}L"
 done
 $launch scripts/distill.py configs/distill/digits-draft.yaml
+python scripts/train_classifier.py      # FID/IS features, not a generator
+python scripts/summarize_checkpoints.py checkpoints/digits

@@ -255,3 +255,13 @@ def test_remote_code_loads_without_hf_specdec(model, tmp_path):
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "remote-ok" in result.stdout
+
+
+def test_null_prompts_are_not_treated_as_padding():
+    """generate() infers padding from pad_token_id; the null-class prompt must stay visible to every position."""
+    model = tiny_model(num_classes=0)
+    prompt = model.class_prompt(None, batch_size=2)
+    generated = model.generate(prompt, do_sample=False)
+    assert torch.equal(generated, reference_greedy(model, prompt, model.config.num_image_tokens))
+    model.generation_config.pad_token_id = model.config.null_token_id  # as in older saved generation configs
+    assert torch.equal(model.generate(prompt, do_sample=False), generated)

@@ -14,6 +14,7 @@ import random
 from dataclasses import dataclass, field
 
 import torch
+from tqdm.auto import tqdm
 
 from ..models import STUDENT_IDS, VQGPTForCausalLM, VQTokenizer
 from ..speculative import acceptance_alpha, warp_logits
@@ -123,7 +124,7 @@ def sample_sequences(model, prompts: torch.Tensor, batch_size: int = 256, seed: 
     devices = [prompts.device] if prompts.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        for i in range(0, len(prompts), batch_size):
+        for i in tqdm(range(0, len(prompts), batch_size), desc="sampling", disable=len(prompts) <= batch_size):
             out.append(
                 model.generate(prompts[i : i + batch_size], do_sample=True, temperature=generation.get("temperature", 1.0),
                                top_k=generation.get("top_k"), cfg_scale=generation.get("cfg_scale"))
