@@ -152,12 +152,14 @@ def run_benchmark(args: BenchmarkArguments) -> dict:
             per_token[(name or method, B)] = median / new_tokens
         if outputs_are_stats:
             accepted = sum(out.accepted_per_round.sum().item() for out in results)
+            evaluated = sum(out.evaluated_per_round.sum().item() for out in results)
             proposed = sum(out.proposed_per_round.sum().item() for out in results)
-            record["alpha"] = accepted / max(proposed, 1)
+            record["alpha"] = accepted / max(evaluated, 1)
+            record["acceptance_rate"] = accepted / max(proposed, 1)
             record["tokens_per_teacher_call"] = statistics.mean(out.tokens_per_teacher_call for out in results)
             record["mean_gamma"] = statistics.mean(statistics.mean(out.gamma_per_round) for out in results)
             record["accepted_by_position"] = torch.stack([out.accepted_by_position for out in results]).sum(0).tolist()
-            record["proposed_by_position"] = torch.stack([out.proposed_by_position for out in results]).sum(0).tolist()
+            record["evaluated_by_position"] = torch.stack([out.evaluated_by_position for out in results]).sum(0).tolist()
             samples[(method, name, gamma, B)] = results[-1].sequences
         else:
             samples[(method, name, gamma, B)] = results[-1]

@@ -30,8 +30,8 @@ def save_plots(records: list[dict], config, drafts: dict, output_dir: str) -> li
         best = max({r["draft"] for r in fixed}, key=lambda d: max(r["alpha"] for r in fixed if r["draft"] == d))
         rows = [r for r in fixed if r["draft"] == best]
         accepted = torch.tensor([r["accepted_by_position"] for r in rows]).sum(0)
-        proposed = torch.tensor([r["proposed_by_position"] for r in rows]).sum(0).clamp(min=1)
-        grid = (accepted / proposed).reshape(config.grid_h, config.grid_w)
+        evaluated = torch.tensor([r["evaluated_by_position"] for r in rows]).sum(0).clamp(min=1)
+        grid = (accepted / evaluated).reshape(config.grid_h, config.grid_w)
         fig, ax = plt.subplots(figsize=(4.5, 4))
         image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis")
         fig.colorbar(image, ax=ax, label="acceptance")

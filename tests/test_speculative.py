@@ -187,13 +187,15 @@ def test_statistics_are_consistent(pair):
     new = teacher.config.num_image_tokens
     assert out.sequences.shape == (6, 1 + new)
     assert (out.sequences[:, 1:] < teacher.config.codebook_size).all()
-    assert (out.accepted_per_round <= out.proposed_per_round).all()
+    assert (out.accepted_per_round <= out.evaluated_per_round).all()
+    assert (out.evaluated_per_round <= out.proposed_per_round).all()
+    assert 0.0 <= out.acceptance_rate <= out.alpha <= 1.0
     assert (out.proposed_per_round <= gamma).all()
     assert all(1 <= g <= gamma for g in out.gamma_per_round[:-1])
-    assert 0.0 <= out.acceptance_rate <= 1.0
     assert out.accepted_by_position.shape == (new,)
     assert ((out.acceptance_by_position >= 0) & (out.acceptance_by_position <= 1)).all()
     assert out.accepted_by_position.sum() == out.accepted_per_round.sum()
+    assert out.evaluated_by_position.sum() == out.evaluated_per_round.sum()
     # every round yields accepted + 1 tokens per unfinished row; the counts add up to the image
     assert out.teacher_forwards == out.num_rounds
     assert out.draft_forwards == sum(out.gamma_per_round)

@@ -21,18 +21,20 @@ class SpeculativeOutput:
     """Tokens and statistics of one `speculative_sample` call.
 
     sequences: `(B, prompt + new)` tokens, prompt included (like `generate()`).
-    accepted_per_round / proposed_per_round: `(rounds, B)` drafts accepted / proposed inside the image per round.
+    accepted_per_round / evaluated_per_round / proposed_per_round: `(rounds, B)` drafts inside the image that were
+        accepted / tested (accepted ones plus the first rejected one) / drafted, per round.
     gamma_per_round: draft length used in each round.
-    accepted_by_position / proposed_by_position: `(new,)` counts per generated token position (for heat maps).
+    accepted_by_position / evaluated_by_position: `(new,)` counts per generated token position (for heat maps).
     teacher_forwards / draft_forwards: model calls made (prefill included).
     """
 
     sequences: torch.LongTensor
     accepted_per_round: torch.Tensor
+    evaluated_per_round: torch.Tensor
     proposed_per_round: torch.Tensor
     gamma_per_round: list[int]
     accepted_by_position: torch.Tensor
-    proposed_by_position: torch.Tensor
+    evaluated_by_position: torch.Tensor
     teacher_forwards: int
     draft_forwards: int
     timings: dict[str, float] = field(default_factory=dict)
@@ -42,13 +44,19 @@ class SpeculativeOutput:
         return len(self.gamma_per_round)
 
     @property
+    def alpha(self) -> float:
+        """Empirical acceptance probability per tested draft, accepted / tested: estimates `sum_x min(p, q)`."""
+        return self.accepted_per_round.sum().item() / max(self.evaluated_per_round.sum().item(), 1)
+
+    @property
     def acceptance_rate(self) -> float:
-        """Accepted / proposed drafted tokens: the empirical alpha."""
+        """Accepted / drafted tokens (what transformers reports); below alpha, as drafts after a rejection are lost."""
         return self.accepted_per_round.sum().item() / max(self.proposed_per_round.sum().item(), 1)
 
     @property
     def acceptance_by_position(self) -> torch.Tensor:
-        return self.accepted_by_position / self.proposed_by_position.clamp(min=1)
+        """Alpha per generated token position: accepted / tested there."""
+        return self.accepted_by_position / self.evaluated_by_position.clamp(min=1)
 
     @property
     def tokens_per_teacher_call(self) -> float:
@@ -184,9 +192,9 @@ def speculative_sample(
 
     counts = {"teacher": 0, "draft": 0}
     timings = {"teacher": 0.0, "draft": 0.0}
-    accepted_rounds, proposed_rounds, gammas = [], [], []
+    accepted_rounds, evaluated_rounds, proposed_rounds, gammas = [], [], [], []
     accepted_by_position = torch.zeros(buffer_length, device=device)
-    proposed_by_position = torch.zeros(buffer_length, device=device)
+    evaluated_by_position = torch.zeros(buffer_length, device=device)
 
     if P > 1:  # prefill everything but the last prompt token
         zero = torch.zeros(B, dtype=torch.long, device=device)
@@ -196,7 +204,7 @@ def speculative_sample(
         counts["draft"] += 1
     draft_start = n - 1  # the draft's cache holds tokens [0, draft_start)
 
-    accepted_total, proposed_total = 1.0, 2.0  # Beta(1, 1) prior for the running acceptance
+    accepted_total, evaluated_total = 1.0, 2.0  # Beta(1, 1) prior for the running acceptance
     while bool((n < total).any()):
         remaining = total - n  # (B,), 0 for finished rows
         g = gamma
@@ -205,7 +213,7 @@ def speculative_sample(
             if c is None:
                 c = (timings["draft"] / max(counts["draft"], 1)) / max(timings["teacher"] / max(counts["teacher"], 1), 1e-9)
                 c = c if counts["teacher"] > 0 else 0.1
-            g = choose_gamma(accepted_total / proposed_total, c, gamma)
+            g = choose_gamma(accepted_total / evaluated_total, c, gamma)
         g = min(g, int(remaining.max()) - 1)
 
         # -- draft: g tokens, one at a time ------------------------------------------------------------------
@@ -250,14 +258,16 @@ def speculative_sample(
         sequences.scatter_(1, slots, torch.where(keep, out_tokens, sequences.gather(1, slots)))
 
         in_image = offsets[None, :g] < torch.minimum(remaining, torch.full_like(remaining, g))[:, None]
-        was_accepted = offsets[None, :g] < accepted[:, None]
-        accepted_rounds.append((was_accepted & in_image).sum(1))
+        was_accepted = (offsets[None, :g] < accepted[:, None]) & in_image
+        was_tested = (offsets[None, :g] <= accepted[:, None]) & in_image
+        accepted_rounds.append(was_accepted.sum(1))
+        evaluated_rounds.append(was_tested.sum(1))
         proposed_rounds.append(in_image.sum(1))
         gammas.append(g)
-        accepted_by_position.scatter_add_(0, slots[:, :g].flatten(), (was_accepted & in_image).flatten().float())
-        proposed_by_position.scatter_add_(0, slots[:, :g].flatten(), in_image.flatten().float())
+        accepted_by_position.scatter_add_(0, slots[:, :g].flatten(), was_accepted.flatten().float())
+        evaluated_by_position.scatter_add_(0, slots[:, :g].flatten(), was_tested.flatten().float())
         accepted_total += accepted_rounds[-1].sum().item()
-        proposed_total += proposed_rounds[-1].sum().item()
+        evaluated_total += evaluated_rounds[-1].sum().item()
 
         teacher_cache.crop_rows(g + 1 - produced)  # teacher keeps tokens [0, n_new - 1)
         n = n + produced
@@ -273,10 +283,11 @@ def speculative_sample(
     return SpeculativeOutput(
         sequences=sequences[:, :total],
         accepted_per_round=torch.stack(accepted_rounds) if accepted_rounds else torch.zeros(0, B),
+        evaluated_per_round=torch.stack(evaluated_rounds) if evaluated_rounds else torch.zeros(0, B),
         proposed_per_round=torch.stack(proposed_rounds) if proposed_rounds else torch.zeros(0, B),
         gamma_per_round=gammas,
         accepted_by_position=accepted_by_position[positions].cpu(),
-        proposed_by_position=proposed_by_position[positions].cpu(),
+        evaluated_by_position=evaluated_by_position[positions].cpu(),
         teacher_forwards=counts["teacher"],
         draft_forwards=counts["draft"],
         timings=timings,
