@@ -20,6 +20,10 @@ def main(folder: str = "checkpoints/digits") -> None:
             if os.path.exists(os.path.join(path, metrics_file)):
                 with open(os.path.join(path, metrics_file)) as f:
                     m = json.load(f)
+                if "val_psnr_db" in m:  # the tokenizer
+                    rows.append(f"| {name} | {m['parameters'] / 1e6:.2f}M | {size / 2**20:.1f} MiB | reconstruction + VQ "
+                                f"| PSNR {m['val_psnr_db']:.1f} dB | codebook usage {m['usage']:.0%}, perplexity {m['perplexity']:.0f} | |")
+                    continue
                 alpha = f"{m['alpha']:.3f}" if m.get("alpha") is not None else "(teacher)"
                 method = f"{m['loss']}, lmbda={m['lmbda']}, data={m['data_source']}" if "loss" in m else "cross-entropy"
                 rows.append(f"| {name} | {m['parameters'] / 1e6:.2f}M | {size / 2**20:.1f} MiB | {method} | "

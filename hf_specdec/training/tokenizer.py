@@ -1,6 +1,7 @@
 """Training the VQ tokenizer: reconstruction + VQ (commitment/codebook) losses, codebook statistics, a grid of
 reconstructions next to the weights."""
 
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -56,6 +57,20 @@ def psnr(reconstruction: torch.Tensor, images: torch.Tensor) -> float:
     return 10 * torch.log10(torch.tensor(4.0 / max(mse, 1e-12))).item()
 
 
+@torch.no_grad()
+def write_tokenizer_report(tokenizer: VQTokenizer, images: torch.Tensor, output_dir: str, steps: int | None = None):
+    """`training_metrics.json` (validation PSNR, codebook usage, parameters) and `reconstructions.png`
+    (originals above, reconstructions below) next to a trained tokenizer."""
+    tokenizer.eval()
+    reconstruction, _, indices = tokenizer.reconstruct(images)
+    metrics = {"val_psnr_db": psnr(reconstruction, images), **tokenizer.codebook_usage(indices),
+               "parameters": tokenizer.num_parameters(), "steps": steps}
+    with open(os.path.join(output_dir, "training_metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    save_image_grid(torch.cat([images[:32], reconstruction[:32]]), os.path.join(output_dir, "reconstructions.png"), nrow=8)
+    return metrics
+
+
 def train_tokenizer(data_args: DataArguments, model_args: TokenizerArguments, args: TrainingArguments) -> VQTokenizer:
     accelerator = make_accelerator(args)
     splits = data_args.load()
@@ -81,10 +96,7 @@ def train_tokenizer(data_args: DataArguments, model_args: TokenizerArguments, ar
 
     def save_fn(model, output_dir):
         model.save_pretrained(output_dir)
-        with torch.no_grad():
-            images = val_images[:32].to(accelerator.device)
-            reconstruction = model.reconstruct(images)[0]
-        save_image_grid(torch.cat([images, reconstruction]), os.path.join(output_dir, "reconstructions.png"), nrow=8)
+        write_tokenizer_report(model, val_images.to(accelerator.device), output_dir, args.max_steps)
 
     run_config = {"data": vars(data_args), "tokenizer": vars(model_args)}
     return train(tokenizer, splits["train"], loss_fn, args, accelerator, collate, eval_fn, save_fn, run_config)
