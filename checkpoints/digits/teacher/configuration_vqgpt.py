@@ -103,8 +103,9 @@ class VQGPTConfig(PreTrainedConfig):
                 f"got {self.max_position_embeddings}."
             )
         self.max_position_embeddings = max_positions
-        # The null token pads and starts unconditional sequences; there is no end-of-sequence token.
-        self.pad_token_id = self.null_token_id
+        # Image sequences all have the same length: nothing is padded and there is no end-of-sequence token. The
+        # null token must not double as a pad token, or `generate()` would mask it out of null-class prompts.
+        self.pad_token_id = None
         self.bos_token_id = self.null_token_id
         super().__post_init__(**kwargs)
 

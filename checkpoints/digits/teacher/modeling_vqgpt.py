@@ -350,6 +350,9 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         if max_new_tokens is None and generation_config is not None:
             max_new_tokens = generation_config.max_new_tokens
         self.check_prompt(input_ids, max_new_tokens)
+        # Every prompt token is real; an explicit mask keeps `generate()` from inferring padding from token ids
+        # (checkpoints saved before pad_token_id was unset name the null token as pad).
+        kwargs.setdefault("attention_mask", torch.ones_like(input_ids))
         max_length = kwargs.get("max_length", getattr(generation_config, "max_length", None))
         if max_new_tokens is None and max_length is None:
             # Default: the rest of the token grid. Set here rather than as `generation_config.max_length`, which
