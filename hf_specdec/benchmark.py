@@ -97,6 +97,9 @@ def load_models(args: BenchmarkArguments):
     teacher = VQGPTForCausalLM.from_pretrained(path(args.teacher)).to(args.device).eval()
     drafts, notes = {}, []
     for name in args.drafts:
+        if not os.path.isdir(os.path.join(args.checkpoints_dir, name)) and "/" not in name:
+            notes.append(f"skipped draft {name!r}: no folder {os.path.join(args.checkpoints_dir, name)}")
+            continue
         try:
             drafts[name] = VQGPTForCausalLM.from_pretrained(path(name)).to(args.device).eval()
         except (OSError, ValueError) as error:
