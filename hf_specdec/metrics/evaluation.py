@@ -95,7 +95,7 @@ def evaluate_quality(args: QualityArguments, data_args: DataArguments | None = N
     with open(os.path.join(args.output_dir, "results.json"), "w") as f_:
         json.dump(summary, f_, indent=1)
     lines = [f"FID / IS on classifier features (test accuracy {classifier_metrics['test_accuracy']:.3f}), {n} images per method, "
-             f"reference: {n} held-out real digits, 95% bootstrap intervals ({args.bootstrap_rounds} resamples).", "",
+             f"reference: {n} held-out real digits, 95% normal bootstrap intervals ({args.bootstrap_rounds} resamples).", "",
              "| method | FID | IS |", "| --- | --- | --- |"]
     lines += [f"| {r['method']} | {r['fid']:.2f} ({r['fid_low']:.2f}-{r['fid_high']:.2f}) | "
               f"{r['inception_score']:.2f} ({r['inception_score_low']:.2f}-{r['inception_score_high']:.2f}) |" for r in results]

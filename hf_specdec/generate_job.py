@@ -1,0 +1,102 @@
+"""The main job: a grid of every class, drawn with speculative decoding, timed against the teacher alone."""
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .models import VQGPTForCausalLM, VQTokenizer
+from .pipeline import check_tokenizer_matches
+from .speculative import EarlyExitDraft, plain_sample, speculative_sample
+from .visualize import save_image_grid
+
+METHODS = ("speculative", "self-speculative", "assisted", "plain")
+
+
+@dataclass
+class GenerateArguments:
+    teacher: str = field(default="checkpoints/digits/teacher", metadata={"help": "Teacher folder or Hub repo id."})
+    assistant: str = field(default="checkpoints/digits/draft-1L", metadata={"help": "Draft folder or Hub repo id."})
+    tokenizer: str = field(default="checkpoints/digits/vq-tokenizer", metadata={"help": "VQ tokenizer folder or Hub repo id."})
+    method: str = field(default="speculative", metadata={"help": "speculative | self-speculative | assisted (HF, one image per call) | plain."})
+    classes: list[int] | None = field(default=None, metadata={"help": "Class ids to draw (default: all)."})
+    samples_per_class: int = field(default=4, metadata={"help": "Images per class."})
+    gamma: int = field(default=6, metadata={"help": "Drafted tokens per round."})
+    self_speculative_layers: int = field(default=2, metadata={"help": "Teacher layers used as draft (self-speculative)."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    top_k: int | None = field(default=None, metadata={"help": "Top-k (None = off)."})
+    guidance_scale: float | None = field(default=None, metadata={"help": "Classifier-free guidance scale."})
+    seed: int = field(default=0, metadata={"help": "Seed."})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda."})
+    output: str = field(default="samples.png", metadata={"help": "Where the PNG grid goes."})
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"`method` must be one of {', '.join(METHODS)}; got {self.method!r}.")
+        if self.samples_per_class < 1:
+            raise ValueError(f"`samples_per_class` must be >= 1, got {self.samples_per_class}.")
+
+
+def _load(cls, name: str, what: str):
+    try:
+        return cls.from_pretrained(name)
+    except (OSError, ValueError) as error:
+        if os.path.isdir(name):
+            raise ValueError(f"`{what}` {name!r} is a folder but holds no {cls.__name__} ({type(error).__name__}).") from None
+        raise ValueError(f"`{what}` {name!r} is neither a model folder nor a reachable Hub repo id ({type(error).__name__}).") from None
+
+
+def run_generate(args: GenerateArguments) -> dict:
+    """Draw the grid; returns timings, speedup and acceptance (and writes `args.output`)."""
+    teacher = _load(VQGPTForCausalLM, args.teacher, "teacher").to(args.device).eval()
+    tokenizer = _load(VQTokenizer, args.tokenizer, "tokenizer").to(args.device).eval()
+    check_tokenizer_matches(tokenizer, teacher.config)
+    num_classes = teacher.config.num_classes
+    classes = args.classes if args.classes is not None else list(range(num_classes))
+    bad = [c for c in classes if not 0 <= c < num_classes]
+    if bad:
+        raise ValueError(f"`classes` {bad} are not classes of this teacher (0..{num_classes - 1}).")
+    labels = torch.tensor(classes).repeat_interleave(args.samples_per_class)
+    prompt = teacher.class_prompt(labels.to(args.device))
+    sampling = dict(do_sample=True, temperature=args.temperature, top_k=args.top_k, cfg_scale=args.guidance_scale)
+    generator = lambda: torch.Generator(device=args.device).manual_seed(args.seed)  # noqa: E731
+
+    draft = None
+    if args.method == "self-speculative":
+        draft = EarlyExitDraft(teacher, args.self_speculative_layers)
+    elif args.method in ("speculative", "assisted"):
+        draft = _load(VQGPTForCausalLM, args.assistant, "assistant").to(args.device).eval()
+        for name in ("codebook_size", "num_classes", "grid_h", "grid_w"):
+            if getattr(draft.config, name) != getattr(teacher.config, name):
+                raise ValueError(f"`assistant` does not match the teacher: {name} {getattr(draft.config, name)} vs {getattr(teacher.config, name)}.")
+
+    def timed(fn):
+        plain_sample(teacher, prompt[:1], max_new_tokens=2)  # warm-up
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        tic = time.perf_counter()
+        out = fn()
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return out, time.perf_counter() - tic
+
+    plain, plain_seconds = timed(lambda: plain_sample(teacher, prompt, generator=generator(), **sampling))
+    result = {"teacher_seconds": plain_seconds, "images": len(labels)}
+    if args.method == "plain":
+        sequences, seconds, alpha = plain, plain_seconds, None
+    elif args.method == "assisted":
+        draft.generation_config.num_assistant_tokens = args.gamma
+        torch.manual_seed(args.seed)
+        rows, seconds = timed(lambda: [teacher.generate(p[None], assistant_model=draft, do_sample=True, temperature=args.temperature, top_k=args.top_k, cfg_scale=args.guidance_scale) for p in prompt])
+        sequences, alpha = torch.cat(rows), None
+    else:
+        out, seconds = timed(lambda: speculative_sample(teacher, draft, prompt, gamma=args.gamma, generator=generator(), **sampling))
+        sequences, alpha = out.sequences, out.alpha
+    codes = sequences[:, 1:].reshape(-1, teacher.config.grid_h, teacher.config.grid_w)
+    with torch.no_grad():
+        images = tokenizer.decode_from_indices(codes)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    save_image_grid(images, args.output, nrow=args.samples_per_class if len(classes) > 1 else 8)
+    result.update(method=args.method, seconds=seconds, speedup=plain_seconds / seconds, alpha=alpha, output=args.output)
+    return result
