@@ -50,3 +50,15 @@ def test_classifier_learns_digits_and_the_pipeline_runs(tmp_path):
     for r in summary["results"]:
         assert r["fid_low"] <= r["fid_high"] and r["inception_score"] >= 1.0 - 1e-6
     assert "| teacher |" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_inception_option_fails_with_guidance_offline():
+    from hf_specdec.metrics.evaluation import inception_metrics
+
+    images = torch.zeros(2, 3, 32, 32)
+    try:
+        inception_metrics(images, images)
+    except RuntimeError as error:
+        assert "--inception" in str(error) and "offline" in str(error)
+    else:  # torch-fidelity and its weights are present: then the numbers must be finite
+        pass

@@ -36,6 +36,7 @@ class QualityArguments:
     top_k: int | None = field(default=None, metadata={"help": "Top-k (None = off)."})
     seed: int = field(default=0, metadata={"help": "Seed."})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda."})
+    inception: bool = field(default=False, metadata={"help": "Also the standard Inception FID/IS (needs torch-fidelity and its weights)."})
     output_dir: str = field(default="benchmarks/quality", metadata={"help": "results.json, results.md, grids."})
 
 
@@ -50,6 +51,25 @@ def _generate(method, teacher, draft, prompts, args, neighbours=None):
         else:
             out.append(speculative_sample(teacher, draft, prompt, gamma=args.gamma, relaxed_neighbours=neighbours, **kwargs).sequences)
     return torch.cat(out)
+
+
+def inception_metrics(images: torch.Tensor, references: torch.Tensor) -> dict[str, float]:
+    """Standard FID / IS with torchmetrics' Inception-v3 features (downloads torch-fidelity's weights once)."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.inception import InceptionScore
+
+    to_uint8 = lambda x: ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # noqa: E731
+    try:
+        fid, score = FrechetInceptionDistance(feature=2048), InceptionScore()
+    except Exception as error:  # missing package, or no network for the weights
+        raise RuntimeError(
+            f"--inception needs torch-fidelity and the Inception weights ({type(error).__name__}: {error}); "
+            "run without --inception to use the offline digits classifier."
+        ) from error
+    fid.update(to_uint8(references), real=True)
+    fid.update(to_uint8(images), real=False)
+    score.update(to_uint8(images))
+    return {"inception_fid": fid.compute().item(), "inception_is": score.compute()[0].item()}
 
 
 def evaluate_quality(args: QualityArguments, data_args: DataArguments | None = None) -> dict:
@@ -87,6 +107,8 @@ def evaluate_quality(args: QualityArguments, data_args: DataArguments | None = N
                         bootstrap_rounds=args.bootstrap_rounds, seed=args.seed)
         s = inception_score.compute(predictions=images.numpy(), classifier_path=classifier_path,
                                     bootstrap_rounds=args.bootstrap_rounds, seed=args.seed)
+        if args.inception:
+            f.update(inception_metrics(images, references))
         results.append({"method": name, **f, **s})
         save_image_grid(images[:80], os.path.join(args.output_dir, "samples", name.split(" (")[0].replace(" ", "-") + ".png"), nrow=10)
     with open(os.path.join(classifier_path, "metrics.json")) as f_:
