@@ -1,0 +1,60 @@
+"""Model cards for the project's models, rendered from the templates in `model_cards/` with `model-index` results."""
+
+import json
+import os
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+TEMPLATES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "model_cards")
+
+# metric name -> (metric type, human name), as they appear in model-index
+METRICS = {
+    "val_loss": ("loss", "Validation cross-entropy"),
+    "val_perplexity": ("perplexity", "Validation perplexity"),
+    "alpha": ("acceptance_alpha", "Speculative acceptance alpha vs the teacher"),
+    "speedup": ("speedup", "Speculative speedup vs plain decoding"),
+    "fid": ("fid", "FID (classifier features)"),
+    "inception_score": ("inception_score", "Inception score (classifier features)"),
+    "val_psnr_db": ("psnr", "Reconstruction PSNR (dB)"),
+}
+
+
+def model_card(model_dir: str, repo_id: str, dataset: str = "scikit-learn digits", extra_metrics: dict | None = None,
+               teacher_repo: str | None = None, draft_repo: str | None = None) -> ModelCard:
+    """A `ModelCard` for the saved model in `model_dir`, with the metrics its training wrote (and `extra_metrics`,
+    e.g. FID or measured speedup) as `model-index` eval results."""
+    metrics = {}
+    for name in ("training_metrics.json", "distill_metrics.json"):
+        path = os.path.join(model_dir, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                metrics.update(json.load(f))
+    metrics.update(extra_metrics or {})
+    with open(os.path.join(model_dir, "config.json")) as f:
+        config = json.load(f)
+    is_tokenizer = "_class_name" in config
+    results = [
+        EvalResult(task_type="image-generation" if not is_tokenizer else "image-to-image", dataset_type=dataset,
+                   dataset_name=dataset, dataset_split="validation", metric_type=METRICS[key][0],
+                   metric_name=METRICS[key][1], metric_value=float(metrics[key]))
+        for key in METRICS if metrics.get(key) is not None
+    ]
+    card_data = ModelCardData(library_name="hf-specdec", license="apache-2.0", model_name=repo_id,
+                              tags=["speculative-decoding", "image-generation", "vq"], eval_results=results)
+    table = "\n".join(["| metric | value |", "| --- | --- |"] + [f"| {r.metric_name} | {r.metric_value:.4g} |" for r in results])
+    if is_tokenizer:
+        side = config["sample_size"] // 2 ** (len(config["down_block_types"]) - 1)
+        return ModelCard.from_template(card_data, template_path=os.path.join(TEMPLATES, "vq_tokenizer.md"),
+                                       repo_id=repo_id, model_name=repo_id, image_size=config["sample_size"], grid=f"{side}x{side}",
+                                       codebook_size=config["num_vq_embeddings"], dataset=dataset, results=table)
+    training = (f"Distilled from the teacher with the `{metrics['loss']}` objective, on-policy fraction lmbda="
+                f"{metrics['lmbda']}, data: {metrics['data_source']}, {metrics['steps']} steps."
+                if "loss" in metrics else f"Next-code cross-entropy, {metrics.get('steps')} steps.")
+    return ModelCard.from_template(
+        card_data, template_path=os.path.join(TEMPLATES, "vqgpt.md"), repo_id=repo_id, model_name=repo_id,
+        description="A draft model for speculative decoding." if "alpha" in metrics else "The teacher model.",
+        num_layers=config["num_hidden_layers"], hidden_size=config["hidden_size"],
+        parameters=f"{metrics.get('parameters', 0) / 1e6:.2f}M", grid=f"{config['grid_h']}x{config['grid_w']}",
+        codebook_size=config["codebook_size"], num_classes=config["num_classes"], dataset=dataset, training=training,
+        results=table, teacher_repo=teacher_repo or repo_id, draft_repo=draft_repo or repo_id,
+    )
