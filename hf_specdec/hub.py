@@ -58,3 +58,27 @@ def model_card(model_dir: str, repo_id: str, dataset: str = "scikit-learn digits
         codebook_size=config["codebook_size"], num_classes=config["num_classes"], dataset=dataset, training=training,
         results=table, teacher_repo=teacher_repo or repo_id, draft_repo=draft_repo or repo_id,
     )
+
+
+def upload_plan(model_dir: str) -> list[str]:
+    """The files `push_model` uploads from `model_dir`: weights, configs, remote code, metrics and pictures;
+    never training checkpoints (optimizer state) or anything pickled."""
+    keep = (".safetensors", ".json", ".py", ".png")
+    files = sorted(f for f in os.listdir(model_dir) if f.endswith(keep) and os.path.isfile(os.path.join(model_dir, f)))
+    unsafe = [f for f in os.listdir(model_dir) if f.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt"))]
+    if unsafe:
+        raise ValueError(f"`model_dir` {model_dir!r} holds pickled files {unsafe}: only safetensors are pushed.")
+    return files + ["README.md"]
+
+
+def push_model(model_dir: str, repo_id: str, card: ModelCard, private: bool = False, token: str | None = None) -> str:
+    """Create `repo_id` on the Hub and upload `model_dir` (see `upload_plan`) with `card` as its README."""
+    from huggingface_hub import HfApi
+
+    files = upload_plan(model_dir)
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    card.push_to_hub(repo_id, token=token)
+    api.upload_folder(repo_id=repo_id, folder_path=model_dir, allow_patterns=[f for f in files if f != "README.md"],
+                      commit_message="Upload with hf-specdec")
+    return f"https://huggingface.co/{repo_id}"

@@ -27,3 +27,32 @@ def test_cards_round_trip_with_eval_results(name, tmp_path):
         assert results["psnr"] > 40
     assert loaded.data.library_name == "hf-specdec" and "{{" not in loaded.text
     assert f"# org/{name}" in loaded.text
+
+
+def test_upload_plan_is_safetensors_only(tmp_path):
+    import shutil
+
+    from hf_specdec.hub import upload_plan
+
+    model_dir = tmp_path / "draft"
+    shutil.copytree(CHECKPOINTS / "draft-1L", model_dir, ignore=shutil.ignore_patterns("checkpoints"))
+    (model_dir / "checkpoints").mkdir()
+    (model_dir / "checkpoints" / "optimizer.safetensors").write_text("x")
+    plan = upload_plan(str(model_dir))
+    assert "model.safetensors" in plan and "README.md" in plan and "modeling_vqgpt.py" in plan
+    assert not any("optimizer" in f or "checkpoints" in f for f in plan)
+    (model_dir / "pytorch_model.bin").write_text("x")
+    with pytest.raises(ValueError, match="pickled"):
+        upload_plan(str(model_dir))
+
+
+def test_push_script_dry_run_lists_every_model():
+    import subprocess
+    import sys
+
+    root = CHECKPOINTS.parents[1]
+    result = subprocess.run([sys.executable, str(root / "scripts" / "push_to_hub.py"), "--namespace", "org", "--dry_run"],
+                            cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in ("vq-tokenizer", "teacher", "student-4L", "draft-1L"):
+        assert f"org/digits-{name}:" in result.stdout
