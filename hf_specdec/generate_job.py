@@ -9,6 +9,7 @@ import torch
 from .models import VQGPTForCausalLM, VQTokenizer
 from .pipeline import check_tokenizer_matches
 from .speculative import EarlyExitDraft, plain_sample, speculative_sample
+from .speculative.decoding import check_draft_matches
 from .visualize import save_image_grid
 
 METHODS = ("speculative", "self-speculative", "assisted", "plain")
@@ -67,9 +68,7 @@ def run_generate(args: GenerateArguments) -> dict:
         draft = EarlyExitDraft(teacher, args.self_speculative_layers)
     elif args.method in ("speculative", "assisted"):
         draft = _load(VQGPTForCausalLM, args.assistant, "assistant").to(args.device).eval()
-        for name in ("codebook_size", "num_classes", "grid_h", "grid_w"):
-            if getattr(draft.config, name) != getattr(teacher.config, name):
-                raise ValueError(f"`assistant` does not match the teacher: {name} {getattr(draft.config, name)} vs {getattr(teacher.config, name)}.")
+        check_draft_matches(teacher, draft, argument="assistant")
 
     def timed(fn):
         plain_sample(teacher, prompt[:1], max_new_tokens=2)  # warm-up

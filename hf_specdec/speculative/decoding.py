@@ -88,16 +88,22 @@ class EarlyExitDraft(torch.nn.Module):
         self.teacher.check_prompt(input_ids, max_new_tokens)
 
 
-def _check_arguments(
-    teacher, draft, input_ids, gamma, max_new_tokens, do_sample, temperature, top_k, top_p, relaxed_neighbours
-):
+def check_draft_matches(teacher, draft, argument: str = "draft") -> None:
+    """Raise `ValueError` naming `argument` unless `draft` shares the teacher's codebook, classes and grid."""
     t, d = teacher.config, draft.config
     for name in ("codebook_size", "num_classes", "grid_h", "grid_w"):
         if getattr(t, name) != getattr(d, name):
             raise ValueError(
-                f"`draft` does not match the teacher: {name} is {getattr(d, name)} in the draft and "
+                f"`{argument}` does not match the teacher: {name} is {getattr(d, name)} in the draft and "
                 f"{getattr(t, name)} in the teacher."
             )
+
+
+def _check_arguments(
+    teacher, draft, input_ids, gamma, max_new_tokens, do_sample, temperature, top_k, top_p, relaxed_neighbours
+):
+    t = teacher.config
+    check_draft_matches(teacher, draft)
     if not isinstance(gamma, int) or gamma < 1:
         raise ValueError(f"`gamma` must be an integer >= 1, got {gamma!r}.")
     if do_sample and not temperature > 0:
@@ -266,8 +272,9 @@ def speculative_sample(
         gammas.append(g)
         accepted_by_position.scatter_add_(0, slots[:, :g].flatten(), was_accepted.flatten().float())
         evaluated_by_position.scatter_add_(0, slots[:, :g].flatten(), was_tested.flatten().float())
-        accepted_total += accepted_rounds[-1].sum().item()
-        evaluated_total += evaluated_rounds[-1].sum().item()
+        if adaptive_gamma:  # host syncs only when the running alpha is used
+            accepted_total += accepted_rounds[-1].sum().item()
+            evaluated_total += evaluated_rounds[-1].sum().item()
 
         teacher_cache.crop_rows(g + 1 - produced)  # teacher keeps tokens [0, n_new - 1)
         n = n + produced
