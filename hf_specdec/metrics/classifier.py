@@ -10,8 +10,10 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
+from ..models.safetensors_only import SafetensorsOnlyMixin
 
-class DigitsClassifier(ModelMixin, ConfigMixin):
+
+class DigitsClassifier(SafetensorsOnlyMixin, ModelMixin, ConfigMixin):
     """Images `(B, 3, H, W)` in [-1, 1] -> logits `(B, num_classes)`; `features()` gives `(B, feature_dim)`."""
 
     @register_to_config

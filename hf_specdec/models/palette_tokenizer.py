@@ -11,10 +11,11 @@ import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 
+from .safetensors_only import SafetensorsOnlyMixin
 from .vq_tokenizer import check_indices, codebook_statistics
 
 
-class PaletteTokenizer(ModelMixin, ConfigMixin):
+class PaletteTokenizer(SafetensorsOnlyMixin, ModelMixin, ConfigMixin):
     """Pixels -> nearest of `num_colors` palette colours, on a `grid_size x grid_size` grid.
 
     Args:

@@ -13,6 +13,8 @@ from diffusers import VQModel
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.autoencoders.vae import VectorQuantizer
 
+from .safetensors_only import SafetensorsOnlyMixin
+
 
 def codebook_statistics(indices: torch.Tensor, codebook_size: int) -> dict[str, float]:
     """Fraction of the codebook used by `indices` (any shape) and the perplexity `exp(H)` of their histogram."""
@@ -96,7 +98,7 @@ class EMAVectorQuantizer(VectorQuantizer):
             self.ema_cluster_size[dead] = self.dead_code_threshold
 
 
-class VQTokenizer(VQModel):
+class VQTokenizer(SafetensorsOnlyMixin, VQModel):
     """`VQModel` that turns images `(B, 3, H, W)` in [-1, 1] into code grids `(B, h, w)` and back.
 
     All `VQModel` arguments keep their meaning; `down_block_types` sets the downsampling factor

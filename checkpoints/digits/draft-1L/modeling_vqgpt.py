@@ -118,6 +118,13 @@ class VQGPTPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["VQGPTBlock"]
     _supports_sdpa = True
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, safetensors only: `use_safetensors` defaults to True, so a folder or
+        repo that holds only a pickled `pytorch_model.bin` raises instead of being unpickled."""
+        kwargs.setdefault("use_safetensors", True)
+        return super().from_pretrained(*args, **kwargs)
+
     def _init_weights(self, module):
         super()._init_weights(module)
         # GPT-2: scale the residual output projections by 1/sqrt(2 * n_layer).
