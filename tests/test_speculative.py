@@ -164,6 +164,37 @@ def test_speculative_sampling_is_lossless(processing, monkeypatch):
     assert wrong_tv > bound
 
 
+@pytest.mark.parametrize("processing", [{}, {"cfg_scale": 2.0}], ids=["plain", "cfg"])
+def test_plain_loop_samples_the_teacher(processing):
+    from hf_specdec.speculative import plain_sample
+
+    teacher, draft = small_pair()
+    N, label, K = 40_000, 1, SMALL["codebook_size"]
+    _, exact = exact_distribution(teacher, label, processing, 3)
+    _, draft_exact = exact_distribution(draft, label, processing, 3)
+    samples = plain_sample(teacher, teacher.class_prompt([label] * N), generator=torch.Generator().manual_seed(1),
+                           **processing)
+    tv = 0.5 * (empirical_distribution(samples[:, 1:], K) - exact).abs().sum().item()
+    assert tv < tv_bound(len(exact), N), tv
+    # and the same bound separates a different model's samples
+    wrong = plain_sample(draft, draft.class_prompt([label] * N), generator=torch.Generator().manual_seed(1), **processing)
+    assert 0.5 * (empirical_distribution(wrong[:, 1:], K) - exact).abs().sum().item() > tv_bound(len(exact), N)
+
+
+def test_sample_categorical_draws_the_normalised_weights():
+    from hf_specdec.speculative.sampling import sample_categorical
+
+    g = torch.Generator().manual_seed(0)
+    weights = torch.tensor([[2.0, 0.0, 1.0, 0.5, 0.0], [0.0, 0.0, 0.0, 3.0, 0.0]])  # unnormalised, with zeros
+    N = 200_000
+    draws = sample_categorical(weights.repeat(N, 1), g).view(N, 2)
+    for row in range(2):
+        empirical = torch.bincount(draws[:, row], minlength=5) / N
+        target = weights[row] / weights[row].sum()
+        assert 0.5 * (empirical - target).abs().sum() < tv_bound(5, N)
+        assert (empirical[target == 0] == 0).all()  # zero weight is never drawn
+
+
 def test_hf_assisted_sampling_is_lossless():
     teacher, draft = small_pair()
     label, K, N = 0, SMALL["codebook_size"], 3000

@@ -13,7 +13,14 @@ import torch
 
 from ..models import VQGPTForCausalLM
 from .cache import RaggedCache, ragged_causal_mask, ragged_positions
-from .sampling import choose_gamma, greedy_accept, relaxed_accept, speculative_accept, warp_logits
+from .sampling import (
+    choose_gamma,
+    greedy_accept,
+    relaxed_accept,
+    sample_categorical,
+    speculative_accept,
+    warp_logits,
+)
 
 
 @dataclass
@@ -174,45 +181,39 @@ def speculative_sample(
     sequences = torch.zeros(B, buffer_length, dtype=torch.long, device=device)
     sequences[:, :P] = input_ids
     n = torch.full((B,), P, dtype=torch.long, device=device)  # tokens so far, per row
-    rows = torch.arange(B, device=device)
+    steps = torch.arange(gamma + 2, device=device)
     teacher_cache = RaggedCache(config.num_hidden_layers, buffer_length)
     draft_cache = RaggedCache(getattr(draft, "num_layers", None) or draft.config.num_hidden_layers, buffer_length)
 
-    def forward(model, cache, tokens, start):
-        T = tokens.shape[1]
-        out = model(
-            tokens,
-            cache=cache,
-            attention_mask=ragged_causal_mask(start, T, buffer_length),
-            position_ids=ragged_positions(start, T, max_position),
-            cfg_scale=cfg_scale,
-            use_cache=True,
-        )
+    def forward(model, cache, tokens, mask, positions):
+        out = model(tokens, cache=cache, attention_mask=mask, position_ids=positions, cfg_scale=cfg_scale, use_cache=True)
         return warp_logits(out.logits, temperature if do_sample else 1.0, top_k, top_p)
 
     def sample(logits):
         if not do_sample:
             return logits.argmax(-1), None
         probs = logits.softmax(-1)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(1), probs
+        return sample_categorical(probs, generator), probs
 
     counts = {"teacher": 0, "draft": 0}
     timings = {"teacher": 0.0, "draft": 0.0}
-    accepted_rounds, evaluated_rounds, proposed_rounds, gammas = [], [], [], []
-    accepted_by_position = torch.zeros(buffer_length, device=device)
-    evaluated_by_position = torch.zeros(buffer_length, device=device)
+    starts, accepted_rounds, gammas = [], [], []  # per round: n before it (B,), accepted drafts (B,), gamma
 
     if P > 1:  # prefill everything but the last prompt token
         zero = torch.zeros(B, dtype=torch.long, device=device)
-        forward(teacher, teacher_cache, sequences[:, : P - 1], zero)
-        forward(draft, draft_cache, sequences[:, : P - 1], zero)
+        prefill_mask, prefill_positions = ragged_causal_mask(zero, P - 1, buffer_length), ragged_positions(zero, P - 1, max_position)
+        forward(teacher, teacher_cache, sequences[:, : P - 1], prefill_mask, prefill_positions)
+        forward(draft, draft_cache, sequences[:, : P - 1], prefill_mask, prefill_positions)
         counts["teacher"] += 1
         counts["draft"] += 1
-    draft_start = n - 1  # the draft's cache holds tokens [0, draft_start)
+    # The draft's cache holds tokens [0, n - reread): it re-reads its last `reread` tokens at the start of a round
+    # (1 in the first round, then 2: that covers both rows whose last draft was never fed and rows that rejected;
+    # rewriting a slot with the same token is a no-op).
+    reread = 1
 
     accepted_total, evaluated_total = 1.0, 2.0  # Beta(1, 1) prior for the running acceptance
-    while bool((n < total).any()):
-        remaining = total - n  # (B,), 0 for finished rows
+    remaining_max = new_tokens  # one host sync per round: the most tokens any row still needs
+    while remaining_max > 0:
         g = gamma
         if adaptive_gamma:
             c = cost_ratio
@@ -220,19 +221,22 @@ def speculative_sample(
                 c = (timings["draft"] / max(counts["draft"], 1)) / max(timings["teacher"] / max(counts["teacher"], 1), 1e-9)
                 c = c if counts["teacher"] > 0 else 0.1
             g = choose_gamma(accepted_total / evaluated_total, c, gamma)
-        g = min(g, int(remaining.max()) - 1)
+        g = min(g, remaining_max - 1)
 
-        # -- draft: g tokens, one at a time ------------------------------------------------------------------
+        # -- draft: g tokens, one at a time; the round's masks and positions are built once ----------------------
         tic = time.perf_counter()
+        draft_start = n - reread
+        span = reread + max(g - 1, 0)
+        draft_mask = ragged_causal_mask(draft_start, span, buffer_length)
+        draft_positions = ragged_positions(draft_start, span, max_position)
+        tokens = sequences.gather(1, draft_start[:, None] + steps[:reread])
         draft_tokens, q = [], []
-        tokens = sequences[rows[:, None], draft_start[:, None] + torch.arange(int((n - draft_start).max()), device=device)]
-        start = draft_start
-        for _ in range(g):
-            logits = forward(draft, draft_cache, tokens, start)[:, -1]
+        for i in range(g):
+            lo, hi = (0, reread) if i == 0 else (reread + i - 1, reread + i)
+            logits = forward(draft, draft_cache, tokens, draft_mask[:, :, lo:hi], draft_positions[:, lo:hi])[:, -1]
             token, probs = sample(logits)
             draft_tokens.append(token)
             q.append(probs)
-            start = start + tokens.shape[1]
             tokens = token[:, None]
         counts["draft"] += g
         timings["draft"] += time.perf_counter() - tic
@@ -240,8 +244,10 @@ def speculative_sample(
         # -- teacher: verify the last token and g drafts in one pass ----------------------------------------
         tic = time.perf_counter()
         drafted = torch.stack(draft_tokens, dim=1) if g > 0 else sequences.new_zeros(B, 0)
-        verify = torch.cat([sequences[rows, n - 1][:, None], drafted], dim=1)  # (B, g + 1)
-        p_logits = forward(teacher, teacher_cache, verify, n - 1)  # (B, g + 1, K)
+        verify = torch.cat([sequences.gather(1, (n - 1)[:, None]), drafted], dim=1)  # (B, g + 1)
+        verify_start = n - 1
+        p_logits = forward(teacher, teacher_cache, verify, ragged_causal_mask(verify_start, g + 1, buffer_length),
+                           ragged_positions(verify_start, g + 1, max_position))  # (B, g + 1, K)
         counts["teacher"] += 1
         if do_sample:
             q_probs = torch.stack(q, dim=1) if g > 0 else p_logits.new_zeros(B, 0, p_logits.shape[-1])
@@ -255,43 +261,58 @@ def speculative_sample(
             accepted, next_token = greedy_accept(p_logits, drafted)
         timings["teacher"] += time.perf_counter() - tic
 
-        # -- keep the accepted prefix and the new token; rewind both caches -----------------------------------
-        offsets = torch.arange(g + 1, device=device)
-        out_tokens = torch.where(offsets < accepted[:, None], torch.cat([drafted, next_token[:, None]], dim=1), next_token[:, None])
-        produced = torch.minimum(accepted + 1, remaining)  # rows near the end keep only what fits
-        slots = n[:, None] + offsets
-        keep = offsets[None, :] < produced[:, None]
-        sequences.scatter_(1, slots, torch.where(keep, out_tokens, sequences.gather(1, slots)))
-
-        in_image = offsets[None, :g] < torch.minimum(remaining, torch.full_like(remaining, g))[:, None]
-        was_accepted = (offsets[None, :g] < accepted[:, None]) & in_image
-        was_tested = (offsets[None, :g] <= accepted[:, None]) & in_image
-        accepted_rounds.append(was_accepted.sum(1))
-        evaluated_rounds.append(was_tested.sum(1))
-        proposed_rounds.append(in_image.sum(1))
+        # -- write the accepted prefix and the new token; rewind both caches -----------------------------------
+        # Slots past a row's accepted prefix + 1 (and past `total`) get stale drafts: nothing reads them before
+        # they are overwritten, and the buffer's slack keeps finished rows' writes out of the image.
+        out_tokens = torch.cat([drafted, drafted.new_zeros(B, 1)], dim=1).scatter_(1, accepted[:, None], next_token[:, None])
+        sequences.scatter_(1, n[:, None] + steps[: g + 1], out_tokens)
+        produced = torch.minimum(accepted + 1, total - n)  # rows near the end keep only what fits
+        starts.append(n)
+        accepted_rounds.append(accepted)
         gammas.append(g)
-        accepted_by_position.scatter_add_(0, slots[:, :g].flatten(), was_accepted.flatten().float())
-        evaluated_by_position.scatter_add_(0, slots[:, :g].flatten(), was_tested.flatten().float())
-        if adaptive_gamma:  # host syncs only when the running alpha is used
-            accepted_total += accepted_rounds[-1].sum().item()
-            evaluated_total += evaluated_rounds[-1].sum().item()
-
         teacher_cache.crop_rows(g + 1 - produced)  # teacher keeps tokens [0, n_new - 1)
         n = n + produced
-        # The draft re-reads its last two tokens next round: a rewrite of the same slot with the same token is a
-        # no-op, and it covers both rows whose last draft was never fed (all accepted) and rows that rejected.
+        reread = 2
         draft_lengths = draft_cache.row_lengths()
-        if draft_lengths is not None:
-            target = (n - 2).clamp(min=0)
-            draft_cache.crop_rows((draft_lengths[:B] - target).clamp(min=0))
-            draft_start = torch.minimum(draft_lengths[:B], target)
+        if draft_lengths is not None:  # it holds n_old + g - 1 >= n - 2 tokens (g = 0 only in a last round)
+            draft_cache.crop_rows((draft_lengths[:B] - (n - reread)).clamp(min=0))
+        if adaptive_gamma:  # the running alpha: accepted / tested drafts inside the image
+            tested = torch.minimum(torch.minimum(accepted + 1, total - starts[-1]), torch.full_like(accepted, g))
+            sums = torch.stack([torch.minimum(accepted, tested).sum(), tested.sum(), (total - n).max()]).tolist()
+            accepted_total += sums[0]
+            evaluated_total += sums[1]
+            remaining_max = int(sums[2])
+        else:
+            remaining_max = int((total - n).max())
+
+    # -- statistics, once for all rounds -----------------------------------------------------------------------
+    R = len(gammas)
+    G = max(gammas, default=0)
+    offsets = torch.arange(G, device=device)
+    if R > 0:
+        n_before = torch.stack(starts)  # (R, B)
+        accepted_all = torch.stack(accepted_rounds)  # (R, B)
+        g_all = torch.tensor(gammas, device=device)[:, None]  # (R, 1)
+        in_image = offsets < torch.minimum(total - n_before, g_all)[..., None]  # (R, B, G)
+        was_accepted = (offsets < accepted_all[..., None]) & in_image
+        was_tested = (offsets <= accepted_all[..., None]) & in_image
+        slots = (n_before[..., None] + offsets).clamp(max=buffer_length - 1)
+        accepted_by_position = torch.zeros(buffer_length, device=device).index_put_(
+            (slots[in_image],), was_accepted[in_image].float(), accumulate=True)
+        evaluated_by_position = torch.zeros(buffer_length, device=device).index_put_(
+            (slots[in_image],), was_tested[in_image].float(), accumulate=True)
+        accepted_per_round, evaluated_per_round = was_accepted.sum(-1), was_tested.sum(-1)
+        proposed_per_round = in_image.sum(-1)
+    else:
+        accepted_by_position = evaluated_by_position = torch.zeros(buffer_length, device=device)
+        accepted_per_round = evaluated_per_round = proposed_per_round = torch.zeros(0, B)
 
     positions = slice(P, total)
     return SpeculativeOutput(
         sequences=sequences[:, :total],
-        accepted_per_round=torch.stack(accepted_rounds) if accepted_rounds else torch.zeros(0, B),
-        evaluated_per_round=torch.stack(evaluated_rounds) if evaluated_rounds else torch.zeros(0, B),
-        proposed_per_round=torch.stack(proposed_rounds) if proposed_rounds else torch.zeros(0, B),
+        accepted_per_round=accepted_per_round,
+        evaluated_per_round=evaluated_per_round,
+        proposed_per_round=proposed_per_round,
         gamma_per_round=gammas,
         accepted_by_position=accepted_by_position[positions].cpu(),
         evaluated_by_position=evaluated_by_position[positions].cpu(),

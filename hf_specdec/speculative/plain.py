@@ -7,7 +7,7 @@ against it is the algorithm's, not a difference in loop overhead.
 import torch
 
 from .cache import RaggedCache
-from .sampling import warp_logits
+from .sampling import sample_categorical, warp_logits
 
 
 @torch.inference_mode()
@@ -32,16 +32,21 @@ def plain_sample(
     new_tokens = max_new_tokens if max_new_tokens is not None else config.max_position_embeddings - P
     model.check_prompt(input_ids, new_tokens)
     num_layers = getattr(model, "num_layers", None) or config.num_hidden_layers
-    cache = RaggedCache(num_layers, P + new_tokens)
-    sequences = torch.empty(B, P + new_tokens, dtype=torch.long, device=input_ids.device)
+    total = P + new_tokens
+    cache = RaggedCache(num_layers, total)
+    device = input_ids.device
+    # Every row is at the same slot, so the masks and positions of all steps are views of two tensors built once.
+    causal = torch.ones(total, total, dtype=torch.bool, device=device).tril()[None, None]  # (1, 1, L, L)
+    slots = torch.arange(total, device=device).expand(B, -1)
+    sequences = torch.empty(B, total, dtype=torch.long, device=device)
     sequences[:, :P] = input_ids
     tokens, position = input_ids, 0
-    for t in range(P, P + new_tokens):
-        positions = torch.arange(position, t, device=input_ids.device).expand(B, -1)
-        logits = model(tokens, cache=cache, position_ids=positions, cfg_scale=cfg_scale, use_cache=True).logits[:, -1]
+    for t in range(P, total):
+        logits = model(tokens, cache=cache, attention_mask=causal[:, :, position:t], position_ids=slots[:, position:t],
+                       cfg_scale=cfg_scale, use_cache=True).logits[:, -1]
         logits = warp_logits(logits, temperature if do_sample else 1.0, top_k, top_p)
         if do_sample:
-            token = torch.multinomial(logits.softmax(-1), 1, generator=generator)
+            token = sample_categorical(logits.softmax(-1), generator)[:, None]
         else:
             token = logits.argmax(-1, keepdim=True)
         sequences[:, t : t + 1] = token

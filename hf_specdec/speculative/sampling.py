@@ -35,6 +35,14 @@ def warp_logits(
     return logits
 
 
+def sample_categorical(weights: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One index per row of `weights` `(..., K)` (>= 0, need not be normalised), drawn with probability
+    `weights / weights.sum(-1)`, by the exponential race `argmax_i w_i / E_i` with `E_i ~ Exp(1)` (the algorithm
+    `torch.multinomial` runs for one sample): no normalisation, no validation pass, no host sync. Returns `(...)`."""
+    race = torch.empty_like(weights, dtype=torch.float32).exponential_(generator=generator).clamp_(min=1e-30)
+    return (weights / race).argmax(dim=-1)
+
+
 def speculative_accept(
     p: torch.Tensor, q: torch.Tensor, draft_tokens: torch.Tensor, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,12 +65,11 @@ def speculative_accept(
 
     q_next = torch.cat([q, q.new_zeros(B, 1, q.shape[-1])], dim=1)  # q "= 0" after the last draft: sample p_gamma
     rows = torch.arange(B, device=p.device)
-    residual = (p[rows, n] - q_next[rows, n]).clamp(min=0)  # (B, K)
-    mass = residual.sum(-1, keepdim=True)
+    p_n = p[rows, n]
+    residual = (p_n - q_next[rows, n]).clamp(min=0)  # (B, K), unnormalised: sample_categorical needs no sum
     # p_n == q_n exactly leaves no residual mass; rejection then has probability 0, so any choice is exact.
-    residual = torch.where(mass > 0, residual / mass.clamp(min=1e-30), p[rows, n])
-    next_token = torch.multinomial(residual, 1, generator=generator).squeeze(1)
-    return n, next_token
+    residual = torch.where(residual.sum(-1, keepdim=True) > 0, residual, p_n)
+    return n, sample_categorical(residual, generator)
 
 
 def greedy_accept(p_logits: torch.Tensor, draft_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,7 +142,7 @@ def relaxed_accept(
     n = (r * q_draft < p_neighbourhood).long().cumprod(dim=1).sum(dim=1)
     q_next = torch.cat([q, q.new_zeros(B, 1, K)], dim=1)
     rows = torch.arange(B, device=p.device)
-    residual = (p[rows, n] - q_next[rows, n]).clamp(min=0)
-    mass = residual.sum(-1, keepdim=True)
-    residual = torch.where(mass > 0, residual / mass.clamp(min=1e-30), p[rows, n])
-    return n, torch.multinomial(residual, 1, generator=generator).squeeze(1)
+    p_n = p[rows, n]
+    residual = (p_n - q_next[rows, n]).clamp(min=0)
+    residual = torch.where(residual.sum(-1, keepdim=True) > 0, residual, p_n)
+    return n, sample_categorical(residual, generator)

@@ -336,7 +336,7 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
                 )
             uncond_ids = input_ids
         input_ids = torch.cat([input_ids, uncond_ids])
-        if attention_mask is not None:
+        if attention_mask is not None and attention_mask.shape[0] == B:  # a batch-1 4-D mask broadcasts as it is
             attention_mask = torch.cat([attention_mask, attention_mask])
         if position_ids is not None and position_ids.shape[0] == B:
             position_ids = torch.cat([position_ids, position_ids])
