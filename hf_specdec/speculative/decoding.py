@@ -186,7 +186,9 @@ def speculative_sample(
     draft_cache = RaggedCache(getattr(draft, "num_layers", None) or draft.config.num_hidden_layers, buffer_length)
 
     def forward(model, cache, tokens, mask, positions):
-        out = model(tokens, cache=cache, attention_mask=mask, position_ids=positions, cfg_scale=cfg_scale, use_cache=True)
+        out = model(
+            tokens, cache=cache, attention_mask=mask, position_ids=positions, cfg_scale=cfg_scale, use_cache=True
+        )
         return warp_logits(out.logits, temperature if do_sample else 1.0, top_k, top_p)
 
     def sample(logits):
@@ -201,9 +203,9 @@ def speculative_sample(
 
     if P > 1:  # prefill everything but the last prompt token
         zero = torch.zeros(B, dtype=torch.long, device=device)
-        prefill_mask, prefill_positions = ragged_causal_mask(zero, P - 1, buffer_length), ragged_positions(zero, P - 1, max_position)
-        forward(teacher, teacher_cache, sequences[:, : P - 1], prefill_mask, prefill_positions)
-        forward(draft, draft_cache, sequences[:, : P - 1], prefill_mask, prefill_positions)
+        prefill = (ragged_causal_mask(zero, P - 1, buffer_length), ragged_positions(zero, P - 1, max_position))
+        forward(teacher, teacher_cache, sequences[:, : P - 1], *prefill)
+        forward(draft, draft_cache, sequences[:, : P - 1], *prefill)
         counts["teacher"] += 1
         counts["draft"] += 1
     # The draft's cache holds tokens [0, n - reread): it re-reads its last `reread` tokens at the start of a round
@@ -264,7 +266,8 @@ def speculative_sample(
         # -- write the accepted prefix and the new token; rewind both caches -----------------------------------
         # Slots past a row's accepted prefix + 1 (and past `total`) get stale drafts: nothing reads them before
         # they are overwritten, and the buffer's slack keeps finished rows' writes out of the image.
-        out_tokens = torch.cat([drafted, drafted.new_zeros(B, 1)], dim=1).scatter_(1, accepted[:, None], next_token[:, None])
+        out_tokens = torch.cat([drafted, drafted.new_zeros(B, 1)], dim=1)
+        out_tokens.scatter_(1, accepted[:, None], next_token[:, None])  # drafts up to the first rejection, then it
         sequences.scatter_(1, n[:, None] + steps[: g + 1], out_tokens)
         produced = torch.minimum(accepted + 1, total - n)  # rows near the end keep only what fits
         starts.append(n)
