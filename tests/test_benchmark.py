@@ -47,3 +47,22 @@ def test_benchmark_arguments_are_checked():
         BenchmarkArguments(gammas=[0])
     quick = BenchmarkArguments(quick=True)
     assert quick.repeats <= 3 and len(quick.drafts) == 2 and quick.batch_sizes == [1, 16]
+
+
+def test_paired_benchmark_interleaves_every_method(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    teacher = tiny_model(0, num_hidden_layers=3, codebook_size=16, grid_h=4, grid_w=4)
+    teacher.save_pretrained(tmp_path / "teacher")
+    tiny_model(1, num_hidden_layers=1, codebook_size=16, grid_h=4, grid_w=4).save_pretrained(tmp_path / "draft")
+    path = Path(__file__).resolve().parents[1] / "scripts" / "paired_benchmark.py"
+    spec = importlib.util.spec_from_file_location("paired_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main("cpu", 2, {"d": str(tmp_path / "draft")}, teacher_path=str(tmp_path / "teacher"))
+    rows = result["results"]
+    assert set(rows) == {"plain", "d g6", "d g8", "d adaptive"}
+    assert rows["plain"]["speedup_vs_plain"] == 1.0 and rows["plain"]["alpha"] is None
+    for name in ("d g6", "d g8", "d adaptive"):
+        assert rows[name]["median_ms"] > 0 and 0.0 <= rows[name]["alpha"] <= 1.0
