@@ -11,3 +11,5 @@ shift || true
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch, transformers, diffusers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'diffusers', diffusers.__version__)"
 PYTHONPATH=. python3 scripts/benchmark.py configs/benchmark/digits.yaml --device cuda --output_dir "$out" "$@"
+# batch 1 again, plain and speculative interleaved image by image (ratios robust to machine drift)
+PYTHONPATH=. python3 scripts/paired_benchmark.py cuda 40 draft-1L=checkpoints/digits/draft-1L > "$out/paired.json"
