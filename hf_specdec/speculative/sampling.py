@@ -62,14 +62,21 @@ def speculative_accept(
     r = torch.rand(B, gamma, device=p.device, generator=generator)
     accepted = r * q_draft < p_draft  # r < p/q without dividing by q
     n = accepted.long().cumprod(dim=1).sum(dim=1)  # leading run of acceptances
+    return n, sample_residual(p, q, n, generator)
 
-    q_next = torch.cat([q, q.new_zeros(B, 1, q.shape[-1])], dim=1)  # q "= 0" after the last draft: sample p_gamma
+
+def sample_residual(p: torch.Tensor, q: torch.Tensor, n: torch.Tensor, generator: torch.Generator | None = None):
+    """The token after `n` accepted drafts, per row: from `norm(max(0, p_n - q_n))` where draft `n` was rejected,
+    from `p_gamma` where all `gamma` were accepted (`q` counts as 0 there). `p` `(B, gamma + 1, K)`, `q`
+    `(B, gamma, K)`, `n` `(B,)` -> `(B,)`."""
+    B, gamma, K = q.shape
+    q_next = torch.cat([q, q.new_zeros(B, 1, K)], dim=1)
     rows = torch.arange(B, device=p.device)
     p_n = p[rows, n]
     residual = (p_n - q_next[rows, n]).clamp(min=0)  # (B, K), unnormalised: sample_categorical needs no sum
     # p_n == q_n exactly leaves no residual mass; rejection then has probability 0, so any choice is exact.
     residual = torch.where(residual.sum(-1, keepdim=True) > 0, residual, p_n)
-    return n, sample_categorical(residual, generator)
+    return sample_categorical(residual, generator)
 
 
 def greedy_accept(p_logits: torch.Tensor, draft_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,9 +147,4 @@ def relaxed_accept(
     q_draft = q.gather(-1, draft_tokens[..., None]).squeeze(-1)
     r = torch.rand(B, gamma, device=p.device, generator=generator)
     n = (r * q_draft < p_neighbourhood).long().cumprod(dim=1).sum(dim=1)
-    q_next = torch.cat([q, q.new_zeros(B, 1, K)], dim=1)
-    rows = torch.arange(B, device=p.device)
-    p_n = p[rows, n]
-    residual = (p_n - q_next[rows, n]).clamp(min=0)
-    residual = torch.where(residual.sum(-1, keepdim=True) > 0, residual, p_n)
-    return n, sample_categorical(residual, generator)
+    return n, sample_residual(p, q, n, generator)
