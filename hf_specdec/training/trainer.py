@@ -194,6 +194,9 @@ def train(
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (save_fn or (lambda m, d: m.save_pretrained(d)))(unwrapped, args.output_dir)
+    # No rank tears the process group down while another still works (one 2-process CPU test run hung at this
+    # point, with rank 0 finished and rank 1 still inside `train`; not reproduced since).
+    accelerator.wait_for_everyone()
     accelerator.end_training()
     return unwrapped
 
