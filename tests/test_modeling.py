@@ -265,3 +265,16 @@ def test_null_prompts_are_not_treated_as_padding():
     assert torch.equal(generated, reference_greedy(model, prompt, model.config.num_image_tokens))
     model.generation_config.pad_token_id = model.config.null_token_id  # as in older saved generation configs
     assert torch.equal(model.generate(prompt, do_sample=False), generated)
+
+
+def test_shipped_remote_code_matches_the_package():
+    """The checkpoints carry copies of the modeling files for `trust_remote_code` (save_pretrained writes them); they
+    must be the package's current files, or Hub users without hf_specdec would run stale code."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    package = root / "hf_specdec" / "models"
+    copies = sorted((root / "checkpoints").rglob("*_vqgpt.py"))
+    assert len(copies) >= 12  # teacher, five drafts: modeling + configuration each
+    stale = [str(c.relative_to(root)) for c in copies if c.read_text() != (package / c.name).read_text()]
+    assert not stale, f"re-copy hf_specdec/models/{{modeling,configuration}}_vqgpt.py into: {stale}"
