@@ -13,17 +13,16 @@ call, over `reps` images; the speedup is the ratio of medians. One line per meth
 import json
 import statistics
 import sys
-import time
 
 import torch
 
 from hf_specdec import VQGPTForCausalLM
+from hf_specdec.benchmark import time_calls
 from hf_specdec.speculative.decoding import speculative_sample
 from hf_specdec.speculative.plain import plain_sample
 
 
 def main(device: str, reps: int, drafts: dict[str, str], teacher_path: str = "checkpoints/digits/teacher") -> dict:
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     T = VQGPTForCausalLM.from_pretrained(teacher_path).to(device).eval()
     models = {name: VQGPTForCausalLM.from_pretrained(path).to(device).eval() for name, path in drafts.items()}
     g = torch.Generator(device=device)
@@ -42,11 +41,7 @@ def main(device: str, reps: int, drafts: dict[str, str], teacher_path: str = "ch
         prompt = T.class_prompt(labels, batch_size=1)
         for k, fn in methods.items():
             g.manual_seed(1000 + rep)
-            sync()
-            t = time.perf_counter()
-            out = fn()
-            sync()
-            dt = time.perf_counter() - t
+            (dt,), (out,) = time_calls(fn, repeats=1, warmup=0, device=device)  # synchronised around the call
             if rep >= 0:
                 times[k].append(dt)
                 if hasattr(out, "alpha"):
