@@ -41,7 +41,7 @@ def save_plots(records: list[dict], config, drafts: dict, output_dir: str) -> li
         fig, ax = plt.subplots(figsize=(5, 4))
         for name in sorted({r["draft"] for r in fixed}):
             alpha = max(r["alpha"] for r in fixed if r["draft"] == name)
-            layers = getattr(drafts[name], "num_layers", None) or drafts[name].config.num_hidden_layers
+            layers = drafts[name].num_layers
             ax.scatter(layers, alpha)
             ax.annotate(name, (layers, alpha), fontsize=8)
         ax.set(xlabel="draft layers", ylabel="acceptance alpha", title="Acceptance vs draft size", ylim=(0, 1))

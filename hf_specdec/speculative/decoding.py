@@ -183,7 +183,7 @@ def speculative_sample(
     n = torch.full((B,), P, dtype=torch.long, device=device)  # tokens so far, per row
     steps = torch.arange(gamma + 2, device=device)
     teacher_cache = RaggedCache(config.num_hidden_layers, buffer_length)
-    draft_cache = RaggedCache(getattr(draft, "num_layers", None) or draft.config.num_hidden_layers, buffer_length)
+    draft_cache = RaggedCache(draft.num_layers, buffer_length)
 
     def forward(model, cache, tokens, mask, positions):
         out = model(

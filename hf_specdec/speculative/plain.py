@@ -31,7 +31,7 @@ def plain_sample(
     B, P = input_ids.shape
     new_tokens = max_new_tokens if max_new_tokens is not None else config.max_position_embeddings - P
     model.check_prompt(input_ids, new_tokens)
-    num_layers = getattr(model, "num_layers", None) or config.num_hidden_layers
+    num_layers = model.num_layers
     total = P + new_tokens
     cache = RaggedCache(num_layers, total)
     device = input_ids.device

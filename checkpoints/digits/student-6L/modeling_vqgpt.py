@@ -224,6 +224,11 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         self.generation_config.num_assistant_tokens_schedule = "constant"
         self.generation_config.assistant_confidence_threshold = 0.0
 
+    @property
+    def num_layers(self) -> int:
+        """Blocks one forward runs (the same attribute as `EarlyExitDraft.num_layers`, so any draft answers it)."""
+        return self.config.num_hidden_layers
+
     # -- prompts ---------------------------------------------------------------------------------------------
     def class_prompt(self, labels=None, batch_size: int | None = None) -> torch.LongTensor:
         """Prompt `(B, 1)` for class ids `labels` (`(B,)` ints), or the null token when `labels` is None.
