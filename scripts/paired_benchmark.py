@@ -19,7 +19,7 @@ import torch
 from hf_specdec import VQGPTForCausalLM
 from hf_specdec.benchmark import time_calls
 from hf_specdec.speculative.decoding import speculative_sample
-from hf_specdec.speculative.plain import plain_sample
+from hf_specdec.speculative import plain_sample
 
 
 def main(device: str, reps: int, drafts: dict[str, str], teacher_path: str = "checkpoints/digits/teacher") -> dict:

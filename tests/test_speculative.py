@@ -7,9 +7,16 @@ import pytest
 import torch
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-import hf_specdec.speculative.decoding as decoding
+import hf_specdec.speculative.sampling as sampling
 from hf_specdec import EarlyExitDraft, speculative_sample
-from hf_specdec.speculative import acceptance_alpha, choose_gamma, expected_speedup, speculative_accept, warp_logits
+from hf_specdec.speculative import (
+    acceptance_alpha,
+    choose_gamma,
+    clear_decoders,
+    expected_speedup,
+    speculative_accept,
+    warp_logits,
+)
 from tests.conftest import tiny_model
 
 
@@ -132,11 +139,11 @@ def small_pair():
     return teacher, draft
 
 
-def wrong_residual_accept(p, q, draft_tokens, generator=None):
+def wrong_residual_accept(p, q, draft_tokens, generator=None, r=None, exponentials=None):
     """A classic bug: on rejection, resample from p instead of norm(max(0, p - q))."""
-    n, _ = speculative_accept(p, q, draft_tokens, generator)
+    n, _ = speculative_accept(p, q, draft_tokens, generator, r, exponentials)
     rows = torch.arange(len(n))
-    return n, torch.multinomial(p[rows, n], 1, generator=generator).squeeze(1)
+    return n, sampling.sample_categorical(p[rows, n], generator, exponentials)
 
 
 @pytest.mark.parametrize(
@@ -158,7 +165,8 @@ def test_speculative_sampling_is_lossless(processing, monkeypatch):
     assert 0.0 < out.acceptance_rate < 1.0
 
     # the same test catches a sampler with the classic wrong residual
-    monkeypatch.setattr(decoding, "speculative_accept", wrong_residual_accept)
+    monkeypatch.setattr(sampling, "speculative_accept", wrong_residual_accept)
+    clear_decoders()  # a new decoder, so that a compiled round would trace the patched rule too
     wrong = speculative_sample(teacher, draft, prompt, **kwargs)
     wrong_tv = 0.5 * (empirical_distribution(wrong.sequences[:, 1:], K) - exact).abs().sum().item()
     assert wrong_tv > bound

@@ -116,10 +116,10 @@ def test_distillation_raises_expected_acceptance(loss):
 def test_student_initialised_from_teacher_layers():
     teacher = tiny_model(0, num_hidden_layers=4)
     student = make_student(teacher, 2, teacher_layers=[0, 3])
-    assert torch.equal(student.transformer.h[1].attn.qkv_proj.weight, teacher.transformer.h[3].attn.qkv_proj.weight)
+    assert torch.equal(student.transformer.h[1].attn.c_attn.weight, teacher.transformer.h[3].attn.c_attn.weight)
     assert torch.equal(student.lm_head.weight, teacher.lm_head.weight)
     default = make_student(teacher, 2)
-    assert torch.equal(default.transformer.h[0].mlp.fc_in.weight, teacher.transformer.h[0].mlp.fc_in.weight)
+    assert torch.equal(default.transformer.h[0].mlp.c_fc.weight, teacher.transformer.h[0].mlp.c_fc.weight)
     with pytest.raises(ValueError, match="teacher_layers"):
         make_student(teacher, 2, teacher_layers=[0, 9])
 

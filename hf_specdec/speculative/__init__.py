@@ -1,5 +1,16 @@
 from .cache import RaggedCache, ragged_causal_mask, ragged_positions
-from .decoding import EarlyExitDraft, SpeculativeOutput, speculative_sample
+from .custom_generate import speculative_generate
+from .decoding import (
+    EarlyExitDraft,
+    SpeculativeOutput,
+    check_draft_matches,
+    check_sampling_arguments,
+    clear_decoders,
+    get_decoder,
+    plain_sample,
+    speculative_sample,
+)
+from .engine import SamplingConfig, SpeculativeDecoder
 from .sampling import (
     acceptance_alpha,
     choose_gamma,
@@ -10,5 +21,3 @@ from .sampling import (
     speculative_accept,
     warp_logits,
 )
-from .generate import speculative_generate
-from .plain import plain_sample

@@ -1,10 +1,14 @@
-"""A preallocated transformers `Cache` whose rows have their own lengths.
+"""A preallocated transformers `Cache` whose rows have their own lengths, written where each token sits.
 
-In batched speculative decoding every row accepts a different number of drafted tokens, so after a round the rows'
-caches hold different numbers of valid tokens. `RaggedCache` keeps one preallocated buffer `(B, heads, L, head_dim)`
-per layer and a length per row: `update` writes each row's new keys/values at that row's own offset (no
-`torch.cat`, no copy of the past), and rejecting drafted tokens is `crop_rows(n)`, which only moves lengths back.
-The caller passes the matching mask (`ragged_causal_mask`) and positions (`ragged_positions`).
+In batched speculative decoding every row accepts a different number of drafted tokens, so after a round the rows
+hold different numbers of valid tokens. `RaggedCache` keeps one buffer `(rows, heads, max_cache_len, head_dim)` per
+layer, allocated once, and writes every token's key/value at the slot of its position (`cache_position`, per row):
+a row that rejected drafts simply writes its next tokens over the stale slots. Nothing is copied, concatenated or
+allocated per step, and rewinding needs no call at all: the caller moves its own per-row length back and derives the
+next positions and the bottom-right causal mask (`ragged_positions`, `ragged_causal_mask`) from it on the device.
+
+It is still a transformers `Cache`: `generate(..., cache=RaggedCache(...))` works like a `StaticCache`, with the
+length kept as a device tensor so that `get_seq_length()` never waits for the device.
 """
 
 import torch
@@ -12,121 +16,113 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 
 
 class RaggedLayer(CacheLayerMixin):
-    """One layer's preallocated keys/values `(rows, heads, max_cache_len, head_dim)`. Lengths and write slots live in
-    the owning `RaggedCache`: every layer holds the same tokens, so they are computed once per forward."""
+    """One layer's preallocated keys/values `(rows, heads, max_cache_len, head_dim)`, written at per-row slots."""
 
-    is_compileable = False
+    is_compileable = True
     is_sliding = False
     is_croppable = True
 
-    def __init__(self, max_cache_len: int):
+    def __init__(self, max_cache_len: int, owner: "RaggedCache"):
         super().__init__()
         self.max_cache_len = max_cache_len
-        self.owner: "RaggedCache | None" = None
+        self.owner = owner
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        B, H, _, D = key_states.shape
-        self.keys = key_states.new_zeros(B, H, self.max_cache_len, D)
-        self.values = value_states.new_zeros(B, H, self.max_cache_len, value_states.shape[-1])
+        rows, heads, _, _ = key_states.shape
         self.device = key_states.device
+        self.batch_size = rows
+        self.keys = key_states.new_zeros(rows, heads, self.max_cache_len, key_states.shape[-1])
+        self.values = value_states.new_zeros(rows, heads, self.max_cache_len, value_states.shape[-1])
+        self.owner._initialize_lengths(rows, self.device)
         self.is_initialized = True
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, slots: torch.Tensor, *args, **kwargs):
-        """Write `key_states`/`value_states` `(rows, H, T, D)` at per-row `slots` `(rows, T)`."""
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, cache_position=None, **kwargs):
+        """Write `key_states`/`value_states` `(rows, H, T, D)` at slots `cache_position` (`(rows, T)` or `(1, T)`);
+        without it, after each row's current length. Returns the whole buffers."""
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        index = slots[:, None, :, None]
+        if cache_position is None:
+            cache_position = self.owner.lengths[:, None] + torch.arange(key_states.shape[2], device=self.device)
+        index = cache_position.expand(key_states.shape[0], -1)[:, None, :, None]  # (rows, 1, T, 1)
         self.keys.scatter_(2, index.expand_as(key_states), key_states)
         self.values.scatter_(2, index.expand_as(value_states), value_states)
         return self.keys, self.values
 
-    def get_seq_length(self) -> int:
-        return self.owner.get_seq_length() if self.owner is not None else 0
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.max_cache_len, 0
+
+    def get_seq_length(self) -> torch.Tensor | int:
+        return self.owner.get_seq_length()
 
     def get_max_length(self) -> int:
         return self.max_cache_len
 
-    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.max_cache_len, 0
+    def crop(self, tokens_to_remove: int) -> None:
+        pass  # the length lives in the owning cache, which crops it once for all layers
 
     def reset(self) -> None:
-        pass  # lengths live in the cache
+        pass  # stale slots are overwritten before they are read; the owner resets the length
 
 
 class RaggedCache(Cache):
     """`Cache` of `num_layers` `RaggedLayer`s holding up to `max_cache_len` tokens per row.
 
-    One `(rows,)` length vector serves all layers: the write slots `lengths + [0, T)` are computed when layer 0 is
-    updated and reused by the others, and the lengths advance by `T` before the next forward (or read). With
-    classifier-free guidance the model stores `2B` rows (conditional, then unconditional); `crop_rows` with a `(B,)`
-    tensor crops both halves alike.
+    `lengths` `(rows,)` is a device tensor: after a forward it is `cache_position[:, -1] + 1` (one tiny kernel per
+    forward, never a host read). The decoding engine passes `cache_position` and its own 4-D mask and ignores
+    `lengths`; `generate()` and other callers that pass neither get `StaticCache` behaviour. With classifier-free
+    guidance the model stores `2B` rows (conditional, then unconditional).
+
+    Call `early_initialization(rows, heads, head_dim, dtype, device)` to allocate everything up front (needed before
+    a compiled or graph-captured forward).
     """
 
     def __init__(self, num_layers: int, max_cache_len: int):
-        super().__init__(layers=[RaggedLayer(max_cache_len) for _ in range(num_layers)])
+        super().__init__(layers=[RaggedLayer(max_cache_len, self) for _ in range(num_layers)])
         self.max_cache_len = max_cache_len
-        for layer in self.layers:
-            layer.owner = self
         self.lengths: torch.Tensor | None = None
-        self._slots: torch.Tensor | None = None  # (rows, T) write slots of the forward in progress
-        self._pending = 0  # tokens written by that forward, added to `lengths` before the next one
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
-        if layer_idx == 0:
-            self._advance()
-            rows, _, T, _ = key_states.shape
-            if self.lengths is None:
-                self.lengths = torch.zeros(rows, dtype=torch.long, device=key_states.device)
-            self._slots = self.lengths[:, None] + torch.arange(T, device=key_states.device)
-            self._pending = T
-        elif self._slots is None:
-            raise RuntimeError("RaggedCache: layer 0 must be updated first in every forward.")
-        return self.layers[layer_idx].update(key_states, value_states, self._slots)
+    def _initialize_lengths(self, rows: int, device) -> None:
+        if self.lengths is None or self.lengths.shape[0] != rows or self.lengths.device != torch.device(device):
+            self.lengths = torch.zeros(rows, dtype=torch.long, device=device)
 
-    def _advance(self) -> None:
-        if self._pending:
-            self.lengths += self._pending
-            self._pending = 0
+    def update(self, key_states, value_states, layer_idx: int, *args, cache_position=None, **kwargs):
+        keys, values = self.layers[layer_idx].update(key_states, value_states, cache_position=cache_position)
+        if layer_idx == len(self.layers) - 1:  # every layer wrote the same slots: move the length once
+            T = key_states.shape[2]
+            if cache_position is None:
+                self.lengths.add_(T)
+            else:
+                self.lengths.copy_(cache_position[:, -1].expand(self.lengths.shape[0]) + 1)
+        return keys, values
 
-    def row_lengths(self) -> torch.Tensor | None:
-        """Valid tokens per stored row `(rows,)`, or None before the first update."""
-        self._advance()
-        return self.lengths
+    def get_seq_length(self, layer_idx: int = 0) -> torch.Tensor | int:
+        """The longest row's length as a 0-d device tensor (like `StaticLayer`), 0 before the first forward."""
+        return self.lengths.amax() if self.lengths is not None else 0
 
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        lengths = self.row_lengths()
-        return int(lengths.max()) if lengths is not None else 0
-
-    def crop_rows(self, tokens_to_remove: torch.Tensor) -> None:
-        """Drop `tokens_to_remove[b]` tokens from the end of row `b` (a `(B,)` tensor of counts >= 0)."""
-        lengths = self.row_lengths()
-        if lengths is not None:
-            repeats = lengths.shape[0] // tokens_to_remove.shape[0]
-            counts = tokens_to_remove if repeats == 1 else tokens_to_remove.repeat(repeats)
-            lengths.sub_(counts).clamp_(min=0)
+    def get_mask_sizes(self, query_length: int, layer_idx: int = 0) -> tuple[int, int]:
+        return self.max_cache_len, 0
 
     def crop(self, tokens_to_remove: int) -> None:
         """Remove `-tokens_to_remove` tokens from the end of every row (transformers' `Cache.crop(-n)`)."""
         if tokens_to_remove > 0:
             raise ValueError("`crop` takes a negative number: the count of tokens to remove from the end.")
-        lengths = self.row_lengths()
-        if lengths is not None:
-            lengths.sub_(-tokens_to_remove).clamp_(min=0)
+        if self.lengths is not None:
+            self.lengths.sub_(-tokens_to_remove).clamp_(min=0)
 
     def reset(self) -> None:
-        self._pending = 0
         if self.lengths is not None:
             self.lengths.zero_()
 
 
 def ragged_positions(start: torch.Tensor, length: int, max_position: int) -> torch.Tensor:
-    """Positions `(B, length)` = `start[b] + i`, clamped to `max_position` (rows past the end only ride along)."""
-    return (start[:, None] + torch.arange(length, device=start.device)).clamp(max=max_position)
+    """Positions `(B, length)` = `start[b] + i`, clamped to `[0, max_position]`. They are also the cache slots:
+    slots past the grid all map to `max_position`, whose key/value no real prediction ever reads (it holds the
+    grid's last token), so rows that ran past the end only ride along."""
+    return (start[:, None] + torch.arange(length, device=start.device)).clamp(0, max_position)
 
 
-def ragged_causal_mask(start: torch.Tensor, length: int, key_length: int) -> torch.Tensor:
-    """Boolean mask `(B, 1, length, key_length)`: query `i` of row `b` sits at slot `start[b] + i` and sees slots
-    `<= start[b] + i`; later (stale or empty) slots are hidden."""
-    query_slots = start[:, None] + torch.arange(length, device=start.device)  # (B, T)
-    key_slots = torch.arange(key_length, device=start.device)
-    return (key_slots[None, None, :] <= query_slots[:, :, None]).unsqueeze(1)
+def ragged_causal_mask(positions: torch.Tensor, key_length: int) -> torch.Tensor:
+    """Boolean mask `(B, 1, T, key_length)` for queries at slots `positions` `(B, T)`: each sees the slots up to its
+    own; later (stale or empty) slots are hidden. This is the bottom-right causal mask of every row at once."""
+    key_slots = torch.arange(key_length, device=positions.device)
+    return (key_slots <= positions[:, :, None]).unsqueeze(1)

@@ -35,37 +35,62 @@ def warp_logits(
     return logits
 
 
-def sample_categorical(weights: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_categorical(
+    weights: torch.Tensor, generator: torch.Generator | None = None, exponentials: torch.Tensor | None = None
+) -> torch.Tensor:
     """One index per row of `weights` `(..., K)` (>= 0, need not be normalised), drawn with probability
     `weights / weights.sum(-1)`, by the exponential race `argmax_i w_i / E_i` with `E_i ~ Exp(1)` (the algorithm
-    `torch.multinomial` runs for one sample): no normalisation, no validation pass, no host sync. Returns `(...)`."""
-    race = torch.empty_like(weights, dtype=torch.float32).exponential_(generator=generator).clamp_(min=1e-30)
-    return (weights / race).argmax(dim=-1)
+    `torch.multinomial` runs for one sample): no normalisation, no validation pass, no host sync. Returns `(...)`.
+
+    `exponentials` (same shape) supplies the `E_i` (e.g. `exponential_from_uniform` of noise drawn before a
+    captured round); otherwise they are drawn from `generator`."""
+    if exponentials is None:
+        exponentials = torch.empty_like(weights, dtype=torch.float32).exponential_(generator=generator)
+    return (weights / exponentials.clamp(min=1e-30)).argmax(dim=-1)
+
+
+def exponential_from_uniform(u: torch.Tensor) -> torch.Tensor:
+    """`Exp(1)` draws from `U[0, 1)` draws by inversion, `-log(1 - u)`."""
+    return -torch.log1p(-u)
 
 
 def speculative_accept(
-    p: torch.Tensor, q: torch.Tensor, draft_tokens: torch.Tensor, generator: torch.Generator | None = None
+    p: torch.Tensor,
+    q: torch.Tensor,
+    draft_tokens: torch.Tensor,
+    generator: torch.Generator | None = None,
+    r: torch.Tensor | None = None,
+    exponentials: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Algorithm 1's acceptance step for a batch.
 
     Args:
         p: teacher probabilities `(B, gamma + 1, K)` at the `gamma` drafted positions and the one after.
         q: draft probabilities `(B, gamma, K)` from which `draft_tokens` `(B, gamma)` were sampled.
+        r: `(B, gamma)` draws from `U[0, 1)` (drawn from `generator` when None).
+        exponentials: `(B, K)` `Exp(1)` draws for the token after the accepted prefix (from `generator` when None).
     Returns:
-        n: accepted drafts per row `(B,)`, in `[0, gamma]`;
+        n: accepted drafts per row `(B,)`, in `[0, gamma]`, the first rejection found on the device;
         next_token: `(B,)` sampled from `norm(max(0, p_n - q_n))` where a draft was rejected, from `p_gamma`
             where all were accepted.
     """
     B, gamma = draft_tokens.shape
     p_draft = p[:, :gamma].gather(-1, draft_tokens[..., None]).squeeze(-1)  # p(x_i), (B, gamma)
     q_draft = q.gather(-1, draft_tokens[..., None]).squeeze(-1)  # q(x_i)
-    r = torch.rand(B, gamma, device=p.device, generator=generator)
+    if r is None:
+        r = torch.rand(B, gamma, device=p.device, generator=generator)
     accepted = r * q_draft < p_draft  # r < p/q without dividing by q
     n = accepted.long().cumprod(dim=1).sum(dim=1)  # leading run of acceptances
-    return n, sample_residual(p, q, n, generator)
+    return n, sample_residual(p, q, n, generator, exponentials)
 
 
-def sample_residual(p: torch.Tensor, q: torch.Tensor, n: torch.Tensor, generator: torch.Generator | None = None):
+def sample_residual(
+    p: torch.Tensor,
+    q: torch.Tensor,
+    n: torch.Tensor,
+    generator: torch.Generator | None = None,
+    exponentials: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The token after `n` accepted drafts, per row: from `norm(max(0, p_n - q_n))` where draft `n` was rejected,
     from `p_gamma` where all `gamma` were accepted (`q` counts as 0 there). `p` `(B, gamma + 1, K)`, `q`
     `(B, gamma, K)`, `n` `(B,)` -> `(B,)`."""
@@ -76,7 +101,7 @@ def sample_residual(p: torch.Tensor, q: torch.Tensor, n: torch.Tensor, generator
     residual = (p_n - q_next[rows, n]).clamp(min=0)  # (B, K), unnormalised: sample_categorical needs no sum
     # p_n == q_n exactly leaves no residual mass; rejection then has probability 0, so any choice is exact.
     residual = torch.where(residual.sum(-1, keepdim=True) > 0, residual, p_n)
-    return sample_categorical(residual, generator)
+    return sample_categorical(residual, generator, exponentials)
 
 
 def greedy_accept(p_logits: torch.Tensor, draft_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,6 +155,8 @@ def relaxed_accept(
     draft_tokens: torch.Tensor,
     neighbours: torch.Tensor,
     generator: torch.Generator | None = None,
+    r: torch.Tensor | None = None,
+    exponentials: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """LOSSY relaxed acceptance in the spirit of LANTERN (Jang et al. 2024): a drafted code `x` is accepted with
     probability `min(1, p(N(x)) / q(x))`, where `p(N(x))` is the teacher's mass on `x`'s latent neighbours
@@ -137,7 +164,7 @@ def relaxed_accept(
     `norm(max(0, p - q))` as in the exact algorithm.
 
     Images that look alike in latent space are accepted more often; the output is *not* distributed as `p`. With
-    `neighbours[x] == [x]` this is exactly `speculative_accept`. Shapes as in `speculative_accept`.
+    `neighbours[x] == [x]` this is exactly `speculative_accept`. Shapes and noise as in `speculative_accept`.
     """
     B, gamma = draft_tokens.shape
     K = p.shape[-1]
@@ -145,6 +172,7 @@ def relaxed_accept(
     member.scatter_(1, neighbours.to(p.device), 1.0)  # member[x, y] = 1 if y is a neighbour of x
     p_neighbourhood = (p[:, :gamma] * member[draft_tokens]).sum(-1)  # p(N(x_i)), (B, gamma)
     q_draft = q.gather(-1, draft_tokens[..., None]).squeeze(-1)
-    r = torch.rand(B, gamma, device=p.device, generator=generator)
+    if r is None:
+        r = torch.rand(B, gamma, device=p.device, generator=generator)
     n = (r * q_draft < p_neighbourhood).long().cumprod(dim=1).sum(dim=1)
-    return n, sample_residual(p, q, n, generator)
+    return n, sample_residual(p, q, n, generator, exponentials)

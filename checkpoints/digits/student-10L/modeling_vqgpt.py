@@ -2,9 +2,10 @@
 
 Reads top to bottom like `modeling_gpt2.py`: attention -> MLP -> block -> `VQGPTPreTrainedModel` -> `VQGPTModel`
 -> `VQGPTForCausalLM`. Class conditioning is a prefix token with an extra null class for classifier-free guidance
-(LlamaGen). The KV cache is any transformers `Cache` (`DynamicCache` by default, `StaticCache` works too); the
-attention mask is built bottom-right aligned so that a k-token pass on top of a cache (the verify pass of
-speculative decoding) sees exactly what k single steps would.
+(LlamaGen). The KV cache is any transformers `Cache` (`DynamicCache` by default; `StaticCache` and the project's
+`RaggedCache` work too) and transformers' `create_causal_mask` builds the mask: bottom-right aligned, so a k-token
+pass on top of a cache (the verify pass of speculative decoding) sees exactly what k single steps would, and a 4-D
+mask from the caller (rows with their own lengths) passes through unchanged. Positions double as cache slots.
 
 This file imports nothing from `hf_specdec` except its config, so it loads with `trust_remote_code=True`.
 """
@@ -15,40 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
+from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_utils import slice_logits_to_keep
 
 from .configuration_vqgpt import VQGPTConfig
-
-
-def build_attention_mask(
-    query_length: int,
-    past_length: int,
-    key_length: int,
-    attention_mask: torch.Tensor | None,
-    batch_size: int,
-    device: torch.device,
-) -> torch.Tensor | None:
-    """Boolean mask `(B, 1, T, L)` (True = attend), bottom-right causal, or None when plain causal suffices.
-
-    Query `i` of this pass sits at cache slot `past_length + i` and may see key slots `j <= past_length + i`.
-    `key_length` can exceed `past_length + query_length` (a preallocated cache): the slots beyond are masked.
-    `attention_mask` `(B, L')` marks real (1) and padded (0) key slots; missing slots count as real. A 4-D boolean
-    `attention_mask` `(B, 1, T, L)` is used as given (rows with their own cache lengths, see `RaggedCache`).
-    """
-    if attention_mask is not None and attention_mask.dim() == 4:
-        return attention_mask.to(device=device, dtype=torch.bool)
-    if attention_mask is None and key_length == past_length + query_length and (query_length == 1 or past_length == 0):
-        return None
-    key_slots = torch.arange(key_length, device=device)
-    query_slots = past_length + torch.arange(query_length, device=device)
-    mask = (key_slots[None, :] <= query_slots[:, None])[None, None]  # (1, 1, T, L)
-    if attention_mask is not None:
-        padding = attention_mask.to(device=device, dtype=torch.bool)[:, :key_length]
-        if padding.shape[1] < key_length:
-            padding = F.pad(padding, (0, key_length - padding.shape[1]), value=True)
-        mask = mask & padding[:, None, None, :]
-    return mask.expand(batch_size, 1, query_length, key_length)
 
 
 class VQGPTAttention(nn.Module):
@@ -57,8 +31,8 @@ class VQGPTAttention(nn.Module):
         self.layer_idx = layer_idx
         self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
-        self.qkv_proj = nn.Linear(config.hidden_size, 3 * config.hidden_size)
-        self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.c_attn = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.c_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.attention_dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
@@ -66,35 +40,37 @@ class VQGPTAttention(nn.Module):
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None,
+        position_ids: torch.LongTensor,
         cache: Cache | None = None,
     ) -> torch.Tensor:
         B, T, C = hidden_states.shape
-        q, k, v = self.qkv_proj(hidden_states).split(C, dim=-1)
+        q, k, v = self.c_attn(hidden_states).split(C, dim=-1)
         q, k, v = (x.view(B, T, self.num_heads, self.head_dim).transpose(1, 2) for x in (q, k, v))  # (B, nh, T, hs)
         if cache is not None:
-            k, v = cache.update(k, v, self.layer_idx)  # (B, nh, L, hs)
+            # A position is also a cache slot: caches that write per row (RaggedCache) read it, others ignore it.
+            k, v = cache.update(k, v, self.layer_idx, cache_position=position_ids)  # (B, nh, L, hs)
         y = F.scaled_dot_product_attention(
             q,
             k,
             v,
             attn_mask=attention_mask,
             dropout_p=self.attention_dropout if self.training else 0.0,
-            # Without a mask this pass starts at an empty cache (or is one query): top-left causal is right.
+            # No mask means a plain causal pass from an empty cache, or one query that sees every key.
             is_causal=attention_mask is None and T > 1,
         )
         y = y.transpose(1, 2).reshape(B, T, C)
-        return self.resid_dropout(self.out_proj(y))
+        return self.resid_dropout(self.c_proj(y))
 
 
 class VQGPTMLP(nn.Module):
     def __init__(self, config: VQGPTConfig):
         super().__init__()
-        self.fc_in = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.fc_out = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.c_fc = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.c_proj = nn.Linear(config.intermediate_size, config.hidden_size)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.fc_out(F.gelu(self.fc_in(hidden_states), approximate="tanh")))
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(hidden_states), approximate="tanh")))
 
 
 class VQGPTBlock(nn.Module):
@@ -105,8 +81,8 @@ class VQGPTBlock(nn.Module):
         self.ln_2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = VQGPTMLP(config)
 
-    def forward(self, hidden_states, attention_mask, cache=None):
-        hidden_states = hidden_states + self.attn(self.ln_1(hidden_states), attention_mask, cache)
+    def forward(self, hidden_states, attention_mask, position_ids, cache=None):
+        hidden_states = hidden_states + self.attn(self.ln_1(hidden_states), attention_mask, position_ids, cache)
         return hidden_states + self.mlp(self.ln_2(hidden_states))
 
 
@@ -127,12 +103,10 @@ class VQGPTPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module):
         super()._init_weights(module)
-        # GPT-2: scale the residual output projections by 1/sqrt(2 * n_layer).
+        # GPT-2: scale the residual output projections (`c_proj` in attention and MLP) by 1/sqrt(2 * n_layer).
         if isinstance(module, (VQGPTAttention, VQGPTMLP)):
-            proj = module.out_proj if isinstance(module, VQGPTAttention) else module.fc_out
             std = self.config.initializer_range / math.sqrt(2 * self.config.num_hidden_layers)
-            with torch.no_grad():
-                proj.weight.normal_(mean=0.0, std=std)
+            init.normal_(module.c_proj.weight, mean=0.0, std=std)
 
 
 class VQGPTModel(VQGPTPreTrainedModel):
@@ -167,37 +141,44 @@ class VQGPTModel(VQGPTPreTrainedModel):
         input_ids (`(B, T)`): token ids; with a cache, only the tokens not yet in it.
         cache (`Cache`): keys/values of earlier tokens, updated in place.
         attention_mask (`(B, L)`): 1 for real tokens, 0 for padding, over cached + new tokens; or a boolean
-            `(B, 1, T, L)` mask used as given.
-        position_ids (`(B, T)`): positions; default: continue after the cache.
+            `(B, 1, T, L)` mask used as given (rows with their own lengths, see `RaggedCache`).
+        position_ids (`(B, T)`): positions, which are also the cache slots; default: continue after the cache.
         num_layers (`int`): run only the first `num_layers` blocks (self-speculative drafting), then `ln_f`.
         """
         use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
-        B, T = input_ids.shape
-        blocks = self.h if num_layers is None else self.h[:num_layers]
-        if position_ids is not None and attention_mask is not None and attention_mask.dim() == 4:
-            # The caller placed every token (rows with their own cache lengths): no need to ask the cache.
-            hidden_states = self.drop(self.wte(input_ids) + self.wpe(position_ids))  # (B, T, C)
-            mask = attention_mask.to(torch.bool)
-        else:
+        cache = cache if use_cache else None
+        T = input_ids.shape[1]
+        inputs_embeds = self.wte(input_ids)  # (B, T, C)
+        if position_ids is None:
+            # An int for dynamic caches, a 0-d device tensor for static ones: never a host sync.
             past_length = cache.get_seq_length() if cache is not None else 0
-            if position_ids is None:
-                if past_length + T > self.config.max_position_embeddings:
-                    raise ValueError(
-                        f"Sequence of {past_length + T} tokens exceeds the {self.config.max_position_embeddings} "
-                        f"positions of the {self.config.grid_h}x{self.config.grid_w} token grid (+1 prompt token)."
-                    )
-                position_ids = (past_length + torch.arange(T, device=input_ids.device)).unsqueeze(0)
-            hidden_states = self.drop(self.wte(input_ids) + self.wpe(position_ids))  # (B, T, C)
-            key_length = past_length + T
-            if cache is not None and cache.layers and cache.layers[0].get_max_length() > 0:
-                key_length = cache.layers[0].get_max_length()  # preallocated cache: attention sees the whole buffer
-            mask = build_attention_mask(T, past_length, key_length, attention_mask, B, input_ids.device)
-        for block in blocks:
-            hidden_states = block(hidden_states, mask, cache if use_cache else None)
+            if isinstance(past_length, int) and past_length + T > self.config.max_position_embeddings:
+                raise ValueError(
+                    f"Sequence of {past_length + T} tokens exceeds the {self.config.max_position_embeddings} "
+                    f"positions of the {self.config.grid_h}x{self.config.grid_w} token grid (+1 prompt token)."
+                )
+            positions = (past_length + torch.arange(T, device=input_ids.device)).unsqueeze(0)
+        else:
+            positions = position_ids
+        mask = create_causal_mask(self.config, inputs_embeds, attention_mask, cache, position_ids=position_ids)
+        hidden_states = self.drop(inputs_embeds + self.wpe(positions))
+        for block in self.h if num_layers is None else self.h[:num_layers]:
+            hidden_states = block(hidden_states, mask, positions, cache)
         hidden_states = self.ln_f(hidden_states)
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, cache=cache if use_cache else None)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, cache=cache)
+
+
+def _cached_rows(cache: Cache | None) -> int:
+    """Rows a cache holds, -1 if empty. Static caches record it (`batch_size`); a `DynamicCache` does not, so its
+    first layer's keys are asked (a shape, not a value: no host sync)."""
+    if cache is None or not cache.is_initialized:
+        return -1
+    rows = cache.batch_size
+    if rows < 0 and cache.layers[0].keys is not None and cache.layers[0].keys.dim() == 4:
+        rows = cache.layers[0].keys.shape[0]
+    return rows
 
 
 class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
@@ -306,13 +287,11 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             num_layers=num_layers,
         )
-        hidden_states = outputs.last_hidden_state
-        if isinstance(logits_to_keep, int) and logits_to_keep > 0:
-            hidden_states = hidden_states[:, -logits_to_keep:]
-        elif isinstance(logits_to_keep, torch.Tensor):
-            hidden_states = hidden_states[:, logits_to_keep]
+        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
         logits = self.lm_head(hidden_states)  # (B, T', K)
         if guided:
+            # Guided logits: log_softmax(u) + s (log_softmax(c) - log_softmax(u)), unnormalised log-probabilities
+            # whose softmax is the guided distribution (transformers' `guidance_scale` combination).
             cond, uncond = logits.float().log_softmax(-1).chunk(2, dim=0)
             logits = uncond + cfg_scale * (cond - uncond)
 
@@ -320,26 +299,22 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         if labels is not None:
             if logits.shape[1] != labels.shape[1]:
                 raise ValueError("`labels` needs logits for every position: leave `logits_to_keep` at 0.")
-            targets = labels[:, 1:].masked_fill(labels[:, 1:] >= self.config.codebook_size, -100)
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+            targets = labels.masked_fill(labels >= self.config.codebook_size, -100)  # class tokens are no targets
+            loss = self.loss_function(logits, targets, vocab_size=self.config.codebook_size)
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache)
 
     def _double_for_guidance(self, input_ids, cache, attention_mask, position_ids):
-        """Stack `[conditional; unconditional]` rows; on the first pass the unconditional rows get the null token."""
+        """Stack `[conditional; unconditional]` rows: the unconditional rows have the null token wherever the
+        conditional ones have a class token (only the prompt has one), so no pass needs to ask the cache where it is."""
         if self.config.num_classes == 0:
             raise ValueError("`cfg_scale` needs a class-conditional model (num_classes > 0).")
-        past_length = cache.get_seq_length() if cache is not None else 0
         B = input_ids.shape[0]
-        if past_length == 0:
-            uncond_ids = input_ids.clone()
-            uncond_ids[:, 0] = self.config.null_token_id
-        else:
-            cached_rows = cache.layers[0].keys.shape[0]
-            if cached_rows != 2 * B:
-                raise ValueError(
-                    f"`cfg_scale` was not used when this cache was filled ({cached_rows} cached rows for batch {B})."
-                )
-            uncond_ids = input_ids
+        cached_rows = _cached_rows(cache)
+        if cached_rows > 0 and cached_rows != 2 * B:
+            raise ValueError(
+                f"`cfg_scale` was not used when this cache was filled ({cached_rows} cached rows for batch {B})."
+            )
+        uncond_ids = input_ids.masked_fill(input_ids >= self.config.codebook_size, self.config.null_token_id)
         input_ids = torch.cat([input_ids, uncond_ids])
         if attention_mask is not None and attention_mask.shape[0] == B:  # a batch-1 4-D mask broadcasts as it is
             attention_mask = torch.cat([attention_mask, attention_mask])
@@ -376,4 +351,4 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
 VQGPTConfig.register_for_auto_class()
 VQGPTForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
-__all__ = ["VQGPTForCausalLM", "VQGPTModel", "VQGPTPreTrainedModel", "build_attention_mask"]
+__all__ = ["VQGPTForCausalLM", "VQGPTModel", "VQGPTPreTrainedModel"]

@@ -1,0 +1,272 @@
+"""The decoding engine against the loops it replaces and against transformers, interleaved image by image.
+
+For each batch size, every method draws the same images (same seed and classes) back to back, the device
+synchronised around each call, over `reps` rounds after one untimed warm-up (which also compiles or captures). The
+speedups are ratios of medians measured in this one run: plain and speculative in each execution mode, and each
+against the fastest plain decoding at that batch size.
+
+Methods (`--methods`):
+    legacy        the loops before the engine (`speculative/legacy.py`): eager, one host sync per round
+    eager         the engine, eager
+    compile       the engine, each round `torch.compile(fullgraph=True)` (`reduce-overhead` on CUDA)
+    cuda-graph    the engine, each round one captured CUDA graph (CUDA only)
+    hf-generate   `teacher.generate()` (DynamicCache), plain only
+    hf-static     `teacher.generate(cache_implementation="static")`, which transformers compiles itself on CUDA
+    hf-assisted   `teacher.generate(assistant_model=draft)`, batch 1 only
+"""
+
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from ..models import VQGPTForCausalLM
+from ..speculative import SamplingConfig, clear_decoders, get_decoder
+from ..speculative.decoding import SpeculativeOutput
+from ..speculative.legacy import legacy_plain_sample, legacy_speculative_sample
+
+METHODS = ("legacy", "eager", "compile", "cuda-graph", "hf-generate", "hf-static", "hf-assisted")
+
+
+@dataclass
+class EngineBenchmarkArguments:
+    checkpoints_dir: str = field(default="checkpoints/digits", metadata={"help": "Folder with teacher and draft."})
+    teacher: str = field(default="teacher", metadata={"help": "Teacher sub-folder (or a path)."})
+    draft: str = field(default="draft-1L", metadata={"help": "Draft sub-folder (or a path)."})
+    gamma: int = field(default=8, metadata={"help": "Draft tokens per round."})
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 16, 64], metadata={"help": "Images per call."})
+    methods: list[str] = field(
+        default_factory=lambda: ["legacy", "eager", "cuda-graph", "hf-generate", "hf-assisted"],
+        metadata={"help": f"Any of {', '.join(METHODS)}; methods that cannot run on the device are skipped."},
+    )
+    reps: int = field(default=20, metadata={"help": "Timed calls per method and batch size (after one warm-up)."})
+    legacy_max_batch: int = field(default=16, metadata={"help": "Largest batch the slow legacy / HF loops run at."})
+    time_budget_s: float = field(default=0.0, metadata={"help": "Stop adding batch sizes after this many seconds (0 = none)."})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda."})
+    output_dir: str = field(default="benchmarks/engine-cpu", metadata={"help": "Where results.json / results.md go."})
+    seed: int = field(default=0, metadata={"help": "Seed of the sampled images."})
+
+    def __post_init__(self):
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"`methods` {unknown} are unknown; choose from {', '.join(METHODS)}.")
+        if not isinstance(self.gamma, int) or self.gamma < 1:
+            raise ValueError(f"`gamma` must be an integer >= 1, got {self.gamma!r}.")
+        if any(b < 1 for b in self.batch_sizes):
+            raise ValueError(f"`batch_sizes` must be >= 1, got {self.batch_sizes}.")
+        if self.reps < 1:
+            raise ValueError(f"`reps` must be >= 1, got {self.reps}.")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError("`device` is cuda but no CUDA device is available.")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _load(args, name):
+    local = os.path.join(args.checkpoints_dir, name)
+    return VQGPTForCausalLM.from_pretrained(local if os.path.isdir(local) else name).to(args.device).eval()
+
+
+def _methods(args, teacher, draft, B):
+    """`{name: fn(prompt, generator) -> SpeculativeOutput | tokens}` for the methods that run at batch size B."""
+    device = torch.device(args.device)
+    config = teacher.config
+    sampling = SamplingConfig()  # temperature 1, no top-k: the teacher's own distribution
+    methods = {}
+    for mode in ("eager", "compile", "cuda-graph"):
+        if mode not in args.methods or (mode == "cuda-graph" and device.type != "cuda"):
+            continue
+        plain = get_decoder(teacher, None, 0, B, sampling, mode)
+        spec = get_decoder(teacher, draft, args.gamma, B, sampling, mode)
+        new = config.max_position_embeddings - 1
+        methods[f"plain/{mode}"] = lambda prompt, g, d=plain: d.generate(prompt, new, g)["sequences"]
+        methods[f"speculative/{mode}"] = lambda prompt, g, d=spec: SpeculativeOutput.from_record(
+            d.generate(prompt, new, g), prompt.shape[1])
+    if B <= args.legacy_max_batch:
+        if "legacy" in args.methods:
+            methods["plain/legacy"] = lambda prompt, g: legacy_plain_sample(teacher, prompt, generator=g)
+            methods["speculative/legacy"] = lambda prompt, g: legacy_speculative_sample(
+                teacher, draft, prompt, gamma=args.gamma, generator=g)
+        if "hf-generate" in args.methods:
+            methods["plain/hf-generate"] = lambda prompt, g: teacher.generate(prompt, do_sample=True, top_k=None)
+        if "hf-static" in args.methods:
+            methods["plain/hf-static"] = lambda prompt, g: teacher.generate(
+                prompt, do_sample=True, top_k=None, cache_implementation="static")
+    if B == 1 and "hf-assisted" in args.methods:
+        draft.generation_config.num_assistant_tokens = args.gamma
+        methods["speculative/hf-assisted"] = lambda prompt, g: teacher.generate(
+            prompt, assistant_model=draft, do_sample=True, top_k=None)
+    return methods
+
+
+def _peak_memory(fn, device) -> int | None:
+    """Peak bytes allocated by one call above what was allocated before it (CUDA only)."""
+    if device.type != "cuda":
+        return None
+    _sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    fn()
+    _sync(device)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
+def run_engine_benchmark(args: EngineBenchmarkArguments) -> dict:
+    """Measure; write `results.json` and `results.md` to `args.output_dir`; return the results."""
+    device = torch.device(args.device)
+    teacher, draft = _load(args, args.teacher), _load(args, args.draft)
+    config = teacher.config
+    new_tokens = config.num_image_tokens
+    started = time.perf_counter()
+    records, notes = [], []
+    for B in args.batch_sizes:
+        if args.time_budget_s and time.perf_counter() - started > args.time_budget_s:
+            notes.append(f"batch {B} skipped: the time budget of {args.time_budget_s:.0f} s was spent")
+            continue
+        clear_decoders()
+        labels = torch.arange(B, device=device) % max(config.num_classes, 1)
+        prompt = teacher.class_prompt(labels) if config.num_classes else teacher.class_prompt(None, batch_size=B)
+        methods = _methods(args, teacher, draft, B)
+        times = {name: [] for name in methods}
+        first_call = {}
+        outputs = {name: [] for name in methods}
+        failed = {}
+        for rep in tqdm(range(-1, args.reps), desc=f"batch {B}", leave=False):
+            for name, fn in methods.items():
+                if name in failed:
+                    continue
+                generator = torch.Generator(device=device).manual_seed(args.seed * 100_003 + rep)
+                torch.manual_seed(args.seed * 100_003 + rep)  # the HF paths draw from the global generator
+                try:
+                    _sync(device)
+                    tic = time.perf_counter()
+                    out = fn(prompt, generator)
+                    _sync(device)
+                except Exception as error:  # a method that cannot run here is reported, not fatal
+                    failed[name] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+                    continue
+                seconds = time.perf_counter() - tic
+                if rep < 0:
+                    first_call[name] = seconds
+                else:
+                    times[name].append(seconds)
+                    outputs[name].append(out)
+        plain_medians = {name: statistics.median(v) for name, v in times.items() if v and name.startswith("plain/")}
+        fastest_plain = min(plain_medians, key=plain_medians.get) if plain_medians else None
+        for name in methods:
+            if name in failed:
+                records.append({"method": name, "batch_size": B, "error": failed[name]})
+                continue
+            v = times[name]
+            q = statistics.quantiles(v, n=4, method="inclusive") if len(v) > 1 else [v[0]] * 3
+            median = statistics.median(v)
+            mode = name.split("/", 1)[1]
+            record = {
+                "method": name, "batch_size": B, "gamma": args.gamma if name.startswith("speculative/") else None,
+                "median_ms": 1000 * median, "p25_ms": 1000 * q[0], "p75_ms": 1000 * q[2],
+                "ms_per_image": 1000 * median / B, "tokens_per_s": B * new_tokens / median,
+                "first_call_s": first_call.get(name),
+                "peak_memory_bytes": _peak_memory(lambda: methods[name](prompt, None), device),
+            }
+            if f"plain/{mode}" in plain_medians:
+                record["speedup_vs_plain_same_mode"] = plain_medians[f"plain/{mode}"] / median
+            if fastest_plain is not None:
+                record["speedup_vs_fastest_plain"] = plain_medians[fastest_plain] / median
+                record["fastest_plain"] = fastest_plain
+            stats = [o for o in outputs[name] if hasattr(o, "accepted_per_round")]
+            if stats:
+                accepted = sum(o.accepted_per_round.sum().item() for o in stats)
+                tested = sum(o.evaluated_per_round.sum().item() for o in stats)
+                record["alpha"] = accepted / max(tested, 1)
+                rounds = [len(o.gamma_per_round) for o in stats]
+                record["tokens_per_teacher_call"] = new_tokens / statistics.mean(rounds)
+            records.append(record)
+    result = {
+        "args": asdict(args), "machine": machine_description(device), "notes": notes, "records": records,
+        "kv_cache_bytes_formula": "B x L x layers x 2 x hidden x dtype size (x2 rows with guidance)",
+        "kv_cache_bytes": {str(B): B * config.max_position_embeddings * (config.num_hidden_layers + draft.num_layers)
+                           * 2 * config.hidden_size * teacher.dtype.itemsize for B in args.batch_sizes},
+        "elapsed_s": time.perf_counter() - started,
+    }
+    os.makedirs(args.output_dir, exist_ok=True)
+    with open(os.path.join(args.output_dir, "results.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    with open(os.path.join(args.output_dir, "results.md"), "w") as f:
+        f.write(markdown_table(result))
+    return result
+
+
+def machine_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} "
+            f"torch threads (torch {torch.__version__})")
+
+
+def markdown_table(result: dict) -> str:
+    lines = [f"Machine: {result['machine']}. Batch sizes interleaved method by method, medians over "
+             f"{result['args']['reps']} calls.", "",
+             "| method | batch | ms / call (p25-p75) | tokens/s | alpha | tokens / teacher call | speedup vs plain, same mode "
+             "| speedup vs fastest plain | peak MiB | first call s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in result["records"]:
+        if "error" in r:
+            lines.append(f"| {r['method']} | {r['batch_size']} | failed: {r['error']} | | | | | | | |")
+            continue
+        fmt = lambda key, spec: format(r[key], spec) if r.get(key) is not None else ""  # noqa: E731
+        memory = f"{r['peak_memory_bytes'] / 2**20:.1f}" if r.get("peak_memory_bytes") is not None else ""
+        lines.append(
+            f"| {r['method']} | {r['batch_size']} | {r['median_ms']:.2f} ({r['p25_ms']:.2f}-{r['p75_ms']:.2f}) | "
+            f"{r['tokens_per_s']:.0f} | {fmt('alpha', '.3f')} | {fmt('tokens_per_teacher_call', '.2f')} | "
+            f"{fmt('speedup_vs_plain_same_mode', '.2f')} | {fmt('speedup_vs_fastest_plain', '.2f')} | {memory} | "
+            f"{fmt('first_call_s', '.2f')} |")
+    for note in result["notes"]:
+        lines.append(f"\nNote: {note}")
+    return "\n".join(lines) + "\n"
+
+
+@torch.inference_mode()
+def check_engine(args: EngineBenchmarkArguments, modes: list[str]) -> dict:
+    """Before timing on a device: for each execution mode, do greedy plain / speculative decoding equal
+    `teacher.generate()` token for token (with and without guidance), and do sampled images equal the eager
+    engine's for the same generator (same random numbers; float rounding may flip a rare near-tie)?"""
+    device = torch.device(args.device)
+    teacher, draft = _load(args, args.teacher), _load(args, args.draft)
+    config = teacher.config
+    prompt = teacher.class_prompt(torch.arange(3, device=device) % max(config.num_classes, 1))
+    new = config.max_position_embeddings - 1
+    report = {}
+    for cfg_scale in (None, 2.0):
+        reference = teacher.generate(prompt, do_sample=False, cfg_scale=cfg_scale)
+        for mode in modes:
+            for name, d, gamma in (("plain", None, 0), ("speculative", draft, args.gamma)):
+                decoder = get_decoder(teacher, d, gamma, 3, SamplingConfig(do_sample=False, cfg_scale=cfg_scale), mode)
+                try:
+                    out = decoder.generate(prompt, new)["sequences"]
+                except Exception as error:  # report, and go on with the other modes
+                    report[f"greedy {name}/{mode} cfg={cfg_scale}"] = f"{type(error).__name__}: {error}"[:500]
+                    continue
+                report[f"greedy {name}/{mode} cfg={cfg_scale} equals generate()"] = bool(torch.equal(out, reference))
+                report[f"greedy {name}/{mode} cfg={cfg_scale}: fraction of tokens equal to generate()"] = (
+                    (out == reference).float().mean().item())
+    for mode in modes:
+        for name, d, gamma in (("plain", None, 0), ("speculative", draft, args.gamma)):
+            outs = []
+            try:
+                for m in ("eager", mode):
+                    decoder = get_decoder(teacher, d, gamma, 3, SamplingConfig(), m)
+                    outs.append(decoder.generate(prompt, new, torch.Generator(device=device).manual_seed(7))["sequences"])
+            except Exception as error:
+                report[f"sampled {name}/{mode}"] = f"{type(error).__name__}: {error}"[:500]
+                continue
+            report[f"sampled {name}/{mode}: fraction of tokens equal to eager"] = (outs[0] == outs[1]).float().mean().item()
+    clear_decoders()
+    return report

@@ -1,0 +1,372 @@
+"""The decoding engine: Algorithm 1 as a fixed-shape round with no host synchronisation, replayed as a CUDA graph.
+
+One round, for every row of the batch at once (Leviathan et al. 2023, Algorithm 1):
+
+    draft   gamma tokens from the draft, one `(B, 1)` step at a time (the first step re-reads 2 tokens)
+    verify  one teacher pass over `(B, gamma + 1)` tokens
+    accept  per row, the accepted prefix `n` and one more token, decided on the device
+    commit  write the tokens and move each row's length; rejected slots are simply overwritten later
+
+Plain decoding is the same round with `gamma = 0` (verify one token, sample it), so the baseline gets exactly the
+same treatment as the speculative sampler.
+
+Every tensor a round touches lives in a `SpeculativeDecoder`, allocated once: token buffer, per-row lengths, both
+`RaggedCache`s, the round's random numbers and the statistics. A round therefore has fixed shapes and reads no value
+on the host, which is what `torch.compile(fullgraph=True)` and CUDA graph capture need. The host launches
+`ceil(R / (gamma + 1))` rounds, where `R` is the most tokens any row still needs (each of those rounds is needed by
+that row, so none is wasted), and then reads `R` once: about 3 host reads for a 64-token image instead of one per
+round. Random numbers are drawn from the caller's generator into a fixed buffer before each round, so the eager,
+compiled and graph-replayed rounds draw the same samples.
+"""
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from . import sampling
+from .cache import RaggedCache, ragged_causal_mask, ragged_positions
+
+MODES = ("auto", "eager", "compile", "cuda-graph")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How `p` and `q` are processed and drawn; part of a decoder's identity (a change means another graph)."""
+
+    do_sample: bool = True
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    cfg_scale: float | None = None
+
+    def warp(self, logits: torch.Tensor) -> torch.Tensor:
+        return sampling.warp_logits(logits, self.temperature if self.do_sample else 1.0, self.top_k, self.top_p)
+
+
+def resolve_mode(mode: str, device: torch.device) -> str:
+    """`auto`: CUDA graphs on a GPU; eager on the CPU, where compiling the round did not pay on 2 cores
+    (BENCHMARKS.md)."""
+    if mode not in MODES:
+        raise ValueError(f"`mode` must be one of {', '.join(MODES)}, got {mode!r}.")
+    if mode == "auto":
+        return "cuda-graph" if device.type == "cuda" else "eager"
+    if mode == "cuda-graph" and device.type != "cuda":
+        raise ValueError("`mode='cuda-graph'` needs a CUDA device; use 'eager' or 'compile' on the CPU.")
+    return mode
+
+
+class SpeculativeDecoder:
+    """Owns the buffers and the compiled / captured rounds for one (teacher, draft, gamma, batch size, sampling).
+
+    Build it once and call `generate` many times: compilation or graph capture happens on the first round of each
+    draft length and later calls replay it.
+
+        decoder = SpeculativeDecoder(teacher, draft, gamma=8, batch_size=1)
+        out = decoder.generate(teacher.class_prompt([3]), generator=torch.Generator().manual_seed(0))
+
+    Args:
+        teacher: the `VQGPTForCausalLM` whose distribution is sampled.
+        draft: a smaller VQGPT or an `EarlyExitDraft`; None decodes the teacher alone (plain sampling).
+        gamma: draft tokens per round (the largest one with `adaptive_gamma`); ignored without a draft.
+        batch_size: rows per call (prompts of another batch size need another decoder).
+        sampling: `SamplingConfig` (temperature, top-k, top-p, guidance, greedy).
+        mode: `eager`, `compile` (`torch.compile(fullgraph=True)`; `reduce-overhead` on CUDA), `cuda-graph` (one
+            captured `torch.cuda.CUDAGraph` per round), or `auto`.
+        relaxed_neighbours: LOSSY `(K, k)` latent-neighbour table for `relaxed_accept`, or None (exact).
+        compile_options: extra keyword arguments for `torch.compile` (e.g. `backend=...` in tests).
+    """
+
+    def __init__(
+        self,
+        teacher,
+        draft=None,
+        gamma: int = 4,
+        batch_size: int = 1,
+        sampling: SamplingConfig = SamplingConfig(),
+        mode: str = "auto",
+        relaxed_neighbours: torch.Tensor | None = None,
+        compile_options: dict | None = None,
+    ):
+        config = teacher.config
+        self.teacher, self.draft = teacher, draft
+        self.gamma = gamma if draft is not None else 0
+        self.batch_size = batch_size
+        self.sampling = sampling
+        parameter = next(teacher.parameters())
+        self.device, self.dtype = parameter.device, parameter.dtype
+        self.mode = resolve_mode(mode, self.device)
+        self.relaxed_neighbours = relaxed_neighbours
+        self.compile_options = compile_options or {}
+        self.max_position = config.max_position_embeddings - 1
+        self.cache_length = config.max_position_embeddings  # positions are slots: one slot per grid position
+        K, B, G = config.codebook_size, batch_size, self.gamma
+        device = self.device
+
+        rows = 2 * B if sampling.cfg_scale not in (None, 1.0) else B
+        self.teacher_cache = self._cache(teacher, rows)
+        self.draft_cache = self._cache(draft, rows) if draft is not None else None
+        # Round state. `sequences` has room for a finished row to keep writing (it rides along) past the grid.
+        self.sequences = torch.zeros(B, self.cache_length + G + 1, dtype=torch.long, device=device)
+        self.n = torch.ones(B, dtype=torch.long, device=device)  # tokens so far, per row
+        self.total = torch.full((), self.cache_length, dtype=torch.long, device=device)  # tokens at the end
+        self.round_index = torch.zeros((), dtype=torch.long, device=device)
+        self.noise = torch.zeros(B, G * K + G + K, device=device)  # one round's U[0, 1) draws
+        self.round_starts = torch.zeros(self.cache_length, B, dtype=torch.long, device=device)  # n before round r
+        self.round_accepted = torch.zeros(self.cache_length, B, dtype=torch.long, device=device)
+        self.arange = torch.arange(G + 1, device=device)
+        if self.mode == "compile":  # fixed addresses: mutating them in place does not stop CUDA graphs
+            for tensor in self._buffers():
+                torch._dynamo.mark_static_address(tensor)
+        self._rounds: dict[int, callable] = {}
+        self._graphs: list = []  # keeps captured graphs (and their memory pools) alive
+        self.cost_ratio: float | None = None
+
+    def _buffers(self) -> list[torch.Tensor]:
+        tensors = [self.sequences, self.n, self.total, self.round_index, self.noise, self.round_starts,
+                   self.round_accepted, self.arange]
+        for cache in (self.teacher_cache, self.draft_cache):
+            if cache is not None:
+                tensors += [cache.lengths] + [t for layer in cache.layers for t in (layer.keys, layer.values)]
+        return tensors
+
+    def _cache(self, model, rows: int) -> RaggedCache:
+        config = model.config
+        cache = RaggedCache(model.num_layers, self.cache_length)
+        cache.early_initialization(
+            batch_size=rows, num_heads=config.num_attention_heads,
+            head_dim=config.hidden_size // config.num_attention_heads,
+            dtype=self.dtype, device=self.device,
+        )
+        return cache
+
+    # -- the round: draft -> verify -> accept -> commit -------------------------------------------------------
+    def _forward(self, model, cache, tokens, positions, logits_to_keep=0):
+        mask = ragged_causal_mask(positions, self.cache_length)
+        logits = model(tokens, cache=cache, attention_mask=mask, position_ids=positions, use_cache=True,
+                       cfg_scale=self.sampling.cfg_scale, logits_to_keep=logits_to_keep).logits
+        return self.sampling.warp(logits)
+
+    def _draw(self, logits, exponentials):
+        """Token and probabilities from warped logits `(B, K)`: the exponential race, or argmax when greedy."""
+        if not self.sampling.do_sample:
+            return logits.argmax(-1), None
+        probs = logits.softmax(-1)
+        return sampling.sample_categorical(probs, exponentials=exponentials), probs
+
+    def _noise(self, gamma):
+        """This round's random numbers: `(B, gamma, K)` races for the drafts, `(B, gamma)` uniforms for the
+        acceptance test, `(B, K)` race for the token after the accepted prefix."""
+        K = self.teacher.config.codebook_size
+        G, B = self.gamma, self.batch_size
+        u = self.noise
+        races = sampling.exponential_from_uniform(u[:, : G * K].view(B, G, K)[:, :gamma])
+        r = u[:, G * K : G * K + gamma]
+        last = sampling.exponential_from_uniform(u[:, G * K + G :])
+        return races, r, last
+
+    def draft_tokens(self, gamma, races):
+        """`gamma` draft tokens `(B, gamma)` and their `q` `(B, gamma, K)` (None when greedy). The draft's cache is
+        valid up to slot `n - 3`; its first step re-reads slots `n - 2, n - 1` (the last draft of a fully accepted
+        round was never fed, and a rejected slot holds a stale draft), the next ones feed the previous draft."""
+        positions = ragged_positions(self.n - 2, gamma + 1, self.max_position)  # (B, gamma + 1)
+        tokens = self.sequences.gather(1, positions[:, :2])
+        drafted, q = [], []
+        for i in range(gamma):
+            if i > 0:
+                tokens, slot = drafted[-1][:, None], positions[:, i + 1 : i + 2]
+            else:
+                slot = positions[:, :2]
+            logits = self._forward(self.draft, self.draft_cache, tokens, slot, logits_to_keep=1)[:, -1]
+            token, probs = self._draw(logits, races[:, i])
+            drafted.append(token)
+            q.append(probs)
+        q = torch.stack(q, dim=1) if self.sampling.do_sample else None
+        return torch.stack(drafted, dim=1), q
+
+    def verify(self, drafted):
+        """The teacher's warped logits `(B, gamma + 1, K)` at the last committed token and every draft."""
+        positions = ragged_positions(self.n - 1, drafted.shape[1] + 1, self.max_position)
+        tokens = torch.cat([self.sequences.gather(1, positions[:, :1]), drafted], dim=1)
+        return self._forward(self.teacher, self.teacher_cache, tokens, positions)
+
+    def accept(self, p_logits, q, drafted, r, last):
+        """Accepted drafts per row `(B,)` and the next token `(B,)`."""
+        if drafted.shape[1] == 0:  # plain decoding: sample p
+            return torch.zeros_like(self.n), self._draw(p_logits[:, 0], last)[0]
+        if not self.sampling.do_sample:
+            return sampling.greedy_accept(p_logits, drafted)
+        p = p_logits.softmax(-1)
+        if self.relaxed_neighbours is not None:
+            return sampling.relaxed_accept(p, q, drafted, self.relaxed_neighbours, r=r, exponentials=last)
+        return sampling.speculative_accept(p, q, drafted, r=r, exponentials=last)
+
+    def commit(self, drafted, accepted, next_token):
+        """Write the accepted drafts and the next token after each row's `n`; record the round; advance `n`."""
+        gamma = drafted.shape[1]
+        out = torch.cat([drafted, next_token[:, None]], dim=1)  # (B, gamma + 1)
+        out.scatter_(1, accepted[:, None], next_token[:, None])  # drafts up to the first rejection, then it
+        self.sequences.scatter_(1, self.n[:, None] + self.arange[: gamma + 1], out)  # later slots: stale, overwritten
+        index = self.round_index.view(1)
+        self.round_starts.index_copy_(0, index, self.n[None])
+        self.round_accepted.index_copy_(0, index, accepted[None])
+        self.round_index.add_(1)
+        self.n.add_(torch.minimum(accepted + 1, self.total - self.n))  # finished rows stay at `total`
+
+    def round(self, gamma: int) -> None:
+        """One fixed-shape round (Algorithm 1) on the decoder's buffers."""
+        races, r, last = self._noise(gamma)
+        if gamma:
+            drafted, q = self.draft_tokens(gamma, races)
+        else:
+            drafted, q = self.sequences.new_zeros(self.batch_size, 0), None
+        p_logits = self.verify(drafted)
+        accepted, next_token = self.accept(p_logits, q, drafted, r, last)
+        self.commit(drafted, accepted, next_token)
+
+    # -- building and replaying rounds ------------------------------------------------------------------------
+    def _round_fn(self, gamma: int):
+        if gamma not in self._rounds:
+            self._rounds[gamma] = self._build(gamma)
+        return self._rounds[gamma]
+
+    def _build(self, gamma: int):
+        def run():
+            with torch.inference_mode():
+                self.round(gamma)
+
+        if self.mode == "eager":
+            return run
+        if self.mode == "compile":
+            # One code object serves every decoder and gamma: allow a recompile per (decoder, gamma), shapes static.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+            options = {"fullgraph": True, "dynamic": False, **self.compile_options}
+            if self.device.type == "cuda" and "backend" not in options:
+                options.setdefault("mode", "reduce-overhead")
+            compiled = torch.compile(self.round, **options)
+
+            def run_compiled():
+                with torch.inference_mode():
+                    compiled(gamma)
+
+            return run_compiled
+        # cuda-graph: warm up on a side stream (library handles, allocator), then capture one round.
+        self.reset(self._null_prompt(), self.cache_length)
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                run()
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            run()
+        self._graphs.append(graph)
+        return graph.replay
+
+    def _null_prompt(self) -> torch.LongTensor:
+        """A valid prompt for warm-up and calibration rounds: the null class for every row."""
+        return torch.full((self.batch_size, 1), self.teacher.config.null_token_id, device=self.device)
+
+    # -- one call ----------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def reset(self, input_ids: torch.LongTensor, total: int) -> None:
+        """Start a call: the prompt in the buffer, lengths at the prompt, prefill both caches (prompts of more than
+        one token, eagerly: it happens once per call)."""
+        B, P = input_ids.shape
+        self.sequences.zero_()
+        self.sequences[:, :P] = input_ids
+        self.n.fill_(P)
+        self.total.fill_(total)
+        self.round_index.zero_()
+        if P > 1:  # the caches must hold slots [0, P - 1): the rounds feed slot P - 1 onwards
+            positions = ragged_positions(torch.zeros_like(self.n), P - 1, self.max_position)
+            self._forward(self.teacher, self.teacher_cache, input_ids[:, : P - 1], positions, logits_to_keep=1)
+            if self.draft is not None:
+                self._forward(self.draft, self.draft_cache, input_ids[:, : P - 1], positions, logits_to_keep=1)
+
+    def calibrate_cost_ratio(self, repeats: int = 5) -> float:
+        """`c` for adaptive gamma, measured once per decoder on its own rounds: a round costs `a + b * gamma`
+        (verify + `gamma` draft steps); timing rounds at gamma 1 and `self.gamma` (device synchronised, median of
+        `repeats`) gives `c = b / a`, a draft step over a verify pass, as the rounds really run (graphs included)."""
+        if self.cost_ratio is not None:
+            return self.cost_ratio
+        prompt = self._null_prompt()
+        seconds = {}
+        for gamma in sorted({1, max(self.gamma, 2)}):
+            fn = self._round_fn(gamma)
+            times = []
+            for _ in range(repeats):
+                self.reset(prompt, self.cache_length)
+                fn()  # a first round, so the timed one starts from a filled cache like the rounds of a call
+                _synchronize(self.device)
+                tic = time.perf_counter()
+                fn()
+                _synchronize(self.device)
+                times.append(time.perf_counter() - tic)
+            seconds[gamma] = sorted(times)[len(times) // 2]
+        g = max(self.gamma, 2)
+        per_draft = max(seconds[g] - seconds[1], 0.0) / (g - 1)
+        self.cost_ratio = per_draft / max(seconds[1] - per_draft, 1e-9)
+        return self.cost_ratio
+
+    def generate(
+        self,
+        input_ids: torch.LongTensor,
+        max_new_tokens: int,
+        generator: torch.Generator | None = None,
+        adaptive_gamma: bool = False,
+        cost_ratio: float | None = None,
+    ) -> dict:
+        """Decode `max_new_tokens` after `input_ids` `(batch_size, P)` (checked by the caller). Returns the raw
+        record: sequences `(B, P + new)`, per-round starts / accepted `(R, B)` and the gamma of each round."""
+        B, P = input_ids.shape
+        total = P + max_new_tokens
+        c = None
+        if adaptive_gamma and self.gamma > 1:
+            c = cost_ratio if cost_ratio is not None else self.calibrate_cost_ratio()
+        self.reset(input_ids, total)
+        gammas = []
+        accepted_sum, tested_sum = 1.0, 2.0  # Beta(1, 1) prior for the running acceptance
+        remaining = max_new_tokens  # the most tokens any row still needs
+        while remaining > 0:
+            gamma = self.gamma
+            if c is not None:
+                gamma = sampling.choose_gamma(accepted_sum / tested_sum, c, self.gamma)
+            fn = self._round_fn(gamma)
+            first = len(gammas)
+            for _ in range(math.ceil(remaining / (gamma + 1))):  # every one of these is needed by the slowest row
+                self.noise.uniform_(generator=generator)
+                fn()
+                gammas.append(gamma)
+            # The only host read: once per batch of rounds (together with the running alpha when adaptive).
+            if c is not None:
+                accepted, tested = _round_counts(self.round_starts[first : len(gammas)],
+                                                 self.round_accepted[first : len(gammas)], gamma, total)
+                values = torch.stack([(self.total - self.n).max(), accepted.sum(), tested.sum()]).tolist()
+                accepted_sum, tested_sum = accepted_sum + values[1], tested_sum + values[2]
+            else:
+                values = [(self.total - self.n).max().item()]
+            remaining = int(values[0])
+        R = len(gammas)
+        return {
+            "sequences": self.sequences[:, :total].clone(),
+            "starts": self.round_starts[:R].clone(),
+            "accepted": self.round_accepted[:R].clone(),
+            "gammas": gammas,
+            "total": total,
+        }
+
+
+def _round_counts(starts: torch.Tensor, accepted: torch.Tensor, gamma: int, total: int):
+    """Per round and row, drafts inside the image that were accepted / tested (the accepted ones plus the first
+    rejected one), for rounds of one `gamma`."""
+    in_image = torch.clamp(total - starts, min=0).clamp(max=gamma)
+    tested = torch.minimum(accepted + 1, in_image)
+    return torch.minimum(accepted, tested), tested
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The decoding engine's GPU benchmark, as one prepared run on a lent CUDA machine (also runs on CPU: CI smoke test).
+#   bash scripts/gpu_engine_benchmark.sh OUTPUT_DIR [cuda|cpu]
+# Sections run under their own time limits and each writes its own file, so a slow compile cannot cost the rest.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-benchmarks/engine-cuda}"
+device="${2:-cuda}"
+mkdir -p "$out"
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then  # offline GPU machine: wheels carried with the tree
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$(pwd)" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+if [ "$device" = cuda ]; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+  modes='["eager", "cuda-graph"]'; reps=20; batches="1 16 64"; limit_main=200; limit_compile=150
+else
+  modes='["eager"]'; reps=1; batches="1"; limit_main=300; limit_compile=300
+fi
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee "$out/versions.txt"
+# 1. correctness on this device: greedy == generate() for every mode, sampled == eager with the same generator
+timeout 120 python3 - "$out" "$device" "$modes" <<'PY'
+import json, sys
+from hf_specdec.bench.engine_speed import EngineBenchmarkArguments, check_engine
+out, device, modes = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+report = check_engine(EngineBenchmarkArguments(device=device, output_dir=out), modes)
+json.dump(report, open(f"{out}/check.json", "w"), indent=1)
+print(json.dumps(report, indent=1))
+PY
+# 2. the engine (eager, CUDA graphs) against the old loops and transformers at batch 1, 16, 64
+if [ "$device" = cuda ]; then methods="legacy eager cuda-graph hf-generate hf-assisted"; else methods="legacy eager hf-generate"; fi
+timeout "$limit_main" python3 scripts/engine_benchmark.py --device "$device" --batch_sizes $batches --reps "$reps" \
+  --methods $methods --output_dir "$out/main" 2>&1 | grep -v "it/s\]" | tail -40
+# 3. compiled rounds and transformers' own static-cache compiled generate(), batch 1 (compilation is slow)
+timeout "$limit_compile" python3 scripts/engine_benchmark.py --device "$device" --batch_sizes 1 --reps "$reps" \
+  --methods compile hf-static --output_dir "$out/compile" 2>&1 | grep -v "it/s\]" | tail -20
+ls -la "$out" "$out"/*
