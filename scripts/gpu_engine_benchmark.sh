@@ -14,13 +14,13 @@ fi
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$(pwd)" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 if [ "$device" = cuda ]; then
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
-  modes='["eager", "cuda-graph"]'; reps=20; batches="1 16 64"; limit_main=200; limit_compile=150
+  modes='["eager", "cuda-graph"]'; reps=20; batches="1 16 64"; limit_main=180; limit_compile=120
 else
   modes='["eager"]'; reps=1; batches="1"; limit_main=300; limit_compile=300
 fi
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee "$out/versions.txt"
 # 1. correctness on this device: greedy == generate() for every mode, sampled == eager with the same generator
-timeout 120 python3 - "$out" "$device" "$modes" <<'PY'
+timeout 90 python3 - "$out" "$device" "$modes" <<'PY'
 import json, sys
 from hf_specdec.bench.engine_speed import EngineBenchmarkArguments, check_engine
 out, device, modes = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
@@ -34,5 +34,5 @@ timeout "$limit_main" python3 scripts/engine_benchmark.py --device "$device" --b
   --methods $methods --output_dir "$out/main" 2>&1 | grep -v "it/s\]" | tail -40
 # 3. compiled rounds and transformers' own static-cache compiled generate(), batch 1 (compilation is slow)
 timeout "$limit_compile" python3 scripts/engine_benchmark.py --device "$device" --batch_sizes 1 --reps "$reps" \
-  --methods compile hf-static --output_dir "$out/compile" 2>&1 | grep -v "it/s\]" | tail -20
+  --methods compile hf-static --extras false --output_dir "$out/compile" 2>&1 | grep -v "it/s\]" | tail -20
 ls -la "$out" "$out"/*

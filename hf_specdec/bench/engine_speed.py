@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..models import VQGPTForCausalLM
-from ..speculative import SamplingConfig, clear_decoders, get_decoder
+from ..speculative import EarlyExitDraft, SamplingConfig, clear_decoders, get_decoder
 from ..speculative.decoding import SpeculativeOutput
 from ..speculative.legacy import legacy_plain_sample, legacy_speculative_sample
 
@@ -39,11 +39,17 @@ class EngineBenchmarkArguments:
     teacher: str = field(default="teacher", metadata={"help": "Teacher sub-folder (or a path)."})
     draft: str = field(default="draft-1L", metadata={"help": "Draft sub-folder (or a path)."})
     gamma: int = field(default=8, metadata={"help": "Draft tokens per round."})
+    extra_gammas: list[int] = field(
+        default_factory=lambda: [4, 6, 12],
+        metadata={"help": "More draft lengths, plus adaptive gamma and the 2-layer self-speculative draft, in the "
+                          "fastest engine mode that runs (cuda-graph, else compile, else eager)."},
+    )
     batch_sizes: list[int] = field(default_factory=lambda: [1, 16, 64], metadata={"help": "Images per call."})
     methods: list[str] = field(
         default_factory=lambda: ["legacy", "eager", "cuda-graph", "hf-generate", "hf-assisted"],
         metadata={"help": f"Any of {', '.join(METHODS)}; methods that cannot run on the device are skipped."},
     )
+    extras: bool = field(default=True, metadata={"help": "Run the extra gammas, adaptive gamma and self-speculation."})
     reps: int = field(default=20, metadata={"help": "Timed calls per method and batch size (after one warm-up)."})
     legacy_max_batch: int = field(default=16, metadata={"help": "Largest batch the slow legacy / HF loops run at."})
     time_budget_s: float = field(default=0.0, metadata={"help": "Stop adding batch sizes after this many seconds (0 = none)."})
@@ -90,6 +96,16 @@ def _methods(args, teacher, draft, B):
         methods[f"plain/{mode}"] = lambda prompt, g, d=plain: d.generate(prompt, new, g)["sequences"]
         methods[f"speculative/{mode}"] = lambda prompt, g, d=spec: SpeculativeOutput.from_record(
             d.generate(prompt, new, g), prompt.shape[1])
+    fastest = next((m for m in ("cuda-graph", "compile", "eager") if any(k.endswith(f"/{m}") for k in methods)), None)
+    if fastest is not None and args.extras:
+        new = config.max_position_embeddings - 1
+        extra = [(f"speculative-g{g}", draft, g, False) for g in args.extra_gammas if g != args.gamma]
+        extra += [("speculative-adaptive", draft, args.gamma, True), ("self-speculative-2L", EarlyExitDraft(teacher, 2),
+                  args.gamma, False)]
+        for name, d, gamma, adaptive in extra:
+            decoder = get_decoder(teacher, d, gamma, B, sampling, fastest)
+            methods[f"{name}/{fastest}"] = lambda prompt, g, d=decoder, a=adaptive: SpeculativeOutput.from_record(
+                d.generate(prompt, new, g, adaptive_gamma=a), prompt.shape[1])
     if B <= args.legacy_max_batch:
         if "legacy" in args.methods:
             methods["plain/legacy"] = lambda prompt, g: legacy_plain_sample(teacher, prompt, generator=g)
@@ -170,7 +186,7 @@ def run_engine_benchmark(args: EngineBenchmarkArguments) -> dict:
             median = statistics.median(v)
             mode = name.split("/", 1)[1]
             record = {
-                "method": name, "batch_size": B, "gamma": args.gamma if name.startswith("speculative/") else None,
+                "method": name, "batch_size": B, "gamma": None if name.startswith("plain/") else args.gamma,
                 "median_ms": 1000 * median, "p25_ms": 1000 * q[0], "p75_ms": 1000 * q[2],
                 "ms_per_image": 1000 * median / B, "tokens_per_s": B * new_tokens / median,
                 "first_call_s": first_call.get(name),
@@ -188,6 +204,9 @@ def run_engine_benchmark(args: EngineBenchmarkArguments) -> dict:
                 record["alpha"] = accepted / max(tested, 1)
                 rounds = [len(o.gamma_per_round) for o in stats]
                 record["tokens_per_teacher_call"] = new_tokens / statistics.mean(rounds)
+                record["mean_gamma"] = statistics.mean(g for o in stats for g in o.gamma_per_round)
+                if name.startswith("speculative-g"):
+                    record["gamma"] = int(name.split("/")[0][len("speculative-g"):])
             records.append(record)
     result = {
         "args": asdict(args), "machine": machine_description(device), "notes": notes, "records": records,

@@ -251,7 +251,11 @@ class SpeculativeDecoder:
                     compiled(gamma)
 
             return run_compiled
-        # cuda-graph: warm up on a side stream (library handles, allocator), then capture one round.
+        return self._capture(run)
+
+    def _capture(self, run):
+        """Warm up on a side stream (library handles, allocator), then capture one round as a CUDA graph. The
+        warm-up rounds run on a dummy prompt, so this happens before a call's `reset`, never during a call."""
         self.reset(self._null_prompt(), self.cache_length)
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
@@ -326,6 +330,8 @@ class SpeculativeDecoder:
         c = None
         if adaptive_gamma and self.gamma > 1:
             c = cost_ratio if cost_ratio is not None else self.calibrate_cost_ratio()
+        for gamma in range(1, self.gamma + 1) if c is not None else [self.gamma]:
+            self._round_fn(gamma)  # build (compile / capture) every round this call may run, before its reset
         self.reset(input_ids, total)
         gammas = []
         accepted_sum, tested_sum = 1.0, 2.0  # Beta(1, 1) prior for the running acceptance
