@@ -34,5 +34,5 @@ timeout "$limit_main" python3 scripts/engine_benchmark.py --device "$device" --b
   --methods $methods --output_dir "$out/main" 2>&1 | grep -v "it/s\]" | tail -40
 # 3. compiled rounds and transformers' own static-cache compiled generate(), batch 1 (compilation is slow)
 timeout "$limit_compile" python3 scripts/engine_benchmark.py --device "$device" --batch_sizes 1 --reps "$reps" \
-  --methods compile hf-static --extras false --output_dir "$out/compile" 2>&1 | grep -v "it/s\]" | tail -20
+  --methods compile hf-static --extras false --extra_gammas 8 --output_dir "$out/compile" 2>&1 | grep -v "it/s\]" | tail -20
 ls -la "$out" "$out"/*

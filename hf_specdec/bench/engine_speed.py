@@ -8,7 +8,7 @@ against the fastest plain decoding at that batch size.
 Methods (`--methods`):
     legacy        the loops before the engine (`speculative/legacy.py`): eager, one host sync per round
     eager         the engine, eager
-    compile       the engine, each round `torch.compile(fullgraph=True)` (`reduce-overhead` on CUDA)
+    compile       the engine, each round `torch.compile(fullgraph=True)`, captured as a CUDA graph on CUDA
     cuda-graph    the engine, each round one captured CUDA graph (CUDA only)
     hf-generate   `teacher.generate()` (DynamicCache), plain only
     hf-static     `teacher.generate(cache_implementation="static")`, which transformers compiles itself on CUDA
@@ -41,15 +41,16 @@ class EngineBenchmarkArguments:
     gamma: int = field(default=8, metadata={"help": "Draft tokens per round."})
     extra_gammas: list[int] = field(
         default_factory=lambda: [4, 6, 12],
-        metadata={"help": "More draft lengths, plus adaptive gamma and the 2-layer self-speculative draft, in the "
-                          "fastest engine mode that runs (cuda-graph, else compile, else eager)."},
+        metadata={"help": "More draft lengths, run in the fastest engine mode present (cuda-graph, else compile, "
+                          "else eager)."},
     )
     batch_sizes: list[int] = field(default_factory=lambda: [1, 16, 64], metadata={"help": "Images per call."})
     methods: list[str] = field(
         default_factory=lambda: ["legacy", "eager", "cuda-graph", "hf-generate", "hf-assisted"],
         metadata={"help": f"Any of {', '.join(METHODS)}; methods that cannot run on the device are skipped."},
     )
-    extras: bool = field(default=True, metadata={"help": "Run the extra gammas, adaptive gamma and self-speculation."})
+    extras: bool = field(default=True, metadata={"help": "Also run adaptive gamma and the 2-layer self-speculative "
+                                                          "draft in that mode."})
     reps: int = field(default=20, metadata={"help": "Timed calls per method and batch size (after one warm-up)."})
     legacy_max_batch: int = field(default=16, metadata={"help": "Largest batch the slow legacy / HF loops run at."})
     time_budget_s: float = field(default=0.0, metadata={"help": "Stop adding batch sizes after this many seconds (0 = none)."})
@@ -97,11 +98,12 @@ def _methods(args, teacher, draft, B):
         methods[f"speculative/{mode}"] = lambda prompt, g, d=spec: SpeculativeOutput.from_record(
             d.generate(prompt, new, g), prompt.shape[1])
     fastest = next((m for m in ("cuda-graph", "compile", "eager") if any(k.endswith(f"/{m}") for k in methods)), None)
-    if fastest is not None and args.extras:
+    if fastest is not None:
         new = config.max_position_embeddings - 1
         extra = [(f"speculative-g{g}", draft, g, False) for g in args.extra_gammas if g != args.gamma]
-        extra += [("speculative-adaptive", draft, args.gamma, True), ("self-speculative-2L", EarlyExitDraft(teacher, 2),
-                  args.gamma, False)]
+        if args.extras:
+            extra += [("speculative-adaptive", draft, args.gamma, True),
+                      ("self-speculative-2L", EarlyExitDraft(teacher, 2), args.gamma, False)]
         for name, d, gamma, adaptive in extra:
             decoder = get_decoder(teacher, d, gamma, B, sampling, fastest)
             methods[f"{name}/{fastest}"] = lambda prompt, g, d=decoder, a=adaptive: SpeculativeOutput.from_record(
@@ -121,6 +123,10 @@ def _methods(args, teacher, draft, B):
         methods["speculative/hf-assisted"] = lambda prompt, g: teacher.generate(
             prompt, assistant_model=draft, do_sample=True, top_k=None)
     return methods
+
+
+def _tokens(output) -> torch.Tensor:
+    return output.sequences if hasattr(output, "sequences") else output
 
 
 def _peak_memory(fn, device) -> int | None:
@@ -197,6 +203,14 @@ def run_engine_benchmark(args: EngineBenchmarkArguments) -> dict:
             if fastest_plain is not None:
                 record["speedup_vs_fastest_plain"] = plain_medians[fastest_plain] / median
                 record["fastest_plain"] = fastest_plain
+            family, _ = name.split("/", 1)
+            reference = next((f"{family}/{m}" for m in ("cuda-graph", "eager") if f"{family}/{m}" in times
+                              and f"{family}/{m}" not in failed), None)
+            if reference is not None and reference != name and mode in ("eager", "compile", "cuda-graph"):
+                # the engine's modes draw the same random numbers: their images should agree token for token
+                pairs = list(zip(outputs[name], outputs[reference]))
+                equal = [(_tokens(a) == _tokens(b)).float().mean().item() for a, b in pairs]
+                record[f"tokens_equal_to_{reference}"] = statistics.mean(equal) if equal else None
             stats = [o for o in outputs[name] if hasattr(o, "accepted_per_round")]
             if stats:
                 accepted = sum(o.accepted_per_round.sum().item() for o in stats)

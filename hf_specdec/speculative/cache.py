@@ -76,9 +76,12 @@ class RaggedCache(Cache):
     a compiled or graph-captured forward).
     """
 
-    def __init__(self, num_layers: int, max_cache_len: int):
+    def __init__(self, num_layers: int, max_cache_len: int, track_lengths: bool = True):
         super().__init__(layers=[RaggedLayer(max_cache_len, self) for _ in range(num_layers)])
         self.max_cache_len = max_cache_len
+        # A caller that keeps its own per-row lengths and always passes `cache_position` (the decoding engine)
+        # turns this off: two kernels fewer per forward.
+        self.track_lengths = track_lengths
         self.lengths: torch.Tensor | None = None
 
     def _initialize_lengths(self, rows: int, device) -> None:
@@ -87,7 +90,7 @@ class RaggedCache(Cache):
 
     def update(self, key_states, value_states, layer_idx: int, *args, cache_position=None, **kwargs):
         keys, values = self.layers[layer_idx].update(key_states, value_states, cache_position=cache_position)
-        if layer_idx == len(self.layers) - 1:  # every layer wrote the same slots: move the length once
+        if self.track_lengths and layer_idx == len(self.layers) - 1:  # all layers wrote the same slots: once
             T = key_states.shape[2]
             if cache_position is None:
                 self.lengths.add_(T)

@@ -72,8 +72,8 @@ class SpeculativeDecoder:
         gamma: draft tokens per round (the largest one with `adaptive_gamma`); ignored without a draft.
         batch_size: rows per call (prompts of another batch size need another decoder).
         sampling: `SamplingConfig` (temperature, top-k, top-p, guidance, greedy).
-        mode: `eager`, `compile` (`torch.compile(fullgraph=True)`; `reduce-overhead` on CUDA), `cuda-graph` (one
-            captured `torch.cuda.CUDAGraph` per round), or `auto`.
+        mode: `eager`, `compile` (`torch.compile(fullgraph=True)`; on CUDA its kernels are then captured like
+            `cuda-graph`), `cuda-graph` (one captured `torch.cuda.CUDAGraph` per round of eager kernels), or `auto`.
         relaxed_neighbours: LOSSY `(K, k)` latent-neighbour table for `relaxed_accept`, or None (exact).
         compile_options: extra keyword arguments for `torch.compile` (e.g. `backend=...` in tests).
     """
@@ -133,7 +133,7 @@ class SpeculativeDecoder:
 
     def _cache(self, model, rows: int) -> RaggedCache:
         config = model.config
-        cache = RaggedCache(model.num_layers, self.cache_length)
+        cache = RaggedCache(model.num_layers, self.cache_length, track_lengths=False)  # the engine owns `n`
         cache.early_initialization(
             batch_size=rows, num_heads=config.num_attention_heads,
             head_dim=config.hidden_size // config.num_attention_heads,
@@ -142,8 +142,8 @@ class SpeculativeDecoder:
         return cache
 
     # -- the round: draft -> verify -> accept -> commit -------------------------------------------------------
-    def _forward(self, model, cache, tokens, positions, logits_to_keep=0):
-        mask = ragged_causal_mask(positions, self.cache_length)
+    def _forward(self, model, cache, tokens, positions, mask=None, logits_to_keep=0):
+        mask = ragged_causal_mask(positions, self.cache_length) if mask is None else mask
         logits = model(tokens, cache=cache, attention_mask=mask, position_ids=positions, use_cache=True,
                        cfg_scale=self.sampling.cfg_scale, logits_to_keep=logits_to_keep).logits
         return self.sampling.warp(logits)
@@ -171,14 +171,16 @@ class SpeculativeDecoder:
         valid up to slot `n - 3`; its first step re-reads slots `n - 2, n - 1` (the last draft of a fully accepted
         round was never fed, and a rejected slot holds a stale draft), the next ones feed the previous draft."""
         positions = ragged_positions(self.n - 2, gamma + 1, self.max_position)  # (B, gamma + 1)
+        masks = ragged_causal_mask(positions, self.cache_length)  # the round's masks, built once
         tokens = self.sequences.gather(1, positions[:, :2])
         drafted, q = [], []
         for i in range(gamma):
             if i > 0:
-                tokens, slot = drafted[-1][:, None], positions[:, i + 1 : i + 2]
+                tokens, step = drafted[-1][:, None], slice(i + 1, i + 2)
             else:
-                slot = positions[:, :2]
-            logits = self._forward(self.draft, self.draft_cache, tokens, slot, logits_to_keep=1)[:, -1]
+                step = slice(0, 2)
+            logits = self._forward(self.draft, self.draft_cache, tokens, positions[:, step], masks[:, :, step],
+                                   logits_to_keep=1)[:, -1]
             token, probs = self._draw(logits, races[:, i])
             drafted.append(token)
             q.append(probs)
@@ -242,15 +244,15 @@ class SpeculativeDecoder:
             # One code object serves every decoder and gamma: allow a recompile per (decoder, gamma), shapes static.
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
             options = {"fullgraph": True, "dynamic": False, **self.compile_options}
-            if self.device.type == "cuda" and "backend" not in options:
-                options.setdefault("mode", "reduce-overhead")
             compiled = torch.compile(self.round, **options)
 
             def run_compiled():
                 with torch.inference_mode():
                     compiled(gamma)
 
-            return run_compiled
+            # On CUDA, Inductor's fused kernels are captured as one graph per round, like the eager ones: the same
+            # capture as `cuda-graph` mode, which `reduce-overhead` (cudagraph trees) did not give the whole round.
+            return self._capture(run_compiled) if self.device.type == "cuda" else run_compiled
         return self._capture(run)
 
     def _capture(self, run):
