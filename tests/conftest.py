@@ -46,3 +46,49 @@ def _quiet_transformers():
 
     # assisted generation warns on every inner assistant.generate() call about max_length vs max_new_tokens
     transformers.logging.set_verbosity_error()
+
+
+class HostSyncCounter:
+    """Counts what makes the host wait for a tensor's value: `.item()`, `.tolist()`, `bool()`/`int()`/`float()` of a
+    tensor (`aten._local_scalar_dense`), `nonzero` and boolean-mask indexing (data-dependent shapes).
+
+        with HostSyncCounter() as syncs:
+            decoder.round(4)
+        assert syncs.events == []
+    """
+
+    def __enter__(self):
+        from torch.overrides import TorchFunctionMode
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        self.events = []
+        events = self.events
+        host_methods = {"item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__"}
+
+        class FunctionMode(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                if getattr(func, "__name__", "") in host_methods:
+                    events.append(func.__name__)
+                return func(*args, **(kwargs or {}))
+
+        class DispatchMode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                name = str(func)
+                if "_local_scalar_dense" in name or "nonzero" in name or "masked_select" in name:
+                    events.append(name)
+                elif "aten.index" in name and any(
+                    isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] if len(args) > 1 else [])
+                    if i is not None
+                ):
+                    events.append(name + " (boolean mask)")
+                return func(*args, **(kwargs or {}))
+
+        self._modes = [FunctionMode(), DispatchMode()]
+        for mode in self._modes:
+            mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        for mode in reversed(self._modes):
+            mode.__exit__(*exc)
+        return False
