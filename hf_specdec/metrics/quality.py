@@ -56,3 +56,22 @@ def fid_with_ci(real_features: torch.Tensor, fake_features: torch.Tensor, rounds
 
 def inception_score_with_ci(logits: torch.Tensor, splits: int = 1, rounds: int = 100, seed: int = 0):
     return bootstrap(lambda x: _inception_score(x, splits), logits, rounds=rounds, seed=seed)
+
+
+def inception_metrics(images: torch.Tensor, references: torch.Tensor) -> dict[str, float]:
+    """Standard FID / IS with torchmetrics' Inception-v3 features (downloads torch-fidelity's weights once)."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.inception import InceptionScore
+
+    to_uint8 = lambda x: ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # noqa: E731
+    try:
+        fid, score = FrechetInceptionDistance(feature=2048), InceptionScore()
+    except Exception as error:  # missing package, or no network for the weights
+        raise RuntimeError(
+            f"--inception needs torch-fidelity and the Inception weights ({type(error).__name__}: {error}); "
+            "run without --inception to use the offline digits classifier."
+        ) from error
+    fid.update(to_uint8(references), real=True)
+    fid.update(to_uint8(images), real=False)
+    score.update(to_uint8(images))
+    return {"inception_fid": fid.compute().item(), "inception_is": score.compute()[0].item()}

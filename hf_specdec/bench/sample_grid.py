@@ -1,22 +1,25 @@
-"""The main job: a grid of every class, drawn with speculative decoding, timed against the teacher alone."""
+"""The main job: a grid of every class, drawn with speculative decoding, timed against the teacher alone.
+
+`scripts/generate.py` is its command line.
+"""
 
 import os
-import time
 from dataclasses import dataclass, field
 
 import torch
 
-from .models import VQGPTForCausalLM, VQTokenizer
-from .pipeline import check_tokenizer_matches
-from .speculative import EarlyExitDraft, plain_sample, speculative_sample
-from .speculative.decoding import check_draft_matches
-from .visualize import save_image_grid
+from ..models import VQGPTForCausalLM, VQTokenizer
+from ..pipeline import check_tokenizer_matches
+from ..speculative import EarlyExitDraft, plain_sample, speculative_sample
+from ..speculative.decoding import check_draft_matches
+from ..visualize import save_image_grid
+from .timing import time_calls
 
 METHODS = ("speculative", "self-speculative", "assisted", "plain")
 
 
 @dataclass
-class GenerateArguments:
+class SampleGridArguments:
     teacher: str = field(default="checkpoints/digits/teacher", metadata={"help": "Teacher folder or Hub repo id."})
     assistant: str = field(default="checkpoints/digits/draft-1L", metadata={"help": "Draft folder or Hub repo id."})
     tokenizer: str = field(default="checkpoints/digits/vq-tokenizer", metadata={"help": "VQ tokenizer folder or Hub repo id."})
@@ -48,7 +51,7 @@ def _load(cls, name: str, what: str):
         raise ValueError(f"`{what}` {name!r} is neither a model folder nor a reachable Hub repo id ({type(error).__name__}).") from None
 
 
-def run_generate(args: GenerateArguments) -> dict:
+def run_sample_grid(args: SampleGridArguments) -> dict:
     """Draw the grid; returns timings, speedup and acceptance (and writes `args.output`)."""
     teacher = _load(VQGPTForCausalLM, args.teacher, "teacher").to(args.device).eval()
     tokenizer = _load(VQTokenizer, args.tokenizer, "tokenizer").to(args.device).eval()
@@ -72,13 +75,8 @@ def run_generate(args: GenerateArguments) -> dict:
 
     def timed(fn):
         plain_sample(teacher, prompt[:1], max_new_tokens=2)  # warm-up
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        tic = time.perf_counter()
-        out = fn()
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        return out, time.perf_counter() - tic
+        (seconds,), (out,) = time_calls(fn, repeats=1, warmup=0, device=args.device)
+        return out, seconds
 
     plain, plain_seconds = timed(lambda: plain_sample(teacher, prompt, generator=generator(), **sampling))
     result = {"teacher_seconds": plain_seconds, "images": len(labels)}

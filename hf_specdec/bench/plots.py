@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from .visualize import save_image_grid  # noqa: E402
+from ..visualize import save_image_grid  # noqa: E402
 
 
 def save_plots(records: list[dict], config, drafts: dict, output_dir: str) -> list[str]:
@@ -51,7 +51,7 @@ def save_plots(records: list[dict], config, drafts: dict, output_dir: str) -> li
 
 def save_sample_grids(samples: dict, config, tokenizer_path: str, output_dir: str) -> list[str]:
     """One PNG of decoded images per method (largest batch), if the tokenizer is available."""
-    from .models import VQTokenizer
+    from ..models import VQTokenizer
 
     if not os.path.isdir(tokenizer_path):
         return []
