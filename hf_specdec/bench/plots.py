@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from ..visualize import save_image_grid  # noqa: E402
+from ..images import save_image_grid  # noqa: E402
 
 
 def save_plots(records: list[dict], config, drafts: dict, output_dir: str) -> list[str]:

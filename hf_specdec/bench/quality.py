@@ -11,12 +11,12 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..data import DataArguments, images_to_tensor
+from ..data import DataArguments
+from ..images import images_to_tensor, save_image_grid
 from ..metrics import load_metric
 from ..metrics.quality import inception_metrics
 from ..models import VQGPTForCausalLM, VQTokenizer
 from ..speculative import latent_neighbours, plain_sample, speculative_sample
-from ..visualize import save_image_grid
 
 
 @dataclass

@@ -12,7 +12,7 @@ from ..models import VQGPTForCausalLM, VQTokenizer
 from ..pipeline import check_tokenizer_matches
 from ..speculative import EarlyExitDraft, plain_sample, speculative_sample
 from ..speculative.decoding import check_draft_matches
-from ..visualize import save_image_grid
+from ..images import save_image_grid
 from .timing import time_calls
 
 METHODS = ("speculative", "self-speculative", "assisted", "plain")

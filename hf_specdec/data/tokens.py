@@ -13,7 +13,7 @@ import torch
 from datasets import Dataset, DatasetDict
 from safetensors.torch import save as safetensors_bytes
 
-from .images import images_to_tensor
+from ..images import images_to_tensor
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

@@ -10,6 +10,7 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
+from ..images import from_uint8
 from ..models.safetensors_only import SafetensorsOnlyMixin
 
 
@@ -37,7 +38,7 @@ class DigitsClassifier(SafetensorsOnlyMixin, ModelMixin, ConfigMixin):
 def to_model_range(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] or float [0, 1] (torchmetrics' conventions) -> float [-1, 1]."""
     if images.dtype == torch.uint8:
-        return images.float() / 127.5 - 1.0
+        return from_uint8(images)
     return images.float() * 2.0 - 1.0
 
 

@@ -2,12 +2,15 @@
 
 Features are extracted once; each bootstrap replicate resamples the feature rows with replacement and recomputes
 the metric with torchmetrics on an identity "feature extractor", so the numbers are torchmetrics' own formulas.
+`inception_metrics` gives the standard Inception-feature FID / IS where torch-fidelity's weights are available.
 """
 
 import torch
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
+
+from ..images import to_uint8
 
 
 class _Identity(nn.Module):
@@ -60,10 +63,6 @@ def inception_score_with_ci(logits: torch.Tensor, splits: int = 1, rounds: int =
 
 def inception_metrics(images: torch.Tensor, references: torch.Tensor) -> dict[str, float]:
     """Standard FID / IS with torchmetrics' Inception-v3 features (downloads torch-fidelity's weights once)."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
-    from torchmetrics.image.inception import InceptionScore
-
-    to_uint8 = lambda x: ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # noqa: E731
     try:
         fid, score = FrechetInceptionDistance(feature=2048), InceptionScore()
     except Exception as error:  # missing package, or no network for the weights
