@@ -16,7 +16,8 @@ from PIL import Image
 from hf_specdec import VQGPTForCausalLM
 from hf_specdec.cli import parse_args
 from hf_specdec.distill import DistillArguments, expected_acceptance, make_student, sample_sequences
-from hf_specdec.distill.distill import class_prompts, distillation_loss
+from hf_specdec.distill.distill import distillation_loss
+from hf_specdec.pipeline import class_prompts
 from hf_specdec.training import TrainingArguments, list_checkpoints, train
 from tests.conftest import tiny_model
 

@@ -10,7 +10,9 @@ import statistics
 
 import torch
 
+from ..hub import load_pretrained
 from ..models import VQGPTForCausalLM
+from ..pipeline import class_prompts
 from ..speculative import plain_sample, speculative_sample
 from .timing import time_calls
 
@@ -21,8 +23,8 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
 
     Returns `{"device", "reps", "drafts", "results": {method: {"median_ms", "speedup_vs_plain", "alpha"}}}`.
     """
-    teacher = VQGPTForCausalLM.from_pretrained(teacher_path).to(device).eval()
-    models = {name: VQGPTForCausalLM.from_pretrained(path).to(device).eval() for name, path in drafts.items()}
+    teacher = load_pretrained(VQGPTForCausalLM, teacher_path, "teacher_path", device)
+    models = {name: load_pretrained(VQGPTForCausalLM, path, f"draft {name}", device) for name, path in drafts.items()}
     g = torch.Generator(device=device)
     methods = {"plain": lambda: plain_sample(teacher, prompt, generator=g)}
     for name, draft in models.items():
@@ -34,9 +36,7 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
     times = {k: [] for k in methods}
     alphas = {k: [] for k in methods}
     for rep in range(-1, reps):  # rep -1 is the warm-up
-        classes = teacher.config.num_classes  # rep % 10 on the digits: the class cycles with the image
-        labels = torch.tensor([rep % classes]).to(device) if classes else None
-        prompt = teacher.class_prompt(labels, batch_size=1)
+        prompt = class_prompts(teacher, 1, first=rep)  # the class cycles with the image
         for k, fn in methods.items():
             g.manual_seed(1000 + rep)
             (dt,), (out,) = time_calls(fn, repeats=1, warmup=0, device=device)  # synchronised around the call

@@ -12,10 +12,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..data import DataArguments
+from ..hub import checkpoint_path, load_pretrained
 from ..images import images_to_tensor, save_image_grid
 from ..metrics import load_metric
 from ..metrics.quality import inception_metrics
 from ..models import VQGPTForCausalLM, VQTokenizer
+from ..pipeline import class_prompts, decode_sequences
 from ..speculative import latent_neighbours, plain_sample, speculative_sample
 
 
@@ -55,25 +57,24 @@ def _sample(method, teacher, draft, prompts, args, neighbours=None):
 
 def evaluate_quality(args: QualityArguments, data_args: DataArguments | None = None) -> dict:
     data_args = data_args or DataArguments()
-    path = lambda name: os.path.join(args.checkpoints_dir, name)  # noqa: E731
-    teacher = VQGPTForCausalLM.from_pretrained(path(args.teacher)).to(args.device).eval()
-    tokenizer = VQTokenizer.from_pretrained(path(args.tokenizer)).to(args.device).eval()
-    classifier_path = path(args.classifier)
+    load = lambda cls, name, argument: load_pretrained(cls, checkpoint_path(args.checkpoints_dir, name), argument, args.device)  # noqa: E731
+    teacher = load(VQGPTForCausalLM, args.teacher, "teacher")
+    tokenizer = load(VQTokenizer, args.tokenizer, "tokenizer")
+    classifier_path = os.path.join(args.checkpoints_dir, args.classifier)
     splits = data_args.load()
     held_out = images_to_tensor(list(splits["validation"][:]["image"]) + list(splits["test"][:]["image"]), data_args.resolution)
     n = min(args.num_images, len(held_out))
     references = held_out[:n]
     train_images = images_to_tensor(splits["train"].select(range(n))[:]["image"], data_args.resolution)
 
-    labels = torch.arange(n) % teacher.config.num_classes
-    prompts = teacher.class_prompt(labels.to(args.device))
+    prompts = class_prompts(teacher, n)
     methods = {"real (train split)": train_images}
-    decode = lambda seq: tokenizer.decode_from_indices(seq[:, 1:].reshape(-1, teacher.config.grid_h, teacher.config.grid_w)).clamp(-1, 1).cpu()  # noqa: E731
+    decode = lambda sequences: decode_sequences(tokenizer, sequences, teacher.config).clamp(-1, 1).cpu()  # noqa: E731
     methods["teacher"] = decode(_sample("alone", teacher, teacher, prompts, args))
-    drafts = {name: VQGPTForCausalLM.from_pretrained(path(name)).to(args.device).eval() for name in args.drafts if os.path.isdir(path(name))}
+    drafts = {name: load(VQGPTForCausalLM, name, "drafts") for name in args.drafts if os.path.isdir(os.path.join(args.checkpoints_dir, name))}
     for name, model in drafts.items():
         methods[f"{name} alone"] = decode(_sample("alone", teacher, model, prompts, args))
-    draft = drafts.get(args.speculative_draft) or VQGPTForCausalLM.from_pretrained(path(args.speculative_draft)).to(args.device).eval()
+    draft = drafts.get(args.speculative_draft) or load(VQGPTForCausalLM, args.speculative_draft, "speculative_draft")
     methods[f"speculative ({args.speculative_draft}, gamma={args.gamma})"] = decode(_sample("speculative", teacher, draft, prompts, args))
     if args.relaxed_neighbours:
         neighbours = latent_neighbours(tokenizer.quantize.embedding.weight.detach(), args.relaxed_neighbours)

@@ -17,7 +17,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from ..hub import checkpoint_path, load_pretrained
 from ..models import VQGPTForCausalLM
+from ..pipeline import class_prompts
 from ..speculative import EarlyExitDraft, expected_speedup, plain_sample, speculative_sample
 from .timing import quartiles, time_calls
 
@@ -64,20 +66,16 @@ class BenchmarkArguments:
 
 def load_models(args: BenchmarkArguments):
     """Teacher and the drafts that exist: `{name: model}`, plus notes on the missing ones."""
-    def path(name):
-        local = os.path.join(args.checkpoints_dir, name)
-        return local if os.path.isdir(local) else name
-
-    teacher = VQGPTForCausalLM.from_pretrained(path(args.teacher)).to(args.device).eval()
+    teacher = load_pretrained(VQGPTForCausalLM, checkpoint_path(args.checkpoints_dir, args.teacher), "teacher", args.device)
     drafts, notes = {}, []
     for name in args.drafts:
         if not os.path.isdir(os.path.join(args.checkpoints_dir, name)) and "/" not in name:
             notes.append(f"skipped draft {name!r}: no folder {os.path.join(args.checkpoints_dir, name)}")
             continue
         try:
-            drafts[name] = VQGPTForCausalLM.from_pretrained(path(name)).to(args.device).eval()
-        except (OSError, ValueError) as error:
-            notes.append(f"skipped draft {name!r}: {type(error).__name__}")
+            drafts[name] = load_pretrained(VQGPTForCausalLM, checkpoint_path(args.checkpoints_dir, name), "drafts", args.device)
+        except ValueError as error:
+            notes.append(f"skipped draft {name!r}: {error}")
     for layers in args.self_speculative_layers:
         drafts[f"self-{layers}L"] = EarlyExitDraft(teacher, layers)
     return teacher, drafts, notes
@@ -104,7 +102,7 @@ def run_benchmark(args: BenchmarkArguments) -> dict:
 
     per_token = {}  # (name, B) -> seconds per token of plain decoding, for the cost ratio c
     for method, name, gamma, B in tqdm(jobs, desc="benchmark"):
-        prompt = teacher.class_prompt(torch.arange(B) % max(config.num_classes, 1)) if config.num_classes else teacher.class_prompt(None, batch_size=B)
+        prompt = class_prompts(teacher, B)
         generator = torch.Generator(device=args.device).manual_seed(args.seed)
         outputs_are_stats = False
         if method == "teacher-hf-generate":

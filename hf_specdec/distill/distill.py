@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from ..hub import load_pretrained
 from ..models import STUDENT_IDS, VQGPTForCausalLM, VQTokenizer
+from ..pipeline import class_prompts
 from ..speculative import acceptance_alpha, warp_logits
 from .losses import DIVERGENCES, divergence, forward_kl, hybrid_distillation_loss
 
@@ -133,11 +135,6 @@ def sample_sequences(model, prompts: torch.Tensor, batch_size: int = 256, seed: 
     return torch.cat(out)
 
 
-def class_prompts(model, labels: torch.Tensor) -> torch.Tensor:
-    """`(N, 1)` prompts for class ids (null prompts for an unconditional model)."""
-    return model.class_prompt(labels if model.config.num_classes else None, batch_size=len(labels))
-
-
 def distillation_loss(args: DistillArguments, teacher, student, ids: torch.Tensor):
     """The configured loss on sequences `ids` `(B, 1 + h*w)`: teacher labels every position (no gradient)."""
     with torch.no_grad():
@@ -157,8 +154,8 @@ def run_distillation(data_args, args: DistillArguments, training_args):
     from ..training.teacher import collate_tokens, drop_class, evaluate_loss, token_splits
 
     accelerator = make_accelerator(training_args)
-    teacher = VQGPTForCausalLM.from_pretrained(args.teacher_path).eval().requires_grad_(False)
-    tokenizer = VQTokenizer.from_pretrained(args.tokenizer_path)
+    teacher = load_pretrained(VQGPTForCausalLM, args.teacher_path, "teacher_path").requires_grad_(False)
+    tokenizer = load_pretrained(VQTokenizer, args.tokenizer_path, "tokenizer_path")
     with accelerator.main_process_first():
         splits = token_splits(data_args, tokenizer)
     teacher.to(accelerator.device)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..data import DataArguments, precompute_tokens, token_sequences
+from ..hub import load_pretrained
 from ..models import VQGPTConfig, VQGPTForCausalLM, VQTokenizer
 from ..pipeline import check_tokenizer_matches
 from .trainer import TrainingArguments, make_accelerator, train
@@ -65,7 +66,7 @@ def evaluate_loss(model, sequences: torch.Tensor, batch_size: int = 256) -> dict
 
 def train_teacher(data_args: DataArguments, model_args: TeacherArguments, args: TrainingArguments) -> VQGPTForCausalLM:
     accelerator = make_accelerator(args)
-    tokenizer = VQTokenizer.from_pretrained(model_args.tokenizer_path)
+    tokenizer = load_pretrained(VQTokenizer, model_args.tokenizer_path, "tokenizer_path")
     with accelerator.main_process_first():  # one process writes the token cache, the others read it
         splits = token_splits(data_args, tokenizer)
     h, w = tokenizer.grid_size(data_args.resolution)
