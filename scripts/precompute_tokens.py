@@ -9,10 +9,9 @@ Training scripts call the same cached step, so running this first is optional; i
 from dataclasses import dataclass, field
 
 from hf_specdec.cli import parse_args
-from hf_specdec.data import DataArguments
+from hf_specdec.data import DataArguments, token_splits
 from hf_specdec.hub import load_pretrained
 from hf_specdec.models import VQTokenizer
-from hf_specdec.training.teacher import token_splits
 
 
 @dataclass

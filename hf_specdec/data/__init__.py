@@ -10,4 +10,11 @@ from .images import (
     split_dataset,
 )
 from .config import DataArguments
-from .tokens import precompute_tokens, token_sequences, tokenizer_fingerprint
+from .tokens import (
+    collate_tokens,
+    drop_class,
+    precompute_tokens,
+    token_sequences,
+    token_splits,
+    tokenizer_fingerprint,
+)

@@ -136,11 +136,30 @@ def load_mini_imagenet_dogs(
     return _merge_and_split(dogs, val_fraction, test_fraction, seed)
 
 
-DATASET_LOADERS = {"digits": load_digits_dataset, "mini-imagenet-dogs": load_mini_imagenet_dogs, "imagefolder": load_imagefolder}
+DATASETS = ("digits", "mini-imagenet-dogs", "imagefolder")
 
 
-def load_image_dataset(name: str, **kwargs) -> DatasetDict:
-    """Dispatch to a loader by name: `digits`, `mini-imagenet-dogs` or `imagefolder` (with `data_dir=`)."""
-    if name not in DATASET_LOADERS:
-        raise ValueError(f"`dataset` must be one of {sorted(DATASET_LOADERS)}, got {name!r}.")
-    return DATASET_LOADERS[name](**kwargs)
+def load_image_dataset(
+    name: str,
+    resolution: int = 32,
+    data_dir: str | None = None,
+    repo_id: str = "timm/mini-imagenet",
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+) -> DatasetDict:
+    """The one dispatch by dataset name; each loader takes the options that concern it.
+
+    Args:
+        name: `digits` (rendered at `resolution`), `mini-imagenet-dogs` (from the Hub dataset `repo_id`) or
+            `imagefolder` (the folder `data_dir`).
+        val_fraction, test_fraction, seed: the stratified split (see `split_dataset`).
+    """
+    split = dict(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    if name == "digits":
+        return load_digits_dataset(resolution, **split)
+    if name == "mini-imagenet-dogs":
+        return load_mini_imagenet_dogs(repo_id, **split)
+    if name == "imagefolder":
+        return load_imagefolder(data_dir, **split)
+    raise ValueError(f"`dataset` must be one of {sorted(DATASETS)}, got {name!r}.")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from ..data import collate_tokens, drop_class, token_splits
 from ..hub import load_pretrained
 from ..models import STUDENT_IDS, VQGPTForCausalLM, VQTokenizer
 from ..pipeline import class_prompts
@@ -151,7 +152,7 @@ def distillation_loss(args: DistillArguments, teacher, student, ids: torch.Tenso
 def run_distillation(data_args, args: DistillArguments, training_args):
     """Train a student of `args.student_depth` from the teacher; writes it with `distill_metrics.json`."""
     from ..training import make_accelerator, train
-    from ..training.teacher import collate_tokens, drop_class, evaluate_loss, token_splits
+    from ..training.teacher import evaluate_loss
 
     accelerator = make_accelerator(training_args)
     teacher = load_pretrained(VQGPTForCausalLM, args.teacher_path, "teacher_path").requires_grad_(False)
