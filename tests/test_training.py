@@ -89,6 +89,28 @@ def test_teacher_overfits_one_small_batch(tmp_path):
     assert VQGPTForCausalLM.from_pretrained(tmp_path).num_parameters() == trained.num_parameters()
 
 
+def test_batch_fn_rebuilds_the_batch_before_the_loss_without_gradients(tmp_path):
+    """On-policy samples are drawn before the loss (as in TRL's GKD trainer), not inside it under autocast."""
+    model = tiny_model(0)
+    batch = torch.cat([16 + torch.arange(4)[:, None] % 3, torch.randint(0, 16, (4, 16))], dim=1)
+    seen = []
+
+    def batch_fn(unwrapped, ids, step):
+        seen.append(("batch", torch.is_grad_enabled(), unwrapped is model, ids.flip(0).tolist()))
+        return ids.flip(0), {}
+
+    def loss_fn(m, ids, step):
+        seen.append(("loss", torch.is_grad_enabled(), ids.tolist()))
+        return m(ids, labels=ids, use_cache=False).loss, {}
+
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_batch_size=4, eval_every=0,
+                             save_every=0, log_every=1)
+    train(model, list(batch), loss_fn, args, collate_fn=torch.stack, batch_fn=batch_fn)
+    assert [s[0] for s in seen] == ["batch", "loss", "batch", "loss"]
+    assert seen[0][1:3] == (False, True) and seen[1][1]
+    assert seen[1][2] == seen[0][3]  # the loss saw the rebuilt (flipped) batch
+
+
 @pytest.mark.parametrize("loss", ["hybrid", "tv", "forward_kl"])
 def test_distillation_raises_expected_acceptance(loss):
     teacher = tiny_model(0, num_hidden_layers=3)

@@ -177,13 +177,18 @@ def run_distillation(data_args, args: DistillArguments, training_args):
     metrics: dict = {}
     on_policy_rng = random.Random(training_args.seed + accelerator.process_index)
 
-    def loss_fn(model, ids, step):
+    def batch_fn(student, ids, step):
+        # Sampled before the loss, without gradients and outside autocast / accumulation (TRL's GKD trainer
+        # samples in its training step, then computes the loss): the student's own samples after the same
+        # (class or null) prompts, with probability lmbda.
         ids = drop_class(ids.to(accelerator.device), teacher.config, teacher.config.class_dropout_prob)
         on_policy = args.lmbda > 0 and on_policy_rng.random() < args.lmbda
-        if on_policy:  # the student's own samples after the same (class or null) prompts
-            own = accelerator.unwrap_model(model)
-            ids = sample_sequences(own, ids[:, :1], seed=on_policy_rng.randrange(2**31), **generation)
-        return distillation_loss(args, teacher, model, ids), {"on_policy": float(on_policy)}
+        if on_policy:
+            ids = sample_sequences(student, ids[:, :1], seed=on_policy_rng.randrange(2**31), **generation)
+        return ids, {"on_policy": float(on_policy)}
+
+    def loss_fn(model, ids, step):
+        return distillation_loss(args, teacher, model, ids), {}
 
     def eval_fn(model, step):
         result = expected_acceptance(teacher, model, alpha_sequences, **generation)
@@ -202,4 +207,5 @@ def run_distillation(data_args, args: DistillArguments, training_args):
             json.dump(summary, f, indent=2)
 
     run_config = {"data": vars(data_args), "distill": vars(args)}
-    return train(student, train_data, loss_fn, training_args, accelerator, collate, eval_fn, save_fn, run_config)
+    return train(student, train_data, loss_fn, training_args, accelerator, collate, eval_fn, save_fn, run_config,
+                 batch_fn=batch_fn)
