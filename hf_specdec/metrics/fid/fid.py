@@ -10,14 +10,15 @@ from hf_specdec.metrics.quality import fid_with_ci
 
 _DESCRIPTION = """FID (Heusel et al. 2017) between generated `predictions` and real `references`, images (3, H, W)
 in [-1, 1], on the penultimate features of `classifier_path` (a DigitsClassifier), computed with torchmetrics'
-FrechetInceptionDistance, with a percentile bootstrap interval over `bootstrap_rounds` resamples."""
+FrechetInceptionDistance, with a 95% normal bootstrap interval: `fid +- 1.96 sd`, `sd` the spread of FID over
+`bootstrap_rounds` resamples with replacement (`hf_specdec.metrics.quality.bootstrap` says why not percentiles)."""
 
 _KWARGS = """
 Args:
     predictions: generated images, each (3, H, W) in [-1, 1].
     references: real images, each (3, H, W) in [-1, 1].
     classifier_path: folder of a saved DigitsClassifier.
-    bootstrap_rounds: resamples for the interval (>= 1).
+    bootstrap_rounds: resamples for the interval (>= 2; with 1 the interval is NaN).
 Returns:
     fid, fid_low, fid_high
 """
