@@ -10,6 +10,7 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
+from ..hub import load_pretrained
 from ..images import from_uint8
 from ..models.safetensors_only import SafetensorsOnlyMixin
 
@@ -52,6 +53,11 @@ class ClassifierFeatures(nn.Module):
         self.classifier = classifier.eval()
         self.kind = kind
         self.num_features = classifier.feature_dim if kind == "features" else classifier.config.num_classes
+
+    @classmethod
+    def from_pretrained(cls, classifier_path: str, kind: str = "features") -> "ClassifierFeatures":
+        """The extractor of the `DigitsClassifier` saved in `classifier_path` (a folder or Hub repo id)."""
+        return cls(load_pretrained(DigitsClassifier, classifier_path, "classifier_path"), kind)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:

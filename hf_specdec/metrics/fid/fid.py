@@ -5,7 +5,6 @@ import evaluate
 import torch
 
 from hf_specdec.metrics.classifier import ClassifierFeatures
-from hf_specdec.metrics.classifier import DigitsClassifier
 from hf_specdec.metrics.quality import fid_with_ci
 
 _DESCRIPTION = """FID (Heusel et al. 2017) between generated `predictions` and real `references`, images (3, H, W)
@@ -35,7 +34,7 @@ class FID(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, classifier_path, bootstrap_rounds=100, seed=0):
-        extractor = ClassifierFeatures(DigitsClassifier.from_pretrained(classifier_path), "features")
+        extractor = ClassifierFeatures.from_pretrained(classifier_path, "features")
         fake = extractor((torch.as_tensor(predictions) + 1) / 2)
         real = extractor((torch.as_tensor(references) + 1) / 2)
         value, (low, high) = fid_with_ci(real, fake, rounds=max(bootstrap_rounds, 1), seed=seed)
