@@ -15,7 +15,10 @@ from hf_specdec.bench.paired import paired_benchmark
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) < 3 or argv[0] in ("-h", "--help"):
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return
+    if len(argv) < 3:
         raise SystemExit(__doc__)
     device, reps = argv[0], int(argv[1])
     pairs = [arg.split("=", 1) for arg in argv[2:]]
