@@ -1,11 +1,35 @@
-"""Model cards for the project's models, rendered from the templates in `model_cards/` with `model-index` results."""
+"""The project's models and the Hub: loading by folder or repo id with a clear error, model cards rendered from the
+templates in `model_cards/` with `model-index` results, and pushing."""
 
 import json
 import os
 
+import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "model_cards")
+
+
+def checkpoint_path(checkpoints_dir: str, name: str) -> str:
+    """`checkpoints_dir/name` where that folder exists, else `name` itself (a path or a Hub repo id)."""
+    local = os.path.join(checkpoints_dir, name)
+    return local if os.path.isdir(local) else name
+
+
+def load_pretrained(cls, name: str, argument: str, device: str | torch.device | None = None):
+    """`cls.from_pretrained(name)` in eval mode (on `device` if given), for a model folder or a Hub repo id.
+
+    Raises `ValueError` naming `argument` (the option the user set) when `name` is neither a folder holding a
+    `cls` nor a reachable repo id.
+    """
+    try:
+        model = cls.from_pretrained(name)
+    except (OSError, ValueError) as error:
+        if os.path.isdir(name):
+            raise ValueError(f"`{argument}` {name!r} is a folder but holds no {cls.__name__} ({type(error).__name__}).") from None
+        raise ValueError(f"`{argument}` {name!r} is neither a model folder nor a reachable Hub repo id ({type(error).__name__}).") from None
+    return model.eval() if device is None else model.to(device).eval()
+
 
 # metric name -> (metric type, human name), as they appear in model-index
 METRICS = {

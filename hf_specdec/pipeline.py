@@ -1,4 +1,5 @@
-"""Glue between a tokenizer and a VQGPT: compatibility checks and class prompts -> images."""
+"""Glue between a tokenizer and a VQGPT: compatibility checks, class prompts for a batch, token sequences ->
+images, and `sample_images` (prompts -> `generate` -> images)."""
 
 import torch
 
@@ -19,8 +20,38 @@ def check_tokenizer_matches(tokenizer, config) -> None:
         )
 
 
+def class_prompts(model: VQGPTForCausalLM, labels: torch.Tensor | list[int] | int, first: int = 0) -> torch.LongTensor:
+    """Prompts `(B, 1)` for a batch, on the model's device.
+
+    Args:
+        labels: class ids `(B,)`; or a batch size `B`, to cycle through the classes `first, first + 1, ...`
+            (modulo `num_classes`).
+        first: the class of the first row when `labels` is a batch size.
+
+    An unconditional model (`num_classes=0`) gets `B` null prompts either way.
+    """
+    num_classes = model.config.num_classes
+    if isinstance(labels, int):
+        labels = (first + torch.arange(labels)) % max(num_classes, 1)
+    if num_classes == 0:
+        return model.class_prompt(None, batch_size=len(labels))
+    return model.class_prompt(labels)
+
+
+def sequence_codes(sequences: torch.LongTensor, config) -> torch.LongTensor:
+    """Token sequences `(B, 1 + h*w)` (prompt token, then the codes) -> code grids `(B, h, w)`."""
+    return sequences[:, 1:].reshape(-1, config.grid_h, config.grid_w)
+
+
 @torch.no_grad()
-def generate_images(
+def decode_sequences(tokenizer, sequences: torch.LongTensor, config) -> torch.Tensor:
+    """Token sequences `(B, 1 + h*w)` -> images `(B, C, H, W)` (about [-1, 1]) through `tokenizer`, on its device."""
+    device = next(iter(tokenizer.parameters()), torch.empty(0)).device
+    return tokenizer.decode_from_indices(sequence_codes(sequences, config).to(device))
+
+
+@torch.no_grad()
+def sample_images(
     model: VQGPTForCausalLM, tokenizer, labels=None, num_images: int | None = None, **generate_kwargs
 ) -> tuple[torch.Tensor, torch.LongTensor]:
     """Sample images for class ids `labels` (or `num_images` unconditional ones) with `model.generate`.
@@ -31,6 +62,4 @@ def generate_images(
     check_tokenizer_matches(tokenizer, model.config)
     prompt = model.class_prompt(labels, batch_size=num_images)
     sequences = model.generate(prompt, **generate_kwargs)  # the default max_length is the whole grid
-    codes = sequences[:, 1:].reshape(-1, model.config.grid_h, model.config.grid_w)
-    device = next(iter(tokenizer.parameters()), torch.empty(0)).device
-    return tokenizer.decode_from_indices(codes.to(device)), codes
+    return decode_sequences(tokenizer, sequences, model.config), sequence_codes(sequences, model.config)

@@ -8,7 +8,7 @@
 Writes results.json, results.md and PNGs to --output_dir.
 """
 
-from hf_specdec.benchmark import BenchmarkArguments, run_benchmark
+from hf_specdec.bench.speed import BenchmarkArguments, run_benchmark
 from hf_specdec.cli import parse_args
 
 

@@ -9,7 +9,7 @@ Writes results.json, results.md and sample grids to --output_dir.
 
 from hf_specdec.cli import parse_args
 from hf_specdec.data import DataArguments
-from hf_specdec.metrics.evaluation import QualityArguments, evaluate_quality
+from hf_specdec.bench.quality import QualityArguments, evaluate_quality
 
 
 def main(argv=None):

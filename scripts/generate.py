@@ -11,13 +11,13 @@ Prints the teacher-alone time, the speculative time, the speedup and the accepta
 import sys
 
 from hf_specdec.cli import parse_args
-from hf_specdec.generate_job import GenerateArguments, run_generate
+from hf_specdec.bench.sample_grid import SampleGridArguments, run_sample_grid
 
 
 def main(argv=None):
     try:
-        (args,) = parse_args((GenerateArguments,), argv, description=__doc__)
-        result = run_generate(args)
+        (args,) = parse_args((SampleGridArguments,), argv, description=__doc__)
+        result = run_sample_grid(args)
     except ValueError as error:
         sys.exit(f"error: {error}")
     print(f"{result['images']} images -> {result['output']}")

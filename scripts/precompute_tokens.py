@@ -9,9 +9,9 @@ Training scripts call the same cached step, so running this first is optional; i
 from dataclasses import dataclass, field
 
 from hf_specdec.cli import parse_args
-from hf_specdec.data import DataArguments
+from hf_specdec.data import DataArguments, token_splits
+from hf_specdec.hub import load_pretrained
 from hf_specdec.models import VQTokenizer
-from hf_specdec.training.teacher import token_splits
 
 
 @dataclass
@@ -21,7 +21,7 @@ class TokenizerPath:
 
 def main(argv=None):
     data_args, paths = parse_args((DataArguments, TokenizerPath), argv, description=__doc__)
-    tokenizer = VQTokenizer.from_pretrained(paths.tokenizer_path)
+    tokenizer = load_pretrained(VQTokenizer, paths.tokenizer_path, "tokenizer_path")
     for name, split in token_splits(data_args, tokenizer).items():
         stats = tokenizer.codebook_usage(split[:]["codes"])
         print(f"{name}: {len(split)} images, codebook usage {stats['usage']:.1%}, perplexity {stats['perplexity']:.1f}")

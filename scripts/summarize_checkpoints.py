@@ -37,4 +37,7 @@ def main(folder: str = "checkpoints/digits") -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print(__doc__)
+    else:
+        main(*sys.argv[1:])

@@ -5,7 +5,8 @@ import json
 import pytest
 from PIL import Image
 
-from hf_specdec.benchmark import BenchmarkArguments, run_benchmark
+from hf_specdec.bench.paired import paired_benchmark
+from hf_specdec.bench.speed import BenchmarkArguments, run_benchmark
 from tests.conftest import tiny_model
 from tests.test_tokenizers import tiny_vq
 
@@ -50,17 +51,10 @@ def test_benchmark_arguments_are_checked():
 
 
 def test_paired_benchmark_interleaves_every_method(tmp_path):
-    import importlib.util
-    from pathlib import Path
-
     teacher = tiny_model(0, num_hidden_layers=3, codebook_size=16, grid_h=4, grid_w=4)
     teacher.save_pretrained(tmp_path / "teacher")
     tiny_model(1, num_hidden_layers=1, codebook_size=16, grid_h=4, grid_w=4).save_pretrained(tmp_path / "draft")
-    path = Path(__file__).resolve().parents[1] / "scripts" / "paired_benchmark.py"
-    spec = importlib.util.spec_from_file_location("paired_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    result = module.main("cpu", 2, {"d": str(tmp_path / "draft")}, teacher_path=str(tmp_path / "teacher"))
+    result = paired_benchmark("cpu", 2, {"d": str(tmp_path / "draft")}, teacher_path=str(tmp_path / "teacher"))
     rows = result["results"]
     assert set(rows) == {"plain", "d g6", "d g8", "d adaptive"}
     assert rows["plain"]["speedup_vs_plain"] == 1.0 and rows["plain"]["alpha"] is None

@@ -7,7 +7,7 @@ import torch
 
 from hf_specdec.data import DataArguments, images_to_tensor
 from hf_specdec.metrics.classifier import DigitsClassifier, accuracy, train_classifier
-from hf_specdec.metrics.evaluation import QualityArguments, evaluate_quality
+from hf_specdec.bench.quality import QualityArguments, evaluate_quality
 from hf_specdec.metrics.quality import fid_with_ci
 from tests.conftest import tiny_model
 from tests.test_tokenizers import tiny_vq
@@ -53,7 +53,7 @@ def test_classifier_learns_digits_and_the_pipeline_runs(tmp_path):
 
 
 def test_inception_option_fails_with_guidance_offline():
-    from hf_specdec.metrics.evaluation import inception_metrics
+    from hf_specdec.metrics.quality import inception_metrics
 
     images = torch.zeros(2, 3, 32, 32)
     try:

@@ -6,7 +6,7 @@ from diffusers import VQModel
 
 from hf_specdec import PaletteTokenizer, VQTokenizer
 from hf_specdec.models.vq_tokenizer import EMAVectorQuantizer, codebook_statistics
-from hf_specdec.pipeline import check_tokenizer_matches, generate_images
+from hf_specdec.pipeline import check_tokenizer_matches, sample_images
 from tests.conftest import tiny_config, tiny_model
 
 TINY_VQ = dict(block_out_channels=(32, 32, 32), num_vq_embeddings=16, latent_channels=8)
@@ -127,7 +127,7 @@ def test_tokenizer_must_match_the_model():
         check_tokenizer_matches(tiny_vq(), tiny_config(codebook_size=16, grid_h=4, grid_w=4))
 
 
-def test_generate_images_end_to_end():
+def test_sample_images_end_to_end():
     model = tiny_model(codebook_size=16, grid_h=8, grid_w=8)
-    pictures, codes = generate_images(model, tiny_vq(), labels=[0, 2], do_sample=True, top_k=None)
+    pictures, codes = sample_images(model, tiny_vq(), labels=[0, 2], do_sample=True, top_k=None)
     assert pictures.shape == (2, 3, 32, 32) and codes.shape == (2, 8, 8)

@@ -16,7 +16,8 @@ from PIL import Image
 from hf_specdec import VQGPTForCausalLM
 from hf_specdec.cli import parse_args
 from hf_specdec.distill import DistillArguments, expected_acceptance, make_student, sample_sequences
-from hf_specdec.distill.distill import class_prompts, distillation_loss
+from hf_specdec.distill.distill import distillation_loss
+from hf_specdec.pipeline import class_prompts
 from hf_specdec.training import TrainingArguments, list_checkpoints, train
 from tests.conftest import tiny_model
 
@@ -86,6 +87,28 @@ def test_teacher_overfits_one_small_batch(tmp_path):
     with torch.no_grad():
         assert trained.eval()(batch, labels=batch, use_cache=False).loss.item() < 0.05
     assert VQGPTForCausalLM.from_pretrained(tmp_path).num_parameters() == trained.num_parameters()
+
+
+def test_batch_fn_rebuilds_the_batch_before_the_loss_without_gradients(tmp_path):
+    """On-policy samples are drawn before the loss (as in TRL's GKD trainer), not inside it under autocast."""
+    model = tiny_model(0)
+    batch = torch.cat([16 + torch.arange(4)[:, None] % 3, torch.randint(0, 16, (4, 16))], dim=1)
+    seen = []
+
+    def batch_fn(unwrapped, ids, step):
+        seen.append(("batch", torch.is_grad_enabled(), unwrapped is model, ids.flip(0).tolist()))
+        return ids.flip(0), {}
+
+    def loss_fn(m, ids, step):
+        seen.append(("loss", torch.is_grad_enabled(), ids.tolist()))
+        return m(ids, labels=ids, use_cache=False).loss, {}
+
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_batch_size=4, eval_every=0,
+                             save_every=0, log_every=1)
+    train(model, list(batch), loss_fn, args, collate_fn=torch.stack, batch_fn=batch_fn)
+    assert [s[0] for s in seen] == ["batch", "loss", "batch", "loss"]
+    assert seen[0][1:3] == (False, True) and seen[1][1]
+    assert seen[1][2] == seen[0][3]  # the loss saw the rebuilt (flipped) batch
 
 
 @pytest.mark.parametrize("loss", ["hybrid", "tv", "forward_kl"])

@@ -25,10 +25,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from ..hub import checkpoint_path, load_pretrained
 from ..models import VQGPTForCausalLM
-from ..speculative import EarlyExitDraft, SamplingConfig, clear_decoders, get_decoder
-from ..speculative.decoding import SpeculativeOutput
+from ..pipeline import class_prompts
+from ..speculative import EarlyExitDraft, SamplingConfig, SpeculativeOutput, clear_decoders, get_decoder
 from ..speculative.legacy import legacy_plain_sample, legacy_speculative_sample
+from .timing import quartiles, synchronize
 
 METHODS = ("legacy", "eager", "compile", "cuda-graph", "hf-generate", "hf-static", "hf-assisted")
 
@@ -72,14 +74,8 @@ class EngineBenchmarkArguments:
             raise ValueError("`device` is cuda but no CUDA device is available.")
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _load(args, name):
-    local = os.path.join(args.checkpoints_dir, name)
-    return VQGPTForCausalLM.from_pretrained(local if os.path.isdir(local) else name).to(args.device).eval()
+def _load(args, name, argument):
+    return load_pretrained(VQGPTForCausalLM, checkpoint_path(args.checkpoints_dir, name), argument, args.device)
 
 
 def _methods(args, teacher, draft, B):
@@ -133,18 +129,18 @@ def _peak_memory(fn, device) -> int | None:
     """Peak bytes allocated by one call above what was allocated before it (CUDA only)."""
     if device.type != "cuda":
         return None
-    _sync(device)
+    synchronize(str(device))
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
     fn()
-    _sync(device)
+    synchronize(str(device))
     return torch.cuda.max_memory_allocated(device) - before
 
 
 def run_engine_benchmark(args: EngineBenchmarkArguments) -> dict:
     """Measure; write `results.json` and `results.md` to `args.output_dir`; return the results."""
     device = torch.device(args.device)
-    teacher, draft = _load(args, args.teacher), _load(args, args.draft)
+    teacher, draft = _load(args, args.teacher, "teacher"), _load(args, args.draft, "draft")
     config = teacher.config
     new_tokens = config.num_image_tokens
     started = time.perf_counter()
@@ -154,8 +150,7 @@ def run_engine_benchmark(args: EngineBenchmarkArguments) -> dict:
             notes.append(f"batch {B} skipped: the time budget of {args.time_budget_s:.0f} s was spent")
             continue
         clear_decoders()
-        labels = torch.arange(B, device=device) % max(config.num_classes, 1)
-        prompt = teacher.class_prompt(labels) if config.num_classes else teacher.class_prompt(None, batch_size=B)
+        prompt = class_prompts(teacher, B)
         methods = _methods(args, teacher, draft, B)
         times = {name: [] for name in methods}
         first_call = {}
@@ -168,10 +163,10 @@ def run_engine_benchmark(args: EngineBenchmarkArguments) -> dict:
                 generator = torch.Generator(device=device).manual_seed(args.seed * 100_003 + rep)
                 torch.manual_seed(args.seed * 100_003 + rep)  # the HF paths draw from the global generator
                 try:
-                    _sync(device)
+                    synchronize(str(device))
                     tic = time.perf_counter()
                     out = fn(prompt, generator)
-                    _sync(device)
+                    synchronize(str(device))
                 except Exception as error:  # a method that cannot run here is reported, not fatal
                     failed[name] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
                     continue
@@ -188,12 +183,11 @@ def run_engine_benchmark(args: EngineBenchmarkArguments) -> dict:
                 records.append({"method": name, "batch_size": B, "error": failed[name]})
                 continue
             v = times[name]
-            q = statistics.quantiles(v, n=4, method="inclusive") if len(v) > 1 else [v[0]] * 3
-            median = statistics.median(v)
+            p25, median, p75 = quartiles(v)
             mode = name.split("/", 1)[1]
             record = {
                 "method": name, "batch_size": B, "gamma": None if name.startswith("plain/") else args.gamma,
-                "median_ms": 1000 * median, "p25_ms": 1000 * q[0], "p75_ms": 1000 * q[2],
+                "median_ms": 1000 * median, "p25_ms": 1000 * p25, "p75_ms": 1000 * p75,
                 "ms_per_image": 1000 * median / B, "tokens_per_s": B * new_tokens / median,
                 "first_call_s": first_call.get(name),
                 "peak_memory_bytes": _peak_memory(lambda: methods[name](prompt, None), device),
@@ -272,9 +266,9 @@ def check_engine(args: EngineBenchmarkArguments, modes: list[str]) -> dict:
     `teacher.generate()` token for token (with and without guidance), and do sampled images equal the eager
     engine's for the same generator (same random numbers; float rounding may flip a rare near-tie)?"""
     device = torch.device(args.device)
-    teacher, draft = _load(args, args.teacher), _load(args, args.draft)
+    teacher, draft = _load(args, args.teacher, "teacher"), _load(args, args.draft, "draft")
     config = teacher.config
-    prompt = teacher.class_prompt(torch.arange(3, device=device) % max(config.num_classes, 1))
+    prompt = class_prompts(teacher, 3)
     new = config.max_position_embeddings - 1
     report = {}
     for cfg_scale in (None, 2.0):

@@ -1,14 +1,20 @@
+from ..images import images_to_tensor, tensor_to_images
 from .images import (
     DOG_SYNSET_RANGE,
     filter_dog_classes,
-    images_to_tensor,
     is_dog_synset,
     load_digits_dataset,
     load_image_dataset,
     load_imagefolder,
     load_mini_imagenet_dogs,
     split_dataset,
-    tensor_to_images,
 )
 from .config import DataArguments
-from .tokens import precompute_tokens, token_sequences, tokenizer_fingerprint
+from .tokens import (
+    collate_tokens,
+    drop_class,
+    precompute_tokens,
+    token_sequences,
+    token_splits,
+    tokenizer_fingerprint,
+)

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 from datasets import DatasetDict
 
-from .images import load_image_dataset
+from .images import DATASETS, load_image_dataset
 
 
 @dataclass
@@ -19,15 +19,14 @@ class DataArguments:
     token_cache_dir: str = field(default="outputs/token-cache", metadata={"help": "Arrow cache of precomputed tokens."})
 
     def __post_init__(self):
+        if self.dataset not in DATASETS:
+            raise ValueError(f"`dataset` must be one of {', '.join(DATASETS)}; got {self.dataset!r}.")
         if self.dataset == "imagefolder" and not self.data_dir:
             raise ValueError("`data_dir` is required when `dataset` is imagefolder.")
         if self.resolution < 8:
             raise ValueError(f"`resolution` must be >= 8, got {self.resolution}.")
 
     def load(self) -> DatasetDict:
-        split = dict(val_fraction=self.val_fraction, test_fraction=self.test_fraction, seed=self.split_seed)
-        if self.dataset == "digits":
-            return load_image_dataset("digits", resolution=self.resolution, **split)
-        if self.dataset == "imagefolder":
-            return load_image_dataset("imagefolder", data_dir=self.data_dir, **split)
-        return load_image_dataset(self.dataset, repo_id=self.repo_id, **split)
+        """The `train` / `validation` / `test` splits of the configured images."""
+        return load_image_dataset(self.dataset, resolution=self.resolution, data_dir=self.data_dir, repo_id=self.repo_id,
+                                  val_fraction=self.val_fraction, test_fraction=self.test_fraction, seed=self.split_seed)

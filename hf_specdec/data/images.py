@@ -2,14 +2,13 @@
 
 Every loader returns a `DatasetDict` with `train` / `validation` / `test` splits and the columns `image` (PIL),
 `label` (`ClassLabel`) and `id` (the row's index in the source, so that splits can be checked for overlap).
-`images_to_tensor` turns PIL images into the `(B, 3, H, W)` tensors in [-1, 1] that the tokenizers take.
+`hf_specdec.images.images_to_tensor` turns them into the `(B, 3, H, W)` tensors in [-1, 1] that the tokenizers take.
 """
 
 import os
 import re
 
 import numpy as np
-import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value, concatenate_datasets, load_dataset
 from PIL import Image as PILImage
 
@@ -18,27 +17,6 @@ from PIL import Image as PILImage
 # 151-268 of the sorted 1000. Mini-ImageNet keeps a subset of them; the seed trained on those.
 DOG_SYNSET_RANGE = ("n02085620", "n02113978")
 _SYNSET = re.compile(r"n\d{8}")
-
-
-def images_to_tensor(images, resolution: int) -> torch.Tensor:
-    """PIL images -> `(B, 3, resolution, resolution)` float tensor in [-1, 1] (resize + centre crop, RGB)."""
-    arrays = []
-    for image in images:
-        image = image.convert("RGB")
-        scale = resolution / min(image.size)
-        size = (max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale)))
-        image = image.resize(size, PILImage.BICUBIC)
-        left, top = (image.width - resolution) // 2, (image.height - resolution) // 2
-        image = image.crop((left, top, left + resolution, top + resolution))
-        arrays.append(np.asarray(image, dtype=np.float32))
-    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-    return batch / 127.5 - 1.0
-
-
-def tensor_to_images(images: torch.Tensor) -> list:
-    """`(B, 3, H, W)` in [-1, 1] -> list of PIL RGB images."""
-    arrays = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-    return [PILImage.fromarray(a) for a in arrays]
 
 
 def split_dataset(dataset: Dataset, val_fraction: float, test_fraction: float, seed: int) -> DatasetDict:
@@ -158,11 +136,30 @@ def load_mini_imagenet_dogs(
     return _merge_and_split(dogs, val_fraction, test_fraction, seed)
 
 
-DATASET_LOADERS = {"digits": load_digits_dataset, "mini-imagenet-dogs": load_mini_imagenet_dogs, "imagefolder": load_imagefolder}
+DATASETS = ("digits", "mini-imagenet-dogs", "imagefolder")
 
 
-def load_image_dataset(name: str, **kwargs) -> DatasetDict:
-    """Dispatch to a loader by name: `digits`, `mini-imagenet-dogs` or `imagefolder` (with `data_dir=`)."""
-    if name not in DATASET_LOADERS:
-        raise ValueError(f"`dataset` must be one of {sorted(DATASET_LOADERS)}, got {name!r}.")
-    return DATASET_LOADERS[name](**kwargs)
+def load_image_dataset(
+    name: str,
+    resolution: int = 32,
+    data_dir: str | None = None,
+    repo_id: str = "timm/mini-imagenet",
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+) -> DatasetDict:
+    """The one dispatch by dataset name; each loader takes the options that concern it.
+
+    Args:
+        name: `digits` (rendered at `resolution`), `mini-imagenet-dogs` (from the Hub dataset `repo_id`) or
+            `imagefolder` (the folder `data_dir`).
+        val_fraction, test_fraction, seed: the stratified split (see `split_dataset`).
+    """
+    split = dict(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    if name == "digits":
+        return load_digits_dataset(resolution, **split)
+    if name == "mini-imagenet-dogs":
+        return load_mini_imagenet_dogs(repo_id, **split)
+    if name == "imagefolder":
+        return load_imagefolder(data_dir, **split)
+    raise ValueError(f"`dataset` must be one of {sorted(DATASETS)}, got {name!r}.")

@@ -1,4 +1,5 @@
-"""Token precompute (the seed's `precompute_tokens.py`): images -> `(label, codes)` with a cached `Dataset.map`.
+"""Token data: the precompute (the seed's `precompute_tokens.py`: images -> `(label, codes)` with a cached
+`Dataset.map`), model inputs from it (`token_sequences`, `collate_tokens`) and class dropout (`drop_class`).
 
 The map's fingerprint is derived from the source split's fingerprint, the tokenizer's weights and config, and the
 resolution, so a second run with the same inputs reloads the cached Arrow file instead of re-encoding, and any
@@ -13,7 +14,8 @@ import torch
 from datasets import Dataset, DatasetDict
 from safetensors.torch import save as safetensors_bytes
 
-from .images import images_to_tensor
+from ..images import images_to_tensor
+from .config import DataArguments
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -93,3 +95,30 @@ def token_sequences(labels: torch.Tensor, codes: torch.Tensor, codebook_size: in
             raise ValueError(f"`labels` must be in [0, {num_classes}).")
         first = codebook_size + labels
     return torch.cat([first.long().unsqueeze(1), codes.long()], dim=1)
+
+
+def token_splits(data_args: DataArguments, tokenizer) -> DatasetDict:
+    """Precomputed `(label, codes)` splits of the data `data_args` configures (cached by fingerprint)."""
+    return precompute_tokens(data_args.load(), tokenizer, data_args.resolution, cache_dir=data_args.token_cache_dir)
+
+
+def collate_tokens(config):
+    """A `collate_fn` for the model `config`: `(label, codes)` rows -> `(B, 1 + h*w)` model inputs."""
+
+    def collate(rows):
+        labels = torch.stack([torch.as_tensor(r["label"]) for r in rows])
+        codes = torch.stack([torch.as_tensor(r["codes"]) for r in rows])
+        return token_sequences(labels, codes, config.codebook_size, config.num_classes)
+
+    return collate
+
+
+def drop_class(ids: torch.Tensor, config, prob: float) -> torch.Tensor:
+    """Replace the class token of `ids` `(B, 1 + h*w)` by the null token with probability `prob` per row (the class
+    dropout of classifier-free guidance); a no-op for an unconditional model."""
+    if prob <= 0 or config.num_classes == 0:
+        return ids
+    ids = ids.clone()
+    drop = torch.rand(ids.shape[0], device=ids.device) < prob
+    ids[drop, 0] = config.null_token_id
+    return ids

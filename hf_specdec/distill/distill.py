@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from ..data import collate_tokens, drop_class, token_splits
+from ..hub import load_pretrained
 from ..models import STUDENT_IDS, VQGPTForCausalLM, VQTokenizer
+from ..pipeline import class_prompts
 from ..speculative import acceptance_alpha, warp_logits
 from .losses import DIVERGENCES, divergence, forward_kl, hybrid_distillation_loss
 
@@ -133,11 +136,6 @@ def sample_sequences(model, prompts: torch.Tensor, batch_size: int = 256, seed: 
     return torch.cat(out)
 
 
-def class_prompts(model, labels: torch.Tensor) -> torch.Tensor:
-    """`(N, 1)` prompts for class ids (null prompts for an unconditional model)."""
-    return model.class_prompt(labels if model.config.num_classes else None, batch_size=len(labels))
-
-
 def distillation_loss(args: DistillArguments, teacher, student, ids: torch.Tensor):
     """The configured loss on sequences `ids` `(B, 1 + h*w)`: teacher labels every position (no gradient)."""
     with torch.no_grad():
@@ -154,11 +152,11 @@ def distillation_loss(args: DistillArguments, teacher, student, ids: torch.Tenso
 def run_distillation(data_args, args: DistillArguments, training_args):
     """Train a student of `args.student_depth` from the teacher; writes it with `distill_metrics.json`."""
     from ..training import make_accelerator, train
-    from ..training.teacher import collate_tokens, drop_class, evaluate_loss, token_splits
+    from ..training.teacher import evaluate_loss
 
     accelerator = make_accelerator(training_args)
-    teacher = VQGPTForCausalLM.from_pretrained(args.teacher_path).eval().requires_grad_(False)
-    tokenizer = VQTokenizer.from_pretrained(args.tokenizer_path)
+    teacher = load_pretrained(VQGPTForCausalLM, args.teacher_path, "teacher_path").requires_grad_(False)
+    tokenizer = load_pretrained(VQTokenizer, args.tokenizer_path, "tokenizer_path")
     with accelerator.main_process_first():
         splits = token_splits(data_args, tokenizer)
     teacher.to(accelerator.device)
@@ -179,13 +177,18 @@ def run_distillation(data_args, args: DistillArguments, training_args):
     metrics: dict = {}
     on_policy_rng = random.Random(training_args.seed + accelerator.process_index)
 
-    def loss_fn(model, ids, step):
+    def batch_fn(student, ids, step):
+        # Sampled before the loss, without gradients and outside autocast / accumulation (TRL's GKD trainer
+        # samples in its training step, then computes the loss): the student's own samples after the same
+        # (class or null) prompts, with probability lmbda.
         ids = drop_class(ids.to(accelerator.device), teacher.config, teacher.config.class_dropout_prob)
         on_policy = args.lmbda > 0 and on_policy_rng.random() < args.lmbda
-        if on_policy:  # the student's own samples after the same (class or null) prompts
-            own = accelerator.unwrap_model(model)
-            ids = sample_sequences(own, ids[:, :1], seed=on_policy_rng.randrange(2**31), **generation)
-        return distillation_loss(args, teacher, model, ids), {"on_policy": float(on_policy)}
+        if on_policy:
+            ids = sample_sequences(student, ids[:, :1], seed=on_policy_rng.randrange(2**31), **generation)
+        return ids, {"on_policy": float(on_policy)}
+
+    def loss_fn(model, ids, step):
+        return distillation_loss(args, teacher, model, ids), {}
 
     def eval_fn(model, step):
         result = expected_acceptance(teacher, model, alpha_sequences, **generation)
@@ -204,4 +207,5 @@ def run_distillation(data_args, args: DistillArguments, training_args):
             json.dump(summary, f, indent=2)
 
     run_config = {"data": vars(data_args), "distill": vars(args)}
-    return train(student, train_data, loss_fn, training_args, accelerator, collate, eval_fn, save_fn, run_config)
+    return train(student, train_data, loss_fn, training_args, accelerator, collate, eval_fn, save_fn, run_config,
+                 batch_fn=batch_fn)

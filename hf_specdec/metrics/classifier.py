@@ -10,6 +10,8 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
+from ..hub import load_pretrained
+from ..images import from_uint8
 from ..models.safetensors_only import SafetensorsOnlyMixin
 
 
@@ -37,7 +39,7 @@ class DigitsClassifier(SafetensorsOnlyMixin, ModelMixin, ConfigMixin):
 def to_model_range(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] or float [0, 1] (torchmetrics' conventions) -> float [-1, 1]."""
     if images.dtype == torch.uint8:
-        return images.float() / 127.5 - 1.0
+        return from_uint8(images)
     return images.float() * 2.0 - 1.0
 
 
@@ -51,6 +53,11 @@ class ClassifierFeatures(nn.Module):
         self.classifier = classifier.eval()
         self.kind = kind
         self.num_features = classifier.feature_dim if kind == "features" else classifier.config.num_classes
+
+    @classmethod
+    def from_pretrained(cls, classifier_path: str, kind: str = "features") -> "ClassifierFeatures":
+        """The extractor of the `DigitsClassifier` saved in `classifier_path` (a folder or Hub repo id)."""
+        return cls(load_pretrained(DigitsClassifier, classifier_path, "classifier_path"), kind)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -2,12 +2,15 @@
 
 Features are extracted once; each bootstrap replicate resamples the feature rows with replacement and recomputes
 the metric with torchmetrics on an identity "feature extractor", so the numbers are torchmetrics' own formulas.
+`inception_metrics` gives the standard Inception-feature FID / IS where torch-fidelity's weights are available.
 """
 
 import torch
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
+
+from ..images import to_uint8
 
 
 class _Identity(nn.Module):
@@ -56,3 +59,18 @@ def fid_with_ci(real_features: torch.Tensor, fake_features: torch.Tensor, rounds
 
 def inception_score_with_ci(logits: torch.Tensor, splits: int = 1, rounds: int = 100, seed: int = 0):
     return bootstrap(lambda x: _inception_score(x, splits), logits, rounds=rounds, seed=seed)
+
+
+def inception_metrics(images: torch.Tensor, references: torch.Tensor) -> dict[str, float]:
+    """Standard FID / IS with torchmetrics' Inception-v3 features (downloads torch-fidelity's weights once)."""
+    try:
+        fid, score = FrechetInceptionDistance(feature=2048), InceptionScore()
+    except Exception as error:  # missing package, or no network for the weights
+        raise RuntimeError(
+            f"--inception needs torch-fidelity and the Inception weights ({type(error).__name__}: {error}); "
+            "run without --inception to use the offline digits classifier."
+        ) from error
+    fid.update(to_uint8(references), real=True)
+    fid.update(to_uint8(images), real=False)
+    score.update(to_uint8(images))
+    return {"inception_fid": fid.compute().item(), "inception_is": score.compute()[0].item()}

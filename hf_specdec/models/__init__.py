@@ -1,3 +1,5 @@
+import importlib
+
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from .configuration_vqgpt import STUDENT_IDS, VQGPT_PRESETS, VQGPTConfig
@@ -6,5 +8,27 @@ from .modeling_vqgpt import VQGPTForCausalLM, VQGPTModel
 
 AutoConfig.register(VQGPTConfig.model_type, VQGPTConfig)
 AutoModelForCausalLM.register(VQGPTConfig, VQGPTForCausalLM)
-from .palette_tokenizer import PaletteTokenizer
-from .vq_tokenizer import EMAVectorQuantizer, VQTokenizer, codebook_statistics
+
+# The tokenizers are diffusers models: imported on first use (a module `__getattr__`, as transformers' lazy
+# modules do), so that importing the GPT and the sampler does not import diffusers.
+_LAZY = {
+    "EMAVectorQuantizer": "vq_tokenizer",
+    "PaletteTokenizer": "palette_tokenizer",
+    "VQTokenizer": "vq_tokenizer",
+    "codebook_statistics": "vq_tokenizer",
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = ["STUDENT_IDS", "VQGPT_PRESETS", "VQGPTConfig", "VQGPTForCausalLM", "VQGPTModel", *_LAZY]

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..data import DataArguments, precompute_tokens, token_sequences
+from ..data import DataArguments, collate_tokens, drop_class, token_splits
+from ..hub import load_pretrained
 from ..models import VQGPTConfig, VQGPTForCausalLM, VQTokenizer
 from ..pipeline import check_tokenizer_matches
 from .trainer import TrainingArguments, make_accelerator, train
@@ -22,32 +23,6 @@ class TeacherArguments:
     dropout: float = field(default=0.1, metadata={"help": "Dropout."})
     class_dropout_prob: float = field(default=0.1, metadata={"help": "Chance to train on the null class (for CFG)."})
     unconditional: bool = field(default=False, metadata={"help": "Ignore labels: an unconditional model (num_classes=0)."})
-
-
-def token_splits(data_args: DataArguments, tokenizer):
-    """Precomputed `(label, codes)` splits of the configured data (cached by fingerprint)."""
-    return precompute_tokens(data_args.load(), tokenizer, data_args.resolution, cache_dir=data_args.token_cache_dir)
-
-
-def collate_tokens(config: VQGPTConfig):
-    """Batches of `(label, codes)` rows -> `(B, 1 + h*w)` model inputs."""
-
-    def collate(rows):
-        labels = torch.stack([torch.as_tensor(r["label"]) for r in rows])
-        codes = torch.stack([torch.as_tensor(r["codes"]) for r in rows])
-        return token_sequences(labels, codes, config.codebook_size, config.num_classes)
-
-    return collate
-
-
-def drop_class(ids: torch.Tensor, config: VQGPTConfig, prob: float) -> torch.Tensor:
-    """Replace the class token by the null token with probability `prob` per row (classifier-free guidance)."""
-    if prob <= 0 or config.num_classes == 0:
-        return ids
-    ids = ids.clone()
-    drop = torch.rand(ids.shape[0], device=ids.device) < prob
-    ids[drop, 0] = config.null_token_id
-    return ids
 
 
 @torch.no_grad()
@@ -65,7 +40,7 @@ def evaluate_loss(model, sequences: torch.Tensor, batch_size: int = 256) -> dict
 
 def train_teacher(data_args: DataArguments, model_args: TeacherArguments, args: TrainingArguments) -> VQGPTForCausalLM:
     accelerator = make_accelerator(args)
-    tokenizer = VQTokenizer.from_pretrained(model_args.tokenizer_path)
+    tokenizer = load_pretrained(VQTokenizer, model_args.tokenizer_path, "tokenizer_path")
     with accelerator.main_process_first():  # one process writes the token cache, the others read it
         splits = token_splits(data_args, tokenizer)
     h, w = tokenizer.grid_size(data_args.resolution)

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..data import DataArguments, images_to_tensor
+from ..data import DataArguments
+from ..images import images_to_tensor
 from ..models import VQTokenizer
-from ..visualize import save_image_grid
+from ..images import save_image_grid
 from .trainer import TrainingArguments, make_accelerator, train
 
 

@@ -1,6 +1,7 @@
 """The one Accelerate training loop that every training script uses.
 
-Gradient accumulation, clipping only when gradients sync, optional mixed precision, warmup + cosine schedule,
+An optional batch step before the loss (no gradients, no autocast: on-policy samples), gradient accumulation,
+clipping only when gradients sync, optional mixed precision, warmup + cosine schedule,
 periodic evaluation, atomic safetensors checkpoints every N steps, `resume_from_checkpoint="latest"`, trackers
 through Accelerate, a tqdm bar on the main process, and a final `save_pretrained`. Runs unchanged on one CPU, one
 GPU, or many GPUs with `accelerate launch` (DDP; FSDP and DeepSpeed configs in `configs/accelerate/`).
@@ -104,6 +105,7 @@ def train(
     eval_fn: Callable | None = None,
     save_fn: Callable | None = None,
     run_config: dict | None = None,
+    batch_fn: Callable | None = None,
 ) -> torch.nn.Module:
     """Train `model` on `train_dataset`; returns the unwrapped model.
 
@@ -112,6 +114,9 @@ def train(
         eval_fn: `eval_fn(unwrapped_model, step) -> dict[str, float]`, run on every process (logged on the main one).
         save_fn: `save_fn(unwrapped_model, output_dir)`; default `save_pretrained` (safetensors).
         run_config: extra config logged to the trackers (the script's dataclasses).
+        batch_fn: `batch_fn(unwrapped_model, batch, step) -> (batch, logs: dict[str, float])`, run before the loss
+            under `torch.no_grad()`, outside autocast and gradient accumulation: where the batch is rebuilt, e.g.
+            from the model's own samples (on-policy distillation, as TRL's `GKDTrainer.training_step`).
     """
     accelerator = accelerator or make_accelerator(args)
     set_seed(args.seed)
@@ -159,9 +164,14 @@ def train(
         batches = accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
         for batch in batches:
             model.train()
+            batch_logs = {}
+            if batch_fn is not None:
+                with torch.no_grad():
+                    batch, batch_logs = batch_fn(unwrapped, batch, step)
             with accelerator.accumulate(model):
                 with accelerator.autocast():
                     loss, logs = loss_fn(model, batch, step)
+                logs = {**batch_logs, **logs}
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and args.max_grad_norm > 0:
                     logs["grad_norm"] = float(accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm))

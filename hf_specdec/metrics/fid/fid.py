@@ -5,19 +5,19 @@ import evaluate
 import torch
 
 from hf_specdec.metrics.classifier import ClassifierFeatures
-from hf_specdec.metrics.classifier import DigitsClassifier
 from hf_specdec.metrics.quality import fid_with_ci
 
 _DESCRIPTION = """FID (Heusel et al. 2017) between generated `predictions` and real `references`, images (3, H, W)
 in [-1, 1], on the penultimate features of `classifier_path` (a DigitsClassifier), computed with torchmetrics'
-FrechetInceptionDistance, with a percentile bootstrap interval over `bootstrap_rounds` resamples."""
+FrechetInceptionDistance, with a 95% normal bootstrap interval: `fid +- 1.96 sd`, `sd` the spread of FID over
+`bootstrap_rounds` resamples with replacement (`hf_specdec.metrics.quality.bootstrap` says why not percentiles)."""
 
 _KWARGS = """
 Args:
     predictions: generated images, each (3, H, W) in [-1, 1].
     references: real images, each (3, H, W) in [-1, 1].
     classifier_path: folder of a saved DigitsClassifier.
-    bootstrap_rounds: resamples for the interval (>= 1).
+    bootstrap_rounds: resamples for the interval (>= 2; with 1 the interval is NaN).
 Returns:
     fid, fid_low, fid_high
 """
@@ -34,7 +34,7 @@ class FID(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, classifier_path, bootstrap_rounds=100, seed=0):
-        extractor = ClassifierFeatures(DigitsClassifier.from_pretrained(classifier_path), "features")
+        extractor = ClassifierFeatures.from_pretrained(classifier_path, "features")
         fake = extractor((torch.as_tensor(predictions) + 1) / 2)
         real = extractor((torch.as_tensor(references) + 1) / 2)
         value, (low, high) = fid_with_ci(real, fake, rounds=max(bootstrap_rounds, 1), seed=seed)

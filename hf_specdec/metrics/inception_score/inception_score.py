@@ -5,19 +5,19 @@ import evaluate
 import torch
 
 from hf_specdec.metrics.classifier import ClassifierFeatures
-from hf_specdec.metrics.classifier import DigitsClassifier
 from hf_specdec.metrics.quality import inception_score_with_ci
 
 _DESCRIPTION = """Inception Score (Salimans et al. 2016) of generated `predictions`, images (3, H, W) in [-1, 1],
 with the class posteriors of `classifier_path` (a DigitsClassifier) in place of Inception's, computed with
-torchmetrics' InceptionScore, with a percentile bootstrap interval over `bootstrap_rounds` resamples."""
+torchmetrics' InceptionScore, with a 95% normal bootstrap interval: `IS +- 1.96 sd`, `sd` the spread of IS over
+`bootstrap_rounds` resamples with replacement (`hf_specdec.metrics.quality.bootstrap` says why not percentiles)."""
 
 _KWARGS = """
 Args:
     predictions: generated images, each (3, H, W) in [-1, 1].
     classifier_path: folder of a saved DigitsClassifier.
     splits: torchmetrics' splits (1 = the score over all images).
-    bootstrap_rounds: resamples for the interval.
+    bootstrap_rounds: resamples for the interval (>= 2; with 1 the interval is NaN).
 Returns:
     inception_score, inception_score_low, inception_score_high
 """
@@ -34,7 +34,7 @@ class InceptionScoreMetric(evaluate.Metric):
         )
 
     def _compute(self, predictions, classifier_path, splits=1, bootstrap_rounds=100, seed=0):
-        extractor = ClassifierFeatures(DigitsClassifier.from_pretrained(classifier_path), "logits")
+        extractor = ClassifierFeatures.from_pretrained(classifier_path, "logits")
         logits = extractor((torch.as_tensor(predictions) + 1) / 2)
         value, (low, high) = inception_score_with_ci(logits, splits=splits, rounds=max(bootstrap_rounds, 1), seed=seed)
         return {"inception_score": value, "inception_score_low": low, "inception_score_high": high}

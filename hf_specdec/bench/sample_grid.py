@@ -1,22 +1,25 @@
-"""The main job: a grid of every class, drawn with speculative decoding, timed against the teacher alone."""
+"""The main job: a grid of every class, drawn with speculative decoding, timed against the teacher alone.
+
+`scripts/generate.py` is its command line.
+"""
 
 import os
-import time
 from dataclasses import dataclass, field
 
 import torch
 
-from .models import VQGPTForCausalLM, VQTokenizer
-from .pipeline import check_tokenizer_matches
-from .speculative import EarlyExitDraft, plain_sample, speculative_sample
-from .speculative.decoding import check_draft_matches
-from .visualize import save_image_grid
+from ..hub import load_pretrained
+from ..images import save_image_grid
+from ..models import VQGPTForCausalLM, VQTokenizer
+from ..pipeline import check_tokenizer_matches, class_prompts, decode_sequences
+from ..speculative import EarlyExitDraft, check_draft_matches, plain_sample, speculative_sample
+from .timing import time_calls
 
 METHODS = ("speculative", "self-speculative", "assisted", "plain")
 
 
 @dataclass
-class GenerateArguments:
+class SampleGridArguments:
     teacher: str = field(default="checkpoints/digits/teacher", metadata={"help": "Teacher folder or Hub repo id."})
     assistant: str = field(default="checkpoints/digits/draft-1L", metadata={"help": "Draft folder or Hub repo id."})
     tokenizer: str = field(default="checkpoints/digits/vq-tokenizer", metadata={"help": "VQ tokenizer folder or Hub repo id."})
@@ -39,19 +42,10 @@ class GenerateArguments:
             raise ValueError(f"`samples_per_class` must be >= 1, got {self.samples_per_class}.")
 
 
-def _load(cls, name: str, what: str):
-    try:
-        return cls.from_pretrained(name)
-    except (OSError, ValueError) as error:
-        if os.path.isdir(name):
-            raise ValueError(f"`{what}` {name!r} is a folder but holds no {cls.__name__} ({type(error).__name__}).") from None
-        raise ValueError(f"`{what}` {name!r} is neither a model folder nor a reachable Hub repo id ({type(error).__name__}).") from None
-
-
-def run_generate(args: GenerateArguments) -> dict:
+def run_sample_grid(args: SampleGridArguments) -> dict:
     """Draw the grid; returns timings, speedup and acceptance (and writes `args.output`)."""
-    teacher = _load(VQGPTForCausalLM, args.teacher, "teacher").to(args.device).eval()
-    tokenizer = _load(VQTokenizer, args.tokenizer, "tokenizer").to(args.device).eval()
+    teacher = load_pretrained(VQGPTForCausalLM, args.teacher, "teacher", args.device)
+    tokenizer = load_pretrained(VQTokenizer, args.tokenizer, "tokenizer", args.device)
     check_tokenizer_matches(tokenizer, teacher.config)
     num_classes = teacher.config.num_classes
     classes = args.classes if args.classes is not None else list(range(num_classes))
@@ -59,7 +53,7 @@ def run_generate(args: GenerateArguments) -> dict:
     if bad:
         raise ValueError(f"`classes` {bad} are not classes of this teacher (0..{num_classes - 1}).")
     labels = torch.tensor(classes).repeat_interleave(args.samples_per_class)
-    prompt = teacher.class_prompt(labels.to(args.device))
+    prompt = class_prompts(teacher, labels)
     sampling = dict(do_sample=True, temperature=args.temperature, top_k=args.top_k, cfg_scale=args.guidance_scale)
     generator = lambda: torch.Generator(device=args.device).manual_seed(args.seed)  # noqa: E731
 
@@ -67,18 +61,13 @@ def run_generate(args: GenerateArguments) -> dict:
     if args.method == "self-speculative":
         draft = EarlyExitDraft(teacher, args.self_speculative_layers)
     elif args.method in ("speculative", "assisted"):
-        draft = _load(VQGPTForCausalLM, args.assistant, "assistant").to(args.device).eval()
+        draft = load_pretrained(VQGPTForCausalLM, args.assistant, "assistant", args.device)
         check_draft_matches(teacher, draft, argument="assistant")
 
     def timed(fn):
         plain_sample(teacher, prompt[:1], max_new_tokens=2)  # warm-up
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        tic = time.perf_counter()
-        out = fn()
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        return out, time.perf_counter() - tic
+        (seconds,), (out,) = time_calls(fn, repeats=1, warmup=0, device=args.device)
+        return out, seconds
 
     plain, plain_seconds = timed(lambda: plain_sample(teacher, prompt, generator=generator(), **sampling))
     result = {"teacher_seconds": plain_seconds, "images": len(labels)}
@@ -92,9 +81,7 @@ def run_generate(args: GenerateArguments) -> dict:
     else:
         out, seconds = timed(lambda: speculative_sample(teacher, draft, prompt, gamma=args.gamma, generator=generator(), **sampling))
         sequences, alpha = out.sequences, out.alpha
-    codes = sequences[:, 1:].reshape(-1, teacher.config.grid_h, teacher.config.grid_w)
-    with torch.no_grad():
-        images = tokenizer.decode_from_indices(codes)
+    images = decode_sequences(tokenizer, sequences, teacher.config)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     save_image_grid(images, args.output, nrow=args.samples_per_class if len(classes) > 1 else 8)
     result.update(method=args.method, seconds=seconds, speedup=plain_seconds / seconds, alpha=alpha, output=args.output)

@@ -1,22 +1,24 @@
 """Image quality of every sampling method: FID and IS (classifier features) with bootstrap intervals.
 
 Lossless speculative sampling must score like the teacher (within the interval); the relaxed (lossy) acceptance
-shows what it costs. The reference images are the held-out validation + test digits.
+shows what it costs. The reference images are the held-out validation + test digits. An experiment over the
+metrics of `hf_specdec.metrics`; `scripts/evaluate_quality.py` is its command line.
 """
 
 import json
 import os
 from dataclasses import asdict, dataclass, field
 
-import evaluate
 import torch
 
-from ..data import DataArguments, images_to_tensor
+from ..data import DataArguments
+from ..hub import checkpoint_path, load_pretrained
+from ..images import images_to_tensor, save_image_grid
+from ..metrics import load_metric
+from ..metrics.quality import inception_metrics
 from ..models import VQGPTForCausalLM, VQTokenizer
+from ..pipeline import class_prompts, decode_sequences
 from ..speculative import latent_neighbours, plain_sample, speculative_sample
-from ..visualize import save_image_grid
-
-METRICS_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 @dataclass
@@ -40,7 +42,7 @@ class QualityArguments:
     output_dir: str = field(default="benchmarks/quality", metadata={"help": "results.json, results.md, grids."})
 
 
-def _generate(method, teacher, draft, prompts, args, neighbours=None):
+def _sample(method, teacher, draft, prompts, args, neighbours=None):
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     kwargs = dict(do_sample=True, temperature=args.temperature, top_k=args.top_k, generator=generator)
     out = []
@@ -53,53 +55,33 @@ def _generate(method, teacher, draft, prompts, args, neighbours=None):
     return torch.cat(out)
 
 
-def inception_metrics(images: torch.Tensor, references: torch.Tensor) -> dict[str, float]:
-    """Standard FID / IS with torchmetrics' Inception-v3 features (downloads torch-fidelity's weights once)."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
-    from torchmetrics.image.inception import InceptionScore
-
-    to_uint8 = lambda x: ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # noqa: E731
-    try:
-        fid, score = FrechetInceptionDistance(feature=2048), InceptionScore()
-    except Exception as error:  # missing package, or no network for the weights
-        raise RuntimeError(
-            f"--inception needs torch-fidelity and the Inception weights ({type(error).__name__}: {error}); "
-            "run without --inception to use the offline digits classifier."
-        ) from error
-    fid.update(to_uint8(references), real=True)
-    fid.update(to_uint8(images), real=False)
-    score.update(to_uint8(images))
-    return {"inception_fid": fid.compute().item(), "inception_is": score.compute()[0].item()}
-
-
 def evaluate_quality(args: QualityArguments, data_args: DataArguments | None = None) -> dict:
     data_args = data_args or DataArguments()
-    path = lambda name: os.path.join(args.checkpoints_dir, name)  # noqa: E731
-    teacher = VQGPTForCausalLM.from_pretrained(path(args.teacher)).to(args.device).eval()
-    tokenizer = VQTokenizer.from_pretrained(path(args.tokenizer)).to(args.device).eval()
-    classifier_path = path(args.classifier)
+    load = lambda cls, name, argument: load_pretrained(cls, checkpoint_path(args.checkpoints_dir, name), argument, args.device)  # noqa: E731
+    teacher = load(VQGPTForCausalLM, args.teacher, "teacher")
+    tokenizer = load(VQTokenizer, args.tokenizer, "tokenizer")
+    classifier_path = os.path.join(args.checkpoints_dir, args.classifier)
     splits = data_args.load()
     held_out = images_to_tensor(list(splits["validation"][:]["image"]) + list(splits["test"][:]["image"]), data_args.resolution)
     n = min(args.num_images, len(held_out))
     references = held_out[:n]
     train_images = images_to_tensor(splits["train"].select(range(n))[:]["image"], data_args.resolution)
 
-    labels = torch.arange(n) % teacher.config.num_classes
-    prompts = teacher.class_prompt(labels.to(args.device))
+    prompts = class_prompts(teacher, n)
     methods = {"real (train split)": train_images}
-    decode = lambda seq: tokenizer.decode_from_indices(seq[:, 1:].reshape(-1, teacher.config.grid_h, teacher.config.grid_w)).clamp(-1, 1).cpu()  # noqa: E731
-    methods["teacher"] = decode(_generate("alone", teacher, teacher, prompts, args))
-    drafts = {name: VQGPTForCausalLM.from_pretrained(path(name)).to(args.device).eval() for name in args.drafts if os.path.isdir(path(name))}
+    decode = lambda sequences: decode_sequences(tokenizer, sequences, teacher.config).clamp(-1, 1).cpu()  # noqa: E731
+    methods["teacher"] = decode(_sample("alone", teacher, teacher, prompts, args))
+    drafts = {name: load(VQGPTForCausalLM, name, "drafts") for name in args.drafts if os.path.isdir(os.path.join(args.checkpoints_dir, name))}
     for name, model in drafts.items():
-        methods[f"{name} alone"] = decode(_generate("alone", teacher, model, prompts, args))
-    draft = drafts.get(args.speculative_draft) or VQGPTForCausalLM.from_pretrained(path(args.speculative_draft)).to(args.device).eval()
-    methods[f"speculative ({args.speculative_draft}, gamma={args.gamma})"] = decode(_generate("speculative", teacher, draft, prompts, args))
+        methods[f"{name} alone"] = decode(_sample("alone", teacher, model, prompts, args))
+    draft = drafts.get(args.speculative_draft) or load(VQGPTForCausalLM, args.speculative_draft, "speculative_draft")
+    methods[f"speculative ({args.speculative_draft}, gamma={args.gamma})"] = decode(_sample("speculative", teacher, draft, prompts, args))
     if args.relaxed_neighbours:
         neighbours = latent_neighbours(tokenizer.quantize.embedding.weight.detach(), args.relaxed_neighbours)
-        methods[f"relaxed speculative (k={args.relaxed_neighbours}, LOSSY)"] = decode(_generate("speculative", teacher, draft, prompts, args, neighbours))
+        methods[f"relaxed speculative (k={args.relaxed_neighbours}, LOSSY)"] = decode(_sample("speculative", teacher, draft, prompts, args, neighbours))
 
-    fid = evaluate.load(os.path.join(METRICS_DIR, "fid"))
-    inception_score = evaluate.load(os.path.join(METRICS_DIR, "inception_score"))
+    fid = load_metric("fid")
+    inception_score = load_metric("inception_score")
     os.makedirs(os.path.join(args.output_dir, "samples"), exist_ok=True)
     results = []
     for name, images in methods.items():

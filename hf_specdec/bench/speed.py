@@ -12,14 +12,16 @@ import json
 import os
 import platform
 import statistics
-import time
 from dataclasses import asdict, dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
-from .models import VQGPTForCausalLM
-from .speculative import EarlyExitDraft, expected_speedup, plain_sample, speculative_sample
+from ..hub import checkpoint_path, load_pretrained
+from ..models import VQGPTForCausalLM
+from ..pipeline import class_prompts
+from ..speculative import EarlyExitDraft, expected_speedup, plain_sample, speculative_sample
+from .timing import quartiles, time_calls
 
 
 @dataclass
@@ -62,48 +64,18 @@ class BenchmarkArguments:
             raise ValueError("`device` is cuda but no CUDA device is available.")
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def time_calls(fn, repeats: int, warmup: int, device: str) -> tuple[list[float], list]:
-    """Run `fn` `warmup` times untimed, then `repeats` times timed; returns (seconds per call, results)."""
-    for _ in range(warmup):
-        fn()
-    seconds, results = [], []
-    for _ in range(repeats):
-        _sync(device)
-        tic = time.perf_counter()
-        results.append(fn())
-        _sync(device)
-        seconds.append(time.perf_counter() - tic)
-    return seconds, results
-
-
-def _quartiles(values: list[float]) -> tuple[float, float, float]:
-    if len(values) < 2:
-        return values[0], values[0], values[0]
-    q = statistics.quantiles(values, n=4, method="inclusive")
-    return q[0], statistics.median(values), q[2]
-
-
 def load_models(args: BenchmarkArguments):
     """Teacher and the drafts that exist: `{name: model}`, plus notes on the missing ones."""
-    def path(name):
-        local = os.path.join(args.checkpoints_dir, name)
-        return local if os.path.isdir(local) else name
-
-    teacher = VQGPTForCausalLM.from_pretrained(path(args.teacher)).to(args.device).eval()
+    teacher = load_pretrained(VQGPTForCausalLM, checkpoint_path(args.checkpoints_dir, args.teacher), "teacher", args.device)
     drafts, notes = {}, []
     for name in args.drafts:
         if not os.path.isdir(os.path.join(args.checkpoints_dir, name)) and "/" not in name:
             notes.append(f"skipped draft {name!r}: no folder {os.path.join(args.checkpoints_dir, name)}")
             continue
         try:
-            drafts[name] = VQGPTForCausalLM.from_pretrained(path(name)).to(args.device).eval()
-        except (OSError, ValueError) as error:
-            notes.append(f"skipped draft {name!r}: {type(error).__name__}")
+            drafts[name] = load_pretrained(VQGPTForCausalLM, checkpoint_path(args.checkpoints_dir, name), "drafts", args.device)
+        except ValueError as error:
+            notes.append(f"skipped draft {name!r}: {error}")
     for layers in args.self_speculative_layers:
         drafts[f"self-{layers}L"] = EarlyExitDraft(teacher, layers)
     return teacher, drafts, notes
@@ -130,7 +102,7 @@ def run_benchmark(args: BenchmarkArguments) -> dict:
 
     per_token = {}  # (name, B) -> seconds per token of plain decoding, for the cost ratio c
     for method, name, gamma, B in tqdm(jobs, desc="benchmark"):
-        prompt = teacher.class_prompt(torch.arange(B) % max(config.num_classes, 1)) if config.num_classes else teacher.class_prompt(None, batch_size=B)
+        prompt = class_prompts(teacher, B)
         generator = torch.Generator(device=args.device).manual_seed(args.seed)
         outputs_are_stats = False
         if method == "teacher-hf-generate":
@@ -147,7 +119,7 @@ def run_benchmark(args: BenchmarkArguments) -> dict:
             fn = lambda: speculative_sample(teacher, drafts[name], prompt, gamma=gamma, generator=generator, adaptive_gamma=adaptive, **sampling)  # noqa: E731
             outputs_are_stats = True
         seconds, results = time_calls(fn, args.repeats, args.warmup, args.device)
-        p25, median, p75 = _quartiles(seconds)
+        p25, median, p75 = quartiles(seconds)
         record = {"method": method, "draft": name, "gamma": gamma, "batch_size": B,
                   "latency_per_image_ms": 1000 * median / B, "latency_p25_ms": 1000 * p25 / B,
                   "latency_p75_ms": 1000 * p75 / B, "tokens_per_s": B * new_tokens / median}
@@ -183,7 +155,7 @@ def run_benchmark(args: BenchmarkArguments) -> dict:
         json.dump(result, f, indent=1)
     with open(os.path.join(args.output_dir, "results.md"), "w") as f:
         f.write(markdown_table(records))
-    from .benchmark_plots import save_plots, save_sample_grids
+    from .plots import save_plots, save_sample_grids  # matplotlib only when plotting
 
     save_plots(records, config, drafts, args.output_dir)
     save_sample_grids(samples, config, os.path.join(args.checkpoints_dir, args.tokenizer), args.output_dir)

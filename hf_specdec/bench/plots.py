@@ -8,7 +8,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from .visualize import save_image_grid  # noqa: E402
+from ..hub import load_pretrained  # noqa: E402
+from ..images import save_image_grid  # noqa: E402
+from ..models import VQTokenizer  # noqa: E402
+from ..pipeline import decode_sequences  # noqa: E402
 
 
 def save_plots(records: list[dict], config, drafts: dict, output_dir: str) -> list[str]:
@@ -51,19 +54,15 @@ def save_plots(records: list[dict], config, drafts: dict, output_dir: str) -> li
 
 def save_sample_grids(samples: dict, config, tokenizer_path: str, output_dir: str) -> list[str]:
     """One PNG of decoded images per method (largest batch), if the tokenizer is available."""
-    from .models import VQTokenizer
-
     if not os.path.isdir(tokenizer_path):
         return []
-    tokenizer = VQTokenizer.from_pretrained(tokenizer_path).eval()
+    tokenizer = load_pretrained(VQTokenizer, tokenizer_path, "tokenizer")
     os.makedirs(os.path.join(output_dir, "samples"), exist_ok=True)
     paths, largest = [], max(key[3] for key in samples)
     for (method, name, gamma, batch), sequences in samples.items():
         if batch != largest or (method == "speculative" and gamma != max(k[2] for k in samples if k[0] == "speculative")):
             continue
-        codes = sequences[:, 1:].reshape(-1, config.grid_h, config.grid_w).cpu()
-        with torch.no_grad():
-            images = tokenizer.decode_from_indices(codes)
+        images = decode_sequences(tokenizer, sequences, config)
         label = "-".join(str(x) for x in (method, name, gamma) if x is not None)
         paths.append(save_image_grid(images, os.path.join(output_dir, "samples", f"{label}.png"), nrow=8))
     return paths

@@ -1,0 +1,51 @@
+"""Paired batch-1 benchmark: plain decoding and speculative decoding with each draft, interleaved image by image.
+
+`bench.speed` runs every setting as its own block of images, so drift of a shared machine between blocks moves the
+ratios (one H100 run measured the plain loop at 395 ms per image, the next at 273 ms). Here every image is drawn by
+every method back to back, with the same seed and class, the device synchronised around each call, over `reps`
+images; the speedup is the ratio of medians. `scripts/paired_benchmark.py` is its command line.
+"""
+
+import statistics
+
+import torch
+
+from ..hub import load_pretrained
+from ..models import VQGPTForCausalLM
+from ..pipeline import class_prompts
+from ..speculative import plain_sample, speculative_sample
+from .timing import time_calls
+
+
+def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_path: str = "checkpoints/digits/teacher") -> dict:
+    """Time plain decoding and, for each draft `{name: folder or Hub id}`, speculative decoding with gamma 6, 8 and
+    adaptive gamma (up to 8), one image per call, over `reps` images (plus one warm-up image).
+
+    Returns `{"device", "reps", "drafts", "results": {method: {"median_ms", "speedup_vs_plain", "alpha"}}}`.
+    """
+    teacher = load_pretrained(VQGPTForCausalLM, teacher_path, "teacher_path", device)
+    models = {name: load_pretrained(VQGPTForCausalLM, path, f"draft {name}", device) for name, path in drafts.items()}
+    g = torch.Generator(device=device)
+    methods = {"plain": lambda: plain_sample(teacher, prompt, generator=g)}
+    for name, draft in models.items():
+        for gamma in (6, 8):
+            methods[f"{name} g{gamma}"] = lambda draft=draft, gamma=gamma: speculative_sample(
+                teacher, draft, prompt, gamma=gamma, generator=g)
+        methods[f"{name} adaptive"] = lambda draft=draft: speculative_sample(
+            teacher, draft, prompt, gamma=8, adaptive_gamma=True, generator=g)
+    times = {k: [] for k in methods}
+    alphas = {k: [] for k in methods}
+    for rep in range(-1, reps):  # rep -1 is the warm-up
+        prompt = class_prompts(teacher, 1, first=rep)  # the class cycles with the image
+        for k, fn in methods.items():
+            g.manual_seed(1000 + rep)
+            (dt,), (out,) = time_calls(fn, repeats=1, warmup=0, device=device)  # synchronised around the call
+            if rep >= 0:
+                times[k].append(dt)
+                if hasattr(out, "alpha"):
+                    alphas[k].append(out.alpha)
+    base = statistics.median(times["plain"])
+    results = {k: {"median_ms": 1000 * statistics.median(v), "speedup_vs_plain": base / statistics.median(v),
+                   "alpha": statistics.mean(alphas[k]) if alphas[k] else None} for k, v in times.items()}
+    device_name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    return {"device": device_name, "reps": reps, "drafts": drafts, "results": results}

@@ -1,0 +1,38 @@
+"""The one synchronised timer of the benchmarks and the main job."""
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def synchronize(device: str) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously; the CPU needs nothing)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_calls(fn: Callable, repeats: int, warmup: int, device: str) -> tuple[list[float], list]:
+    """Run `fn` `warmup` times untimed, then `repeats` times timed, the device synchronised around each timed call.
+
+    Returns `(seconds per timed call, their results)`.
+    """
+    for _ in range(warmup):
+        fn()
+    seconds, results = [], []
+    for _ in range(repeats):
+        synchronize(device)
+        tic = time.perf_counter()
+        results.append(fn())
+        synchronize(device)
+        seconds.append(time.perf_counter() - tic)
+    return seconds, results
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    """`(p25, median, p75)` of `values` (all three equal for a single value)."""
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], statistics.median(values), q[2]
