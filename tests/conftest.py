@@ -76,9 +76,8 @@ class HostSyncCounter:
                 name = str(func)
                 if "_local_scalar_dense" in name or "nonzero" in name or "masked_select" in name:
                     events.append(name)
-                elif "aten.index" in name and any(
-                    isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] if len(args) > 1 else [])
-                    if i is not None
+                elif func in (torch.ops.aten.index.Tensor, torch.ops.aten.index_put_.default) and any(
+                    isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1]
                 ):
                     events.append(name + " (boolean mask)")
                 return func(*args, **(kwargs or {}))

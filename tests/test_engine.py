@@ -1,0 +1,194 @@
+"""The decoding engine: compiled rounds equal eager ones, one graph per round with no recompiles, no host sync inside
+a round, lossless on the compiled path, and the edge cases of batches, guidance, prompts and gamma."""
+
+import pytest
+import torch
+from torch._dynamo.testing import CompileCounter
+from transformers import DynamicCache
+
+import hf_specdec.speculative.sampling as sampling
+from hf_specdec import EarlyExitDraft, RaggedCache, plain_sample, speculative_sample
+from hf_specdec.speculative import SamplingConfig, SpeculativeDecoder, SpeculativeOutput
+from tests.conftest import HostSyncCounter, tiny_model
+from tests.test_speculative import SMALL, empirical_distribution, exact_distribution, small_pair, tv_bound
+from tests.test_speculative import wrong_residual_accept
+
+SETTINGS = {
+    "greedy": SamplingConfig(do_sample=False),
+    "sample": SamplingConfig(),
+    "warped-cfg": SamplingConfig(temperature=0.8, top_k=5, top_p=0.9, cfg_scale=2.0),
+}
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return tiny_model(0, num_hidden_layers=4), tiny_model(1, num_hidden_layers=1)
+
+
+def run(decoder, prompt, new_tokens, seed=0, **kwargs):
+    record = decoder.generate(prompt, new_tokens, torch.Generator().manual_seed(seed), **kwargs)
+    return SpeculativeOutput.from_record(record, prompt.shape[1])
+
+
+# -- compiled == eager, one graph per round ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("setting", sorted(SETTINGS))
+@pytest.mark.parametrize("gamma", [0, 3])
+def test_round_compiles_to_one_graph_and_never_recompiles(pair, setting, gamma):
+    teacher, draft = pair
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    decoder = SpeculativeDecoder(teacher, draft if gamma else None, gamma, 3, SETTINGS[setting], mode="compile",
+                                 compile_options={"backend": counter})
+    prompt = teacher.class_prompt([0, 1, 2])
+    first = run(decoder, prompt, 16, seed=0)
+    second = run(decoder, prompt, 16, seed=1)  # a second call with the same shapes
+    assert first.num_rounds + second.num_rounds > 2
+    # fullgraph=True raises on any graph break; one frame for all rounds of both calls means no recompilation,
+    # the property CUDA graph replay needs
+    assert counter.frame_count == 1
+
+
+def test_inductor_compiled_rounds_equal_eager(pair):
+    teacher, draft = pair
+    prompt = teacher.class_prompt([0, 2, 1])
+    for gamma, model in ((0, None), (3, draft)):
+        for setting in (SETTINGS["warped-cfg"], SETTINGS["greedy"]):
+            eager = SpeculativeDecoder(teacher, model, gamma, 3, setting, mode="eager")
+            compiled = SpeculativeDecoder(teacher, model, gamma, 3, setting, mode="compile")
+            # the same random numbers are drawn before every round, so even sampled images agree token for token
+            assert torch.equal(run(compiled, prompt, 16).sequences, run(eager, prompt, 16).sequences)
+    assert torch.equal(run(compiled, prompt, 16).sequences, teacher.generate(prompt, do_sample=False))
+
+
+@pytest.mark.parametrize("processing", [{}, {"cfg_scale": 2.0}], ids=["plain", "cfg"])
+def test_compiled_path_is_lossless_and_the_test_catches_a_wrong_residual(processing, monkeypatch):
+    teacher, draft = small_pair()
+    N, label, K = 40_000, 1, SMALL["codebook_size"]
+    _, exact = exact_distribution(teacher, label, processing, 3)
+    bound = tv_bound(len(exact), N)
+    prompt = teacher.class_prompt([label] * N)
+    setting = SamplingConfig(cfg_scale=processing.get("cfg_scale"))
+
+    def tv(decoder):
+        out = run(decoder, prompt, 3, seed=0)
+        return 0.5 * (empirical_distribution(out.sequences[:, 1:], K) - exact).abs().sum().item()
+
+    options = {"backend": "aot_eager"}  # the traced, functionalised graph that a CUDA graph replays
+    assert tv(SpeculativeDecoder(teacher, draft, 2, N, setting, mode="compile", compile_options=options)) < bound
+    monkeypatch.setattr(sampling, "speculative_accept", wrong_residual_accept)
+    wrong = SpeculativeDecoder(teacher, draft, 2, N, setting, mode="compile", compile_options=options)
+    assert tv(wrong) > bound
+
+
+# -- no host synchronisation inside a round ------------------------------------------------------------------
+
+def _one_round(decoder, prompt, gamma):
+    decoder.reset(prompt, prompt.shape[1] + 12)
+    decoder.noise.uniform_()
+    with HostSyncCounter() as syncs:
+        decoder.round(gamma)
+        decoder.round(gamma)
+    return syncs.events
+
+
+@pytest.mark.parametrize("setting", sorted(SETTINGS))
+@pytest.mark.parametrize("gamma", [0, 1, 4])
+def test_no_host_sync_inside_a_round(pair, setting, gamma):
+    teacher, draft = pair
+    decoder = SpeculativeDecoder(teacher, draft if gamma else None, gamma, 3, SETTINGS[setting], mode="eager")
+    assert _one_round(decoder, teacher.class_prompt([0, 1, 2]), gamma) == []
+
+
+def test_no_host_sync_with_self_speculation_and_relaxed_acceptance(pair):
+    teacher, _ = pair
+    K = teacher.config.codebook_size
+    neighbours = sampling.latent_neighbours(torch.randn(K, 4, generator=torch.Generator().manual_seed(0)), 3)
+    decoder = SpeculativeDecoder(teacher, EarlyExitDraft(teacher, 2), 3, 2, SamplingConfig(), mode="eager",
+                                 relaxed_neighbours=neighbours)
+    assert _one_round(decoder, teacher.class_prompt([0, 1]), 3) == []
+
+
+def test_the_sync_check_catches_a_host_read(pair, monkeypatch):
+    teacher, draft = pair
+    commit = SpeculativeDecoder.commit
+
+    def commit_after_asking_the_host(self, drafted, accepted, next_token):
+        if accepted.max() > drafted.shape[1]:  # bool(tensor): waits for the device
+            raise AssertionError
+        commit(self, drafted, accepted, next_token)
+
+    monkeypatch.setattr(SpeculativeDecoder, "commit", commit_after_asking_the_host)
+    decoder = SpeculativeDecoder(teacher, draft, 2, 3, SamplingConfig(), mode="eager")
+    assert _one_round(decoder, teacher.class_prompt([0, 1, 2]), 2)
+
+
+def test_a_call_reads_the_host_once_per_batch_of_rounds(pair):
+    teacher, draft = pair
+    prompt = teacher.class_prompt([0, 1, 2])
+    plain = SpeculativeDecoder(teacher, None, 0, 3, SamplingConfig(), mode="eager")
+    plain.generate(prompt, 16)
+    with HostSyncCounter() as syncs:
+        plain.generate(prompt, 16)
+    assert len(syncs.events) == 1  # 16 steps, one read at the end
+    speculative = SpeculativeDecoder(teacher, draft, 3, 3, SamplingConfig(), mode="eager")
+    with HostSyncCounter() as syncs:
+        out = run(speculative, prompt, 16)
+    reads = len([e for e in syncs.events if e in ("item", "aten._local_scalar_dense.default")])
+    assert 1 <= reads < out.num_rounds
+
+
+# -- edge cases ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("gamma", [1, 8, 16])
+def test_gamma_at_least_the_remaining_tokens_and_long_prompts(pair, gamma):
+    teacher, draft = pair
+    prompt = teacher.class_prompt([0, 1, 2, 0])
+    for new_tokens in (1, 2, 5):
+        out = speculative_sample(teacher, draft, prompt, gamma=gamma, max_new_tokens=new_tokens, do_sample=False)
+        assert torch.equal(out.sequences, teacher.generate(prompt, do_sample=False, max_new_tokens=new_tokens))
+    prefix = teacher.generate(prompt, do_sample=False, max_new_tokens=14)  # 15 of the 17 positions filled
+    out = speculative_sample(teacher, draft, prefix, gamma=gamma, do_sample=False, cfg_scale=1.5)
+    assert torch.equal(out.sequences, teacher.generate(prefix, do_sample=False, cfg_scale=1.5))
+
+
+def test_rows_finishing_in_different_rounds(pair):
+    teacher, draft = pair
+    prompt = teacher.class_prompt([0, 1, 2, 0, 1, 2, 0])
+    out = speculative_sample(teacher, EarlyExitDraft(teacher, 2), prompt, gamma=5, do_sample=False)
+    assert torch.equal(out.sequences, teacher.generate(prompt, do_sample=False))
+    finished = out.proposed_per_round == 0  # (rounds, B): rows that were already done in a round
+    assert finished.any() and not finished.all(dim=1).any()  # some rows waited, and no round was wasted on all
+    sampled = speculative_sample(teacher, draft, prompt, gamma=5, generator=torch.Generator().manual_seed(0))
+    assert (sampled.proposed_per_round == 0).any()
+    assert sampled.evaluated_by_position.sum() == sampled.evaluated_per_round.sum()
+
+
+def test_ragged_cache_is_a_transformers_cache(pair):
+    teacher, _ = pair
+    prompt = teacher.class_prompt([0, 1])
+    cache = RaggedCache(teacher.num_layers, teacher.config.max_position_embeddings)
+    assert torch.equal(teacher.generate(prompt, do_sample=False, cache=cache), teacher.generate(prompt, do_sample=False))
+    length = cache.get_seq_length()
+    assert isinstance(length, torch.Tensor) and int(length) == teacher.config.max_position_embeddings - 1
+    cache.crop(-3)
+    assert int(cache.get_seq_length()) == teacher.config.max_position_embeddings - 4
+    # the same forward on a ragged cache and a dynamic one
+    ids = teacher.generate(prompt, do_sample=False)
+    ragged, dynamic = RaggedCache(teacher.num_layers, ids.shape[1]), DynamicCache(config=teacher.config)
+    with torch.no_grad():
+        a = teacher(ids[:, :9], cache=ragged).logits
+        b = teacher(ids[:, :9], cache=dynamic).logits
+    torch.testing.assert_close(a, b)
+
+
+def test_decoders_are_reused_across_calls(pair):
+    from hf_specdec.speculative import get_decoder
+
+    teacher, draft = pair
+    first = get_decoder(teacher, draft, 4, 2, SamplingConfig())
+    assert get_decoder(teacher, draft, 4, 2, SamplingConfig()) is first
+    assert get_decoder(teacher, draft, 4, 3, SamplingConfig()) is not first  # another batch size
+    assert get_decoder(teacher, draft, 4, 2, SamplingConfig(temperature=0.5)) is not first
+    prompt = teacher.class_prompt([0, 1])
+    assert torch.equal(plain_sample(teacher, prompt, do_sample=False), plain_sample(teacher, prompt, do_sample=False))
