@@ -63,7 +63,7 @@ class HostSyncCounter:
 
         self.events = []
         events = self.events
-        host_methods = {"item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__"}
+        host_methods = {"tolist", "numpy"}  # item / bool / int / float reach the dispatcher as _local_scalar_dense
 
         class FunctionMode(TorchFunctionMode):
             def __torch_function__(self, func, types, args=(), kwargs=None):

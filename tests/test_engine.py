@@ -134,8 +134,7 @@ def test_a_call_reads_the_host_once_per_batch_of_rounds(pair):
     speculative = SpeculativeDecoder(teacher, draft, 3, 3, SamplingConfig(), mode="eager")
     with HostSyncCounter() as syncs:
         out = run(speculative, prompt, 16)
-    reads = len([e for e in syncs.events if e in ("item", "aten._local_scalar_dense.default")])
-    assert 1 <= reads < out.num_rounds
+    assert 1 <= len(syncs.events) < out.num_rounds
 
 
 # -- edge cases ----------------------------------------------------------------------------------------------

@@ -115,17 +115,23 @@ class SpeculativeDecoder:
         self.noise = torch.zeros(B, G * K + G + K, device=device)  # one round's U[0, 1) draws
         self.round_starts = torch.zeros(self.cache_length, B, dtype=torch.long, device=device)  # n before round r
         self.round_accepted = torch.zeros(self.cache_length, B, dtype=torch.long, device=device)
-        self.arange = torch.arange(G + 1, device=device)
+        self.arange = torch.arange(max(G + 1, 2), device=device)
+        self.causal = torch.ones(self.cache_length, self.cache_length, dtype=torch.bool, device=device).tril()
+        self.no_drafts = torch.zeros(B, dtype=torch.long, device=device)  # plain decoding accepts none
         if self.mode == "compile":  # fixed addresses: mutating them in place does not stop CUDA graphs
             for tensor in self._buffers():
                 torch._dynamo.mark_static_address(tensor)
         self._rounds: dict[int, callable] = {}
         self._graphs: list = []  # keeps captured graphs (and their memory pools) alive
         self.cost_ratio: float | None = None
+        # Adaptive gamma: the running acceptance, kept across calls (Beta(1, 1) prior), and how many rounds run
+        # between two host reads of it (the first call starts from the prior, so it must look early).
+        self.accepted_sum, self.tested_sum = 1.0, 2.0
+        self.adaptive_rounds_per_read = 2
 
     def _buffers(self) -> list[torch.Tensor]:
         tensors = [self.sequences, self.n, self.total, self.round_index, self.noise, self.round_starts,
-                   self.round_accepted, self.arange]
+                   self.round_accepted, self.arange, self.causal, self.no_drafts]
         for cache in (self.teacher_cache, self.draft_cache):
             if cache is not None:
                 tensors += [cache.lengths] + [t for layer in cache.layers for t in (layer.keys, layer.values)]
@@ -142,8 +148,13 @@ class SpeculativeDecoder:
         return cache
 
     # -- the round: draft -> verify -> accept -> commit -------------------------------------------------------
-    def _forward(self, model, cache, tokens, positions, mask=None, logits_to_keep=0):
-        mask = ragged_causal_mask(positions, self.cache_length) if mask is None else mask
+    def _positions(self, start, length):
+        """Positions (= cache slots) `(B, length)` from each row's `start`, and their causal masks
+        `(B, 1, length, L)`, sliced from tensors built once (`ragged_positions`, `ragged_causal_mask`)."""
+        positions = (start[:, None] + self.arange[:length]).clamp_(0, self.max_position)
+        return positions, self.causal[positions].unsqueeze(1)
+
+    def _forward(self, model, cache, tokens, positions, mask, logits_to_keep=0):
         logits = model(tokens, cache=cache, attention_mask=mask, position_ids=positions, use_cache=True,
                        cfg_scale=self.sampling.cfg_scale, logits_to_keep=logits_to_keep).logits
         return self.sampling.warp(logits)
@@ -170,8 +181,7 @@ class SpeculativeDecoder:
         """`gamma` draft tokens `(B, gamma)` and their `q` `(B, gamma, K)` (None when greedy). The draft's cache is
         valid up to slot `n - 3`; its first step re-reads slots `n - 2, n - 1` (the last draft of a fully accepted
         round was never fed, and a rejected slot holds a stale draft), the next ones feed the previous draft."""
-        positions = ragged_positions(self.n - 2, gamma + 1, self.max_position)  # (B, gamma + 1)
-        masks = ragged_causal_mask(positions, self.cache_length)  # the round's masks, built once
+        positions, masks = self._positions(self.n - 2, gamma + 1)  # the round's, built once: (B, gamma + 1)
         tokens = self.sequences.gather(1, positions[:, :2])
         drafted, q = [], []
         for i in range(gamma):
@@ -189,14 +199,16 @@ class SpeculativeDecoder:
 
     def verify(self, drafted):
         """The teacher's warped logits `(B, gamma + 1, K)` at the last committed token and every draft."""
-        positions = ragged_positions(self.n - 1, drafted.shape[1] + 1, self.max_position)
-        tokens = torch.cat([self.sequences.gather(1, positions[:, :1]), drafted], dim=1)
-        return self._forward(self.teacher, self.teacher_cache, tokens, positions)
+        positions, mask = self._positions(self.n - 1, drafted.shape[1] + 1)
+        tokens = self.sequences.gather(1, positions[:, :1])
+        if drafted.shape[1]:
+            tokens = torch.cat([tokens, drafted], dim=1)
+        return self._forward(self.teacher, self.teacher_cache, tokens, positions, mask)
 
     def accept(self, p_logits, q, drafted, r, last):
         """Accepted drafts per row `(B,)` and the next token `(B,)`."""
         if drafted.shape[1] == 0:  # plain decoding: sample p
-            return torch.zeros_like(self.n), self._draw(p_logits[:, 0], last)[0]
+            return self.no_drafts, self._draw(p_logits[:, 0], last)[0]
         if not self.sampling.do_sample:
             return sampling.greedy_accept(p_logits, drafted)
         p = p_logits.softmax(-1)
@@ -207,6 +219,10 @@ class SpeculativeDecoder:
     def commit(self, drafted, accepted, next_token):
         """Write the accepted drafts and the next token after each row's `n`; record the round; advance `n`."""
         gamma = drafted.shape[1]
+        if gamma == 0:  # plain decoding: every row takes its token; a call runs exactly the rounds it needs
+            self.sequences.scatter_(1, self.n[:, None], next_token[:, None])
+            self.n.add_(1)
+            return
         out = torch.cat([drafted, next_token[:, None]], dim=1)  # (B, gamma + 1)
         out.scatter_(1, accepted[:, None], next_token[:, None])  # drafts up to the first rejection, then it
         self.sequences.scatter_(1, self.n[:, None] + self.arange[: gamma + 1], out)  # later slots: stale, overwritten
@@ -288,9 +304,10 @@ class SpeculativeDecoder:
         self.round_index.zero_()
         if P > 1:  # the caches must hold slots [0, P - 1): the rounds feed slot P - 1 onwards
             positions = ragged_positions(torch.zeros_like(self.n), P - 1, self.max_position)
-            self._forward(self.teacher, self.teacher_cache, input_ids[:, : P - 1], positions, logits_to_keep=1)
+            mask = ragged_causal_mask(positions, self.cache_length)
+            self._forward(self.teacher, self.teacher_cache, input_ids[:, : P - 1], positions, mask, logits_to_keep=1)
             if self.draft is not None:
-                self._forward(self.draft, self.draft_cache, input_ids[:, : P - 1], positions, logits_to_keep=1)
+                self._forward(self.draft, self.draft_cache, input_ids[:, : P - 1], positions, mask, logits_to_keep=1)
 
     def calibrate_cost_ratio(self, repeats: int = 5) -> float:
         """`c` for adaptive gamma, measured once per decoder on its own rounds: a round costs `a + b * gamma`
@@ -336,15 +353,17 @@ class SpeculativeDecoder:
             self._round_fn(gamma)  # build (compile / capture) every round this call may run, before its reset
         self.reset(input_ids, total)
         gammas = []
-        accepted_sum, tested_sum = 1.0, 2.0  # Beta(1, 1) prior for the running acceptance
         remaining = max_new_tokens  # the most tokens any row still needs
         while remaining > 0:
             gamma = self.gamma
             if c is not None:
-                gamma = sampling.choose_gamma(accepted_sum / tested_sum, c, self.gamma)
+                gamma = sampling.choose_gamma(self.accepted_sum / self.tested_sum, c, self.gamma)
+            rounds = math.ceil(remaining / (gamma + 1))  # every one of these is needed by the slowest row
+            if c is not None:
+                rounds = min(rounds, self.adaptive_rounds_per_read)  # adaptive gamma looks at alpha again soon
             fn = self._round_fn(gamma)
             first = len(gammas)
-            for _ in range(math.ceil(remaining / (gamma + 1))):  # every one of these is needed by the slowest row
+            for _ in range(rounds):
                 self.noise.uniform_(generator=generator)
                 fn()
                 gammas.append(gamma)
@@ -353,7 +372,8 @@ class SpeculativeDecoder:
                 accepted, tested = _round_counts(self.round_starts[first : len(gammas)],
                                                  self.round_accepted[first : len(gammas)], gamma, total)
                 values = torch.stack([(self.total - self.n).max(), accepted.sum(), tested.sum()]).tolist()
-                accepted_sum, tested_sum = accepted_sum + values[1], tested_sum + values[2]
+                self.accepted_sum += values[1]
+                self.tested_sum += values[2]
             else:
                 values = [(self.total - self.n).max().item()]
             remaining = int(values[0])
