@@ -1,26 +1,28 @@
 #!/usr/bin/env bash
-# The decoding engine's GPU benchmark, as one prepared run on a lent CUDA machine (also runs on CPU: CI smoke test).
-#   bash scripts/gpu_engine_benchmark.sh OUTPUT_DIR [cuda|cpu]
+# The decoding engine's GPU benchmark, as one prepared run on a lent CUDA machine. With `cpu` it runs sections 1 and
+# 2 in a minute on the CPU (tests/test_engine.py does, so that the script cannot rot).
+#   bash scripts/gpu_engine_benchmark.sh OUTPUT_DIR [cuda|cpu]        (PYTHON=/path/to/python to choose the interpreter)
 # Sections run under their own time limits and each writes its own file, so a slow compile cannot cost the rest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
 out="${1:-benchmarks/engine-cuda}"
 device="${2:-cuda}"
 mkdir -p "$out"
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then  # offline GPU machine: wheels carried with the tree
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+if [ "$device" = cuda ] && ls .whl/*.whl >/dev/null 2>&1; then  # offline GPU machine: wheels carried with the tree
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$(pwd)" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 if [ "$device" = cuda ]; then
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
-  modes='["eager", "cuda-graph"]'; reps=20; batches="1 16 64"; limit_main=180; limit_compile=120
+  modes='["eager", "cuda-graph"]'; reps=20; batches="1 16 64"; limit_main=180; limit_compile=120; extra=""
 else
-  modes='["eager"]'; reps=1; batches="1"; limit_main=300; limit_compile=300
+  modes='["eager"]'; reps=1; batches="1"; limit_main=300; limit_compile=300; extra="--extras false --extra_gammas 8"
 fi
-python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee "$out/versions.txt"
+"$PYTHON" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee "$out/versions.txt"
 # 1. correctness on this device: greedy == generate() for every mode, sampled == eager with the same generator
-timeout 90 python3 - "$out" "$device" "$modes" <<'PY'
+timeout 90 "$PYTHON" - "$out" "$device" "$modes" <<'PY'
 import json, sys
 from hf_specdec.bench.engine_speed import EngineBenchmarkArguments, check_engine
 out, device, modes = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
@@ -30,9 +32,9 @@ print(json.dumps(report, indent=1))
 PY
 # 2. the engine (eager, CUDA graphs) against the old loops and transformers at batch 1, 16, 64
 if [ "$device" = cuda ]; then methods="legacy eager cuda-graph hf-generate hf-assisted"; else methods="legacy eager hf-generate"; fi
-timeout "$limit_main" python3 scripts/engine_benchmark.py --device "$device" --batch_sizes $batches --reps "$reps" \
-  --methods $methods --output_dir "$out/main" 2>&1 | grep -v "it/s\]" | tail -40
-# 3. compiled rounds and transformers' own static-cache compiled generate(), batch 1 (compilation is slow)
-timeout "$limit_compile" python3 scripts/engine_benchmark.py --device "$device" --batch_sizes 1 --reps "$reps" \
+timeout "$limit_main" "$PYTHON" scripts/engine_benchmark.py --device "$device" --batch_sizes $batches --reps "$reps" \
+  --methods $methods $extra --output_dir "$out/main" 2>&1 | grep -v "it/s\]" | tail -40
+# 3. compiled rounds and transformers' own static-cache compiled generate(), batch 1 (compilation is slow; CUDA only)
+[ "$device" = cuda ] && timeout "$limit_compile" "$PYTHON" scripts/engine_benchmark.py --device "$device" --batch_sizes 1 --reps "$reps" \
   --methods compile hf-static --extras false --extra_gammas 8 --output_dir "$out/compile" 2>&1 | grep -v "it/s\]" | tail -20
 ls -la "$out" "$out"/*

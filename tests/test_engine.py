@@ -191,3 +191,19 @@ def test_decoders_are_reused_across_calls(pair):
     assert get_decoder(teacher, draft, 4, 2, SamplingConfig(temperature=0.5)) is not first
     prompt = teacher.class_prompt([0, 1])
     assert torch.equal(plain_sample(teacher, prompt, do_sample=False), plain_sample(teacher, prompt, do_sample=False))
+
+
+def test_gpu_benchmark_script_runs_its_cpu_path(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(["bash", "scripts/gpu_engine_benchmark.sh", str(tmp_path), "cpu"],
+                            env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    check = json.loads((tmp_path / "check.json").read_text())
+    assert check and all(value is True or value == 1.0 for value in check.values()), check
+    records = json.loads((tmp_path / "main" / "results.json").read_text())["records"]
+    assert {r["method"] for r in records} >= {"plain/eager", "speculative/eager", "plain/legacy", "speculative/legacy"}
+    assert not [r for r in records if "error" in r]
