@@ -13,6 +13,7 @@ from .decoding import (
 from .engine import SamplingConfig, SpeculativeDecoder
 from .sampling import (
     acceptance_alpha,
+    block_accept,
     choose_gamma,
     expected_speedup,
     greedy_accept,

@@ -195,8 +195,15 @@ def check_sampling_arguments(
     return new_tokens
 
 
-def _check_speculative_arguments(teacher, draft, gamma, relaxed_neighbours, mode) -> None:
+VERIFICATIONS = ("token", "block")
+
+
+def _check_speculative_arguments(teacher, draft, gamma, relaxed_neighbours, mode, verification="token") -> None:
     check_draft_matches(teacher, draft)
+    if verification not in VERIFICATIONS:
+        raise ValueError(f"`verification` must be one of {', '.join(VERIFICATIONS)}, got {verification!r}.")
+    if verification == "block" and relaxed_neighbours is not None:
+        raise ValueError("`relaxed_neighbours` (lossy) and `verification='block'` cannot be combined.")
     grid = teacher.config.num_image_tokens
     if not _is_int(gamma) or not 1 <= gamma <= grid:
         raise ValueError(f"`gamma` must be an integer in [1, {grid}] (the {grid}-token grid), got {gamma!r}.")
@@ -258,6 +265,7 @@ def speculative_sample(
     cost_ratio: float | None = None,
     relaxed_neighbours: torch.Tensor | None = None,
     mode: str = "auto",
+    verification: str = "token",
 ) -> SpeculativeOutput:
     """Sample image tokens from `teacher` with `draft` proposing `gamma` tokens per round (Leviathan et al. 2023).
 
@@ -282,13 +290,16 @@ def speculative_sample(
             output is no longer the teacher's distribution.
         mode: the engine's execution mode: `auto` (CUDA graphs on a GPU, eager on the CPU), `eager`, `compile`,
             `cuda-graph` (see `SpeculativeDecoder`).
+        verification: `token` (Leviathan et al., `speculative_accept`) or `block` (Sun et al. 2025,
+            `block_accept`: the draft block verified jointly, never fewer tokens in expectation). Both are lossless.
+            With `block`, `alpha` counts the accepted prefix like `token` but no longer estimates `sum min(p, q)`.
     """
     new_tokens = check_sampling_arguments(teacher, input_ids, max_new_tokens, do_sample, temperature, top_k, top_p,
                                           cfg_scale, generator)
-    _check_speculative_arguments(teacher, draft, gamma, relaxed_neighbours, mode)
+    _check_speculative_arguments(teacher, draft, gamma, relaxed_neighbours, mode, verification)
     if cost_ratio is not None and not (isinstance(cost_ratio, (int, float)) and cost_ratio >= 0):
         raise ValueError(f"`cost_ratio` must be a number >= 0 or None, got {cost_ratio!r}.")
-    sampling = SamplingConfig(do_sample, float(temperature), top_k, top_p, cfg_scale)
+    sampling = SamplingConfig(do_sample, float(temperature), top_k, top_p, cfg_scale, verification)
     decoder = get_decoder(teacher, draft, gamma, input_ids.shape[0], sampling, mode, relaxed_neighbours)
     record = decoder.generate(input_ids, new_tokens, generator, adaptive_gamma, cost_ratio)
     return SpeculativeOutput.from_record(record, input_ids.shape[1])

@@ -40,6 +40,7 @@ class SamplingConfig:
     top_k: int | None = None
     top_p: float | None = None
     cfg_scale: float | None = None
+    verification: str = "token"  # "token" (Leviathan et al.) or "block" (Sun et al.): both lossless
 
     def warp(self, logits: torch.Tensor) -> torch.Tensor:
         return sampling.warp_logits(logits, self.temperature if self.do_sample else 1.0, self.top_k, self.top_p)
@@ -214,6 +215,8 @@ class SpeculativeDecoder:
         p = p_logits.softmax(-1)
         if self.relaxed_neighbours is not None:
             return sampling.relaxed_accept(p, q, drafted, self.relaxed_neighbours, r=r, exponentials=last)
+        if self.sampling.verification == "block":
+            return sampling.block_accept(p, q, drafted, eta=r, exponentials=last)
         return sampling.speculative_accept(p, q, drafted, r=r, exponentials=last)
 
     def commit(self, drafted, accepted, next_token):

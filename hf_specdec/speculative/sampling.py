@@ -104,6 +104,70 @@ def sample_residual(
     return sample_categorical(residual, generator, exponentials)
 
 
+def block_accept(
+    p: torch.Tensor,
+    q: torch.Tensor,
+    draft_tokens: torch.Tensor,
+    generator: torch.Generator | None = None,
+    eta: torch.Tensor | None = None,
+    exponentials: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Block verification (Sun et al. 2025, "Block Verification Accelerates Speculative Decoding", Algorithm 2):
+    the whole draft block is verified jointly. Lossless like `speculative_accept`, never accepts fewer tokens in
+    expectation, and is optimal among rules that see only the drafted path's probabilities.
+
+    With `M_b = p`, `M_s = q` and `X_i` the drafts, for i = 1..gamma:
+        p_i = min(p_{i-1} M_b(X_i | X^{i-1}) / M_s(X_i | X^{i-1}), 1),  p_0 = 1
+        h_i = r_i / (r_i + 1 - p_i),  r_i = sum_x max(p_i M_b(x | X^i) - M_s(x | X^i), 0)   (i < gamma),  h_gamma = p_gamma
+    tau = the largest i with eta_i <= h_i (0 if none); the next token comes from `M_b(. | X^gamma)` if tau = gamma,
+    else from `norm(max(p_tau M_b(. | X^tau) - M_s(. | X^tau), 0))`.
+
+    Shapes as in `speculative_accept`; `eta` `(B, gamma)` are the `U[0, 1)` draws. Returns `(tau (B,), next_token (B,))`.
+    """
+    B, gamma = draft_tokens.shape
+    p_block, h = block_weights(p, q, draft_tokens)
+    if eta is None:
+        eta = torch.rand(B, gamma, device=p.device, generator=generator)
+    steps = torch.arange(1, gamma + 1, device=p.device)
+    tau = torch.where(eta <= h, steps, torch.zeros_like(steps)).amax(dim=1)  # the last i that passes
+    return tau, sample_block_residual(p, q, p_block, tau, generator, exponentials)
+
+
+def block_weights(p: torch.Tensor, q: torch.Tensor, draft_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`p_i` and `h_i` of block verification (`block_accept`), both `(B, gamma)` for i = 1..gamma."""
+    B, gamma = draft_tokens.shape
+    p_x = p[:, :gamma].gather(-1, draft_tokens[..., None]).squeeze(-1)  # M_b(X_i | X^{i-1}), (B, gamma)
+    q_x = q.gather(-1, draft_tokens[..., None]).squeeze(-1).clamp(min=1e-30)  # drafts have q > 0
+    # p_i = min(p_{i-1} p_x / q_x, 1) without a loop: log p_i = S_i - max(0, S_1, ..., S_i), S the cumulative log-ratio
+    S = (p_x.log() - q_x.log()).cumsum(dim=1)
+    peak = torch.cummax(torch.cat([S.new_zeros(B, 1), S], dim=1), dim=1).values[:, 1:]
+    p_block = torch.exp(S - peak)
+    residual_mass = (p_block[:, :-1, None] * p[:, 1:gamma] - q[:, 1:gamma]).clamp(min=0).sum(-1)  # r_1..r_{gamma-1}
+    denominator = residual_mass + 1 - p_block[:, :-1]
+    h = torch.where(denominator > 0, residual_mass / denominator.clamp(min=1e-30), torch.zeros_like(denominator))
+    return p_block, torch.cat([h, p_block[:, -1:]], dim=1)
+
+
+def sample_block_residual(
+    p: torch.Tensor,
+    q: torch.Tensor,
+    p_block: torch.Tensor,
+    tau: torch.Tensor,
+    generator: torch.Generator | None = None,
+    exponentials: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The token after a block-verified prefix of `tau` drafts: from `M_b(. | X^gamma)` if all were kept, else from
+    `norm(max(p_tau M_b(. | X^tau) - M_s(. | X^tau), 0))` (`p_0 = 1`). Returns `(B,)`."""
+    B = tau.shape[0]
+    rows = torch.arange(B, device=p.device)
+    p_tau = torch.cat([p_block.new_ones(B, 1), p_block], dim=1)[rows, tau]
+    q_next = torch.cat([q, q.new_zeros(B, 1, q.shape[-1])], dim=1)  # M_s counts as 0 after the block
+    p_next = p[rows, tau]
+    residual = (p_tau[:, None] * p_next - q_next[rows, tau]).clamp(min=0)  # unnormalised
+    residual = torch.where(residual.sum(-1, keepdim=True) > 0, residual, p_next)  # empty only with probability 0
+    return sample_categorical(residual, generator, exponentials)
+
+
 def greedy_accept(p_logits: torch.Tensor, draft_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy verification: accept while the draft's token is the teacher's argmax; then take the teacher's argmax.
 

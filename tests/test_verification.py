@@ -1,0 +1,112 @@
+"""Block verification (Sun et al. 2025): the paper's example, exactness on context-free models and on real ones
+(with a control that the same test catches a wrong residual), never fewer tokens than token-wise verification."""
+
+import pytest
+import torch
+
+import hf_specdec.speculative.sampling as sampling
+from hf_specdec import speculative_sample
+from hf_specdec.speculative import block_accept, clear_decoders, speculative_accept
+from tests.conftest import tiny_model
+from tests.test_speculative import SMALL, empirical_distribution, exact_distribution, small_pair, tv_bound
+
+M_B = torch.tensor([1 / 3, 2 / 3])  # the paper's context-free example: target
+M_S = torch.tensor([2 / 3, 1 / 3])  # draft
+
+
+def draw_block(q, N, gamma, g):
+    return torch.multinomial(q.expand(N * gamma, len(q)), 1, replacement=True, generator=g).view(N, gamma)
+
+
+def test_the_papers_example_accepts_11_9_tokens_where_token_wise_accepts_10_9():
+    g = torch.Generator().manual_seed(0)
+    N, gamma = 400_000, 2
+    x = draw_block(M_S, N, gamma, g)
+    p, q = M_B.expand(N, gamma + 1, 2), M_S.expand(N, gamma, 2)
+    tau, _ = block_accept(p, q, x, g)
+    n, _ = speculative_accept(p, q, x, g)
+    assert tau.float().mean().item() == pytest.approx(11 / 9, abs=0.01)
+    assert n.float().mean().item() == pytest.approx(10 / 9, abs=0.01)
+
+
+def wrong_block_accept(p, q, draft_tokens, generator=None, eta=None, exponentials=None):
+    """A plausible bug: keep the leading run of passing drafts (as token-wise verification does) instead of the
+    last draft that passes. Not lossless."""
+    p_block, h = sampling.block_weights(p, q, draft_tokens)
+    if eta is None:
+        eta = torch.rand(h.shape, generator=generator)
+    tau = (eta <= h).long().cumprod(dim=1).sum(dim=1)
+    return tau, sampling.sample_block_residual(p, q, p_block, tau, generator, exponentials)
+
+
+def context_free_outputs(accept, Mb, Ms, gamma, N, length, g):
+    """The first `length` tokens of N sequences decoded round after round with context-free models `Mb`, `Ms`
+    (every round yields at least one token, so `length` rounds are enough)."""
+    tokens, kept = [], []
+    for _ in range(length):
+        x = draw_block(Ms, N, gamma, g)
+        tau, y = accept(Mb.expand(N, gamma + 1, len(Mb)), Ms.expand(N, gamma, len(Ms)), x, g)
+        produced = torch.cat([x, y[:, None]], dim=1).scatter(1, tau[:, None], y[:, None])  # drafts up to tau, then y
+        tokens.append(produced)
+        kept.append(torch.arange(gamma + 1) <= tau[:, None])
+    tokens, kept = torch.cat(tokens, dim=1), torch.cat(kept, dim=1)
+    order = torch.argsort((~kept).long(), dim=1, stable=True)  # each row's kept tokens first, in order
+    return tokens.gather(1, order)[:, :length]
+
+
+@pytest.mark.parametrize("gamma", [2, 3])
+def test_block_verification_is_exact_on_context_free_models(gamma):
+    g = torch.Generator().manual_seed(gamma)
+    Mb, Ms = torch.tensor([0.5, 0.25, 0.25]), torch.tensor([0.1, 0.6, 0.3])
+    N, length, K = 30_000, 3, 3
+    target = (Mb[:, None, None] * Mb[None, :, None] * Mb[None, None, :]).flatten()  # i.i.d. Mb
+    bound = tv_bound(K**length, N)
+    tv = lambda samples: 0.5 * (empirical_distribution(samples, K) - target).abs().sum().item()  # noqa: E731
+    assert tv(context_free_outputs(block_accept, Mb, Ms, gamma, N, length, g)) < bound
+    assert tv(context_free_outputs(wrong_block_accept, Mb, Ms, gamma, N, length, g)) > bound
+
+
+@pytest.mark.parametrize(
+    "processing", [{}, {"cfg_scale": 2.0}, {"temperature": 0.7, "top_k": 3}], ids=["plain", "cfg", "temp-topk"]
+)
+def test_block_verification_samples_the_teacher_and_the_test_catches_a_wrong_residual(processing, monkeypatch):
+    teacher, draft = small_pair()
+    N, label, K = 40_000, 1, SMALL["codebook_size"]
+    _, exact = exact_distribution(teacher, label, processing, 3)
+    bound = tv_bound(len(exact), N)
+    prompt = teacher.class_prompt([label] * N)
+
+    def tv():
+        out = speculative_sample(teacher, draft, prompt, gamma=2, verification="block",
+                                 generator=torch.Generator().manual_seed(0), **processing)
+        return 0.5 * (empirical_distribution(out.sequences[:, 1:], K) - exact).abs().sum().item()
+
+    assert tv() < bound
+    monkeypatch.setattr(sampling, "block_accept", wrong_block_accept)
+    clear_decoders()
+    assert tv() > bound
+
+
+def test_block_verification_never_accepts_fewer_tokens():
+    teacher, draft = tiny_model(0, num_hidden_layers=4), tiny_model(1, num_hidden_layers=1)
+    with torch.no_grad():  # a draft close enough to the teacher that several drafts are accepted per round
+        draft.lm_head.weight.mul_(0.05)
+        teacher.lm_head.weight.mul_(0.05)
+    prompt = teacher.class_prompt(torch.arange(600) % 3)
+    runs = {
+        rule: speculative_sample(teacher, draft, prompt, gamma=6, verification=rule,
+                                 generator=torch.Generator().manual_seed(1))
+        for rule in ("token", "block")
+    }
+    accepted = {rule: out.accepted_per_round.sum().item() / out.num_rounds for rule, out in runs.items()}
+    assert accepted["block"] > accepted["token"]
+    assert runs["block"].tokens_per_teacher_call >= runs["token"].tokens_per_teacher_call
+
+
+def test_greedy_ignores_the_verification_rule_and_bad_values_are_refused():
+    teacher, draft = tiny_model(0, num_hidden_layers=4), tiny_model(1, num_hidden_layers=1)
+    prompt = teacher.class_prompt([0, 1, 2])
+    out = speculative_sample(teacher, draft, prompt, gamma=3, do_sample=False, verification="block")
+    assert torch.equal(out.sequences, teacher.generate(prompt, do_sample=False))
+    with pytest.raises(ValueError, match="verification"):
+        speculative_sample(teacher, draft, prompt, verification="tree")
