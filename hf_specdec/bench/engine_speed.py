@@ -15,6 +15,7 @@ Methods (`--methods`):
     hf-assisted   `teacher.generate(assistant_model=draft)`, batch 1 only
 """
 
+import dataclasses
 import json
 import os
 import platform
@@ -53,6 +54,8 @@ class EngineBenchmarkArguments:
     )
     extras: bool = field(default=True, metadata={"help": "Also run adaptive gamma and the 2-layer self-speculative "
                                                           "draft in that mode."})
+    block_verification: bool = field(default=False, metadata={"help": "Also run block verification (Sun et al.) "
+                                                                      "at gamma and every extra gamma."})
     reps: int = field(default=20, metadata={"help": "Timed calls per method and batch size (after one warm-up)."})
     legacy_max_batch: int = field(default=16, metadata={"help": "Largest batch the slow legacy / HF loops run at."})
     time_budget_s: float = field(default=0.0, metadata={"help": "Stop adding batch sizes after this many seconds (0 = none)."})
@@ -96,12 +99,16 @@ def _methods(args, teacher, draft, B):
     fastest = next((m for m in ("cuda-graph", "compile", "eager") if any(k.endswith(f"/{m}") for k in methods)), None)
     if fastest is not None:
         new = config.max_position_embeddings - 1
-        extra = [(f"speculative-g{g}", draft, g, False) for g in args.extra_gammas if g != args.gamma]
+        extra = [(f"speculative-g{g}", draft, g, False, sampling) for g in args.extra_gammas if g != args.gamma]
+        if args.block_verification:
+            block = dataclasses.replace(sampling, verification="block")
+            extra += [(f"speculative-block-g{g}", draft, g, False, block)
+                      for g in sorted({args.gamma, *args.extra_gammas})]
         if args.extras:
-            extra += [("speculative-adaptive", draft, args.gamma, True),
-                      ("self-speculative-2L", EarlyExitDraft(teacher, 2), args.gamma, False)]
-        for name, d, gamma, adaptive in extra:
-            decoder = get_decoder(teacher, d, gamma, B, sampling, fastest)
+            extra += [("speculative-adaptive", draft, args.gamma, True, sampling),
+                      ("self-speculative-2L", EarlyExitDraft(teacher, 2), args.gamma, False, sampling)]
+        for name, d, gamma, adaptive, setting in extra:
+            decoder = get_decoder(teacher, d, gamma, B, setting, fastest)
             methods[f"{name}/{fastest}"] = lambda prompt, g, d=decoder, a=adaptive: SpeculativeOutput.from_record(
                 d.generate(prompt, new, g, adaptive_gamma=a), prompt.shape[1])
     if B <= args.legacy_max_batch:
@@ -213,8 +220,8 @@ def run_engine_benchmark(args: EngineBenchmarkArguments) -> dict:
                 rounds = [len(o.gamma_per_round) for o in stats]
                 record["tokens_per_teacher_call"] = new_tokens / statistics.mean(rounds)
                 record["mean_gamma"] = statistics.mean(g for o in stats for g in o.gamma_per_round)
-                if name.startswith("speculative-g"):
-                    record["gamma"] = int(name.split("/")[0][len("speculative-g"):])
+                if "-g" in family:
+                    record["gamma"] = int(family.rsplit("-g", 1)[1])
             records.append(record)
     result = {
         "args": asdict(args), "machine": machine_description(device), "notes": notes, "records": records,
