@@ -127,13 +127,14 @@ def test_a_call_reads_the_host_once_per_batch_of_rounds(pair):
     teacher, draft = pair
     prompt = teacher.class_prompt([0, 1, 2])
     plain = SpeculativeDecoder(teacher, None, 0, 3, SamplingConfig(), mode="eager")
-    plain.generate(prompt, 16)
+    plain.decode(prompt, 16)
     with HostSyncCounter() as syncs:
-        plain.generate(prompt, 16)
+        plain.decode(prompt, 16)  # the loop alone: `generate` first checks the prompt's values
     assert len(syncs.events) == 1  # 16 steps, one read at the end
     speculative = SpeculativeDecoder(teacher, draft, 3, 3, SamplingConfig(), mode="eager")
     with HostSyncCounter() as syncs:
-        out = run(speculative, prompt, 16)
+        record = speculative.decode(prompt, 16)
+    out = SpeculativeOutput.from_record(record, 1)
     assert 1 <= len(syncs.events) < out.num_rounds
 
 
@@ -207,3 +208,34 @@ def test_gpu_benchmark_script_runs_its_cpu_path(tmp_path):
     records = json.loads((tmp_path / "main" / "results.json").read_text())["records"]
     assert {r["method"] for r in records} >= {"plain/eager", "speculative/eager", "plain/legacy", "speculative/legacy"}
     assert not [r for r in records if "error" in r]
+
+
+@pytest.mark.parametrize(
+    "make, name",
+    [
+        (lambda t, d: SpeculativeDecoder(t, d, gamma=10**9), "gamma"),
+        (lambda t, d: SpeculativeDecoder(t, d, gamma=0), "gamma"),
+        (lambda t, d: SpeculativeDecoder(t, d, batch_size=0), "batch_size"),
+        (lambda t, d: SpeculativeDecoder(t, d, mode="cuda-graph"), "mode"),
+        (lambda t, d: SpeculativeDecoder(t, d, mode="fast"), "mode"),
+        (lambda t, d: SpeculativeDecoder(t, tiny_model(codebook_size=32), 2), "draft"),
+        (lambda t, d: SamplingConfig(temperature=float("nan")), "temperature"),
+        (lambda t, d: SamplingConfig(temperature=0), "temperature"),
+        (lambda t, d: SamplingConfig(top_k=0), "top_k"),
+        (lambda t, d: SamplingConfig(top_p=1.5), "top_p"),
+        (lambda t, d: SamplingConfig(cfg_scale=float("inf")), "cfg_scale"),
+        (lambda t, d: SamplingConfig(verification="tree"), "verification"),
+        (lambda t, d: SpeculativeDecoder(t, d, 2, batch_size=2).generate(t.class_prompt([0]), 4), "input_ids"),
+        (lambda t, d: SpeculativeDecoder(t, d, 2).generate(t.class_prompt([0]).float(), 4), "input_ids"),
+        (lambda t, d: SpeculativeDecoder(t, d, 2).generate(t.class_prompt([0]), 0), "max_new_tokens"),
+        (lambda t, d: plain_sample(t, t.class_prompt([0])[0]), "input_ids"),
+        (lambda t, d: plain_sample(t, t.class_prompt([0]), temperature=0.0), "temperature"),
+        (lambda t, d: plain_sample(t, t.class_prompt([0]), top_k=0), "top_k"),
+        (lambda t, d: plain_sample(t, t.class_prompt([0]), top_p=1.5), "top_p"),
+        (lambda t, d: plain_sample(t, t.class_prompt([0]), generator=0), "generator"),
+    ],
+)
+def test_the_engine_refuses_bad_arguments_before_allocating(pair, make, name):
+    teacher, draft = pair
+    with pytest.raises(ValueError, match=name):
+        make(teacher, draft)

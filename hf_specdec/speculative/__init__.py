@@ -1,17 +1,10 @@
 from .cache import RaggedCache, ragged_causal_mask, ragged_positions
 from .custom_generate import speculative_generate
-from .decoding import (
-    EarlyExitDraft,
-    SpeculativeOutput,
-    check_draft_matches,
-    check_sampling_arguments,
-    clear_decoders,
-    get_decoder,
-    plain_sample,
-    speculative_sample,
-)
-from .engine import SamplingConfig, SpeculativeDecoder
+from .checks import check_draft_matches, check_sampling_arguments
+from .decoding import EarlyExitDraft, SpeculativeOutput, clear_decoders, get_decoder, plain_sample, speculative_sample
+from .engine import SpeculativeDecoder
 from .sampling import (
+    SamplingConfig,
     acceptance_alpha,
     block_accept,
     choose_gamma,

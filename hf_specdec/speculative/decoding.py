@@ -11,18 +11,19 @@ key/value is ever recomputed or copied.
 `speculative_sample` (Leviathan et al. 2023, Algorithm 1, batched): a draft proposes `gamma` tokens per round, the
 teacher scores them in one pass, `speculative_accept` keeps a prefix per row and adds one token. `plain_sample` is
 the same engine with no draft: the baseline every speedup is measured against. Both check their arguments with
-`check_sampling_arguments` before any buffer is sized, then run a cached `SpeculativeDecoder` (engine.py), so that
+`SamplingConfig` and `checks.py` before any buffer is sized, then run a cached `SpeculativeDecoder` (engine.py), so that
 compilation or CUDA-graph capture happens once per (models, batch size, gamma, sampling settings).
 """
 
-import math
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 
 from ..models import VQGPTForCausalLM
-from .engine import SamplingConfig, SpeculativeDecoder, resolve_mode
+from .checks import check_decoder_arguments, check_draft_matches, check_inputs  # noqa: F401 (re-exported)
+from .engine import SpeculativeDecoder
+from .sampling import SamplingConfig
 
 
 @dataclass
@@ -123,99 +124,6 @@ class EarlyExitDraft(torch.nn.Module):
         self.teacher.check_prompt(input_ids, max_new_tokens)
 
 
-def check_draft_matches(teacher, draft, argument: str = "draft") -> None:
-    """Raise `ValueError` naming `argument` unless `draft` shares the teacher's codebook, classes and grid."""
-    t, d = teacher.config, draft.config
-    for name in ("codebook_size", "num_classes", "grid_h", "grid_w"):
-        if getattr(t, name) != getattr(d, name):
-            raise ValueError(
-                f"`{argument}` does not match the teacher: {name} is {getattr(d, name)} in the draft and "
-                f"{getattr(t, name)} in the teacher."
-            )
-
-
-
-
-# -- argument checks, shared by every sampling entry point ---------------------------------------------------
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def check_sampling_arguments(
-    model,
-    input_ids,
-    max_new_tokens=None,
-    do_sample: bool = True,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    cfg_scale: float | None = None,
-    generator: torch.Generator | None = None,
-) -> int:
-    """Raise `ValueError` naming the argument unless the settings make sense for `model`; returns the number of
-    new tokens (default: the rest of the grid). One check for `plain_sample`, `speculative_sample`, the decoding
-    engine and the `custom_generate` door, run before any buffer is sized."""
-    config = model.config
-    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.long, torch.int32, torch.int64):
-        raise ValueError("`input_ids` must be an integer tensor of shape (batch, length >= 1), e.g. "
-                         "`teacher.class_prompt(labels)`.")
-    if input_ids.dim() != 2 or input_ids.shape[0] < 1 or input_ids.shape[1] < 1:
-        raise ValueError(f"`input_ids` must have shape (batch, length >= 1), got {tuple(input_ids.shape)}.")
-    if not isinstance(do_sample, bool):
-        raise ValueError(f"`do_sample` must be True or False, got {do_sample!r}.")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
-        math.isfinite(temperature) and temperature > 0
-    ):
-        raise ValueError(f"`temperature` must be a finite number > 0, got {temperature!r}.")
-    if top_k is not None and (not _is_int(top_k) or top_k < 1):
-        raise ValueError(f"`top_k` must be a positive integer or None, got {top_k!r}.")
-    if top_p is not None and (
-        isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0
-    ):
-        raise ValueError(f"`top_p` must be in (0, 1] or None, got {top_p!r}.")
-    if cfg_scale is not None and (
-        isinstance(cfg_scale, bool) or not isinstance(cfg_scale, (int, float)) or not math.isfinite(cfg_scale)
-    ):
-        raise ValueError(f"`cfg_scale` must be a finite number or None, got {cfg_scale!r}.")
-    if cfg_scale not in (None, 1.0) and config.num_classes == 0:
-        raise ValueError("`cfg_scale` needs a class-conditional model (num_classes > 0).")
-    if max_new_tokens is not None and (not _is_int(max_new_tokens) or max_new_tokens < 1):
-        raise ValueError(f"`max_new_tokens` must be an integer >= 1, got {max_new_tokens!r}.")
-    model.check_prompt(input_ids, max_new_tokens)
-    if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise ValueError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}.")
-        if generator.device.type != input_ids.device.type:
-            raise ValueError(f"`generator` is on {generator.device} but `input_ids` on {input_ids.device}: "
-                             f"use torch.Generator(device={str(input_ids.device)!r}).")
-    new_tokens = max_new_tokens if max_new_tokens is not None else config.max_position_embeddings - input_ids.shape[1]
-    if new_tokens < 1:
-        raise ValueError("`input_ids` already fills the token grid: there is nothing left to generate.")
-    return new_tokens
-
-
-VERIFICATIONS = ("token", "block")
-
-
-def _check_speculative_arguments(teacher, draft, gamma, relaxed_neighbours, mode, verification="token") -> None:
-    check_draft_matches(teacher, draft)
-    if verification not in VERIFICATIONS:
-        raise ValueError(f"`verification` must be one of {', '.join(VERIFICATIONS)}, got {verification!r}.")
-    if verification == "block" and relaxed_neighbours is not None:
-        raise ValueError("`relaxed_neighbours` (lossy) and `verification='block'` cannot be combined.")
-    grid = teacher.config.num_image_tokens
-    if not _is_int(gamma) or not 1 <= gamma <= grid:
-        raise ValueError(f"`gamma` must be an integer in [1, {grid}] (the {grid}-token grid), got {gamma!r}.")
-    K = teacher.config.codebook_size
-    if relaxed_neighbours is not None and (
-        not isinstance(relaxed_neighbours, torch.Tensor) or relaxed_neighbours.dim() != 2
-        or relaxed_neighbours.shape[0] != K
-    ):
-        raise ValueError(f"`relaxed_neighbours` must be a ({K}, k) table from `latent_neighbours`.")
-    resolve_mode(mode, next(teacher.parameters()).device)
-
-
 # -- decoders, built once per setting and reused ----------------------------------------------------------------
 
 _DECODERS: "OrderedDict[tuple, SpeculativeDecoder]" = OrderedDict()
@@ -294,14 +202,13 @@ def speculative_sample(
             `block_accept`: the draft block verified jointly, never fewer tokens in expectation). Both are lossless.
             With `block`, `alpha` counts the accepted prefix like `token` but no longer estimates `sum min(p, q)`.
     """
-    new_tokens = check_sampling_arguments(teacher, input_ids, max_new_tokens, do_sample, temperature, top_k, top_p,
-                                          cfg_scale, generator)
-    _check_speculative_arguments(teacher, draft, gamma, relaxed_neighbours, mode, verification)
+    sampling = SamplingConfig(do_sample, temperature, top_k, top_p, cfg_scale, verification)
+    new_tokens = check_inputs(teacher, input_ids, max_new_tokens, generator)
+    check_decoder_arguments(teacher, draft, gamma, input_ids.shape[0], sampling, mode, relaxed_neighbours)
+    decoder = get_decoder(teacher, draft, gamma, input_ids.shape[0], sampling, mode, relaxed_neighbours)
     if cost_ratio is not None and not (isinstance(cost_ratio, (int, float)) and cost_ratio >= 0):
         raise ValueError(f"`cost_ratio` must be a number >= 0 or None, got {cost_ratio!r}.")
-    sampling = SamplingConfig(do_sample, float(temperature), top_k, top_p, cfg_scale, verification)
-    decoder = get_decoder(teacher, draft, gamma, input_ids.shape[0], sampling, mode, relaxed_neighbours)
-    record = decoder.generate(input_ids, new_tokens, generator, adaptive_gamma, cost_ratio)
+    record = decoder.decode(input_ids, new_tokens, generator, adaptive_gamma, cost_ratio)
     return SpeculativeOutput.from_record(record, input_ids.shape[1])
 
 
@@ -324,9 +231,7 @@ def plain_sample(
     Distributed exactly as `model.generate(input_ids, do_sample=..., temperature=..., top_k=..., top_p=...,
     cfg_scale=...)`. Returns `(B, P + max_new_tokens)`.
     """
-    new_tokens = check_sampling_arguments(model, input_ids, max_new_tokens, do_sample, temperature, top_k, top_p,
-                                          cfg_scale, generator)
-    resolve_mode(mode, input_ids.device)
-    sampling = SamplingConfig(do_sample, float(temperature), top_k, top_p, cfg_scale)
+    sampling = SamplingConfig(do_sample, temperature, top_k, top_p, cfg_scale)
+    new_tokens = check_inputs(model, input_ids, max_new_tokens, generator)
     decoder = get_decoder(model, None, 0, input_ids.shape[0], sampling, mode)
-    return decoder.generate(input_ids, new_tokens, generator)["sequences"]
+    return decoder.decode(input_ids, new_tokens, generator)["sequences"]

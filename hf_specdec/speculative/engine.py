@@ -21,40 +21,19 @@ compiled and graph-replayed rounds draw the same samples.
 
 import math
 import time
-from dataclasses import dataclass
 
 import torch
 
 from . import sampling
 from .cache import RaggedCache, ragged_causal_mask, ragged_positions
-
-MODES = ("auto", "eager", "compile", "cuda-graph")
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """How `p` and `q` are processed and drawn; part of a decoder's identity (a change means another graph)."""
-
-    do_sample: bool = True
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    cfg_scale: float | None = None
-    verification: str = "token"  # "token" (Leviathan et al.) or "block" (Sun et al.): both lossless
-
-    def warp(self, logits: torch.Tensor) -> torch.Tensor:
-        return sampling.warp_logits(logits, self.temperature if self.do_sample else 1.0, self.top_k, self.top_p)
-
+from .checks import check_decoder_arguments, check_inputs
+from .sampling import SamplingConfig
 
 def resolve_mode(mode: str, device: torch.device) -> str:
-    """`auto`: CUDA graphs on a GPU; eager on the CPU, where compiling the round did not pay on 2 cores
-    (BENCHMARKS.md)."""
-    if mode not in MODES:
-        raise ValueError(f"`mode` must be one of {', '.join(MODES)}, got {mode!r}.")
+    """`auto`: CUDA graphs on a GPU; eager on the CPU, where a compiled round is faster only after an 11-25 s first
+    call (BENCHMARKS.md). The mode itself is checked by `check_decoder_arguments`."""
     if mode == "auto":
         return "cuda-graph" if device.type == "cuda" else "eager"
-    if mode == "cuda-graph" and device.type != "cuda":
-        raise ValueError("`mode='cuda-graph'` needs a CUDA device; use 'eager' or 'compile' on the CPU.")
     return mode
 
 
@@ -65,7 +44,7 @@ class SpeculativeDecoder:
     draft length and later calls replay it.
 
         decoder = SpeculativeDecoder(teacher, draft, gamma=8, batch_size=1)
-        out = decoder.generate(teacher.class_prompt([3]), generator=torch.Generator().manual_seed(0))
+        record = decoder.generate(teacher.class_prompt([3]), max_new_tokens=64, generator=torch.Generator())
 
     Args:
         teacher: the `VQGPTForCausalLM` whose distribution is sampled.
@@ -90,6 +69,7 @@ class SpeculativeDecoder:
         relaxed_neighbours: torch.Tensor | None = None,
         compile_options: dict | None = None,
     ):
+        check_decoder_arguments(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours)
         config = teacher.config
         self.teacher, self.draft = teacher, draft
         self.gamma = gamma if draft is not None else 0
@@ -105,7 +85,7 @@ class SpeculativeDecoder:
         K, B, G = config.codebook_size, batch_size, self.gamma
         device = self.device
 
-        rows = 2 * B if sampling.cfg_scale not in (None, 1.0) else B
+        rows = 2 * B if sampling.guided else B
         self.teacher_cache = self._cache(teacher, rows)
         self.draft_cache = self._cache(draft, rows) if draft is not None else None
         # Round state. `sequences` has room for a finished row to keep writing (it rides along) past the grid.
@@ -340,13 +320,21 @@ class SpeculativeDecoder:
     def generate(
         self,
         input_ids: torch.LongTensor,
-        max_new_tokens: int,
+        max_new_tokens: int | None = None,
         generator: torch.Generator | None = None,
         adaptive_gamma: bool = False,
         cost_ratio: float | None = None,
     ) -> dict:
-        """Decode `max_new_tokens` after `input_ids` `(batch_size, P)` (checked by the caller). Returns the raw
-        record: sequences `(B, P + new)`, per-round starts / accepted `(R, B)` and the gamma of each round."""
+        """Decode `max_new_tokens` (default: the rest of the grid) after `input_ids` `(batch_size, P)`. Returns the
+        raw record: sequences `(B, P + new)`, per-round starts / accepted `(R, B)` and the gamma of each round
+        (`SpeculativeOutput.from_record` turns it into statistics)."""
+        max_new_tokens = check_inputs(self.teacher, input_ids, max_new_tokens, generator, self.batch_size)
+        if cost_ratio is not None and not (isinstance(cost_ratio, (int, float)) and cost_ratio >= 0):
+            raise ValueError(f"`cost_ratio` must be a number >= 0 or None, got {cost_ratio!r}.")
+        return self.decode(input_ids, max_new_tokens, generator, adaptive_gamma, cost_ratio)
+
+    def decode(self, input_ids, max_new_tokens: int, generator=None, adaptive_gamma=False, cost_ratio=None) -> dict:
+        """`generate` without the argument checks (callers that checked them already)."""
         B, P = input_ids.shape
         total = P + max_new_tokens
         c = None

@@ -8,6 +8,9 @@ The output is distributed exactly as `p`, and the expected acceptance per token 
 `= 1 - TV(p, q)`.
 """
 
+import math
+from dataclasses import dataclass
+
 import torch
 
 
@@ -240,3 +243,50 @@ def relaxed_accept(
         r = torch.rand(B, gamma, device=p.device, generator=generator)
     n = (r * q_draft < p_neighbourhood).long().cumprod(dim=1).sum(dim=1)
     return n, sample_residual(p, q, n, generator, exponentials)
+
+
+VERIFICATIONS = ("token", "block")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How `p` and `q` are processed, drawn and verified: the same for the teacher and the draft. Part of a
+    decoder's identity (another setting means another compiled round). Bad values raise `ValueError` naming them.
+
+    do_sample: sample (True) or take the argmax (False, greedy; verification is then argmax agreement).
+    temperature, top_k, top_p: applied by `warp_logits`, in transformers' order.
+    cfg_scale: classifier-free guidance scale inside the models (None or 1 = off).
+    verification: `token` (Leviathan et al., `speculative_accept`) or `block` (Sun et al., `block_accept`).
+    """
+
+    do_sample: bool = True
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    cfg_scale: float | None = None
+    verification: str = "token"
+
+    def __post_init__(self):
+        if not isinstance(self.do_sample, bool):
+            raise ValueError(f"`do_sample` must be True or False, got {self.do_sample!r}.")
+        if not (_is_number(self.temperature) and self.temperature > 0):
+            raise ValueError(f"`temperature` must be a finite number > 0, got {self.temperature!r}.")
+        if self.top_k is not None and (not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 1):
+            raise ValueError(f"`top_k` must be a positive integer or None, got {self.top_k!r}.")
+        if self.top_p is not None and not (_is_number(self.top_p) and 0.0 < self.top_p <= 1.0):
+            raise ValueError(f"`top_p` must be in (0, 1] or None, got {self.top_p!r}.")
+        if self.cfg_scale is not None and not _is_number(self.cfg_scale):
+            raise ValueError(f"`cfg_scale` must be a finite number or None, got {self.cfg_scale!r}.")
+        if self.verification not in VERIFICATIONS:
+            raise ValueError(f"`verification` must be one of {', '.join(VERIFICATIONS)}, got {self.verification!r}.")
+
+    @property
+    def guided(self) -> bool:
+        return self.cfg_scale is not None and self.cfg_scale != 1.0
+
+    def warp(self, logits: torch.Tensor) -> torch.Tensor:
+        return warp_logits(logits, self.temperature if self.do_sample else 1.0, self.top_k, self.top_p)

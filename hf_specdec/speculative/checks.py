@@ -1,0 +1,98 @@
+"""The argument checks of every sampling entry point (`plain_sample`, `speculative_sample`, `SpeculativeDecoder`,
+`speculative_generate`): `ValueError`s that name the argument and what is allowed, raised before any buffer is
+sized. Sampling settings are checked by `SamplingConfig` itself."""
+
+import torch
+
+from .sampling import SamplingConfig
+
+MODES = ("auto", "eager", "compile", "cuda-graph")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_draft_matches(teacher, draft, argument: str = "draft") -> None:
+    """Raise `ValueError` naming `argument` unless `draft` shares the teacher's codebook, classes and grid."""
+    t, d = teacher.config, draft.config
+    for name in ("codebook_size", "num_classes", "grid_h", "grid_w"):
+        if getattr(t, name) != getattr(d, name):
+            raise ValueError(
+                f"`{argument}` does not match the teacher: {name} is {getattr(d, name)} in the draft and "
+                f"{getattr(t, name)} in the teacher."
+            )
+
+
+def check_inputs(model, input_ids, max_new_tokens=None, generator=None, batch_size: int | None = None) -> int:
+    """Check a call's prompt, length and generator; return the number of new tokens (default: the rest of the grid)."""
+    config = model.config
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.long, torch.int32):
+        raise ValueError("`input_ids` must be an integer tensor of shape (batch, length >= 1), e.g. "
+                         "`teacher.class_prompt(labels)`.")
+    if input_ids.dim() != 2 or input_ids.shape[0] < 1 or input_ids.shape[1] < 1:
+        raise ValueError(f"`input_ids` must have shape (batch, length >= 1), got {tuple(input_ids.shape)}.")
+    if batch_size is not None and input_ids.shape[0] != batch_size:
+        raise ValueError(f"`input_ids` has {input_ids.shape[0]} rows but this decoder was built for batch_size="
+                         f"{batch_size}.")
+    if max_new_tokens is not None and (not _is_int(max_new_tokens) or max_new_tokens < 1):
+        raise ValueError(f"`max_new_tokens` must be an integer >= 1, got {max_new_tokens!r}.")
+    model.check_prompt(input_ids, max_new_tokens)
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise ValueError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}.")
+        if generator.device.type != input_ids.device.type:
+            raise ValueError(f"`generator` is on {generator.device} but `input_ids` on {input_ids.device}: "
+                             f"use torch.Generator(device={str(input_ids.device)!r}).")
+    new_tokens = max_new_tokens if max_new_tokens is not None else config.max_position_embeddings - input_ids.shape[1]
+    if new_tokens < 1:
+        raise ValueError("`input_ids` already fills the token grid: there is nothing left to generate.")
+    return new_tokens
+
+
+def check_sampling_arguments(
+    model,
+    input_ids,
+    max_new_tokens=None,
+    do_sample: bool = True,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    cfg_scale: float | None = None,
+    generator: torch.Generator | None = None,
+) -> int:
+    """Raise `ValueError` naming the argument unless the sampling settings and the call make sense for `model`;
+    returns the number of new tokens. For callers that hold loose settings (scripts, `custom_generate`)."""
+    sampling = SamplingConfig(do_sample, temperature, top_k, top_p, cfg_scale)
+    if sampling.guided and model.config.num_classes == 0:
+        raise ValueError("`cfg_scale` needs a class-conditional model (num_classes > 0).")
+    return check_inputs(model, input_ids, max_new_tokens, generator)
+
+
+def check_decoder_arguments(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours=None) -> None:
+    """What a `SpeculativeDecoder` needs before it allocates anything."""
+    if not isinstance(sampling, SamplingConfig):
+        raise ValueError(f"`sampling` must be a SamplingConfig, got {type(sampling).__name__}.")
+    if sampling.guided and teacher.config.num_classes == 0:
+        raise ValueError("`cfg_scale` needs a class-conditional model (num_classes > 0).")
+    if not _is_int(batch_size) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}.")
+    if mode not in MODES:
+        raise ValueError(f"`mode` must be one of {', '.join(MODES)}, got {mode!r}.")
+    device = next(teacher.parameters()).device
+    if mode == "cuda-graph" and device.type != "cuda":
+        raise ValueError("`mode='cuda-graph'` needs the models on a CUDA device; use 'eager' or 'compile' on the CPU.")
+    if draft is None:
+        return
+    check_draft_matches(teacher, draft)
+    grid = teacher.config.num_image_tokens
+    if not _is_int(gamma) or not 1 <= gamma <= grid:
+        raise ValueError(f"`gamma` must be an integer in [1, {grid}] (the {grid}-token grid), got {gamma!r}.")
+    K = teacher.config.codebook_size
+    if relaxed_neighbours is not None:
+        if not isinstance(relaxed_neighbours, torch.Tensor) or relaxed_neighbours.dim() != 2 or (
+            relaxed_neighbours.shape[0] != K
+        ):
+            raise ValueError(f"`relaxed_neighbours` must be a ({K}, k) table from `latent_neighbours`.")
+        if sampling.verification == "block":
+            raise ValueError("`relaxed_neighbours` (lossy) and `verification='block'` cannot be combined.")
