@@ -1,4 +1,4 @@
-from .cache import RaggedCache, ragged_causal_mask, ragged_positions
+from .cache import RaggedCache
 from .custom_generate import speculative_generate
 from .checks import check_draft_matches, check_sampling_arguments
 from .decoding import EarlyExitDraft, SpeculativeOutput, clear_decoders, get_decoder, plain_sample, speculative_sample

@@ -5,7 +5,7 @@ hold different numbers of valid tokens. `RaggedCache` keeps one buffer `(rows, h
 layer, allocated once, and writes every token's key/value at the slot of its position (`cache_position`, per row):
 a row that rejected drafts simply writes its next tokens over the stale slots. Nothing is copied, concatenated or
 allocated per step, and rewinding needs no call at all: the caller moves its own per-row length back and derives the
-next positions and the bottom-right causal mask (`ragged_positions`, `ragged_causal_mask`) from it on the device.
+next positions and the bottom-right causal mask from it on the device (`SpeculativeDecoder._positions`).
 
 It is still a transformers `Cache`: `generate(..., cache=RaggedCache(...))` works like a `StaticCache`, with the
 length kept as a device tensor so that `get_seq_length()` never waits for the device.
@@ -115,17 +115,3 @@ class RaggedCache(Cache):
     def reset(self) -> None:
         if self.lengths is not None:
             self.lengths.zero_()
-
-
-def ragged_positions(start: torch.Tensor, length: int, max_position: int) -> torch.Tensor:
-    """Positions `(B, length)` = `start[b] + i`, clamped to `[0, max_position]`. They are also the cache slots:
-    slots past the grid all map to `max_position`, whose key/value no real prediction ever reads (it holds the
-    grid's last token), so rows that ran past the end only ride along."""
-    return (start[:, None] + torch.arange(length, device=start.device)).clamp(0, max_position)
-
-
-def ragged_causal_mask(positions: torch.Tensor, key_length: int) -> torch.Tensor:
-    """Boolean mask `(B, 1, T, key_length)` for queries at slots `positions` `(B, T)`: each sees the slots up to its
-    own; later (stale or empty) slots are hidden. This is the bottom-right causal mask of every row at once."""
-    key_slots = torch.arange(key_length, device=positions.device)
-    return (key_slots <= positions[:, :, None]).unsqueeze(1)

@@ -25,7 +25,7 @@ import time
 import torch
 
 from . import sampling
-from .cache import RaggedCache, ragged_causal_mask, ragged_positions
+from .cache import RaggedCache
 from .checks import check_decoder_arguments, check_inputs
 from .sampling import SamplingConfig
 
@@ -81,7 +81,9 @@ class SpeculativeDecoder:
         self.relaxed_neighbours = relaxed_neighbours
         self.compile_options = compile_options or {}
         self.max_position = config.max_position_embeddings - 1
-        self.cache_length = config.max_position_embeddings  # positions are slots: one slot per grid position
+        # Positions are slots: one slot per grid position, rounded up to 8 so that attention needs no padded copy of
+        # the mask (the extra slots are never visible: no query sits there).
+        self.cache_length = -(-config.max_position_embeddings // 8) * 8
         K, B, G = config.codebook_size, batch_size, self.gamma
         device = self.device
 
@@ -96,8 +98,11 @@ class SpeculativeDecoder:
         self.noise = torch.zeros(B, G * K + G + K, device=device)  # one round's U[0, 1) draws
         self.round_starts = torch.zeros(self.cache_length, B, dtype=torch.long, device=device)  # n before round r
         self.round_accepted = torch.zeros(self.cache_length, B, dtype=torch.long, device=device)
-        self.arange = torch.arange(max(G + 1, 2), device=device)
-        self.causal = torch.ones(self.cache_length, self.cache_length, dtype=torch.bool, device=device).tril()
+        self.arange = torch.arange(self.cache_length, device=device)
+        # Additive causal masks, one row per query slot, in the models' dtype: SDPA uses them as they are (a boolean
+        # mask is converted to this form in every layer of every forward).
+        visible = torch.ones(self.cache_length, self.cache_length, dtype=torch.bool, device=device).tril()
+        self.causal = torch.zeros(visible.shape, dtype=self.dtype, device=device).masked_fill(~visible, float("-inf"))
         self.no_drafts = torch.zeros(B, dtype=torch.long, device=device)  # plain decoding accepts none
         if self.mode == "compile":  # fixed addresses: mutating them in place does not stop CUDA graphs
             for tensor in self._buffers():
@@ -130,8 +135,11 @@ class SpeculativeDecoder:
 
     # -- the round: draft -> verify -> accept -> commit -------------------------------------------------------
     def _positions(self, start, length):
-        """Positions (= cache slots) `(B, length)` from each row's `start`, and their causal masks
-        `(B, 1, length, L)`, sliced from tensors built once (`ragged_positions`, `ragged_causal_mask`)."""
+        """Positions `(B, length)` = `start[b] + i`, which are also the cache slots, and their additive causal masks
+        `(B, 1, length, L)`: query slot `s` sees key slots `<= s`, so stale slots beyond a row's length are hidden
+        (the bottom-right causal mask of every row at once). Positions are clamped to `[0, max_position]`: slots past
+        the grid all map to the last one, whose key/value no real prediction reads (it holds the grid's last
+        token), so rows that ran past the end only ride along."""
         positions = (start[:, None] + self.arange[:length]).clamp_(0, self.max_position)
         return positions, self.causal[positions].unsqueeze(1)
 
@@ -286,8 +294,7 @@ class SpeculativeDecoder:
         self.total.fill_(total)
         self.round_index.zero_()
         if P > 1:  # the caches must hold slots [0, P - 1): the rounds feed slot P - 1 onwards
-            positions = ragged_positions(torch.zeros_like(self.n), P - 1, self.max_position)
-            mask = ragged_causal_mask(positions, self.cache_length)
+            positions, mask = self._positions(torch.zeros_like(self.n), P - 1)
             self._forward(self.teacher, self.teacher_cache, input_ids[:, : P - 1], positions, mask, logits_to_keep=1)
             if self.draft is not None:
                 self._forward(self.draft, self.draft_cache, input_ids[:, : P - 1], positions, mask, logits_to_keep=1)
