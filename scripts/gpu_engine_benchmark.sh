@@ -3,6 +3,8 @@
 # 2 in a minute on the CPU (tests/test_engine.py does, so that the script cannot rot).
 #   bash scripts/gpu_engine_benchmark.sh OUTPUT_DIR [cuda|cpu]        (PYTHON=/path/to/python to choose the interpreter)
 # Sections run under their own time limits and each writes its own file, so a slow compile cannot cost the rest.
+# On the lent machine (at most 8 files come back): bash scripts/gpu_engine_benchmark.sh /tmp/engine cuda; \
+#   tar czf $OUT/engine.tgz -C /tmp/engine .       (carry .whl: transformers/diffusers wheels for its offline python)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -16,7 +18,8 @@ fi
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$(pwd)" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 if [ "$device" = cuda ]; then
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
-  modes='["eager", "cuda-graph"]'; reps=20; batches="1 16 64"; limit_main=180; limit_compile=120; extra=""
+  modes='["eager", "cuda-graph"]'; reps=20; batches="1 16 64"; limit_main=200; limit_compile=120
+  extra="--extra_gammas 4 6 12 --block_verification true"
 else
   modes='["eager"]'; reps=1; batches="1"; limit_main=300; limit_compile=300; extra="--extras false --extra_gammas 8"
 fi
@@ -37,4 +40,7 @@ timeout "$limit_main" "$PYTHON" scripts/engine_benchmark.py --device "$device" -
 # 3. compiled rounds and transformers' own static-cache compiled generate(), batch 1 (compilation is slow; CUDA only)
 [ "$device" = cuda ] && timeout "$limit_compile" "$PYTHON" scripts/engine_benchmark.py --device "$device" --batch_sizes 1 --reps "$reps" \
   --methods compile hf-static --extras false --extra_gammas 8 --output_dir "$out/compile" 2>&1 | grep -v "it/s\]" | tail -20
+# 4. speed against model size (random weights), CUDA graphs, batch 1 and 16: the costs behind the predicted speedups
+[ "$device" = cuda ] && timeout 150 "$PYTHON" scripts/model_size_benchmark.py --device cuda --batch_sizes 1 16 \
+  --output_dir "$out/model-size" 2>&1 | grep -v "it/s\]" | tail -12
 ls -la "$out" "$out"/*
