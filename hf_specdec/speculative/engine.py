@@ -29,6 +29,7 @@ from .cache import RaggedCache
 from .checks import check_decoder_arguments, check_inputs
 from .sampling import SamplingConfig
 
+
 def resolve_mode(mode: str, device: torch.device) -> str:
     """`auto`: CUDA graphs on a GPU; eager on the CPU, where a compiled round is faster only after an 11-25 s first
     call (BENCHMARKS.md). The mode itself is checked by `check_decoder_arguments`."""
