@@ -9,7 +9,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from hf_specdec.cli import parse_args
+from hf_specdec.cli import parse_args, run
 from hf_specdec.hub import model_card, push_model, upload_plan
 
 
@@ -44,4 +44,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

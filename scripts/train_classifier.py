@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from hf_specdec.cli import parse_args
+from hf_specdec.cli import parse_args, run
 from hf_specdec.data import DataArguments, images_to_tensor
 from hf_specdec.metrics.classifier import accuracy, train_classifier
 
@@ -39,4 +39,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)
