@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ..hub import checkpoint_path, load_pretrained
 from ..models import VQGPTForCausalLM
-from ..pipeline import class_prompts
+from ..pipeline import check_sampling_options, class_prompts
 from ..speculative import EarlyExitDraft, expected_speedup, plain_sample, speculative_sample
 from .timing import quartiles, time_calls
 
@@ -88,6 +88,11 @@ def run_benchmark(args: BenchmarkArguments) -> dict:
     config = teacher.config
     new_tokens = config.num_image_tokens
     sampling = dict(do_sample=True, temperature=args.temperature, top_k=args.top_k, cfg_scale=args.cfg_scale)
+    check_sampling_options(teacher, **sampling)
+    too_long = [g for g in args.gammas + [args.adaptive_gamma_max] if g > new_tokens]
+    if too_long:
+        raise ValueError(f"`gammas` / `adaptive_gamma_max` must be at most the teacher's {new_tokens}-token grid, "
+                         f"got {too_long}.")
     records, samples = [], {}
 
     jobs = []
