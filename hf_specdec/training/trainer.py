@@ -18,7 +18,7 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from .checkpoint import check_checkpointing_supported, load_checkpoint, resolve_checkpoint, save_checkpoint
 
 
 @dataclass
@@ -119,9 +119,12 @@ def train(
             from the model's own samples (on-policy distillation, as TRL's `GKDTrainer.training_step`).
     """
     accelerator = accelerator or make_accelerator(args)
+    if args.save_every or args.resume_from_checkpoint:
+        check_checkpointing_supported(accelerator)
     set_seed(args.seed)
     os.makedirs(args.output_dir, exist_ok=True)
     checkpoints_dir = os.path.join(args.output_dir, "checkpoints")
+    checkpoint = resolve_checkpoint(args.resume_from_checkpoint, checkpoints_dir)  # a damaged one fails here, early
 
     dataloader = DataLoader(
         train_dataset,
@@ -145,7 +148,6 @@ def train(
     scheduler = cosine_schedule_with_warmup(optimizer, args.warmup_steps, args.max_steps, args.min_lr_ratio)
 
     step = 0
-    checkpoint = resolve_checkpoint(args.resume_from_checkpoint, checkpoints_dir)
     if checkpoint is not None:
         step = load_checkpoint(accelerator, model, optimizer, scheduler, checkpoint)
         accelerator.print(f"Resumed from {checkpoint} at step {step}.")
