@@ -20,7 +20,7 @@ from hf_specdec.data import (
     precompute_tokens,
     token_sequences,
 )
-from tests.test_tokenizers import tiny_vq
+from tests.utils import tiny_vq
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, StaticCache
 
 from hf_specdec import STUDENT_IDS, VQGPT_PRESETS, VQGPTConfig, VQGPTForCausalLM
-from tests.conftest import tiny_config, tiny_model
+from tests.utils import HIDE_HF_SPECDEC, tiny_config, tiny_model
 
 
 def random_sequences(config, batch_size=2, length=None, seed=0):
@@ -226,14 +226,8 @@ def test_remote_code_loads_without_hf_specdec(model, tmp_path):
     torch.save(ids, tmp_path / "ids.pt")
     with torch.no_grad():
         torch.save(model(ids).logits, tmp_path / "expected.pt")
-    script = textwrap.dedent(
+    script = HIDE_HF_SPECDEC + textwrap.dedent(
         f"""
-        import importlib.abc, sys
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "hf_specdec":
-                    raise ImportError("hf_specdec is hidden in this test")
-        sys.meta_path.insert(0, Block())
         import torch
         from transformers import AutoModelForCausalLM
         try:

@@ -9,8 +9,7 @@ from hf_specdec.data import DataArguments, images_to_tensor
 from hf_specdec.metrics.classifier import DigitsClassifier, accuracy, train_classifier
 from hf_specdec.bench.quality import QualityArguments, evaluate_quality
 from hf_specdec.metrics.quality import fid_with_ci
-from tests.conftest import tiny_model
-from tests.test_tokenizers import tiny_vq
+from tests.utils import tiny_model, tiny_vq
 
 
 def test_fid_is_zero_for_identical_and_grows_with_shift():

@@ -10,7 +10,7 @@ import torch
 from hf_specdec.metrics.classifier import DigitsClassifier
 from hf_specdec.models.palette_tokenizer import PaletteTokenizer
 from hf_specdec.models.vq_tokenizer import VQTokenizer
-from tests.conftest import tiny_model
+from tests.utils import tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,23 +7,11 @@ from diffusers import VQModel
 from hf_specdec import PaletteTokenizer, VQTokenizer
 from hf_specdec.models.vq_tokenizer import EMAVectorQuantizer, codebook_statistics
 from hf_specdec.pipeline import check_tokenizer_matches, sample_images
-from tests.conftest import tiny_config, tiny_model
-
-TINY_VQ = dict(block_out_channels=(32, 32, 32), num_vq_embeddings=16, latent_channels=8)
-
-
-def tiny_vq(seed=0, **overrides):
-    torch.manual_seed(seed)
-    return VQTokenizer(**{**TINY_VQ, **overrides}).eval()
-
-
-def images(batch=2, seed=0):
-    return torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(seed)) * 2 - 1
-
+from tests.utils import random_images, tiny_config, tiny_model, tiny_vq
 
 def test_indices_round_trip_equals_vqmodel_forward(tmp_path):
     tokenizer = tiny_vq()
-    x = images()
+    x = random_images()
     codes = tokenizer.encode_to_indices(x)
     assert codes.shape == (2, 8, 8) and codes.dtype == torch.int64
     assert tokenizer.grid_size() == (8, 8)
@@ -43,7 +31,7 @@ def test_save_load_round_trip(tmp_path):
     tokenizer.save_pretrained(tmp_path)
     assert list(tmp_path.glob("*.safetensors"))
     loaded = VQTokenizer.from_pretrained(tmp_path).eval()
-    x = images()
+    x = random_images()
     assert torch.equal(loaded.encode_to_indices(x), tokenizer.encode_to_indices(x))
 
 
@@ -54,7 +42,7 @@ def test_ema_codebook_learns_restarts_and_saves(tmp_path):
     assert not quantizer.embedding.weight.requires_grad
     before = quantizer.embedding.weight.clone()
     tokenizer.train()
-    x = images(4)
+    x = random_images(4)
     with torch.no_grad():
         latents = tokenizer.encode(x).latents
         z = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
