@@ -52,7 +52,7 @@ def convert_value(name: str, value, annotation, source: str = "the YAML config")
     problem = f"`{name}` in {source} must be {{}}, got {value!r} ({type(value).__name__})."
     if origin is list:
         if not isinstance(value, list):
-            raise UsageError(problem.format(f"a list of {_type_name(args[0])}s"))
+            raise UsageError(problem.format(f"a list (each item {_type_name(args[0])})"))
         return [convert_value(name, v, args[0], source) for v in value]
     if annotation is bool:
         if isinstance(value, bool):

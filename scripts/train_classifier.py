@@ -23,6 +23,10 @@ class ClassifierArguments:
     epochs: int = field(default=15, metadata={"help": "Passes over the train split."})
     seed: int = field(default=0, metadata={"help": "Seed."})
 
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"`epochs` must be >= 1, got {self.epochs}.")
+
 
 def main(argv=None):
     data_args, args = parse_args((DataArguments, ClassifierArguments), argv, description=__doc__)
