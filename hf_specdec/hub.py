@@ -1,5 +1,5 @@
 """The project's models and the Hub: loading by folder or repo id with a clear error, model cards rendered from the
-templates in `model_cards/` with `model-index` results, and pushing."""
+templates in `model_cards/` (shipped as package data) with `model-index` results, and pushing."""
 
 import json
 import os
@@ -10,7 +10,9 @@ from safetensors import SafetensorError
 
 from .models.safetensors_only import damaged_safetensors, damaged_weights_message, weights_folder
 
-TEMPLATES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "model_cards")
+# Package data: `hf_specdec/model_cards` links to the repository's `model_cards/` (their home), and the templates are
+# installed with the package, so cards render from a non-editable install too.
+TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_cards")
 
 
 def checkpoint_path(checkpoints_dir: str, name: str) -> str:
