@@ -57,6 +57,8 @@ BAD_INPUT = [
     ("distill.py", ["--student_id", "4", "--gen_top_k", "0"], ["gen_top_k"]),
     ("train_teacher.py", ["--max_steps", "0"], ["max_steps"]),
     ("train_teacher.py", ["--mixed_precision", "fp8"], ["mixed_precision"]),
+    ("train_teacher.py", ["--adam_beta2", "1.5"], ["adam_beta2"]),
+    ("train_teacher.py", ["--learning_rate", "nan"], ["learning_rate"]),
     ("train_vqvae.py", ["--reconstruction_loss", "huber"], ["reconstruction_loss"]),
     ("precompute_tokens.py", ["--tokenizer_path", "{tmp}/missing"], ["tokenizer_path"]),
     ("precompute_tokens.py", ["--dataset", "imagefolder"], ["data_dir"]),
