@@ -49,6 +49,8 @@ def from_uint8(pixels: torch.Tensor) -> torch.Tensor:
 
 def images_to_tensor(images, resolution: int) -> torch.Tensor:
     """PIL images -> `(B, 3, resolution, resolution)` float tensor in [-1, 1] (resize + centre crop, RGB)."""
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+        raise ValueError(f"`resolution` must be a positive integer, got {resolution!r}.")
     arrays = []
     for image in images:
         image = image.convert("RGB")
@@ -58,6 +60,8 @@ def images_to_tensor(images, resolution: int) -> torch.Tensor:
         left, top = (image.width - resolution) // 2, (image.height - resolution) // 2
         image = image.crop((left, top, left + resolution, top + resolution))
         arrays.append(np.asarray(image, dtype=np.float32))
+    if not arrays:
+        raise ValueError("`images` is empty.")
     return from_uint8(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2))
 
 

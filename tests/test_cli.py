@@ -46,6 +46,7 @@ BAD_INPUT = [
     ("generate.py", ["--teacher", "{tmp}/damaged-teacher"], ["teacher", "damaged-teacher/model.safetensors", "again"]),
     ("generate.py", ["--assistant", "checkpoints/digits/vq-tokenizer"], ["assistant"]),
     ("generate.py", ["--method", "magic"], ["method"]),
+    ("generate.py", ["--output", "{tmp}/grid.txt"], ["output", ".png"]),
     ("generate.py", ["--no_such_option", "1"], ["no_such_option"]),
     ("distill.py", ["--student_id", "7"], ["student_id"]),
     ("distill.py", ["{tmp}/float-for-int.yaml"], ["max_steps", "integer", "2.5"]),

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 
 import torch
+from PIL import Image
 
 from ..hub import load_pretrained
 from ..images import save_image_grid
@@ -43,6 +44,8 @@ class SampleGridArguments:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError("`device` is cuda but no CUDA device is available.")
+        if os.path.splitext(self.output)[1].lower() not in Image.registered_extensions():
+            raise ValueError(f"`output` {self.output!r} needs an image file extension such as .png.")
 
 
 def run_sample_grid(args: SampleGridArguments) -> dict:
