@@ -83,7 +83,8 @@ def test_kill_and_resume_continues_exactly(tmp_path):
 
 def test_sharded_optimizer_state_resumes_exactly(tmp_path):
     """FSDP2 on 2 CPU processes: the checkpoint holds the full (gathered) optimizer state, not rank 0's shard, and a
-    fresh sharded model resumes from it bit for bit; a resume that loses the optimizer state does not (control).
+    fresh sharded model resumes from it bit for bit; a resume that loses the optimizer state does not (control); the
+    final model is saved whole.
 
     Accelerate does not set up FSDP on the CPU (a CPU run is MULTI_CPU, i.e. DDP), so the worker shards with torch's
     `fully_shard` as Accelerate's FSDP2 plugin does on GPUs; the checkpoint code runs unchanged."""
@@ -98,6 +99,7 @@ def test_sharded_optimizer_state_resumes_exactly(tmp_path):
         assert r["saved_shapes"][f"{name}/exp_avg"] == shape and r["saved_shapes"][f"{name}/exp_avg_sq"] == shape
     assert r["resumed"] == r["straight"]
     assert r["weights_only"] != pytest.approx(r["straight"], rel=1e-6)
+    assert r["final"]["plain"] and r["final"]["checksum"] == pytest.approx(r["straight"], rel=1e-12)  # saved whole
 
 
 def test_damaged_checkpoints_are_named_and_latest_skips_them(tmp_path):

@@ -147,6 +147,26 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, step: int, checkpo
     return final
 
 
+def unsharded_model(accelerator, model) -> torch.nn.Module | None:
+    """The trained model as one plain module on the main process, for `save_pretrained` and reports; None elsewhere.
+
+    Without sharding, the unwrapped model itself. Under FSDP (parameters are `DTensor` shards) every rank must call
+    it: the full weights are gathered, and the main process gets a new instance of the model's class, built from its
+    config (`cls(config)` for transformers models, `cls.from_config(config)` for diffusers ones), holding them."""
+    from torch.distributed.tensor import DTensor
+
+    unwrapped = accelerator.unwrap_model(model)
+    if not any(isinstance(p, DTensor) for p in unwrapped.parameters()):
+        return unwrapped if accelerator.is_main_process else None
+    state = get_model_state_dict(model, options=_FULL_ON_RANK0)
+    if not accelerator.is_main_process:
+        return None
+    cls = type(unwrapped)
+    plain = cls.from_config(unwrapped.config) if hasattr(cls, "from_config") else cls(unwrapped.config)
+    plain.load_state_dict(state)
+    return plain.train(unwrapped.training)
+
+
 def list_checkpoints(checkpoints_dir: str) -> list[str]:
     """Complete checkpoints in `checkpoints_dir`, oldest first."""
     if not os.path.isdir(checkpoints_dir):

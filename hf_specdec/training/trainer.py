@@ -18,7 +18,13 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .checkpoint import check_checkpointing_supported, load_checkpoint, resolve_checkpoint, save_checkpoint
+from .checkpoint import (
+    check_checkpointing_supported,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+    unsharded_model,
+)
 
 
 @dataclass
@@ -120,7 +126,8 @@ def train(
     Args:
         loss_fn: `loss_fn(model, batch, step) -> (loss, logs: dict[str, float])`, run inside autocast.
         eval_fn: `eval_fn(unwrapped_model, step) -> dict[str, float]`, run on every process (logged on the main one).
-        save_fn: `save_fn(unwrapped_model, output_dir)`; default `save_pretrained` (safetensors).
+        save_fn: `save_fn(model, output_dir)` on the main process, with the whole trained model (gathered from the
+            shards under FSDP: `unsharded_model`); default `save_pretrained` (safetensors).
         run_config: extra config logged to the trackers (the script's dataclasses).
         batch_fn: `batch_fn(unwrapped_model, batch, step) -> (batch, logs: dict[str, float])`, run before the loss
             under `torch.no_grad()`, outside autocast and gradient accumulation: where the batch is rebuilt, e.g.
@@ -212,8 +219,9 @@ def train(
     progress.close()
 
     accelerator.wait_for_everyone()
+    final = unsharded_model(accelerator, model)  # under FSDP a gather: every rank calls it
     if accelerator.is_main_process:
-        (save_fn or (lambda m, d: m.save_pretrained(d)))(unwrapped, args.output_dir)
+        (save_fn or (lambda m, d: m.save_pretrained(d)))(final, args.output_dir)
     # No rank tears the process group down while another still works (one 2-process CPU test run hung at this
     # point, with rank 0 finished and rank 1 still inside `train`; not reproduced since).
     accelerator.wait_for_everyone()

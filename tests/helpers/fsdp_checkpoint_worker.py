@@ -6,7 +6,8 @@ Accelerate sets up FSDP only on accelerators (a CPU run becomes MULTI_CPU, i.e. 
 with torch's own `fully_shard`, as Accelerate's FSDP2 plugin does on GPUs, and the project's `save_checkpoint` /
 `load_checkpoint` run unchanged. Trains 8 steps with a checkpoint at step 4; then, in the same processes, a freshly
 initialised sharded model and optimizer resume from it and train steps 4-8 again; and a control resumes but loses
-the optimizer's moments (what a checkpoint without the full optimizer state gives). Writes OUT_DIR/result.json.
+the optimizer's moments (what a checkpoint without the full optimizer state gives). Last, the trained model is
+gathered for `save_pretrained` as the trainer does at the end (`unsharded_model`). Writes OUT_DIR/result.json.
 """
 
 import json
@@ -21,7 +22,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
 from hf_specdec import VQGPTConfig, VQGPTForCausalLM
-from hf_specdec.training.checkpoint import load_checkpoint, save_checkpoint
+from hf_specdec.training.checkpoint import load_checkpoint, save_checkpoint, unsharded_model
 from hf_specdec.training.trainer import cosine_schedule_with_warmup
 
 STEPS, SAVE_AT = 8, 4
@@ -78,6 +79,13 @@ def main():
     train(weights_only, fresh_optimizer, scheduler_only, SAVE_AT)
     results = {"straight": checksum(model), "resumed": checksum(resumed), "weights_only": checksum(weights_only),
                "step": step, "sharded": sharded}
+    final = unsharded_model(accelerator, model)  # what the trainer hands to save_pretrained
+    if rank == 0:
+        final.save_pretrained(os.path.join(out_dir, "final"))
+        reloaded = VQGPTForCausalLM.from_pretrained(os.path.join(out_dir, "final"))
+        results["final"] = {"plain": not any(type(p).__name__ == "DTensor" for p in final.parameters()),
+                            "checksum": sum(float(v.double().sum()) * (i + 1)
+                                            for i, v in enumerate(reloaded.state_dict().values()))}
     assert results["straight"] == straight
     if rank == 0:
         with safe_open(os.path.join(path, "optimizer.safetensors"), "pt") as f:
