@@ -66,18 +66,22 @@ def sample_images(
     return decode_sequences(tokenizer, sequences, model.config), sequence_codes(sequences, model.config)
 
 
-def check_sampling_options(model, options: dict[str, str] | None = None, **settings) -> None:
+def check_sampling_options(model, options: dict[str, str] | None = None, gamma: int | None = None, **settings) -> None:
     """The sampler's own `check_sampling_arguments` for a script's settings, run before any work.
 
     Args:
-        model: the model that will be sampled (its classes decide whether guidance is allowed).
+        model: the model that will be sampled (its classes decide whether guidance is allowed; its grid bounds gamma).
         options: sampler argument -> the option the user set, e.g. `{"cfg_scale": "guidance_scale"}`, so that the
             `ValueError` names the option the user knows.
+        gamma: draft tokens per round, if drafting: at most the grid's token count, as `speculative_sample` requires.
         settings: keyword arguments of `plain_sample` / `speculative_sample` (`temperature`, `top_k`, `top_p`,
             `cfg_scale`, `generator`).
     """
     try:
         check_sampling_arguments(model, class_prompts(model, 1), **settings)
+        grid = model.config.num_image_tokens
+        if gamma is not None and not 1 <= gamma <= grid:
+            raise ValueError(f"`gamma` must be in [1, {grid}] (the model's {grid}-token grid), got {gamma}.")
     except ValueError as error:
         message = str(error)
         for argument, option in (options or {}).items():

@@ -64,6 +64,8 @@ BAD_INPUT = [
     ("precompute_tokens.py", ["--tokenizer_path", "{tmp}/missing"], ["tokenizer_path"]),
     ("precompute_tokens.py", ["--dataset", "imagefolder"], ["data_dir"]),
     ("benchmark.py", ["--gammas", "0"], ["gammas"]),
+    ("benchmark.py", ["--gammas", "4", "65", "--output_dir", "{tmp}/bench"], ["gammas", "64"]),
+    ("evaluate_quality.py", ["--gamma", "65"], ["gamma", "64"]),
     ("benchmark.py", ["--temperature", "-1", "--output_dir", "{tmp}/bench"], ["temperature"]),
     ("evaluate_quality.py", ["--batch_size", "0"], ["batch_size"]),
     ("train_classifier.py", ["--epochs", "0"], ["epochs"]),

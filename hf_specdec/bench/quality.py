@@ -68,10 +68,7 @@ def evaluate_quality(args: QualityArguments, data_args: DataArguments | None = N
     data_args = data_args or DataArguments()
     load = lambda cls, name, argument: load_pretrained(cls, checkpoint_path(args.checkpoints_dir, name), argument, args.device)  # noqa: E731
     teacher = load(VQGPTForCausalLM, args.teacher, "teacher")
-    check_sampling_options(teacher, temperature=args.temperature, top_k=args.top_k)
-    if args.gamma > teacher.config.num_image_tokens:
-        raise ValueError(f"`gamma` must be in [1, {teacher.config.num_image_tokens}] (the teacher's token grid), "
-                         f"got {args.gamma}.")
+    check_sampling_options(teacher, gamma=args.gamma, temperature=args.temperature, top_k=args.top_k)
     tokenizer = load(VQTokenizer, args.tokenizer, "tokenizer")
     classifier_path = os.path.join(args.checkpoints_dir, args.classifier)
     splits = data_args.load()

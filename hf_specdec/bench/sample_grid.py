@@ -64,10 +64,8 @@ def run_sample_grid(args: SampleGridArguments) -> dict:
     prompt = class_prompts(teacher, labels)
     sampling = dict(do_sample=True, temperature=args.temperature, top_k=args.top_k, cfg_scale=args.guidance_scale)
     generator = lambda: torch.Generator(device=args.device).manual_seed(args.seed)  # noqa: E731
-    check_sampling_options(teacher, {"cfg_scale": "guidance_scale"}, generator=generator(), **sampling)
-    grid = teacher.config.num_image_tokens
-    if args.method != "plain" and args.gamma > grid:
-        raise ValueError(f"`gamma` must be in [1, {grid}] (the teacher's {grid}-token grid), got {args.gamma}.")
+    check_sampling_options(teacher, {"cfg_scale": "guidance_scale"}, None if args.method == "plain" else args.gamma,
+                           generator=generator(), **sampling)
     draft = None
     if args.method == "self-speculative":
         try:
