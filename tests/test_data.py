@@ -1,8 +1,6 @@
 """Data: digits splits, imagefolder, Mini-ImageNet dog filter and offline failure, token precompute cache."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,7 +18,7 @@ from hf_specdec.data import (
     precompute_tokens,
     token_sequences,
 )
-from tests.utils import tiny_vq, truncate
+from tests.utils import python_env, run_python, tiny_vq, truncate
 
 
 @pytest.fixture(scope="module")
@@ -155,8 +153,7 @@ def test_dog_filter_keeps_dog_synsets_only():
 
 def test_mini_imagenet_offline_fails_fast_with_guidance(tmp_path):
     code = "from hf_specdec.data import load_mini_imagenet_dogs\nload_mini_imagenet_dogs(cache_dir=%r)" % str(tmp_path)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "home")}
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    result = run_python(["-c", code], env=python_env(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "home")), timeout=120)
     assert result.returncode != 0
     assert "ConnectionError" in result.stderr
     assert "HF_HUB_OFFLINE" in result.stderr and "imagefolder" in result.stderr

@@ -20,7 +20,7 @@ import torch
 from huggingface_hub import ModelCard, ModelCardData
 
 from hf_specdec.hub import model_card, upload_plan
-from tests.utils import CHECKPOINTS, HIDE_HF_SPECDEC, ROOT, free_port
+from tests.utils import CHECKPOINTS, HIDE_HF_SPECDEC, ROOT, free_port, python_env
 # repo id -> (folder, class that loads it)
 REPOS = {
     "org/digits-vq-tokenizer": (CHECKPOINTS / "vq-tokenizer", "hf_specdec.models.vq_tokenizer.VQTokenizer"),
@@ -112,7 +112,7 @@ def hub(tmp_path_factory):
 
 
 def _env(hub, **extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_HUB_OFFLINE")}
+    env = {k: v for k, v in python_env().items() if not k.startswith("HF_HUB_OFFLINE")}
     return {**env, "HF_ENDPOINT": hub["endpoint"], "HF_HOME": str(hub["tmp"] / "hf-home"),
             "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_XET": "1", **extra}
 
