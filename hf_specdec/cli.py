@@ -109,8 +109,8 @@ def read_config(path: str, dataclass_types) -> dict:
 def parse_args(dataclass_types, argv: list[str] | None = None, description: str | None = None):
     """Return one instance per dataclass type, from `[config.yaml] [--field value ...]`.
 
-    Raises `ValueError` (a `UsageError` for a bad flag, value or config file; the dataclasses' own checks raise
-    theirs) naming the argument.
+    Raises `UsageError` (a `ValueError`) naming the argument for an unknown flag or key, a value of the wrong type, an
+    unreadable config file, or a value the dataclass's own check (`__post_init__`) refuses.
     """
     argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     parser = ArgumentParser(dataclass_types, description=description)
