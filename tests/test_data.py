@@ -94,6 +94,9 @@ def test_imagefolder(tmp_path):
     assert tokens[:]["codes"].shape == (len(data["test"]), 64)
     with pytest.raises(ValueError, match="data_dir"):
         load_imagefolder(str(tmp_path / "missing"))
+    (tmp_path / "empty" / "cat").mkdir(parents=True)
+    with pytest.raises(ValueError, match="`data_dir` .* holds no image files"):
+        load_imagefolder(str(tmp_path / "empty"))
     with pytest.raises(ValueError, match="dataset"):
         load_image_dataset("cifar")
 

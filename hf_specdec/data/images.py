@@ -99,7 +99,11 @@ def load_imagefolder(
     """
     if not os.path.isdir(data_dir):
         raise ValueError(f"`data_dir` {data_dir!r} is not a directory.")
-    loaded = load_dataset("imagefolder", data_dir=data_dir)
+    try:
+        loaded = load_dataset("imagefolder", data_dir=data_dir)
+    except FileNotFoundError as error:  # datasets' EmptyDatasetError: no image files at all
+        raise ValueError(f"`data_dir` {data_dir!r} holds no image files: expected `data_dir/<class>/<image>` "
+                         f"({error}).") from None
     for split in loaded.values():
         check_image_files(split)
     return _merge_and_split(loaded, val_fraction, test_fraction, seed)
