@@ -1,27 +1,147 @@
-"""Script arguments: dataclasses filled from a YAML file and the command line (the command line wins).
+"""Script arguments: dataclasses filled from a YAML file and the command line (the command line wins), and the one
+place where a user error becomes one line on stderr instead of a traceback.
 
     python scripts/train_teacher.py configs/teacher/digits.yaml --max_steps 200 --output_dir /tmp/teacher
 
-One YAML key is one dataclass field; `--help` lists every field with its help text.
+One YAML key is one dataclass field; `--help` lists every field with its help text. YAML values are converted to
+the field's type and checked like command-line values (`max_steps: 2.5` is refused, `learning_rate: 3e-4`, which
+YAML reads as a string, becomes a float). Every script ends with `run(main)`.
 """
 
+import os
 import sys
+import types
+import typing
 
 import yaml
 from transformers import HfArgumentParser
 
 
+class UsageError(ValueError):
+    """Bad command-line arguments or configuration file."""
+
+
+class ArgumentParser(HfArgumentParser):
+    """`HfArgumentParser` whose errors raise `UsageError` instead of printing the usage and exiting, so that tests
+    see the exception and `run` prints one line."""
+
+    def error(self, message):
+        raise UsageError(f"{message}. Run with --help for the fields.")
+
+
+def _type_name(annotation) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        annotation, getattr(annotation, "__name__", str(annotation))
+    )
+
+
+def convert_value(name: str, value, annotation, source: str = "the YAML config"):
+    """`value` read from a YAML file, as the dataclass field `name` of type `annotation` needs it.
+
+    Raises `UsageError` naming the field when the value does not have that type: a float for an int field, a word for
+    a float field, a scalar for a list field, `null` for a field that is not optional.
+    """
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:
+            return convert_value(name, value, options[0], source)
+        return value
+    problem = f"`{name}` in {source} must be {{}}, got {value!r} ({type(value).__name__})."
+    if origin is list:
+        if not isinstance(value, list):
+            raise UsageError(problem.format(f"a list (each item {_type_name(args[0])})"))
+        return [convert_value(name, v, args[0], source) for v in value]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads `3e-4` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    else:
+        return value
+    raise UsageError(problem.format(_type_name(annotation)))
+
+
+def read_config(path: str, dataclass_types) -> dict:
+    """The values of the YAML file `path`, converted to the types of the fields of `dataclass_types`."""
+    try:
+        with open(path) as f:
+            values = yaml.safe_load(f)
+    except OSError as error:
+        raise UsageError(f"cannot read the config file {path!r}: {error.strerror or error}") from None
+    except yaml.YAMLError as error:
+        raise UsageError(f"the config file {path!r} is not valid YAML: {' '.join(str(error).split())}") from None
+    values = values or {}
+    if not isinstance(values, dict):
+        raise UsageError(f"the config file {path!r} must hold `key: value` lines, got a {type(values).__name__}.")
+    fields = {}
+    for dtype in dataclass_types:
+        hints = typing.get_type_hints(dtype)
+        fields.update({f.name: hints[f.name] for f in dtype.__dataclass_fields__.values() if f.init})
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise UsageError(f"unknown keys in the config file {path!r}: {unknown}. Run with --help for the fields.")
+    source = f"the config file {path!r}"
+    return {name: convert_value(name, value, fields[name], source) for name, value in values.items()}
+
+
 def parse_args(dataclass_types, argv: list[str] | None = None, description: str | None = None):
-    """Return one instance per dataclass type, from `[config.yaml] [--field value ...]`."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(dataclass_types, description=description)
+    """Return one instance per dataclass type, from `[config.yaml] [--field value ...]`.
+
+    Raises `UsageError` (a `ValueError`) naming the argument for an unknown flag or key, a value of the wrong type, an
+    unreadable config file, or a value the dataclass's own check (`__post_init__`) refuses.
+    """
+    argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
+    parser = ArgumentParser(dataclass_types, description=description)
     if argv and argv[0].endswith((".yaml", ".yml")):
-        with open(argv.pop(0)) as f:
-            values = yaml.safe_load(f) or {}
-        known = {action.dest for action in parser._actions}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"Unknown keys in the YAML config: {unknown}. Run with --help for the fields.")
-        parser.set_defaults(**values)
-    instances = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
-    return instances
+        parser.set_defaults(**read_config(argv.pop(0), dataclass_types))
+    try:
+        *instances, unknown = parser.parse_args_into_dataclasses(
+            args=argv, look_for_args_file=False, return_remaining_strings=True
+        )
+    except UsageError:
+        raise
+    except ValueError as error:  # a dataclass's own check (`__post_init__`): a bad value is a usage error too
+        raise UsageError(str(error)) from error
+    if unknown:
+        raise UsageError(f"unrecognized arguments: {' '.join(unknown)}. Run with --help for the fields.")
+    return tuple(instances)
+
+
+USER_ERRORS = (ValueError, ConnectionError)
+
+
+def run(main, argv: list[str] | None = None) -> None:
+    """Run a script's `main(argv)`. A user error (`ValueError`, which every argument check raises, or a
+    `ConnectionError` from the Hub) ends the script with one line on stderr, `<script>: error: <message>`, and exit
+    status 2 (a bad argument or config) or 1 (anything else); other exceptions are bugs and keep their traceback.
+    `HF_SPECDEC_TRACEBACK=1` shows the traceback of user errors too."""
+    try:
+        main(argv)
+    except USER_ERRORS as error:
+        if os.environ.get("HF_SPECDEC_TRACEBACK") == "1":
+            raise
+        script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "hf-specdec"
+        print(f"{script}: error: {' '.join(str(error).split())}", file=sys.stderr)
+        sys.exit(2 if isinstance(error, UsageError) else 1)

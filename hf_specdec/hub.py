@@ -1,13 +1,18 @@
 """The project's models and the Hub: loading by folder or repo id with a clear error, model cards rendered from the
-templates in `model_cards/` with `model-index` results, and pushing."""
+templates in `model_cards/` (shipped as package data) with `model-index` results, and pushing."""
 
 import json
 import os
 
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from safetensors import SafetensorError
 
-TEMPLATES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "model_cards")
+from .models.safetensors_only import damaged_safetensors, damaged_weights_message, weights_folder
+
+# Package data: `hf_specdec/model_cards` links to the repository's `model_cards/` (their home), and the templates are
+# installed with the package, so cards render from a non-editable install too.
+TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_cards")
 
 
 def checkpoint_path(checkpoints_dir: str, name: str) -> str:
@@ -20,11 +25,15 @@ def load_pretrained(cls, name: str, argument: str, device: str | torch.device | 
     """`cls.from_pretrained(name)` in eval mode (on `device` if given), for a model folder or a Hub repo id.
 
     Raises `ValueError` naming `argument` (the option the user set) when `name` is neither a folder holding a
-    `cls` nor a reachable repo id.
+    `cls` nor a reachable repo id, or when its weights are damaged (naming the folder and the file).
     """
     try:
         model = cls.from_pretrained(name)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, SafetensorError) as error:
+        folder = weights_folder(name)
+        damaged = damaged_safetensors(folder) if folder else []
+        if damaged:
+            raise ValueError(f"`{argument}` {name!r}: {damaged_weights_message(folder, damaged)}") from None
         if os.path.isdir(name):
             raise ValueError(f"`{argument}` {name!r} is a folder but holds no {cls.__name__} ({type(error).__name__}).") from None
         raise ValueError(f"`{argument}` {name!r} is neither a model folder nor a reachable Hub repo id ({type(error).__name__}).") from None

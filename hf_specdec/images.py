@@ -10,6 +10,33 @@ import torch
 from PIL import Image
 
 
+# Resampling (e.g. bicubic) overshoots [-1, 1] a little; pixels in [0, 255] or [0, 1] * 255 do not pass.
+RANGE_TOLERANCE = 0.05
+
+
+def check_images(images, channels: int = 3, argument: str = "images", check_range: bool = True) -> None:
+    """Raise `ValueError` naming `argument` unless `images` is a float tensor `(B, channels, H, W)` in [-1, 1].
+
+    Refuses integer pixels (uint8 in [0, 255]: convert them with `from_uint8`) and, when `check_range`, float values
+    outside [-1, 1] (beyond `RANGE_TOLERANCE`), which would otherwise be encoded silently into wrong codes. The range
+    check reads the tensor's minimum and maximum (a host synchronisation): leave it off inside training steps.
+    """
+    expected = f"a float tensor of shape (B, {channels}, H, W) with values in [-1, 1]"
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"`{argument}` must be {expected}, got a {type(images).__name__}.")
+    if not images.is_floating_point():
+        raise ValueError(f"`{argument}` must be {expected}, got dtype {images.dtype}: convert pixels in [0, 255] "
+                         "with `hf_specdec.images.from_uint8(pixels)`.")
+    if images.dim() != 4 or images.shape[1] != channels:
+        raise ValueError(f"`{argument}` must be {expected}, got shape {tuple(images.shape)}.")
+    if check_range and images.numel():
+        low, high = (float(v) for v in images.detach().aminmax())
+        if not (low >= -1 - RANGE_TOLERANCE and high <= 1 + RANGE_TOLERANCE):
+            raise ValueError(f"`{argument}` must be {expected}, got values in [{low:.4g}, {high:.4g}]: convert pixels "
+                             "in [0, 255] with `hf_specdec.images.from_uint8(pixels)`, clamp decoded images with "
+                             "`.clamp(-1, 1)`.")
+
+
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """Images in [-1, 1] (any shape) -> uint8 pixels in [0, 255], clamped and rounded."""
     return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
@@ -22,6 +49,8 @@ def from_uint8(pixels: torch.Tensor) -> torch.Tensor:
 
 def images_to_tensor(images, resolution: int) -> torch.Tensor:
     """PIL images -> `(B, 3, resolution, resolution)` float tensor in [-1, 1] (resize + centre crop, RGB)."""
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+        raise ValueError(f"`resolution` must be a positive integer, got {resolution!r}.")
     arrays = []
     for image in images:
         image = image.convert("RGB")
@@ -31,6 +60,8 @@ def images_to_tensor(images, resolution: int) -> torch.Tensor:
         left, top = (image.width - resolution) // 2, (image.height - resolution) // 2
         image = image.crop((left, top, left + resolution, top + resolution))
         arrays.append(np.asarray(image, dtype=np.float32))
+    if not arrays:
+        raise ValueError("`images` is empty.")
     return from_uint8(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2))
 
 

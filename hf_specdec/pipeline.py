@@ -1,9 +1,10 @@
 """Glue between a tokenizer and a VQGPT: compatibility checks, class prompts for a batch, token sequences ->
-images, and `sample_images` (prompts -> `generate` -> images)."""
+images, `sample_images` (prompts -> `generate` -> images), and the sampling options of a script checked up front."""
 
 import torch
 
 from .models import VQGPTForCausalLM
+from .speculative import check_sampling_arguments
 
 
 def check_tokenizer_matches(tokenizer, config) -> None:
@@ -63,3 +64,26 @@ def sample_images(
     prompt = model.class_prompt(labels, batch_size=num_images)
     sequences = model.generate(prompt, **generate_kwargs)  # the default max_length is the whole grid
     return decode_sequences(tokenizer, sequences, model.config), sequence_codes(sequences, model.config)
+
+
+def check_sampling_options(model, options: dict[str, str] | None = None, gamma: int | None = None, **settings) -> None:
+    """The sampler's own `check_sampling_arguments` for a script's settings, run before any work.
+
+    Args:
+        model: the model that will be sampled (its classes decide whether guidance is allowed; its grid bounds gamma).
+        options: sampler argument -> the option the user set, e.g. `{"cfg_scale": "guidance_scale"}`, so that the
+            `ValueError` names the option the user knows.
+        gamma: draft tokens per round, if drafting: at most the grid's token count, as `speculative_sample` requires.
+        settings: keyword arguments of `plain_sample` / `speculative_sample` (`temperature`, `top_k`, `top_p`,
+            `cfg_scale`, `generator`).
+    """
+    try:
+        check_sampling_arguments(model, class_prompts(model, 1), **settings)
+        grid = model.config.num_image_tokens
+        if gamma is not None and not 1 <= gamma <= grid:
+            raise ValueError(f"`gamma` must be in [1, {grid}] (the model's {grid}-token grid), got {gamma}.")
+    except ValueError as error:
+        message = str(error)
+        for argument, option in (options or {}).items():
+            message = message.replace(f"`{argument}`", f"`{option}`")
+        raise ValueError(message) from None

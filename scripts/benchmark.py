@@ -9,7 +9,7 @@ Writes results.json, results.md and PNGs to --output_dir.
 """
 
 from hf_specdec.bench.speed import BenchmarkArguments, run_benchmark
-from hf_specdec.cli import parse_args
+from hf_specdec.cli import parse_args, run
 
 
 def main(argv=None):
@@ -23,4 +23,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

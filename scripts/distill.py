@@ -9,7 +9,7 @@ Logs the expected acceptance alpha against the teacher during training; writes t
 distill_metrics.json to --output_dir.
 """
 
-from hf_specdec.cli import parse_args
+from hf_specdec.cli import parse_args, run
 from hf_specdec.data import DataArguments
 from hf_specdec.distill import DistillArguments, run_distillation
 from hf_specdec.training import TrainingArguments
@@ -23,4 +23,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

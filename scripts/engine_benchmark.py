@@ -8,7 +8,7 @@ Writes results.json and results.md (ms per call, tokens/s, alpha, speedups, peak
 """
 
 from hf_specdec.bench.engine_speed import EngineBenchmarkArguments, markdown_table, run_engine_benchmark
-from hf_specdec.cli import parse_args
+from hf_specdec.cli import parse_args, run
 
 
 def main(argv=None):
@@ -17,4 +17,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

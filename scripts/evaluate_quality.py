@@ -7,7 +7,7 @@
 Writes results.json, results.md and sample grids to --output_dir.
 """
 
-from hf_specdec.cli import parse_args
+from hf_specdec.cli import parse_args, run
 from hf_specdec.data import DataArguments
 from hf_specdec.bench.quality import QualityArguments, evaluate_quality
 
@@ -20,4 +20,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

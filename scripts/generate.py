@@ -8,18 +8,13 @@
 Prints the teacher-alone time, the speculative time, the speedup and the acceptance alpha.
 """
 
-import sys
-
-from hf_specdec.cli import parse_args
+from hf_specdec.cli import parse_args, run
 from hf_specdec.bench.sample_grid import SampleGridArguments, run_sample_grid
 
 
 def main(argv=None):
-    try:
-        (args,) = parse_args((SampleGridArguments,), argv, description=__doc__)
-        result = run_sample_grid(args)
-    except ValueError as error:
-        sys.exit(f"error: {error}")
+    (args,) = parse_args((SampleGridArguments,), argv, description=__doc__)
+    result = run_sample_grid(args)
     print(f"{result['images']} images -> {result['output']}")
     print(f"teacher alone:      {result['teacher_seconds']:.2f} s")
     print(f"{result['method']:<19} {result['seconds']:.2f} s  ({result['speedup']:.2f}x)")
@@ -28,4 +23,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

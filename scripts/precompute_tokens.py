@@ -8,7 +8,7 @@ Training scripts call the same cached step, so running this first is optional; i
 
 from dataclasses import dataclass, field
 
-from hf_specdec.cli import parse_args
+from hf_specdec.cli import parse_args, run
 from hf_specdec.data import DataArguments, token_splits
 from hf_specdec.hub import load_pretrained
 from hf_specdec.models import VQTokenizer
@@ -29,4 +29,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -9,7 +9,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from hf_specdec.cli import parse_args
+from hf_specdec.cli import UsageError, parse_args, run
 from hf_specdec.hub import model_card, push_model, upload_plan
 
 
@@ -26,6 +26,9 @@ class PushArguments:
 
 def main(argv=None):
     (args,) = parse_args((PushArguments,), argv, description=__doc__)
+    missing = [name for name in args.models if not os.path.isfile(os.path.join(args.checkpoints_dir, name, "config.json"))]
+    if missing:
+        raise UsageError(f"`models` {missing} are not model folders in `checkpoints_dir` {args.checkpoints_dir!r}.")
     quality = {}
     if args.benchmark_results and os.path.exists(args.benchmark_results):
         with open(args.benchmark_results) as f:
@@ -44,4 +47,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

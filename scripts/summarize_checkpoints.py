@@ -10,8 +10,19 @@ import json
 import os
 import sys
 
+from hf_specdec.cli import UsageError, run
 
-def main(folder: str = "checkpoints/digits") -> None:
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        return
+    if len(argv) > 1:
+        raise UsageError(f"expected one folder, got {argv}")
+    folder = argv[0] if argv else "checkpoints/digits"
+    if not os.path.isdir(folder):
+        raise UsageError(f"`folder` {folder!r} is not a directory")
     rows = []
     for name in sorted(os.listdir(folder)):
         path = os.path.join(folder, name)
@@ -19,7 +30,10 @@ def main(folder: str = "checkpoints/digits") -> None:
         for metrics_file in ("training_metrics.json", "distill_metrics.json"):
             if os.path.exists(os.path.join(path, metrics_file)):
                 with open(os.path.join(path, metrics_file)) as f:
-                    m = json.load(f)
+                    try:
+                        m = json.load(f)
+                    except json.JSONDecodeError as error:
+                        raise ValueError(f"{os.path.join(path, metrics_file)} is not valid JSON ({error}).") from None
                 if "val_psnr_db" in m:  # the tokenizer
                     rows.append(f"| {name} | {m['parameters'] / 1e6:.2f}M | {size / 2**20:.1f} MiB | reconstruction + VQ "
                                 f"| PSNR {m['val_psnr_db']:.1f} dB | codebook usage {m['usage']:.0%}, perplexity {m['perplexity']:.0f} | |")
@@ -37,7 +51,4 @@ def main(folder: str = "checkpoints/digits") -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] in (["-h"], ["--help"]):
-        print(__doc__)
-    else:
-        main(*sys.argv[1:])
+    run(main)

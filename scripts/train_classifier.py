@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from hf_specdec.cli import parse_args
+from hf_specdec.cli import parse_args, run
 from hf_specdec.data import DataArguments, images_to_tensor
 from hf_specdec.metrics.classifier import accuracy, train_classifier
 
@@ -22,6 +22,10 @@ class ClassifierArguments:
     output_dir: str = field(default="checkpoints/digits/classifier", metadata={"help": "Where the classifier goes."})
     epochs: int = field(default=15, metadata={"help": "Passes over the train split."})
     seed: int = field(default=0, metadata={"help": "Seed."})
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"`epochs` must be >= 1, got {self.epochs}.")
 
 
 def main(argv=None):
@@ -39,4 +43,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -6,7 +6,7 @@
 Tokens are precomputed (and cached) first; writes the model (safetensors) and training_metrics.json.
 """
 
-from hf_specdec.cli import parse_args
+from hf_specdec.cli import parse_args, run
 from hf_specdec.data import DataArguments
 from hf_specdec.training import TrainingArguments
 from hf_specdec.training.teacher import TeacherArguments, train_teacher
@@ -20,4 +20,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -6,7 +6,7 @@
 Writes the tokenizer (safetensors + config.json) and reconstructions.png to --output_dir.
 """
 
-from hf_specdec.cli import parse_args
+from hf_specdec.cli import parse_args, run
 from hf_specdec.data import DataArguments
 from hf_specdec.training import TrainingArguments
 from hf_specdec.training.tokenizer import TokenizerArguments, train_tokenizer
@@ -20,4 +20,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -7,8 +7,7 @@ from PIL import Image
 
 from hf_specdec.bench.paired import paired_benchmark
 from hf_specdec.bench.speed import BenchmarkArguments, run_benchmark
-from tests.conftest import tiny_model
-from tests.test_tokenizers import tiny_vq
+from tests.utils import tiny_model, tiny_vq
 
 
 def test_quick_benchmark_on_tiny_models(tmp_path):

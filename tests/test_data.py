@@ -1,8 +1,6 @@
 """Data: digits splits, imagefolder, Mini-ImageNet dog filter and offline failure, token precompute cache."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,7 +18,7 @@ from hf_specdec.data import (
     precompute_tokens,
     token_sequences,
 )
-from tests.test_tokenizers import tiny_vq
+from tests.utils import python_env, run_python, tiny_vq, truncate
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +94,51 @@ def test_imagefolder(tmp_path):
     assert tokens[:]["codes"].shape == (len(data["test"]), 64)
     with pytest.raises(ValueError, match="data_dir"):
         load_imagefolder(str(tmp_path / "missing"))
+    (tmp_path / "empty" / "cat").mkdir(parents=True)
+    with pytest.raises(ValueError, match="`data_dir` .* holds no image files"):
+        load_imagefolder(str(tmp_path / "empty"))
     with pytest.raises(ValueError, match="dataset"):
         load_image_dataset("cifar")
+
+
+def image_folder(root, counts: dict[str, int]):
+    rng = np.random.default_rng(0)
+    for name, n in counts.items():
+        os.makedirs(root / name)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_unreadable_image_files_are_named(tmp_path):
+    image_folder(tmp_path, {"cat": 10, "dog": 10})
+    truncate(tmp_path / "dog" / "3.png")
+    (tmp_path / "cat" / "junk.jpg").write_bytes(b"not an image")
+    with pytest.raises(ValueError) as error:
+        load_imagefolder(str(tmp_path), val_fraction=0.2, test_fraction=0.2)
+    message = str(error.value)
+    assert "2 image file(s)" in message and "data_dir" in message
+    assert str(tmp_path / "dog" / "3.png") in message and str(tmp_path / "cat" / "junk.jpg") in message
+
+
+@pytest.mark.parametrize("counts, val, test, option, words", [
+    ({"cat": 6, "dog": 6}, 0.1, 0.05, "test_fraction", ["holds out 1 of 12", "between 0.167 and 0.833"]),
+    ({"cat": 12, "dog": 12}, 0.01, 0.2, "val_fraction", ["left after the test split", "between"]),
+    ({"cat": 1, "dog": 9}, 0.2, 0.2, "test_fraction", ["['cat']", "single image", "at least 3 images per class"]),
+    ({"cat": 2, "dog": 2, "eel": 2}, 0.3, 0.3, "test_fraction", ["6 images", "Add images"]),
+])
+def test_too_few_images_for_the_split_fractions(tmp_path, counts, val, test, option, words):
+    image_folder(tmp_path, counts)
+    with pytest.raises(ValueError) as error:
+        load_imagefolder(str(tmp_path), val_fraction=val, test_fraction=test)
+    assert f"`{option}`" in str(error.value)
+    for word in words:
+        assert word in str(error.value), str(error.value)
+
+
+def test_smallest_image_folder_that_splits(tmp_path):
+    data = load_imagefolder(str(image_folder(tmp_path, {"cat": 6, "dog": 6})), val_fraction=0.1, test_fraction=0.1)
+    assert {name: len(split) for name, split in data.items()} == {"train": 8, "validation": 2, "test": 2}
 
 
 def test_dog_filter_keeps_dog_synsets_only():
@@ -115,8 +156,7 @@ def test_dog_filter_keeps_dog_synsets_only():
 
 def test_mini_imagenet_offline_fails_fast_with_guidance(tmp_path):
     code = "from hf_specdec.data import load_mini_imagenet_dogs\nload_mini_imagenet_dogs(cache_dir=%r)" % str(tmp_path)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "home")}
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    result = run_python(["-c", code], env=python_env(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "home")), timeout=120)
     assert result.returncode != 0
     assert "ConnectionError" in result.stderr
     assert "HF_HUB_OFFLINE" in result.stderr and "imagefolder" in result.stderr

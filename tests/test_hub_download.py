@@ -8,7 +8,6 @@ Each served repo holds exactly what `push_model` would upload: `upload_plan` fil
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -21,9 +20,7 @@ import torch
 from huggingface_hub import ModelCard, ModelCardData
 
 from hf_specdec.hub import model_card, upload_plan
-
-ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINTS = ROOT / "checkpoints" / "digits"
+from tests.utils import CHECKPOINTS, HIDE_HF_SPECDEC, ROOT, free_port, python_env
 # repo id -> (folder, class that loads it)
 REPOS = {
     "org/digits-vq-tokenizer": (CHECKPOINTS / "vq-tokenizer", "hf_specdec.models.vq_tokenizer.VQTokenizer"),
@@ -54,12 +51,6 @@ LOAD_SCRIPT = textwrap.dedent(
     print("REPORT " + json.dumps(report))
     """
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _git_repo(folder: Path, files_from: Path, files: list[str], card) -> None:
@@ -93,7 +84,7 @@ def hub(tmp_path_factory):
         else:
             card = ModelCard.from_template(ModelCardData(library_name="hf-specdec", license="apache-2.0"))
         _git_repo(tmp / "mirror" / "models" / repo_id, folder, upload_plan(str(folder)), card)
-    port = _free_port()
+    port = free_port()
     (tmp / "olah.toml").write_text(
         f'[basic]\nhost = "127.0.0.1"\nport = {port}\nrepos-path = "{tmp / "olah-cache"}"\n'
         f'mirrors-path = ["{tmp / "mirror"}"]\n[accessibility]\noffline = true\n'
@@ -121,7 +112,7 @@ def hub(tmp_path_factory):
 
 
 def _env(hub, **extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_HUB_OFFLINE")}
+    env = {k: v for k, v in python_env().items() if not k.startswith("HF_HUB_OFFLINE")}
     return {**env, "HF_ENDPOINT": hub["endpoint"], "HF_HOME": str(hub["tmp"] / "hf-home"),
             "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_XET": "1", **extra}
 
@@ -149,19 +140,13 @@ def test_every_model_type_loads_by_repo_id_then_offline_from_the_cache(hub):
     assert not list(snapshot.glob("*.bin")) and not (snapshot / "checkpoints").exists()
 
     # no server at all now: the endpoint points at a closed port, HF_HUB_OFFLINE=1 must serve from the cache
-    offline = _load_all(hub, _env(hub, HF_HUB_OFFLINE="1", HF_ENDPOINT=f"http://127.0.0.1:{_free_port()}"))
+    offline = _load_all(hub, _env(hub, HF_HUB_OFFLINE="1", HF_ENDPOINT=f"http://127.0.0.1:{free_port()}"))
     assert offline == online
 
 
 def test_remote_code_from_the_hub_without_hf_specdec(hub):
-    script = textwrap.dedent(
+    script = HIDE_HF_SPECDEC + textwrap.dedent(
         """
-        import importlib.abc, sys
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "hf_specdec":
-                    raise ImportError("hf_specdec is hidden in this test")
-        sys.meta_path.insert(0, Block())
         from transformers import AutoModelForCausalLM
         teacher = AutoModelForCausalLM.from_pretrained("org/digits-teacher", trust_remote_code=True).eval()
         draft = AutoModelForCausalLM.from_pretrained("org/digits-draft-1L", trust_remote_code=True).eval()

@@ -1,13 +1,10 @@
 """Model cards render from model_cards/ templates and round-trip with valid model-index eval results."""
 
-from pathlib import Path
-
 import pytest
 from huggingface_hub import ModelCard
 
 from hf_specdec.hub import model_card
-
-CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints" / "digits"
+from tests.utils import CHECKPOINTS, run_script
 
 
 @pytest.mark.parametrize("name", ["teacher", "draft-1L", "vq-tokenizer"])
@@ -47,12 +44,7 @@ def test_upload_plan_is_safetensors_only(tmp_path):
 
 
 def test_push_script_dry_run_lists_every_model():
-    import subprocess
-    import sys
-
-    root = CHECKPOINTS.parents[1]
-    result = subprocess.run([sys.executable, str(root / "scripts" / "push_to_hub.py"), "--namespace", "org", "--dry_run"],
-                            cwd=root, capture_output=True, text=True, timeout=300)
+    result = run_script("push_to_hub.py", "--namespace", "org", "--dry_run")
     assert result.returncode == 0, result.stderr[-2000:]
     for name in ("vq-tokenizer", "teacher", "student-4L", "draft-1L"):
         assert f"org/digits-{name}:" in result.stdout

@@ -1,8 +1,5 @@
 """VQGPT: cache correctness, generation, classifier-free guidance, save/load, remote code, bad input."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -10,7 +7,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, StaticCache
 
 from hf_specdec import STUDENT_IDS, VQGPT_PRESETS, VQGPTConfig, VQGPTForCausalLM
-from tests.conftest import tiny_config, tiny_model
+from tests.utils import HIDE_HF_SPECDEC, python_env, run_python, tiny_config, tiny_model
 
 
 def random_sequences(config, batch_size=2, length=None, seed=0):
@@ -226,14 +223,8 @@ def test_remote_code_loads_without_hf_specdec(model, tmp_path):
     torch.save(ids, tmp_path / "ids.pt")
     with torch.no_grad():
         torch.save(model(ids).logits, tmp_path / "expected.pt")
-    script = textwrap.dedent(
+    script = HIDE_HF_SPECDEC + textwrap.dedent(
         f"""
-        import importlib.abc, sys
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "hf_specdec":
-                    raise ImportError("hf_specdec is hidden in this test")
-        sys.meta_path.insert(0, Block())
         import torch
         from transformers import AutoModelForCausalLM
         try:
@@ -251,8 +242,8 @@ def test_remote_code_loads_without_hf_specdec(model, tmp_path):
         print("remote-ok")
         """
     )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    env = python_env(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    result = run_python(["-c", script], cwd=tmp_path, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "remote-ok" in result.stdout
 

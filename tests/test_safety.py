@@ -10,7 +10,7 @@ import torch
 from hf_specdec.metrics.classifier import DigitsClassifier
 from hf_specdec.models.palette_tokenizer import PaletteTokenizer
 from hf_specdec.models.vq_tokenizer import VQTokenizer
-from tests.conftest import tiny_model
+from tests.utils import tiny_model, truncate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,6 +39,23 @@ def test_pickled_only_checkpoints_are_refused(name, tmp_path):
     (tmp_path / safe_name).unlink()
     with pytest.raises((OSError, EnvironmentError, ValueError)):
         type(model).from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["vqgpt", "vq-tokenizer", "palette", "classifier"])
+def test_damaged_weights_name_the_folder_and_the_file(name, tmp_path):
+    from hf_specdec.hub import load_pretrained
+
+    model, safe_name, _ = models()[name]
+    model.save_pretrained(tmp_path)
+    truncate(tmp_path / safe_name)
+    with pytest.raises(ValueError) as error:
+        load_pretrained(type(model), str(tmp_path), "teacher")
+    message = str(error.value)
+    assert message.startswith(f"`teacher` {str(tmp_path)!r}") and str(tmp_path / safe_name) in message
+    assert "download the model again" in message
+    if name != "vqgpt":  # VQGPT's own from_pretrained lives in modeling_vqgpt.py (hub.load_pretrained covers it)
+        with pytest.raises(OSError, match=re.escape(str(tmp_path / safe_name))):
+            type(model).from_pretrained(tmp_path)
 
 
 def test_shipped_checkpoints_are_safetensors_only():

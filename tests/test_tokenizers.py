@@ -7,23 +7,11 @@ from diffusers import VQModel
 from hf_specdec import PaletteTokenizer, VQTokenizer
 from hf_specdec.models.vq_tokenizer import EMAVectorQuantizer, codebook_statistics
 from hf_specdec.pipeline import check_tokenizer_matches, sample_images
-from tests.conftest import tiny_config, tiny_model
-
-TINY_VQ = dict(block_out_channels=(32, 32, 32), num_vq_embeddings=16, latent_channels=8)
-
-
-def tiny_vq(seed=0, **overrides):
-    torch.manual_seed(seed)
-    return VQTokenizer(**{**TINY_VQ, **overrides}).eval()
-
-
-def images(batch=2, seed=0):
-    return torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(seed)) * 2 - 1
-
+from tests.utils import random_images, tiny_config, tiny_model, tiny_vq
 
 def test_indices_round_trip_equals_vqmodel_forward(tmp_path):
     tokenizer = tiny_vq()
-    x = images()
+    x = random_images()
     codes = tokenizer.encode_to_indices(x)
     assert codes.shape == (2, 8, 8) and codes.dtype == torch.int64
     assert tokenizer.grid_size() == (8, 8)
@@ -43,7 +31,7 @@ def test_save_load_round_trip(tmp_path):
     tokenizer.save_pretrained(tmp_path)
     assert list(tmp_path.glob("*.safetensors"))
     loaded = VQTokenizer.from_pretrained(tmp_path).eval()
-    x = images()
+    x = random_images()
     assert torch.equal(loaded.encode_to_indices(x), tokenizer.encode_to_indices(x))
 
 
@@ -54,7 +42,7 @@ def test_ema_codebook_learns_restarts_and_saves(tmp_path):
     assert not quantizer.embedding.weight.requires_grad
     before = quantizer.embedding.weight.clone()
     tokenizer.train()
-    x = images(4)
+    x = random_images(4)
     with torch.no_grad():
         latents = tokenizer.encode(x).latents
         z = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
@@ -108,10 +96,38 @@ def test_palette_tokenizer_fits_encodes_decodes(tmp_path):
     assert torch.equal(PaletteTokenizer.from_pretrained(tmp_path).encode_to_indices(digits), codes)
 
 
+BAD_IMAGES = [
+    # images, words the error must contain
+    (torch.zeros(1, 3, 32, 32, dtype=torch.uint8), ["images", "dtype torch.uint8", "from_uint8"]),
+    (torch.rand(1, 3, 32, 32) * 255, ["images", "[-1, 1]", "255"]),  # float pixels: every code would be wrong
+    (torch.full((1, 3, 32, 32), float("nan")), ["images", "[-1, 1]", "nan"]),
+    (torch.zeros(1, 1, 32, 32), ["images", "(B, 3, H, W)", "(1, 1, 32, 32)"]),
+    (torch.zeros(3, 32, 32), ["images", "(B, 3, H, W)", "(3, 32, 32)"]),
+    (torch.zeros(1, 3, 30, 30), ["images", "multiples of 4"]),
+]
+
+
+@pytest.mark.parametrize("images, words", BAD_IMAGES, ids=["uint8", "0-255", "nan", "1-channel", "3-dim", "30x30"])
+@pytest.mark.parametrize("kind", ["vq", "palette"])
+def test_images_in_the_wrong_form_are_refused(images, words, kind):
+    if kind == "palette":
+        if "multiples" in words[-1]:
+            pytest.skip("the palette tokenizer pools any size")
+        tokenizer = PaletteTokenizer(num_colors=4, grid_size=8, image_size=32)
+    else:
+        tokenizer = tiny_vq()
+    with pytest.raises(ValueError) as error:
+        tokenizer.encode_to_indices(images)
+    for word in words:
+        assert word in str(error.value), str(error.value)
+    pixels = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)  # the documented conversion works
+    from hf_specdec.images import from_uint8
+
+    assert tokenizer.encode_to_indices(from_uint8(pixels)).shape == (1, 8, 8)
+
+
 def test_bad_tokenizer_input():
     tokenizer = tiny_vq()
-    with pytest.raises(ValueError, match="images"):
-        tokenizer.encode_to_indices(torch.zeros(1, 1, 32, 32))
     with pytest.raises(ValueError, match="indices"):
         tokenizer.decode_from_indices(torch.full((1, 8, 8), 16))
     with pytest.raises(ValueError, match="block_out_channels"):

@@ -19,9 +19,8 @@ from hf_specdec.distill import DistillArguments, expected_acceptance, make_stude
 from hf_specdec.distill.distill import distillation_loss
 from hf_specdec.pipeline import class_prompts
 from hf_specdec.training import TrainingArguments, list_checkpoints, train
-from tests.conftest import tiny_model
+from tests.utils import ROOT, python_env, run_python, script_main, tiny_model
 
-ROOT = Path(__file__).resolve().parents[1]
 WORKER = str(ROOT / "tests" / "helpers" / "train_worker.py")
 
 
@@ -33,11 +32,18 @@ def read_log(path):
     return steps
 
 
+def launch_two_processes(*args, timeout=300) -> subprocess.CompletedProcess:
+    """`accelerate launch --multi_gpu --num_processes 2 ...` on the CPU (gloo), started as `python -m` with this
+    interpreter (not an `accelerate` found on PATH), on a port chosen free for this run (`--main_process_port 0`): a
+    fixed port (29500, Accelerate's default) is shared with any other run on the machine at the same time."""
+    env = python_env(ACCELERATE_USE_CPU="1")
+    command = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--main_process_port", "0", "--mixed_precision", "no", "--dynamo_backend", "no", *args]
+    return run_python(command, env=env, timeout=timeout)
+
+
 def test_two_processes_really_train_together(tmp_path):
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
-    command = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", WORKER, str(tmp_path), "6", "0"]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    result = launch_two_processes(WORKER, tmp_path, 6, 0)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"params-rank{r}.json").read_text()) for r in (0, 1)]
     assert all(r["world_size"] == 2 and "MULTI_CPU" in r["distributed_type"] for r in ranks)
@@ -48,9 +54,9 @@ def test_two_processes_really_train_together(tmp_path):
 
 def test_kill_and_resume_continues_exactly(tmp_path):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
-    subprocess.run([sys.executable, WORKER, str(reference), "24", "8"], check=True, capture_output=True, timeout=300)
+    assert run_python([WORKER, reference, 24, 8], timeout=300).returncode == 0
 
-    process = subprocess.Popen([sys.executable, WORKER, str(killed), "24", "8", "", "0.25"],
+    process = subprocess.Popen([sys.executable, WORKER, str(killed), "24", "8", "", "0.25"], env=python_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -67,12 +73,64 @@ def test_kill_and_resume_continues_exactly(tmp_path):
 
     assert load_file(os.path.join(checkpoints[0], "model.safetensors"))  # intact
 
-    result = subprocess.run([sys.executable, WORKER, str(killed), "24", "8", "resume"], capture_output=True, text=True, timeout=300)
+    result = run_python([WORKER, killed, 24, 8, "resume"], timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Resumed from" in result.stdout + result.stderr and "at step 8" in result.stdout + result.stderr
     assert read_log(killed / "batches-rank0.jsonl") == read_log(reference / "batches-rank0.jsonl")  # same data order
     final = json.loads((killed / "params-rank0.json").read_text())["checksum"]
     assert final == pytest.approx(json.loads((reference / "params-rank0.json").read_text())["checksum"], rel=1e-9)
+
+
+def test_sharded_optimizer_state_resumes_exactly(tmp_path):
+    """FSDP2 on 2 CPU processes: the checkpoint holds the full (gathered) optimizer state, not rank 0's shard, and a
+    fresh sharded model resumes from it bit for bit; a resume that loses the optimizer state does not (control); the
+    final model is saved whole.
+
+    Accelerate does not set up FSDP on the CPU (a CPU run is MULTI_CPU, i.e. DDP), so the worker shards with torch's
+    `fully_shard` as Accelerate's FSDP2 plugin does on GPUs; the checkpoint code runs unchanged."""
+    worker = ROOT / "tests" / "helpers" / "fsdp_checkpoint_worker.py"
+    result = run_python(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", worker, tmp_path],
+                        timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    r = json.loads((tmp_path / "result.json").read_text())
+    assert r["sharded"] == {"type": "DTensor", "local_rows": 10, "rows": 20}  # really sharded across the 2 ranks
+    assert r["step"] == 4
+    for name, shape in r["param_shapes"].items():  # every parameter's moments, whole
+        assert r["saved_shapes"][f"{name}/exp_avg"] == shape and r["saved_shapes"][f"{name}/exp_avg_sq"] == shape
+    assert r["resumed"] == r["straight"]
+    assert r["weights_only"] != pytest.approx(r["straight"], rel=1e-6)
+    assert r["final"]["plain"] and r["final"]["checksum"] == pytest.approx(r["straight"], rel=1e-12)  # saved whole
+
+
+def test_damaged_checkpoints_are_named_and_latest_skips_them(tmp_path):
+    from hf_specdec.training import resolve_checkpoint
+    from tests.utils import truncate
+
+    model = tiny_model(0)
+    batch = torch.cat([16 + torch.arange(4)[:, None] % 3, torch.randint(0, 16, (4, 16))], dim=1)
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=4, per_device_batch_size=4, eval_every=0,
+                             save_every=2, log_every=1, checkpoints_total_limit=3)
+    loss = lambda m, ids, s: (m(ids, labels=ids, use_cache=False).loss, {})  # noqa: E731
+    train(model, list(batch), loss, args, collate_fn=torch.stack)
+    checkpoints = tmp_path / "checkpoints"
+    assert [Path(c).name for c in list_checkpoints(str(checkpoints))] == ["checkpoint-2", "checkpoint-4"]
+    truncate(checkpoints / "checkpoint-4" / "model.safetensors")
+
+    with pytest.warns(UserWarning, match=r"checkpoint-4.*model\.safetensors.*Resuming from .*checkpoint-2"):
+        assert resolve_checkpoint("latest", str(checkpoints)).endswith("checkpoint-2")
+    with pytest.raises(ValueError, match=r"resume_from_checkpoint.*checkpoint-4.*model\.safetensors"):
+        resolve_checkpoint(str(checkpoints / "checkpoint-4"), str(checkpoints))
+    with pytest.warns(UserWarning, match="checkpoint-4"):  # and the run itself resumes from step 2 and finishes
+        train(tiny_model(1), list(batch), loss, TrainingArguments(**{**vars(args), "resume_from_checkpoint": "latest"}),
+              collate_fn=torch.stack)
+    with pytest.raises(ValueError, match="resume_from_checkpoint.*does not fit"):  # a checkpoint of another model
+        train(tiny_model(0, hidden_size=64), list(batch), loss,
+              TrainingArguments(**{**vars(args), "resume_from_checkpoint": str(checkpoints / "checkpoint-4")}),
+              collate_fn=torch.stack)
+    (checkpoints / "checkpoint-2" / "optimizer.json").write_text("{")
+    truncate(checkpoints / "checkpoint-4" / "model.safetensors")
+    with pytest.raises(ValueError, match=r"every checkpoint.*optimizer\.json"):
+        resolve_checkpoint("latest", str(checkpoints))
 
 
 def test_teacher_overfits_one_small_batch(tmp_path):
@@ -163,38 +221,34 @@ def test_arguments_from_yaml_and_command_line(tmp_path):
         TrainingArguments(mixed_precision="fp8")
 
 
-def run_script(name, *args, timeout=600):
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / name), *map(str, args)], capture_output=True,
-                            text=True, timeout=timeout, cwd=ROOT)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result
-
-
-def test_pipeline_scripts_end_to_end(tmp_path):
-    """train_vqvae -> precompute_tokens -> train_teacher -> distill (hybrid and on-policy) with tiny settings."""
+def test_pipeline_scripts_end_to_end(tmp_path, monkeypatch, capsys):
+    """train_vqvae -> precompute_tokens -> train_teacher -> distill (hybrid and on-policy) with tiny settings, each
+    script's `main(argv)` called in this process (a subprocess per script adds only imports)."""
+    monkeypatch.chdir(ROOT)
     common = ["--resolution", "16", "--token_cache_dir", tmp_path / "cache", "--log_every", "5", "--save_every", "0"]
     vq = tmp_path / "vq"
-    run_script("train_vqvae.py", "configs/vqvae/digits.yaml", *common, "--output_dir", vq, "--max_steps", "8",
-               "--block_out_channels", "32", "32", "--codebook_size", "64", "--per_device_batch_size", "32",
-               "--eval_every", "4")
+    script_main("train_vqvae.py")(["configs/vqvae/digits.yaml", *common, "--output_dir", vq, "--max_steps", "8",
+                                   "--block_out_channels", "32", "32", "--codebook_size", "64",
+                                   "--per_device_batch_size", "32", "--eval_every", "4"])
     with Image.open(vq / "reconstructions.png") as picture:
         assert picture.size[0] > 16
-    out = run_script("precompute_tokens.py", "configs/data/digits.yaml", "--resolution", "16",
-                     "--token_cache_dir", tmp_path / "cache", "--tokenizer_path", vq).stdout
-    assert "train: 1437 images" in out
+    capsys.readouterr()
+    script_main("precompute_tokens.py")(["configs/data/digits.yaml", "--resolution", "16", "--token_cache_dir",
+                                         tmp_path / "cache", "--tokenizer_path", vq])
+    assert "train: 1437 images" in capsys.readouterr().out
     teacher = tmp_path / "teacher"
-    run_script("train_teacher.py", "configs/teacher/digits.yaml", *common, "--tokenizer_path", vq,
-               "--output_dir", teacher, "--max_steps", "6", "--hidden_size", "32", "--preset", "student-4L",
-               "--eval_every", "3")
+    script_main("train_teacher.py")(["configs/teacher/digits.yaml", *common, "--tokenizer_path", vq, "--output_dir",
+                                     teacher, "--max_steps", "6", "--hidden_size", "32", "--preset", "student-4L",
+                                     "--eval_every", "3"])
     metrics = json.loads((teacher / "training_metrics.json").read_text())
     assert metrics["val_perplexity"] < 64  # below a uniform guess over the codebook
     for extra in (["--student_id", "4", "--loss", "hybrid"],
                   ["--student_preset", "draft-1L", "--loss", "tv", "--lmbda", "0.5", "--data_source", "teacher",
                    "--num_teacher_samples", "64"]):
         student = tmp_path / ("student" + extra[1])
-        run_script("distill.py", "configs/distill/digits.yaml", *common, "--teacher_path", teacher,
-                   "--tokenizer_path", vq, "--output_dir", student, "--max_steps", "4", "--eval_every", "2",
-                   "--num_alpha_prefixes", "16", *extra)
+        script_main("distill.py")(["configs/distill/digits.yaml", *common, "--teacher_path", teacher,
+                                   "--tokenizer_path", vq, "--output_dir", student, "--max_steps", "4",
+                                   "--eval_every", "2", "--num_alpha_prefixes", "16", *extra])
         result = json.loads((student / "distill_metrics.json").read_text())
         assert 0.0 < result["alpha"] <= 1.0
         assert VQGPTForCausalLM.from_pretrained(student).config.codebook_size == 64

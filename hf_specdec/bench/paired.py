@@ -23,6 +23,12 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
 
     Returns `{"device", "reps", "drafts", "results": {method: {"median_ms", "speedup_vs_plain", "alpha"}}}`.
     """
+    if isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
+        raise ValueError(f"`reps` must be an integer >= 1, got {reps!r}.")
+    if not drafts:
+        raise ValueError("`drafts` is empty: give at least one name=path.")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("`device` is cuda but no CUDA device is available.")
     teacher = load_pretrained(VQGPTForCausalLM, teacher_path, "teacher_path", device)
     models = {name: load_pretrained(VQGPTForCausalLM, path, f"draft {name}", device) for name, path in drafts.items()}
     g = torch.Generator(device=device)

@@ -17,7 +17,7 @@ from ..images import images_to_tensor, save_image_grid
 from ..metrics import load_metric
 from ..metrics.quality import inception_metrics
 from ..models import VQGPTForCausalLM, VQTokenizer
-from ..pipeline import class_prompts, decode_sequences
+from ..pipeline import check_sampling_options, class_prompts, decode_sequences
 from ..speculative import latent_neighbours, plain_sample, speculative_sample
 
 
@@ -41,6 +41,15 @@ class QualityArguments:
     inception: bool = field(default=False, metadata={"help": "Also the standard Inception FID/IS (needs torch-fidelity and its weights)."})
     output_dir: str = field(default="benchmarks/quality", metadata={"help": "results.json, results.md, grids."})
 
+    def __post_init__(self):
+        for name in ("gamma", "num_images", "batch_size", "bootstrap_rounds"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+        if self.relaxed_neighbours < 0:
+            raise ValueError(f"`relaxed_neighbours` must be >= 0, got {self.relaxed_neighbours}.")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError("`device` is cuda but no CUDA device is available.")
+
 
 def _sample(method, teacher, draft, prompts, args, neighbours=None):
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
@@ -59,6 +68,7 @@ def evaluate_quality(args: QualityArguments, data_args: DataArguments | None = N
     data_args = data_args or DataArguments()
     load = lambda cls, name, argument: load_pretrained(cls, checkpoint_path(args.checkpoints_dir, name), argument, args.device)  # noqa: E731
     teacher = load(VQGPTForCausalLM, args.teacher, "teacher")
+    check_sampling_options(teacher, gamma=args.gamma, temperature=args.temperature, top_k=args.top_k)
     tokenizer = load(VQTokenizer, args.tokenizer, "tokenizer")
     classifier_path = os.path.join(args.checkpoints_dir, args.classifier)
     splits = data_args.load()

@@ -7,11 +7,12 @@ import os
 from dataclasses import dataclass, field
 
 import torch
+from PIL import Image
 
 from ..hub import load_pretrained
 from ..images import save_image_grid
 from ..models import VQGPTForCausalLM, VQTokenizer
-from ..pipeline import check_tokenizer_matches, class_prompts, decode_sequences
+from ..pipeline import check_sampling_options, check_tokenizer_matches, class_prompts, decode_sequences
 from ..speculative import EarlyExitDraft, check_draft_matches, plain_sample, speculative_sample
 from .timing import time_calls
 
@@ -38,15 +39,22 @@ class SampleGridArguments:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"`method` must be one of {', '.join(METHODS)}; got {self.method!r}.")
-        if self.samples_per_class < 1:
-            raise ValueError(f"`samples_per_class` must be >= 1, got {self.samples_per_class}.")
+        for name in ("samples_per_class", "gamma", "self_speculative_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError("`device` is cuda but no CUDA device is available.")
+        if os.path.splitext(self.output)[1].lower() not in Image.registered_extensions():
+            raise ValueError(f"`output` {self.output!r} needs an image file extension such as .png.")
 
 
 def run_sample_grid(args: SampleGridArguments) -> dict:
-    """Draw the grid; returns timings, speedup and acceptance (and writes `args.output`)."""
+    """Draw the grid; returns timings, speedup and acceptance (and writes `args.output`).
+
+    Every argument is checked against the teacher (the sampler's own `check_sampling_arguments`) before the other
+    models load and before anything is drawn or timed.
+    """
     teacher = load_pretrained(VQGPTForCausalLM, args.teacher, "teacher", args.device)
-    tokenizer = load_pretrained(VQTokenizer, args.tokenizer, "tokenizer", args.device)
-    check_tokenizer_matches(tokenizer, teacher.config)
     num_classes = teacher.config.num_classes
     classes = args.classes if args.classes is not None else list(range(num_classes))
     bad = [c for c in classes if not 0 <= c < num_classes]
@@ -56,11 +64,17 @@ def run_sample_grid(args: SampleGridArguments) -> dict:
     prompt = class_prompts(teacher, labels)
     sampling = dict(do_sample=True, temperature=args.temperature, top_k=args.top_k, cfg_scale=args.guidance_scale)
     generator = lambda: torch.Generator(device=args.device).manual_seed(args.seed)  # noqa: E731
-
+    check_sampling_options(teacher, {"cfg_scale": "guidance_scale"}, None if args.method == "plain" else args.gamma,
+                           generator=generator(), **sampling)
     draft = None
     if args.method == "self-speculative":
-        draft = EarlyExitDraft(teacher, args.self_speculative_layers)
-    elif args.method in ("speculative", "assisted"):
+        try:
+            draft = EarlyExitDraft(teacher, args.self_speculative_layers)
+        except ValueError as error:
+            raise ValueError(str(error).replace("`num_layers`", "`self_speculative_layers`")) from None
+    tokenizer = load_pretrained(VQTokenizer, args.tokenizer, "tokenizer", args.device)
+    check_tokenizer_matches(tokenizer, teacher.config)
+    if args.method in ("speculative", "assisted"):
         draft = load_pretrained(VQGPTForCausalLM, args.assistant, "assistant", args.device)
         check_draft_matches(teacher, draft, argument="assistant")
 

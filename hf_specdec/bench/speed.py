@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ..hub import checkpoint_path, load_pretrained
 from ..models import VQGPTForCausalLM
-from ..pipeline import class_prompts
+from ..pipeline import check_sampling_options, class_prompts
 from ..speculative import EarlyExitDraft, expected_speedup, plain_sample, speculative_sample
 from .timing import quartiles, time_calls
 
@@ -88,6 +88,8 @@ def run_benchmark(args: BenchmarkArguments) -> dict:
     config = teacher.config
     new_tokens = config.num_image_tokens
     sampling = dict(do_sample=True, temperature=args.temperature, top_k=args.top_k, cfg_scale=args.cfg_scale)
+    check_sampling_options(teacher, {"gamma": "gammas"}, max(args.gammas), **sampling)
+    check_sampling_options(teacher, {"gamma": "adaptive_gamma_max"}, args.adaptive_gamma_max or None)
     records, samples = [], {}
 
     jobs = []

@@ -5,6 +5,8 @@ Every loader returns a `DatasetDict` with `train` / `validation` / `test` splits
 `hf_specdec.images.images_to_tensor` turns them into the `(B, 3, H, W)` tensors in [-1, 1] that the tokenizers take.
 """
 
+import io
+import math
 import os
 import re
 
@@ -20,17 +22,49 @@ _SYNSET = re.compile(r"n\d{8}")
 
 
 def split_dataset(dataset: Dataset, val_fraction: float, test_fraction: float, seed: int) -> DatasetDict:
-    """Deterministic class-stratified train / validation / test split of `dataset` (same seed, same split)."""
+    """Deterministic class-stratified train / validation / test split of `dataset` (same seed, same split).
+
+    Raises `ValueError` naming `val_fraction` / `test_fraction` when the images are too few for them: a stratified
+    split needs at least one image of every class on both sides of each cut.
+    """
     for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 < value < 1.0:
             raise ValueError(f"`{name}` must be in (0, 1), got {value}.")
     if val_fraction + test_fraction >= 1.0:
         raise ValueError("`val_fraction + test_fraction` must be < 1.")
-    rest_test = dataset.train_test_split(test_size=test_fraction, stratify_by_column="label", seed=seed)
-    train_val = rest_test["train"].train_test_split(
-        test_size=val_fraction / (1.0 - test_fraction), stratify_by_column="label", seed=seed
-    )
+    rest_test = _stratified_cut(dataset, test_fraction, "test_fraction", 1.0, seed)
+    train_val = _stratified_cut(rest_test["train"], val_fraction / (1.0 - test_fraction), "val_fraction",
+                                1.0 - test_fraction, seed)
     return DatasetDict(train=train_val["train"], validation=train_val["test"], test=rest_test["test"])
+
+
+def _stratified_cut(dataset: Dataset, fraction: float, option: str, scale: float, seed: int) -> DatasetDict:
+    """`dataset.train_test_split(fraction, stratified)`, after checking what `datasets` needs (its own errors name
+    neither the option nor the numbers to change): every class at least 2 images, and both `ceil(fraction * n)`
+    held-out images and the rest at least the number of classes. `option = fraction * scale` is what the user set."""
+    n = len(dataset)
+    labels, counts = np.unique(np.asarray(dataset.with_format("numpy")["label"]), return_counts=True)
+    classes, held_out = len(labels), math.ceil(fraction * n)
+    where = " left after the test split" if option == "val_fraction" else ""
+    if counts.min() < 2:
+        names = dataset.features["label"].names if hasattr(dataset.features["label"], "names") else None
+        small = [names[i] if names else int(i) for i, c in zip(labels, counts) if c < 2][:5]
+        raise ValueError(
+            f"Too few images for `{option}`: classes {small} have a single image{where}, and a stratified split "
+            "needs at least 3 images per class (one each for train, validation and test). Add images."
+        )
+    if held_out < classes or n - held_out < classes:
+        if n < 2 * classes:
+            advice = "Add images"
+        else:
+            low, high = classes / n * scale, (n - classes) / n * scale
+            advice = f"Add images, or set `{option}` between {low:.3g} and {high:.3g}"
+        raise ValueError(
+            f"Too few images for `{option}` {fraction * scale:.3g}: it holds out {held_out} of {n} images{where}, in "
+            f"{classes} classes, but a stratified split needs at least one image of every class on each side "
+            f"({classes} held out and {classes} kept). {advice}."
+        )
+    return dataset.train_test_split(test_size=fraction, stratify_by_column="label", seed=seed)
 
 
 def load_digits_dataset(
@@ -65,8 +99,30 @@ def load_imagefolder(
     """
     if not os.path.isdir(data_dir):
         raise ValueError(f"`data_dir` {data_dir!r} is not a directory.")
-    loaded = load_dataset("imagefolder", data_dir=data_dir)
+    try:
+        loaded = load_dataset("imagefolder", data_dir=data_dir)
+    except FileNotFoundError as error:  # datasets' EmptyDatasetError: no image files at all
+        raise ValueError(f"`data_dir` {data_dir!r} holds no image files: expected `data_dir/<class>/<image>` "
+                         f"({error}).") from None
+    for split in loaded.values():
+        check_image_files(split)
     return _merge_and_split(loaded, val_fraction, test_fraction, seed)
+
+
+def check_image_files(dataset: Dataset) -> None:
+    """Decode every image of `dataset`'s `image` column once; raise `ValueError` naming each file that cannot be
+    read (truncated, corrupt, not an image), instead of a PIL error naming no file in the middle of training."""
+    broken = []
+    for file in dataset.cast_column("image", Image(decode=False))["image"]:
+        try:
+            with PILImage.open(io.BytesIO(file["bytes"]) if file["bytes"] is not None else file["path"]) as image:
+                image.load()
+        except (OSError, SyntaxError, ValueError) as error:  # what PIL raises for a bad file
+            broken.append(f"{file['path']} ({error})")
+    if broken:
+        more = f" and {len(broken) - 5} more" if len(broken) > 5 else ""
+        raise ValueError(f"{len(broken)} image file(s) under `data_dir` cannot be read: {'; '.join(broken[:5])}{more}. "
+                         "Replace or delete them.")
 
 
 def _merge_and_split(loaded: DatasetDict, val_fraction: float, test_fraction: float, seed: int) -> DatasetDict:

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ..data import collate_tokens, drop_class, token_splits
 from ..hub import load_pretrained
 from ..models import STUDENT_IDS, VQGPTForCausalLM, VQTokenizer
-from ..pipeline import class_prompts
+from ..pipeline import check_sampling_options, class_prompts
 from ..speculative import acceptance_alpha, warp_logits
 from .losses import DIVERGENCES, divergence, forward_kl, hybrid_distillation_loss
 
@@ -58,8 +58,19 @@ class DistillArguments:
             raise ValueError(f"`lmbda` must be in [0, 1], got {self.lmbda}.")
         if self.data_source not in ("real", "teacher"):
             raise ValueError(f"`data_source` must be real or teacher, got {self.data_source!r}.")
-        if self.gen_temperature <= 0:
-            raise ValueError(f"`gen_temperature` must be > 0, got {self.gen_temperature}.")
+        if self.student_layers is not None and self.student_layers < 1:
+            raise ValueError(f"`student_layers` must be >= 1, got {self.student_layers}.")
+        for name in ("alpha", "beta"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"`{name}` must be in [0, 1], got {getattr(self, name)}.")
+        for name in ("kd_temperature", "gen_temperature"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"`{name}` must be > 0, got {getattr(self, name)}.")
+        if not self.kl_weight >= 0:
+            raise ValueError(f"`kl_weight` must be >= 0, got {self.kl_weight}.")
+        for name in ("num_teacher_samples", "num_alpha_prefixes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
 
     @property
     def student_depth(self) -> str | int:
@@ -156,6 +167,7 @@ def run_distillation(data_args, args: DistillArguments, training_args):
 
     accelerator = make_accelerator(training_args)
     teacher = load_pretrained(VQGPTForCausalLM, args.teacher_path, "teacher_path").requires_grad_(False)
+    check_sampling_options(teacher, {"temperature": "gen_temperature", "top_k": "gen_top_k"}, **args.generation_kwargs)
     tokenizer = load_pretrained(VQTokenizer, args.tokenizer_path, "tokenizer_path")
     with accelerator.main_process_first():
         splits = token_splits(data_args, tokenizer)

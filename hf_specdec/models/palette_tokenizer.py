@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 
+from ..images import check_images
 from .safetensors_only import SafetensorsOnlyMixin
 from .vq_tokenizer import check_indices, codebook_statistics
 
@@ -42,14 +43,14 @@ class PaletteTokenizer(SafetensorsOnlyMixin, ModelMixin, ConfigMixin):
         return self.config.grid_size, self.config.grid_size
 
     def _pixels(self, images: torch.Tensor) -> torch.Tensor:
-        if images.dim() != 4 or images.shape[1] != self.config.in_channels:
-            raise ValueError(f"`images` must have shape (B, {self.config.in_channels}, H, W), got {tuple(images.shape)}.")
+        check_images(images, self.config.in_channels)
         small = F.adaptive_avg_pool2d(images.float(), self.config.grid_size)  # (B, C, g, g)
         return small.permute(0, 2, 3, 1).reshape(-1, self.config.in_channels)
 
     @torch.no_grad()
     def fit(self, images: torch.Tensor, seed: int = 0, max_pixels: int = 200_000) -> "PaletteTokenizer":
-        """Set the palette to the k-means centroids of the (downsampled) pixels of `images` `(B, C, H, W)`."""
+        """Set the palette to the k-means centroids of the (downsampled) pixels of float `images` `(B, C, H, W)` in
+        [-1, 1]."""
         from sklearn.cluster import KMeans
 
         pixels = self._pixels(images).cpu().numpy()
@@ -64,7 +65,8 @@ class PaletteTokenizer(SafetensorsOnlyMixin, ModelMixin, ConfigMixin):
 
     @torch.no_grad()
     def encode_to_indices(self, images: torch.Tensor) -> torch.LongTensor:
-        """Images `(B, C, H, W)` in [-1, 1] -> palette indices `(B, g, g)`."""
+        """Float images `(B, C, H, W)` in [-1, 1] -> palette indices `(B, g, g)`; uint8 pixels and values outside
+        [-1, 1] raise `ValueError` (see `hf_specdec.images.check_images`)."""
         pixels = self._pixels(images.to(self.palette.device))
         indices = torch.cdist(pixels, self.palette).argmin(dim=1)
         g = self.config.grid_size

@@ -1,11 +1,66 @@
-"""Loading without unpickling for the project's diffusers models."""
+"""Loading without unpickling for the project's diffusers models, and damaged safetensors files named clearly.
+
+A truncated `*.safetensors` (an interrupted download, copy or save) makes the safetensors library raise
+`SafetensorError: Error while deserializing header: ...`, naming no file. `damaged_safetensors` finds the files,
+`damaged_weights_message` says which and what to do.
+"""
+
+import os
+
+from safetensors import SafetensorError, safe_open
+
+
+def damaged_safetensors(folder: str) -> list[str]:
+    """`"<path> (<reason>)"` for every `*.safetensors` file directly in `folder` that does not open: truncated,
+    empty, or not safetensors at all. Reads only the headers (safetensors checks that they cover the file)."""
+    damaged = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if not name.endswith(".safetensors") or not os.path.isfile(path):
+            continue
+        try:
+            with safe_open(path, framework="pt"):
+                pass
+        except (SafetensorError, OSError) as error:
+            damaged.append(f"{path} ({' '.join(str(error).split())})")
+    return damaged
+
+
+def weights_folder(name: str, subfolder: str | None = None, cache_dir: str | None = None) -> str | None:
+    """The local folder that `from_pretrained(name)` reads: `name` itself, or the Hub cache's snapshot of the repo
+    id `name` (None if there is none)."""
+    if os.path.isdir(name):
+        folder = os.path.join(name, subfolder) if subfolder else name
+        return folder if os.path.isdir(folder) else None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        config = try_to_load_from_cache(name, os.path.join(subfolder or "", "config.json"), cache_dir=cache_dir)
+    except Exception:  # not a valid repo id: there is no cached folder to look at
+        return None
+    return os.path.dirname(config) if isinstance(config, str) else None
+
+
+def damaged_weights_message(folder: str, damaged: list[str]) -> str:
+    """What is wrong with the model folder `folder` and what to do about it."""
+    return (f"the weights in {folder!r} are damaged: {'; '.join(damaged)}. The file was cut short (an interrupted "
+            "download, copy or save): download the model again (`from_pretrained(..., force_download=True)` for a "
+            "Hub repo), or copy or save it again.")
 
 
 class SafetensorsOnlyMixin:
     """Put before diffusers' `ModelMixin`: `from_pretrained` defaults to `use_safetensors=True`, so a folder or repo
-    holding only a pickled `diffusion_pytorch_model.bin` raises instead of being unpickled."""
+    holding only a pickled `diffusion_pytorch_model.bin` raises instead of being unpickled; a damaged safetensors
+    file raises `OSError` naming the folder, the file and what to do."""
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         kwargs.setdefault("use_safetensors", True)
-        return super().from_pretrained(*args, **kwargs)
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except (SafetensorError, OSError) as error:  # diffusers wraps the SafetensorError in an OSError naming no cause
+            folder = weights_folder(str(pretrained_model_name_or_path), kwargs.get("subfolder"), kwargs.get("cache_dir"))
+            damaged = damaged_safetensors(folder) if folder else []
+            if not damaged:
+                raise
+            raise OSError(f"Cannot load {cls.__name__}: {damaged_weights_message(folder, damaged)}") from error

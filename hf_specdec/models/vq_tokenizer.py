@@ -13,6 +13,7 @@ from diffusers import VQModel
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.autoencoders.vae import VectorQuantizer
 
+from ..images import check_images
 from .safetensors_only import SafetensorsOnlyMixin
 
 
@@ -183,16 +184,16 @@ class VQTokenizer(SafetensorsOnlyMixin, VQModel):
         side = (image_size or self.config.sample_size) // self.downsample_factor
         return side, side
 
-    def _check_images(self, images: torch.Tensor) -> None:
-        if images.dim() != 4 or images.shape[1] != self.config.in_channels:
-            raise ValueError(
-                f"`images` must have shape (B, {self.config.in_channels}, H, W), got {tuple(images.shape)}."
-            )
+    def _check_images(self, images: torch.Tensor, check_range: bool = False) -> None:
+        check_images(images, self.config.in_channels, check_range=check_range)
         if images.shape[-1] % self.downsample_factor or images.shape[-2] % self.downsample_factor:
-            raise ValueError(f"`images` height and width must be multiples of {self.downsample_factor}.")
+            raise ValueError(f"`images` height and width must be multiples of {self.downsample_factor}, got "
+                             f"{tuple(images.shape[-2:])}.")
 
     def quantize_images(self, images: torch.Tensor):
-        """Encode and quantize: returns `(z_q (B, D, h, w), vq_loss, indices (B, h, w))`."""
+        """Encode and quantize float images `(B, C, H, W)` in [-1, 1]: returns `(z_q (B, D, h, w), vq_loss,
+        indices (B, h, w))`. Integer pixels are refused; the value range is checked by `encode_to_indices` only
+        (reading it would synchronise every training step)."""
         self._check_images(images)
         latents = self.encode(images).latents
         z_q, vq_loss, (_, _, indices) = self.quantize(latents)
@@ -209,7 +210,12 @@ class VQTokenizer(SafetensorsOnlyMixin, VQModel):
 
     @torch.no_grad()
     def encode_to_indices(self, images: torch.Tensor) -> torch.LongTensor:
-        """Images `(B, C, H, W)` in [-1, 1] -> codes `(B, h, w)` int64 in `[0, codebook_size)`."""
+        """Float images `(B, C, H, W)` in [-1, 1] -> codes `(B, h, w)` int64 in `[0, codebook_size)`.
+
+        Raises `ValueError` for uint8 pixels (convert them with `hf_specdec.images.from_uint8`) and for float values
+        outside [-1, 1] (e.g. pixels in [0, 255]), which would otherwise encode to wrong codes without a word.
+        """
+        self._check_images(images, check_range=True)
         return self.quantize_images(images)[2]
 
     @torch.no_grad()

@@ -4,6 +4,17 @@ A checkpoint folder `checkpoint-<step>` holds `model.safetensors`, `optimizer.sa
 `optimizer.json`), one `rng-<rank>.safetensors` per process and `trainer_state.json` (step, scheduler, Python and
 NumPy random states). It is written under a temporary name and renamed when complete, so a run killed while
 saving never leaves a half-written `checkpoint-<step>` behind.
+
+Model and optimizer state are saved *full* (unsharded), keyed by parameter name, through
+`torch.distributed.checkpoint.state_dict`: under FSDP every rank takes part in gathering the shards and rank 0
+writes them; on resume every rank reads the full state and keeps its own shard. So a checkpoint does not depend on
+the number of processes or on how the model is wrapped (one process, DDP or FSDP); the same files resume any of
+them. DeepSpeed partitions the optimizer inside its own engine, whose checkpoints are pickles: `save_checkpoint`
+refuses it (see `check_checkpointing_supported`).
+
+`resolve_checkpoint("latest")` skips a damaged newest checkpoint (a truncated file, e.g. a disk that filled up or
+a copy cut short) with a warning and resumes from the newest intact one: the data order is a function of the step,
+so the steps after it are retrained exactly as before.
 """
 
 import json
@@ -11,32 +22,53 @@ import os
 import random
 import re
 import shutil
+import warnings
 
 import numpy as np
 import torch
+from accelerate.utils import DistributedType
 from safetensors.torch import load_file, save_file
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+
+from ..models.safetensors_only import damaged_safetensors
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "optimizer.json", "trainer_state.json")
+FORMAT_VERSION = 2  # 2: optimizer state keyed by parameter name; 1 (no "version" key): by parameter index
+_FULL_ON_RANK0 = StateDictOptions(full_state_dict=True, cpu_offload=True)  # the gathered state, on rank 0 only
+_FULL = StateDictOptions(full_state_dict=True)  # every rank passes the full state; each keeps its shard
 
 
 def optimizer_state_to_tensors(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    """Split `optimizer.state_dict()` into safetensors-ready tensors and JSON metadata."""
+    """Split an optimizer state dict (`{"state": {key: {name: value}}, "param_groups": [...]}`, keys parameter
+    names or indices) into safetensors-ready tensors `"<key>/<name>"` and JSON metadata."""
     tensors, scalars = {}, {}
-    for param_id, param_state in state_dict["state"].items():
+    for key, param_state in state_dict["state"].items():
         for name, value in param_state.items():
-            key = f"{param_id}.{name}"
             if torch.is_tensor(value):
-                tensors[key] = value.detach().cpu().contiguous()
+                tensors[f"{key}/{name}"] = value.detach().cpu().contiguous()
             else:
-                scalars[key] = value
-    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
+                scalars[f"{key}/{name}"] = value
+    return tensors, {"version": FORMAT_VERSION, "param_groups": state_dict["param_groups"], "scalars": scalars}
 
 
 def optimizer_state_from_tensors(tensors: dict[str, torch.Tensor], metadata: dict) -> dict:
-    state: dict[int, dict] = {}
-    for key, value in list(tensors.items()) + list(metadata["scalars"].items()):
-        param_id, name = key.split(".", 1)
-        state.setdefault(int(param_id), {})[name] = value
+    """The inverse of `optimizer_state_to_tensors`."""
+    state: dict = {}
+    if metadata.get("version", 1) == 1:  # written before FORMAT_VERSION 2: "<index>.<name>"
+        for key, value in list(tensors.items()) + list(metadata["scalars"].items()):
+            param_id, name = key.split(".", 1)
+            state.setdefault(int(param_id), {})[name] = value
+    else:
+        for key, value in list(tensors.items()) + list(metadata["scalars"].items()):
+            param, name = key.rsplit("/", 1)
+            state.setdefault(param, {})[name] = value
     return {"state": state, "param_groups": metadata["param_groups"]}
 
 
@@ -64,24 +96,46 @@ def _restore_python_numpy_rng(saved: dict) -> None:
     np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
 
 
+def _torch_optimizer(optimizer) -> torch.optim.Optimizer:
+    return getattr(optimizer, "optimizer", optimizer)  # Accelerate's AcceleratedOptimizer wraps the torch one
+
+
+def check_checkpointing_supported(accelerator) -> None:
+    """Raise `ValueError` where these checkpoints cannot be resumed correctly: under DeepSpeed, whose engine keeps
+    the optimizer state partitioned in its own (pickled) format."""
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        raise ValueError(
+            "`save_every` / `resume_from_checkpoint` are not supported under DeepSpeed: its engine keeps the optimizer "
+            "state partitioned in its own pickled checkpoint format. Train with FSDP "
+            "(configs/accelerate/fsdp.yaml) or DDP to checkpoint, or set `save_every` 0."
+        )
+
+
 def save_checkpoint(accelerator, model, optimizer, scheduler, step: int, checkpoints_dir: str, total_limit: int | None):
-    """Write `checkpoints_dir/checkpoint-<step>` atomically; keep at most `total_limit` checkpoints."""
+    """Write `checkpoints_dir/checkpoint-<step>` atomically; keep at most `total_limit` checkpoints.
+
+    Every rank must call it: under FSDP, model and optimizer states are gathered from all ranks (rank 0 writes).
+    """
+    check_checkpointing_supported(accelerator)
     final = os.path.join(checkpoints_dir, f"checkpoint-{step}")
     tmp = os.path.join(checkpoints_dir, f".tmp-checkpoint-{step}")
-    state_dict = accelerator.get_state_dict(model)  # collective under FSDP/DeepSpeed: every rank calls it
+    # Collectives under FSDP: every rank calls them; the full states land on rank 0 (in CPU memory).
+    model_state = get_model_state_dict(model, options=_FULL_ON_RANK0)
+    optimizer_state = get_optimizer_state_dict(model, _torch_optimizer(optimizer), options=_FULL_ON_RANK0)
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
     accelerator.wait_for_everyone()
     save_file(_rng_tensors(), os.path.join(tmp, f"rng-{accelerator.process_index}.safetensors"))
     if accelerator.is_main_process:
-        save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, os.path.join(tmp, "model.safetensors"))
-        tensors, metadata = optimizer_state_to_tensors(optimizer.state_dict())
+        save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()}, os.path.join(tmp, "model.safetensors"))
+        tensors, metadata = optimizer_state_to_tensors(optimizer_state)
         save_file(tensors, os.path.join(tmp, "optimizer.safetensors"))
         with open(os.path.join(tmp, "optimizer.json"), "w") as f:
             json.dump(metadata, f)
         with open(os.path.join(tmp, "trainer_state.json"), "w") as f:
-            json.dump({"global_step": step, "scheduler": scheduler.state_dict(), "rng": _python_numpy_rng()}, f)
+            json.dump({"global_step": step, "scheduler": scheduler.state_dict(), "rng": _python_numpy_rng(),
+                       "num_processes": accelerator.num_processes}, f)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         shutil.rmtree(final, ignore_errors=True)
@@ -93,6 +147,26 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, step: int, checkpo
     return final
 
 
+def unsharded_model(accelerator, model) -> torch.nn.Module | None:
+    """The trained model as one plain module on the main process, for `save_pretrained` and reports; None elsewhere.
+
+    Without sharding, the unwrapped model itself. Under FSDP (parameters are `DTensor` shards) every rank must call
+    it: the full weights are gathered, and the main process gets a new instance of the model's class, built from its
+    config (`cls(config)` for transformers models, `cls.from_config(config)` for diffusers ones), holding them."""
+    from torch.distributed.tensor import DTensor
+
+    unwrapped = accelerator.unwrap_model(model)
+    if not any(isinstance(p, DTensor) for p in unwrapped.parameters()):
+        return unwrapped if accelerator.is_main_process else None
+    state = get_model_state_dict(model, options=_FULL_ON_RANK0)
+    if not accelerator.is_main_process:
+        return None
+    cls = type(unwrapped)
+    plain = cls.from_config(unwrapped.config) if hasattr(cls, "from_config") else cls(unwrapped.config)
+    plain.load_state_dict(state)
+    return plain.train(unwrapped.training)
+
+
 def list_checkpoints(checkpoints_dir: str) -> list[str]:
     """Complete checkpoints in `checkpoints_dir`, oldest first."""
     if not os.path.isdir(checkpoints_dir):
@@ -101,25 +175,75 @@ def list_checkpoints(checkpoints_dir: str) -> list[str]:
     return [os.path.join(checkpoints_dir, name) for _, name in sorted(found)]
 
 
+def checkpoint_problems(path: str) -> list[str]:
+    """What makes the checkpoint folder `path` unusable (missing, truncated or unreadable files); empty if intact.
+
+    Reads the JSON files and the safetensors headers (which must cover their files), not the tensors."""
+    if not os.path.isdir(path):
+        return [f"{path} is not a folder"]
+    problems = [f"{os.path.join(path, name)} is missing" for name in CHECKPOINT_FILES
+                if not os.path.isfile(os.path.join(path, name))]
+    problems += damaged_safetensors(path)
+    for name in ("optimizer.json", "trainer_state.json"):
+        file = os.path.join(path, name)
+        if os.path.isfile(file):
+            try:
+                with open(file) as f:
+                    json.load(f)
+            except (OSError, ValueError) as error:
+                problems.append(f"{file} ({error})")
+    return problems
+
+
 def resolve_checkpoint(resume_from_checkpoint: str | None, checkpoints_dir: str) -> str | None:
-    """`"latest"` -> the newest checkpoint (None if there is none yet); a path -> that path; None -> None."""
+    """`"latest"` -> the newest intact checkpoint (None if there is none yet); a path -> that path; None -> None.
+
+    `"latest"` skips damaged checkpoints with a warning (the older one retrains the steps after it exactly) and raises
+    `ValueError` if every checkpoint is damaged; a damaged or missing path raises `ValueError` naming the file.
+    """
     if resume_from_checkpoint is None:
         return None
     if resume_from_checkpoint == "latest":
         found = list_checkpoints(checkpoints_dir)
-        return found[-1] if found else None
-    if not os.path.isfile(os.path.join(resume_from_checkpoint, "trainer_state.json")):
-        raise ValueError(f"`resume_from_checkpoint` {resume_from_checkpoint!r} is not a checkpoint folder.")
+        skipped = []
+        for path in reversed(found):
+            problems = checkpoint_problems(path)
+            if not problems:
+                if skipped:
+                    warnings.warn(f"Skipping damaged checkpoint(s) {'; '.join(skipped)}. Resuming from {path} instead: "
+                                  "the steps after it are trained again.", stacklevel=2)
+                return path
+            skipped.append(f"{path}: {', '.join(problems)}")
+        if skipped:
+            raise ValueError(f"`resume_from_checkpoint` latest: every checkpoint in {checkpoints_dir!r} is damaged "
+                             f"({'; '.join(skipped)}). Delete them to start over.")
+        return None
+    problems = checkpoint_problems(resume_from_checkpoint)
+    if problems:
+        raise ValueError(f"`resume_from_checkpoint` {resume_from_checkpoint!r} is not a usable checkpoint: "
+                         f"{', '.join(problems)}. Resume from an older checkpoint (`latest` skips damaged ones) "
+                         "or delete this one.")
     return resume_from_checkpoint
 
 
 def load_checkpoint(accelerator, model, optimizer, scheduler, path: str) -> int:
-    """Restore model, optimizer, scheduler and random states from `path`; returns the global step."""
-    accelerator.unwrap_model(model).load_state_dict(load_file(os.path.join(path, "model.safetensors")))
-    with open(os.path.join(path, "optimizer.json")) as f:
-        metadata = json.load(f)
-    tensors = load_file(os.path.join(path, "optimizer.safetensors"), device=str(accelerator.device))
-    optimizer.load_state_dict(optimizer_state_from_tensors(tensors, metadata))
+    """Restore model, optimizer, scheduler and random states from `path`; returns the global step.
+
+    Every rank must call it: each reads the full states and keeps what it holds (its shard under FSDP)."""
+    check_checkpointing_supported(accelerator)
+    try:
+        set_model_state_dict(model, load_file(os.path.join(path, "model.safetensors")), options=_FULL)
+        with open(os.path.join(path, "optimizer.json")) as f:
+            metadata = json.load(f)
+        tensors = load_file(os.path.join(path, "optimizer.safetensors"))
+        optimizer_state = optimizer_state_from_tensors(tensors, metadata)
+        if metadata.get("version", 1) == 1:
+            _torch_optimizer(optimizer).load_state_dict(optimizer_state)
+        else:
+            set_optimizer_state_dict(model, _torch_optimizer(optimizer), optimizer_state, options=_FULL)
+    except (RuntimeError, KeyError, ValueError) as error:  # a checkpoint of another model: shapes or names differ
+        raise ValueError(f"`resume_from_checkpoint` {path!r} does not fit this model and optimizer (a run with other "
+                         f"settings?): {' '.join(str(error).split())[:500]}") from error
     with open(os.path.join(path, "trainer_state.json")) as f:
         state = json.load(f)
     scheduler.load_state_dict(state["scheduler"])

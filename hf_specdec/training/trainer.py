@@ -18,7 +18,13 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from .checkpoint import (
+    check_checkpointing_supported,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+    unsharded_model,
+)
 
 
 @dataclass
@@ -54,8 +60,16 @@ class TrainingArguments:
         for name in ("warmup_steps", "eval_every", "save_every", "checkpoints_total_limit", "num_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
-        if self.learning_rate <= 0:
+        if not self.learning_rate > 0:  # `not >` also refuses NaN
             raise ValueError(f"`learning_rate` must be > 0, got {self.learning_rate}.")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"`min_lr_ratio` must be in [0, 1], got {self.min_lr_ratio}.")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"`{name}` must be in [0, 1), got {getattr(self, name)}.")
+        for name in ("weight_decay", "max_grad_norm"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"`mixed_precision` must be one of no, fp16, bf16; got {self.mixed_precision!r}.")
         if self.report_to not in ("wandb", "tensorboard", "none"):
@@ -112,16 +126,20 @@ def train(
     Args:
         loss_fn: `loss_fn(model, batch, step) -> (loss, logs: dict[str, float])`, run inside autocast.
         eval_fn: `eval_fn(unwrapped_model, step) -> dict[str, float]`, run on every process (logged on the main one).
-        save_fn: `save_fn(unwrapped_model, output_dir)`; default `save_pretrained` (safetensors).
+        save_fn: `save_fn(model, output_dir)` on the main process, with the whole trained model (gathered from the
+            shards under FSDP: `unsharded_model`); default `save_pretrained` (safetensors).
         run_config: extra config logged to the trackers (the script's dataclasses).
         batch_fn: `batch_fn(unwrapped_model, batch, step) -> (batch, logs: dict[str, float])`, run before the loss
             under `torch.no_grad()`, outside autocast and gradient accumulation: where the batch is rebuilt, e.g.
             from the model's own samples (on-policy distillation, as TRL's `GKDTrainer.training_step`).
     """
     accelerator = accelerator or make_accelerator(args)
+    if args.save_every or args.resume_from_checkpoint:
+        check_checkpointing_supported(accelerator)
     set_seed(args.seed)
     os.makedirs(args.output_dir, exist_ok=True)
     checkpoints_dir = os.path.join(args.output_dir, "checkpoints")
+    checkpoint = resolve_checkpoint(args.resume_from_checkpoint, checkpoints_dir)  # a damaged one fails here, early
 
     dataloader = DataLoader(
         train_dataset,
@@ -145,7 +163,6 @@ def train(
     scheduler = cosine_schedule_with_warmup(optimizer, args.warmup_steps, args.max_steps, args.min_lr_ratio)
 
     step = 0
-    checkpoint = resolve_checkpoint(args.resume_from_checkpoint, checkpoints_dir)
     if checkpoint is not None:
         step = load_checkpoint(accelerator, model, optimizer, scheduler, checkpoint)
         accelerator.print(f"Resumed from {checkpoint} at step {step}.")
@@ -202,8 +219,9 @@ def train(
     progress.close()
 
     accelerator.wait_for_everyone()
+    final = unsharded_model(accelerator, model)  # under FSDP a gather: every rank calls it
     if accelerator.is_main_process:
-        (save_fn or (lambda m, d: m.save_pretrained(d)))(unwrapped, args.output_dir)
+        (save_fn or (lambda m, d: m.save_pretrained(d)))(final, args.output_dir)
     # No rank tears the process group down while another still works (one 2-process CPU test run hung at this
     # point, with rank 0 finished and rank 1 still inside `train`; not reproduced since).
     accelerator.wait_for_everyone()

@@ -1,0 +1,129 @@
+"""Every script refuses bad input with one line on stderr naming the option, a non-zero exit status and no traceback;
+YAML values are converted to the dataclass field types and checked."""
+
+import shutil
+
+import pytest
+import torch
+
+from hf_specdec.cli import UsageError, parse_args
+from hf_specdec.distill import DistillArguments
+from hf_specdec.training import TrainingArguments
+from tests.utils import CHECKPOINTS, python_env, run_python, run_script, truncate
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    damaged = tmp / "damaged-teacher"
+    shutil.copytree(CHECKPOINTS / "teacher", damaged, ignore=shutil.ignore_patterns("checkpoints"))
+    truncate(damaged / "model.safetensors")
+    configs = {
+        "float-for-int": "student_id: 4\nmax_steps: 2.5\n",
+        "word-for-float": "student_id: 4\nlearning_rate: fast\n",
+        "unknown-key": "student_id: 4\nnot_a_field: 1\n",
+        "scalar-for-list": "student_id: 4\nteacher_layers: 3\n",
+        "not-yaml": "student_id: [4\n",
+    }
+    for name, text in configs.items():
+        (tmp / f"{name}.yaml").write_text(text)
+    return tmp
+
+
+BAD_INPUT = [
+    # script, arguments ({tmp} is a temporary folder), words the error line must contain
+    ("generate.py", ["--temperature", "0"], ["temperature"]),
+    ("generate.py", ["--temperature", "nan"], ["temperature"]),
+    ("generate.py", ["--top_k", "0"], ["top_k"]),
+    ("generate.py", ["--top_k", "2.5"], ["top_k", "invalid int"]),
+    ("generate.py", ["--gamma", "0"], ["gamma"]),
+    ("generate.py", ["--gamma", "65"], ["gamma", "64"]),
+    ("generate.py", ["--guidance_scale", "inf"], ["guidance_scale"]),
+    ("generate.py", ["--samples_per_class", "0"], ["samples_per_class"]),
+    ("generate.py", ["--method", "self-speculative", "--self_speculative_layers", "12"], ["self_speculative_layers"]),
+    ("generate.py", ["--classes", "12"], ["classes"]),
+    ("generate.py", ["--teacher", "{tmp}/missing"], ["teacher", "missing"]),
+    ("generate.py", ["--teacher", "{tmp}/damaged-teacher"], ["teacher", "damaged-teacher/model.safetensors", "again"]),
+    ("generate.py", ["--assistant", "checkpoints/digits/vq-tokenizer"], ["assistant"]),
+    ("generate.py", ["--method", "magic"], ["method"]),
+    ("generate.py", ["--output", "{tmp}/grid.txt"], ["output", ".png"]),
+    ("generate.py", ["--no_such_option", "1"], ["no_such_option"]),
+    ("distill.py", ["--student_id", "7"], ["student_id"]),
+    ("distill.py", ["{tmp}/float-for-int.yaml"], ["max_steps", "integer", "2.5"]),
+    ("distill.py", ["{tmp}/word-for-float.yaml"], ["learning_rate", "number", "fast"]),
+    ("distill.py", ["{tmp}/unknown-key.yaml"], ["not_a_field"]),
+    ("distill.py", ["{tmp}/scalar-for-list.yaml"], ["teacher_layers", "list"]),
+    ("distill.py", ["{tmp}/not-yaml.yaml"], ["not-yaml.yaml", "YAML"]),
+    ("distill.py", ["{tmp}/missing.yaml"], ["missing.yaml"]),
+    ("distill.py", ["--student_id", "4", "--gen_top_k", "0"], ["gen_top_k"]),
+    ("train_teacher.py", ["--max_steps", "0"], ["max_steps"]),
+    ("train_teacher.py", ["--mixed_precision", "fp8"], ["mixed_precision"]),
+    ("train_teacher.py", ["--adam_beta2", "1.5"], ["adam_beta2"]),
+    ("train_teacher.py", ["--learning_rate", "nan"], ["learning_rate"]),
+    ("train_vqvae.py", ["--reconstruction_loss", "huber"], ["reconstruction_loss"]),
+    ("precompute_tokens.py", ["--tokenizer_path", "{tmp}/missing"], ["tokenizer_path"]),
+    ("precompute_tokens.py", ["--dataset", "imagefolder"], ["data_dir"]),
+    ("benchmark.py", ["--gammas", "0"], ["gammas"]),
+    ("benchmark.py", ["--gammas", "4", "65", "--output_dir", "{tmp}/bench"], ["gammas", "64"]),
+    ("evaluate_quality.py", ["--gamma", "65"], ["gamma", "64"]),
+    ("benchmark.py", ["--temperature", "-1", "--output_dir", "{tmp}/bench"], ["temperature"]),
+    ("evaluate_quality.py", ["--batch_size", "0"], ["batch_size"]),
+    ("train_classifier.py", ["--epochs", "0"], ["epochs"]),
+    ("push_to_hub.py", ["--checkpoints_dir", "{tmp}/missing", "--dry_run"], ["checkpoints_dir", "models"]),
+    ("engine_benchmark.py", ["--no_such_option", "1"], ["no_such_option"]),
+    ("paired_benchmark.py", ["cpu", "many", "d=checkpoints/digits/draft-1L"], ["reps"]),
+    ("paired_benchmark.py", ["cpu", "0", "d=checkpoints/digits/draft-1L"], ["reps"]),
+    ("paired_benchmark.py", ["cpu", "2", "draft"], ["name=path"]),
+    ("summarize_checkpoints.py", ["{tmp}/missing"], ["folder"]),
+]
+
+
+@pytest.mark.parametrize("script, args, words", BAD_INPUT, ids=[f"{s}-{' '.join(a)}" for s, a, _ in BAD_INPUT])
+def test_scripts_refuse_bad_input_in_one_line(script, args, words, files):
+    result = run_script(script, *[a.replace("{tmp}", str(files)) for a in args])
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{script}: error: "), result.stderr[-3000:]
+    for word in words:
+        assert word.replace("{tmp}", str(files)) in lines[0], lines[0]
+
+
+def test_a_script_run_by_python_prints_one_line():
+    """The same in a fresh `python scripts/distill.py` (this interpreter, not one from PATH): exit status 2."""
+    result = run_python(["scripts/distill.py", "--student_id", "7"], env=python_env(HF_HUB_DISABLE_PROGRESS_BARS="1"),
+                        timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "distill.py: error: `student_id` must be one of [1, 2, 3, 4], got 7."
+    ], result.stderr[-3000:]
+
+
+def test_yaml_values_take_the_field_types(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("student_id: 4\nlearning_rate: 3e-4\nmax_steps: '7'\nteacher_layers: [0, 3]\ncfg_scale: null\n"
+                      "init_from_teacher: false\noutput_dir: 2024\n")
+    distill, training = parse_args((DistillArguments, TrainingArguments), [config])
+    assert training.learning_rate == 3e-4 and isinstance(training.learning_rate, float)  # YAML reads 3e-4 as a str
+    assert training.max_steps == 7 and distill.teacher_layers == [0, 3] and distill.cfg_scale is None
+    assert distill.init_from_teacher is False and training.output_dir == "2024"
+    distill, training = parse_args((DistillArguments, TrainingArguments), [config, "--max_steps", "9"])
+    assert training.max_steps == 9  # the command line wins
+
+    for text, field in [("max_steps: 2.5", "max_steps"), ("max_steps: true", "max_steps"),
+                        ("learning_rate: fast", "learning_rate"), ("init_from_teacher: maybe", "init_from_teacher"),
+                        ("teacher_layers: [0, 1.5]", "teacher_layers"), ("max_steps: null", "max_steps"),
+                        ("report_to: [wandb]", "report_to")]:
+        config.write_text(f"student_id: 4\n{text}\n")
+        with pytest.raises(UsageError, match=f"`{field}`"):
+            parse_args((DistillArguments, TrainingArguments), [config])
+    with pytest.raises(UsageError, match="student_id"):  # a dataclass check is a usage error too
+        parse_args((DistillArguments, TrainingArguments), ["--student_id", "7"])
+    assert issubclass(UsageError, ValueError)
+
+
+def test_cuda_device_refused_without_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    result = run_script("generate.py", "--device", "cuda")
+    assert result.returncode != 0 and "`device`" in result.stderr and "Traceback" not in result.stderr
