@@ -53,9 +53,8 @@ def test_damaged_weights_name_the_folder_and_the_file(name, tmp_path):
     message = str(error.value)
     assert message.startswith(f"`teacher` {str(tmp_path)!r}") and str(tmp_path / safe_name) in message
     assert "download the model again" in message
-    if name != "vqgpt":  # VQGPT's own from_pretrained lives in modeling_vqgpt.py (hub.load_pretrained covers it)
-        with pytest.raises(OSError, match=re.escape(str(tmp_path / safe_name))):
-            type(model).from_pretrained(tmp_path)
+    with pytest.raises(OSError, match=re.escape(str(tmp_path / safe_name))):
+        type(model).from_pretrained(tmp_path)
 
 
 def test_shipped_checkpoints_are_safetensors_only():

@@ -11,9 +11,11 @@ This file imports nothing from `hf_specdec` except its config, so it loads with 
 """
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
@@ -95,11 +97,20 @@ class VQGPTPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """`PreTrainedModel.from_pretrained`, safetensors only: `use_safetensors` defaults to True, so a folder or
-        repo that holds only a pickled `pytorch_model.bin` raises instead of being unpickled."""
+        repo that holds only a pickled `pytorch_model.bin` raises instead of being unpickled. A damaged (truncated)
+        safetensors file raises `OSError` naming the model and what to do, not the library's bare header error."""
         kwargs.setdefault("use_safetensors", True)
-        return super().from_pretrained(*args, **kwargs)
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except SafetensorError as error:
+            where = os.path.join(str(pretrained_model_name_or_path), "model.safetensors")
+            raise OSError(
+                f"The weights of {str(pretrained_model_name_or_path)!r} ({where}) are damaged: {error}. The file was "
+                "cut short (an interrupted download, copy or save): download the model again "
+                "(`from_pretrained(..., force_download=True)` for a Hub repo), or copy or save it again."
+            ) from None
 
     def _init_weights(self, module):
         super()._init_weights(module)
