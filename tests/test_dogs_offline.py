@@ -9,6 +9,7 @@ The images are real photographs (crops of the `photos` dataset's sources) under 
 
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -115,12 +116,14 @@ PIPELINE = textwrap.dedent(
     images = decode_sequences(tokenizer, out.sequences, teacher.config)
     with open(f"{tmp}/draft/distill_metrics.json") as f:
         alpha = json.load(f)["alpha"]
+    with open(f"{tmp}/teacher/training_metrics.json") as f:
+        entropy = json.load(f)["entropy_per_token"]
     print("REPORT " + json.dumps({
         "classes": splits["train"].features["label"].names,
         "rows": {name: len(split) for name, split in splits.items()},
         "num_classes": teacher.config.num_classes, "grid": [teacher.config.grid_h, teacher.config.grid_w],
         "codebook_size": teacher.config.codebook_size, "sequences": list(out.sequences.shape),
-        "prompt": prompt[:, 0].tolist(), "alpha": out.alpha, "distill_alpha": alpha,
+        "prompt": prompt[:, 0].tolist(), "alpha": out.alpha, "distill_alpha": alpha, "entropy": entropy,
         "images": list(images.shape), "finite": bool(torch.isfinite(images).all())}))
     """
 )
@@ -150,5 +153,6 @@ def test_mini_imagenet_dogs_recipe_end_to_end_from_a_loopback_hub(mini_imagenet_
     assert report["sequences"] == [3, 1 + 256]
     assert report["prompt"] == [64, 65, 66]  # one class token per dog class after the 64 codes
     assert 0.0 <= report["alpha"] <= 1.0 and 0.0 < report["distill_alpha"] <= 1.0
+    assert 0.0 < report["entropy"] <= math.log(64) + 1e-4  # the teacher's entropy per token on its own samples
     assert report["images"] == [3, 3, 64, 64] and report["finite"]
 
