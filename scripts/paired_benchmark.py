@@ -3,15 +3,23 @@
 (`hf_specdec.bench.paired`: every image drawn by every method back to back, so machine drift cancels in the
 ratios). One line per method, JSON on stdout.
 
+    python scripts/paired_benchmark.py DEVICE REPS name=path [name=path ...] [--teacher PATH] [--block_gamma N]
+                                       [--mode auto|eager|compile]
+
     python scripts/paired_benchmark.py cpu 40 draft-1L=checkpoints/digits/draft-1L
     python scripts/paired_benchmark.py cuda 40 old=path/to/other-draft new=checkpoints/digits/draft-1L
+    python scripts/paired_benchmark.py cpu 40 draft-1L=checkpoints/photos/draft-1L --teacher checkpoints/photos/teacher \\
+        --block_gamma 12 --mode compile
+
+--teacher: the teacher folder or Hub id (default checkpoints/digits/teacher). --block_gamma: also block verification
+(Sun et al. 2025) at that gamma. --mode: the engine's mode for every method (default auto: eager on the CPU).
 """
 
 import json
 import sys
 
 from hf_specdec.bench.paired import paired_benchmark
-from hf_specdec.cli import UsageError, run
+from hf_specdec.cli import ArgumentParser, UsageError, run
 
 
 def main(argv=None):
@@ -19,17 +27,19 @@ def main(argv=None):
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__)
         return
-    if len(argv) < 3:
-        raise UsageError("expected DEVICE REPS name=path [name=path ...], e.g. `cpu 40 draft-1L=checkpoints/digits/draft-1L`")
-    device, reps = argv[0], argv[1]
-    try:
-        reps = int(reps)
-    except ValueError:
-        raise UsageError(f"`reps` (the second argument) must be an integer, got {reps!r}") from None
-    pairs = [arg.split("=", 1) for arg in argv[2:]]
+    parser = ArgumentParser(usage=__doc__)
+    parser.add_argument("device")
+    parser.add_argument("reps", type=int)
+    parser.add_argument("drafts", nargs="+")
+    parser.add_argument("--teacher", default="checkpoints/digits/teacher")
+    parser.add_argument("--block_gamma", type=int, default=None)
+    parser.add_argument("--mode", default="auto", choices=("auto", "eager", "compile", "cuda-graph"))
+    args = parser.parse_args(argv)
+    pairs = [arg.split("=", 1) for arg in args.drafts]
     if any(len(p) != 2 or not all(p) for p in pairs):
         raise UsageError("drafts are given as name=path, e.g. draft-1L=checkpoints/digits/draft-1L")
-    print(json.dumps(paired_benchmark(device, reps, dict(pairs)), indent=1))
+    print(json.dumps(paired_benchmark(args.device, args.reps, dict(pairs), args.teacher, args.block_gamma, args.mode),
+                     indent=1))
 
 
 if __name__ == "__main__":

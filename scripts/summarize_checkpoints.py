@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Print a Markdown table of the trained models in a folder (parameters, size, final loss, alpha vs the teacher).
+"""Print a Markdown table of the trained models in a folder (parameters, size, final loss, alpha vs the teacher,
+the teacher's entropy per token on its own samples).
 
     python scripts/summarize_checkpoints.py checkpoints/digits
 
@@ -36,14 +37,19 @@ def main(argv=None) -> None:
                         raise ValueError(f"{os.path.join(path, metrics_file)} is not valid JSON ({error}).") from None
                 if "val_psnr_db" in m:  # the tokenizer
                     rows.append(f"| {name} | {m['parameters'] / 1e6:.2f}M | {size / 2**20:.1f} MiB | reconstruction + VQ "
-                                f"| PSNR {m['val_psnr_db']:.1f} dB | codebook usage {m['usage']:.0%}, perplexity {m['perplexity']:.0f} | |")
+                                f"| PSNR {m['val_psnr_db']:.1f} dB | codebook usage {m['usage']:.0%}, perplexity {m['perplexity']:.0f} | | |")
                     continue
-                alpha = f"{m['alpha']:.3f}" if m.get("alpha") is not None else "(teacher)"
+                if m.get("alpha") is not None:
+                    teacher = f" ({os.path.basename(os.path.normpath(m['teacher']))})" if m.get("teacher") else ""
+                    alpha = f"{m['alpha']:.3f}{teacher}"
+                else:
+                    alpha = "(teacher)"
+                entropy = f"{m['entropy_per_token']:.2f}" if m.get("entropy_per_token") is not None else ""
                 method = f"{m['loss']}, lmbda={m['lmbda']}, data={m['data_source']}" if "loss" in m else "cross-entropy"
                 rows.append(f"| {name} | {m['parameters'] / 1e6:.2f}M | {size / 2**20:.1f} MiB | {method} | "
-                            f"{m['val_loss']:.3f} | {m['val_perplexity']:.2f} | {alpha} |")
-    print("| model | parameters | size | objective | val loss | val perplexity | alpha vs teacher |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+                            f"{m['val_loss']:.3f} | {m['val_perplexity']:.2f} | {alpha} | {entropy} |")
+    print("| model | parameters | size | objective | val loss | val perplexity | alpha vs teacher | entropy per token (nats) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
     total = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, files in os.walk(folder) for f in files
                 if f.endswith(".safetensors") and "/checkpoints/" not in dp + "/")

@@ -1,6 +1,8 @@
 """The benchmark runs end to end on tiny saved models and writes consistent records and pictures."""
 
 import json
+import runpy
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -59,3 +61,16 @@ def test_paired_benchmark_interleaves_every_method(tmp_path):
     assert rows["plain"]["speedup_vs_plain"] == 1.0 and rows["plain"]["alpha"] is None
     for name in ("d g6", "d g8", "d adaptive"):
         assert rows[name]["median_ms"] > 0 and 0.0 <= rows[name]["alpha"] <= 1.0
+
+
+def test_paired_benchmark_script_takes_the_teacher_and_block_verification(tmp_path, capsys):
+    tiny_model(0, num_hidden_layers=3).save_pretrained(tmp_path / "teacher")
+    tiny_model(1, num_hidden_layers=1).save_pretrained(tmp_path / "draft")
+    main = runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "paired_benchmark.py"))["main"]
+    main(["cpu", "1", f"d={tmp_path / 'draft'}", "--teacher", str(tmp_path / "teacher"), "--block_gamma", "4"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["teacher"] == str(tmp_path / "teacher")
+    rows = result["results"]
+    assert set(rows) == {"plain", "d g6", "d g8", "d adaptive", "d block g4"}
+    assert 1.0 <= rows["d block g4"]["tokens_per_teacher_call"] <= 5.0  # at most gamma + 1 per call
+    assert rows["plain"]["tokens_per_teacher_call"] is None

@@ -88,3 +88,18 @@ def test_gradients_flow_to_the_student_only_through_student_logits():
         student.grad = None
         divergence(name, teacher, student).backward()
         assert student.grad is not None and student.grad.abs().sum() > 0
+
+
+def test_predictive_entropy_is_log_k_for_a_uniform_model_and_drops_with_sharper_logits():
+    from hf_specdec.distill.distill import predictive_entropy
+    from tests.conftest import tiny_model
+
+    model = tiny_model(0)
+    sequences = torch.randint(0, model.config.codebook_size, (5, 1 + 16))
+    sequences[:, 0] = model.config.codebook_size
+    with torch.no_grad():
+        model.lm_head.weight.zero_()
+    assert predictive_entropy(model, sequences) == pytest.approx(torch.log(torch.tensor(16.0)).item(), rel=1e-5)
+    sharp = tiny_model(0)  # lm_head scaled up: peaked distributions
+    assert 0.0 < predictive_entropy(sharp, sequences, batch_size=2) < 0.9 * torch.log(torch.tensor(16.0)).item()
+    assert predictive_entropy(sharp, sequences, temperature=0.5) < predictive_entropy(sharp, sequences)

@@ -17,11 +17,18 @@ from ..speculative import plain_sample, speculative_sample
 from .timing import time_calls
 
 
-def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_path: str = "checkpoints/digits/teacher") -> dict:
+def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_path: str = "checkpoints/digits/teacher",
+                     block_gamma: int | None = None, mode: str = "auto") -> dict:
     """Time plain decoding and, for each draft `{name: folder or Hub id}`, speculative decoding with gamma 6, 8 and
     adaptive gamma (up to 8), one image per call, over `reps` images (plus one warm-up image).
 
-    Returns `{"device", "reps", "drafts", "results": {method: {"median_ms", "speedup_vs_plain", "alpha"}}}`.
+    Args:
+        teacher_path: the teacher (folder or Hub id); the drafts must match its codebook, classes and grid.
+        block_gamma: also speculative decoding with block verification (Sun et al. 2025) at this gamma.
+        mode: the engine's mode for every method (`auto`: eager on the CPU, CUDA graphs on a GPU; `compile`).
+
+    Returns `{"device", "reps", "drafts", "teacher", "mode", "results": {method: {"median_ms", "speedup_vs_plain",
+    "alpha", "tokens_per_teacher_call"}}}`.
     """
     if isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
         raise ValueError(f"`reps` must be an integer >= 1, got {reps!r}.")
@@ -32,15 +39,19 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
     teacher = load_pretrained(VQGPTForCausalLM, teacher_path, "teacher_path", device)
     models = {name: load_pretrained(VQGPTForCausalLM, path, f"draft {name}", device) for name, path in drafts.items()}
     g = torch.Generator(device=device)
-    methods = {"plain": lambda: plain_sample(teacher, prompt, generator=g)}
+    methods = {"plain": lambda: plain_sample(teacher, prompt, generator=g, mode=mode)}
     for name, draft in models.items():
         for gamma in (6, 8):
             methods[f"{name} g{gamma}"] = lambda draft=draft, gamma=gamma: speculative_sample(
-                teacher, draft, prompt, gamma=gamma, generator=g)
+                teacher, draft, prompt, gamma=gamma, generator=g, mode=mode)
         methods[f"{name} adaptive"] = lambda draft=draft: speculative_sample(
-            teacher, draft, prompt, gamma=8, adaptive_gamma=True, generator=g)
+            teacher, draft, prompt, gamma=8, adaptive_gamma=True, generator=g, mode=mode)
+        if block_gamma:
+            methods[f"{name} block g{block_gamma}"] = lambda draft=draft: speculative_sample(
+                teacher, draft, prompt, gamma=block_gamma, verification="block", generator=g, mode=mode)
     times = {k: [] for k in methods}
     alphas = {k: [] for k in methods}
+    per_call = {k: [] for k in methods}
     for rep in range(-1, reps):  # rep -1 is the warm-up
         prompt = class_prompts(teacher, 1, first=rep)  # the class cycles with the image
         for k, fn in methods.items():
@@ -50,8 +61,11 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
                 times[k].append(dt)
                 if hasattr(out, "alpha"):
                     alphas[k].append(out.alpha)
+                    per_call[k].append(out.tokens_per_teacher_call)
     base = statistics.median(times["plain"])
+    mean = lambda values: statistics.mean(values) if values else None  # noqa: E731
     results = {k: {"median_ms": 1000 * statistics.median(v), "speedup_vs_plain": base / statistics.median(v),
-                   "alpha": statistics.mean(alphas[k]) if alphas[k] else None} for k, v in times.items()}
+                   "alpha": mean(alphas[k]), "tokens_per_teacher_call": mean(per_call[k])} for k, v in times.items()}
     device_name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-    return {"device": device_name, "reps": reps, "drafts": drafts, "results": results}
+    return {"device": device_name, "reps": reps, "drafts": drafts, "teacher": teacher_path, "mode": mode,
+            "results": results}

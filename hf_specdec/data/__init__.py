@@ -9,6 +9,7 @@ from .images import (
     load_mini_imagenet_dogs,
     split_dataset,
 )
+from .photos import PHOTOGRAPHS, load_photos_dataset
 from .config import DataArguments
 from .tokens import (
     collate_tokens,

@@ -9,9 +9,10 @@ from .images import DATASETS, load_image_dataset
 
 @dataclass
 class DataArguments:
-    dataset: str = field(default="digits", metadata={"help": "digits | mini-imagenet-dogs | imagefolder."})
+    dataset: str = field(default="digits", metadata={"help": "digits | photos | mini-imagenet-dogs | imagefolder."})
     data_dir: str | None = field(default=None, metadata={"help": "Folder of class sub-folders, for imagefolder."})
     repo_id: str = field(default="timm/mini-imagenet", metadata={"help": "Hub dataset for mini-imagenet-dogs."})
+    crops_per_photo: int = field(default=400, metadata={"help": "photos: square crops cut from each photograph."})
     resolution: int = field(default=32, metadata={"help": "Images are resized to resolution x resolution."})
     val_fraction: float = field(default=0.1, metadata={"help": "Fraction of images held out for validation."})
     test_fraction: float = field(default=0.1, metadata={"help": "Fraction of images held out for testing."})
@@ -29,4 +30,5 @@ class DataArguments:
     def load(self) -> DatasetDict:
         """The `train` / `validation` / `test` splits of the configured images."""
         return load_image_dataset(self.dataset, resolution=self.resolution, data_dir=self.data_dir, repo_id=self.repo_id,
-                                  val_fraction=self.val_fraction, test_fraction=self.test_fraction, seed=self.split_seed)
+                                  val_fraction=self.val_fraction, test_fraction=self.test_fraction, seed=self.split_seed,
+                                  crops_per_photo=self.crops_per_photo)

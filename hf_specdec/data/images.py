@@ -1,4 +1,5 @@
-"""Image datasets on 🤗 `datasets`: the embedded digits, the seed's Mini-ImageNet dogs, and any local imagefolder.
+"""Image datasets on 🤗 `datasets`: the embedded digits, photographs shipped by installed packages (`photos.py`), the
+seed's Mini-ImageNet dogs, and any local imagefolder.
 
 Every loader returns a `DatasetDict` with `train` / `validation` / `test` splits and the columns `image` (PIL),
 `label` (`ClassLabel`) and `id` (the row's index in the source, so that splits can be checked for overlap).
@@ -179,7 +180,7 @@ def load_mini_imagenet_dogs(
     )
     if not constants.HF_HUB_OFFLINE:
         try:  # fails in ~1 s without a network, where load_dataset retries for ~25 s
-            HfApi().dataset_info(repo_id, timeout=10)
+            HfApi().dataset_info(repo_id, revision="main", timeout=10)
         except Exception as error:  # network errors come from several libraries
             if "404" in str(error) or "RepositoryNotFound" in type(error).__name__:
                 raise ValueError(f"`repo_id` {repo_id!r} is not a dataset on the Hub.") from error
@@ -192,7 +193,7 @@ def load_mini_imagenet_dogs(
     return _merge_and_split(dogs, val_fraction, test_fraction, seed)
 
 
-DATASETS = ("digits", "mini-imagenet-dogs", "imagefolder")
+DATASETS = ("digits", "photos", "mini-imagenet-dogs", "imagefolder")
 
 
 def load_image_dataset(
@@ -203,17 +204,23 @@ def load_image_dataset(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     seed: int = 0,
+    crops_per_photo: int = 400,
 ) -> DatasetDict:
     """The one dispatch by dataset name; each loader takes the options that concern it.
 
     Args:
-        name: `digits` (rendered at `resolution`), `mini-imagenet-dogs` (from the Hub dataset `repo_id`) or
-            `imagefolder` (the folder `data_dir`).
+        name: `digits` (rendered at `resolution`), `photos` (`crops_per_photo` crops of each of ten photographs
+            shipped by installed packages, at `resolution`; see `photos.py`), `mini-imagenet-dogs` (from the Hub
+            dataset `repo_id`) or `imagefolder` (the folder `data_dir`).
         val_fraction, test_fraction, seed: the stratified split (see `split_dataset`).
     """
     split = dict(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     if name == "digits":
         return load_digits_dataset(resolution, **split)
+    if name == "photos":
+        from .photos import load_photos_dataset
+
+        return load_photos_dataset(resolution, crops_per_photo, **split)
     if name == "mini-imagenet-dogs":
         return load_mini_imagenet_dogs(repo_id, **split)
     if name == "imagefolder":

@@ -127,6 +127,20 @@ def expected_acceptance(teacher, student, sequences: torch.Tensor, batch_size: i
 
 
 @torch.no_grad()
+def predictive_entropy(model, sequences: torch.Tensor, batch_size: int = 128, **generation) -> float:
+    """Mean entropy in nats of `model`'s next-code distribution (processed as at generation time) over every position
+    of `sequences` `(N, 1 + h*w)`. On the model's own samples it measures how flat its distributions are, the
+    regime that bounds a draft's acceptance: natural images give far higher entropy per token than digits."""
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for i in range(0, len(sequences), batch_size):
+        p = processed_probs(model, sequences[i : i + batch_size].to(device), **generation)
+        total += -(p * p.clamp_min(1e-30).log()).sum(-1).sum().item()
+        count += p.shape[0] * p.shape[1]
+    return total / max(count, 1)
+
+
+@torch.no_grad()
 def sample_sequences(model, prompts: torch.Tensor, batch_size: int = 256, seed: int = 0, **generation) -> torch.Tensor:
     """Full token sequences sampled from `model` after `prompts` `(N, 1)` (class or null tokens).
 
@@ -214,7 +228,8 @@ def run_distillation(data_args, args: DistillArguments, training_args):
         summary = {"alpha": metrics.get("alpha"), "val_loss": metrics.get("val_loss"),
                    "val_perplexity": metrics.get("val_perplexity"), "alpha_by_position": metrics.get("alpha_by_position"),
                    "parameters": model.num_parameters(), "loss": args.loss, "lmbda": args.lmbda,
-                   "data_source": args.data_source, "steps": training_args.max_steps, "generation": generation}
+                   "data_source": args.data_source, "steps": training_args.max_steps, "generation": generation,
+                   "teacher": args.teacher_path}
         with open(os.path.join(output_dir, "distill_metrics.json"), "w") as f:
             json.dump(summary, f, indent=2)
 

@@ -10,7 +10,8 @@ import torch
 from ..data import DataArguments, collate_tokens, drop_class, token_splits
 from ..hub import load_pretrained
 from ..models import VQGPTConfig, VQGPTForCausalLM, VQTokenizer
-from ..pipeline import check_tokenizer_matches
+from ..distill.distill import predictive_entropy, sample_sequences
+from ..pipeline import check_tokenizer_matches, class_prompts
 from .trainer import TrainingArguments, make_accelerator, train
 
 
@@ -20,6 +21,7 @@ class TeacherArguments:
     preset: str = field(default="teacher", metadata={"help": "Size preset (VQGPT_PRESETS): teacher, student-4L, ..."})
     hidden_size: int = field(default=128, metadata={"help": "Transformer width."})
     num_attention_heads: int = field(default=4, metadata={"help": "Attention heads."})
+    num_entropy_samples: int = field(default=256, metadata={"help": "Own samples (T=1) for the entropy per token reported at the end (0 = skip)."})
     dropout: float = field(default=0.1, metadata={"help": "Dropout."})
     class_dropout_prob: float = field(default=0.1, metadata={"help": "Chance to train on the null class (for CFG)."})
     unconditional: bool = field(default=False, metadata={"help": "Ignore labels: an unconditional model (num_classes=0)."})
@@ -73,6 +75,10 @@ def train_teacher(data_args: DataArguments, model_args: TeacherArguments, args: 
         model.save_pretrained(output_dir)
         metrics = {"val_loss": final_metrics.get("loss"), "val_perplexity": final_metrics.get("perplexity"),
                    "parameters": model.num_parameters(), "steps": args.max_steps}
+        if model_args.num_entropy_samples:
+            model.eval()
+            samples = sample_sequences(model, class_prompts(model, model_args.num_entropy_samples), seed=1234)
+            metrics["entropy_per_token"] = predictive_entropy(model, samples)
         with open(os.path.join(output_dir, "training_metrics.json"), "w") as f:
             json.dump(metrics, f, indent=2)
 
