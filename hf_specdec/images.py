@@ -88,3 +88,41 @@ def save_image_grid(images: torch.Tensor, path: str, nrow: int = 8) -> str:
     """Write `image_grid(images, nrow)` to `path` (PNG by its extension); returns `path`."""
     image_grid(images, nrow).save(path)
     return path
+
+
+def labelled_grid(images: torch.Tensor, nrow: int, row_labels: list[str] | None = None, title: str | None = None,
+                  cell_size: int = 64, padding: int = 4) -> Image.Image:
+    """A grid meant for people: `(B, C, H, W)` images in [-1, 1], `nrow` per row, each cell upscaled to at least
+    `cell_size` pixels (nearest neighbour for small images, so every generated pixel stays visible as a block),
+    `row_labels` written left of the rows and `title` above. Returns a PIL RGB image."""
+    from PIL import ImageDraw, ImageFont
+
+    pixels = to_uint8(images.cpu())
+    B, C, H, W = pixels.shape
+    if B == 0:
+        raise ValueError("`images` is empty.")
+    scale = max(1, math.ceil(cell_size / max(H, W)))
+    cell_h, cell_w = H * scale, W * scale
+    ncol = min(nrow, B)
+    nrows = math.ceil(B / ncol)
+    font = ImageFont.load_default(size=max(10, min(18, cell_h // 4)))
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_width = lambda text: int(measure.textlength(text, font=font))  # noqa: E731
+    left = padding + (max(text_width(label) for label in row_labels) + 2 * padding if row_labels else 0)
+    line = font.size + padding
+    top = padding + (line + padding if title else 0)
+    width = max(left + ncol * (cell_w + padding), (text_width(title) + 2 * padding) if title else 0)
+    canvas = Image.new("RGB", (width, top + nrows * (cell_h + padding)), "white")
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((padding, padding), title, fill="black", font=font)
+    resample = Image.NEAREST if scale > 1 else Image.BICUBIC
+    for i in range(B):
+        r, c = divmod(i, ncol)
+        array = pixels[i].permute(1, 2, 0).numpy()
+        tile = Image.fromarray(array.squeeze(-1) if C == 1 else array).convert("RGB")
+        canvas.paste(tile.resize((cell_w, cell_h), resample), (left + c * (cell_w + padding), top + r * (cell_h + padding)))
+    for r, label in enumerate((row_labels or [])[:nrows]):
+        y = top + r * (cell_h + padding) + (cell_h - font.size) // 2
+        draw.text((padding, y), label, fill="black", font=font)
+    return canvas

@@ -1,16 +1,57 @@
-"""The main job on the shipped checkpoints: a valid PNG and the timing report. (Its bad input: tests/test_cli.py.)"""
+"""The main job on the shipped checkpoints: a valid, readable PNG and both speedups. (Its bad input: tests/test_cli.py.)"""
 
+import re
+
+import torch
 from PIL import Image
 
-from tests.utils import run_script
+from hf_specdec.bench.sample_grid import SampleGridArguments, row_labels, run_sample_grid
+from tests.utils import run_script, tiny_model, tiny_vq
 
 
-def test_generate_on_shipped_checkpoints(tmp_path):
+def test_generate_on_shipped_checkpoints_reports_per_image_and_whole_grid_speedups(tmp_path):
     result = run_script("generate.py", "--classes", "0", "7", "--samples_per_class", "2", "--output", tmp_path / "grid.png")
     assert result.returncode == 0, result.stderr[-3000:]
-    for line in ("4 images", "teacher alone:", "speculative", "acceptance alpha:"):
-        assert line in result.stdout
+    assert "4 images" in result.stdout and "acceptance alpha:" in result.stdout
+    per_image = re.search(r"per image \(batch 1, median\)\s+([\d.]+) ms\s+([\d.]+) ms\s+([\d.]+)x", result.stdout)
+    whole = re.search(r"whole grid \(batch 4\)\s+([\d.]+) img/s\s+([\d.]+) img/s\s+([\d.]+)x", result.stdout)
+    assert per_image and whole, result.stdout
+    teacher_ms, method_ms, speedup = map(float, per_image.groups())
+    assert abs(speedup - teacher_ms / method_ms) < 0.02 * speedup  # the ratio printed is the ratio of the times
     with Image.open(tmp_path / "grid.png") as grid:
         grid.verify()
     with Image.open(tmp_path / "grid.png") as grid:
-        assert grid.size[0] >= 32 * 2 and grid.size[1] >= 32 * 2  # 2 classes x 2 samples
+        # 8x8-pixel digits upscaled to >= 64 px per cell, 2 rows of 2, a label column and a title line.
+        assert grid.size[0] > 2 * 64 and grid.size[1] > 2 * 64
+
+
+def _tiny_set(tmp_path, **overrides):
+    teacher, draft = tiny_model(0, grid_h=8, grid_w=8, **overrides), tiny_model(1, grid_h=8, grid_w=8, num_hidden_layers=1, **overrides)
+    for name, model in (("teacher", teacher), ("draft", draft), ("vq", tiny_vq())):
+        model.save_pretrained(tmp_path / name)
+    return dict(teacher=str(tmp_path / "teacher"), assistant=str(tmp_path / "draft"), tokenizer=str(tmp_path / "vq"))
+
+
+def test_unconditional_teacher_draws_rows_of_null_prompts(tmp_path):
+    paths = _tiny_set(tmp_path, num_classes=0)
+    out = tmp_path / "uncond.png"
+    result = run_sample_grid(SampleGridArguments(**paths, samples_per_class=3, rows=2, gamma=3, output=str(out)))
+    assert result["images"] == 6 and result["whole_grid"]["batch_size"] == 6
+    assert 0 <= result["alpha"] <= 1 and result["per_image"]["speedup"] > 0
+    assert Image.open(out).size[1] > 2 * 64
+
+
+def test_rows_are_labelled_with_the_teachers_class_names(tmp_path):
+    teacher = tiny_model(0)
+    assert row_labels(teacher, [0, 2]) == ["class 0", "class 2"]  # default LABEL_i names are not used
+    teacher.config.id2label = {0: "cat", 1: "dog", 2: "fish"}
+    assert row_labels(teacher, [0, 2]) == ["cat", "fish"]
+
+
+def test_checkpoint_sets_by_name_and_overrides():
+    args = SampleGridArguments(checkpoints="photos-uncond", output="x.png")
+    assert args.teacher.endswith("teacher-uncond") and args.tokenizer.endswith("photos/vq-tokenizer")
+    args = SampleGridArguments(checkpoints="photos", teacher="org/t", output="x.png")
+    assert args.teacher == "org/t" and args.assistant.endswith("photos/draft-1L")
+    result = run_script("generate.py", "--checkpoints", "imagenet")
+    assert result.returncode == 2 and "checkpoints" in result.stderr and "photos-uncond" in result.stderr

@@ -242,6 +242,8 @@ def test_pipeline_scripts_end_to_end(tmp_path, monkeypatch, capsys):
                                      "--eval_every", "3"])
     metrics = json.loads((teacher / "training_metrics.json").read_text())
     assert metrics["val_perplexity"] < 64  # below a uniform guess over the codebook
+    names = VQGPTForCausalLM.from_pretrained(teacher).config.id2label  # the class names label sample grids
+    assert [names[i] for i in range(10)] == [str(d) for d in range(10)]
     for extra in (["--student_id", "4", "--loss", "hybrid"],
                   ["--student_preset", "draft-1L", "--loss", "tv", "--lmbda", "0.5", "--data_source", "teacher",
                    "--num_teacher_samples", "64"]):

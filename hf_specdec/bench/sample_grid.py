@@ -1,32 +1,60 @@
 """The main job: a grid of every class, drawn with speculative decoding, timed against the teacher alone.
 
+It reports the two speedups people mean, clearly apart:
+- **per image (batch 1)**: the latency of drawing one image, each image drawn by the teacher alone and by the method
+  back to back (same class, same seed), the median over the grid's images; the README's headline figure;
+- **whole grid (one batch)**: the throughput of drawing every image of the grid in one call, the regime where the
+  teacher alone already uses the hardware better, so speculative decoding gains less.
+
 `scripts/generate.py` is its command line.
 """
 
 import os
+import statistics
 from dataclasses import dataclass, field
 
 import torch
 from PIL import Image
 
 from ..hub import load_pretrained
-from ..images import save_image_grid
+from ..images import labelled_grid
 from ..models import VQGPTForCausalLM, VQTokenizer
 from ..pipeline import check_sampling_options, check_tokenizer_matches, class_prompts, decode_sequences
 from ..speculative import EarlyExitDraft, check_draft_matches, plain_sample, speculative_sample
 from .timing import time_calls
+
+
+@dataclass(frozen=True)
+class CheckpointSet:
+    teacher: str
+    assistant: str
+    tokenizer: str
+    description: str
+
+
+# The shipped checkpoint sets, by name (folders relative to the repository root, where the scripts run).
+CHECKPOINT_SETS = {
+    "digits": CheckpointSet("checkpoints/digits/teacher", "checkpoints/digits/draft-1L",
+                            "checkpoints/digits/vq-tokenizer", "handwritten digits, 8x8 tokens, 10 classes"),
+    "photos": CheckpointSet("checkpoints/photos/teacher", "checkpoints/photos/draft-1L",
+                            "checkpoints/photos/vq-tokenizer", "crops of ten photographs, 8x8 tokens, 10 classes"),
+    "photos-uncond": CheckpointSet("checkpoints/photos/teacher-uncond", "checkpoints/photos/draft-uncond-1L",
+                                   "checkpoints/photos/vq-tokenizer", "crops of ten photographs, unconditional"),
+}
 
 METHODS = ("speculative", "self-speculative", "assisted", "plain")
 
 
 @dataclass
 class SampleGridArguments:
-    teacher: str = field(default="checkpoints/digits/teacher", metadata={"help": "Teacher folder or Hub repo id."})
-    assistant: str = field(default="checkpoints/digits/draft-1L", metadata={"help": "Draft folder or Hub repo id."})
-    tokenizer: str = field(default="checkpoints/digits/vq-tokenizer", metadata={"help": "VQ tokenizer folder or Hub repo id."})
+    checkpoints: str = field(default="digits", metadata={"help": f"Shipped checkpoint set: {' | '.join(CHECKPOINT_SETS)}. --teacher, --assistant and --tokenizer replace its parts."})
+    teacher: str | None = field(default=None, metadata={"help": "Teacher folder or Hub repo id (default: the set's)."})
+    assistant: str | None = field(default=None, metadata={"help": "Draft folder or Hub repo id (default: the set's)."})
+    tokenizer: str | None = field(default=None, metadata={"help": "VQ tokenizer folder or Hub repo id (default: the set's)."})
     method: str = field(default="speculative", metadata={"help": "speculative | self-speculative | assisted (HF, one image per call) | plain."})
     classes: list[int] | None = field(default=None, metadata={"help": "Class ids to draw (default: all)."})
-    samples_per_class: int = field(default=4, metadata={"help": "Images per class."})
+    samples_per_class: int = field(default=4, metadata={"help": "Images per class (per row)."})
+    rows: int = field(default=4, metadata={"help": "Unconditional teachers: rows of samples_per_class images."})
     gamma: int = field(default=6, metadata={"help": "Drafted tokens per round."})
     self_speculative_layers: int = field(default=2, metadata={"help": "Teacher layers used as draft (self-speculative)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
@@ -37,9 +65,15 @@ class SampleGridArguments:
     output: str = field(default="samples.png", metadata={"help": "Where the PNG grid goes."})
 
     def __post_init__(self):
+        if self.checkpoints not in CHECKPOINT_SETS:
+            raise ValueError(f"`checkpoints` must be one of {', '.join(CHECKPOINT_SETS)}; got {self.checkpoints!r}.")
+        shipped = CHECKPOINT_SETS[self.checkpoints]
+        for name in ("teacher", "assistant", "tokenizer"):
+            if getattr(self, name) is None:
+                setattr(self, name, getattr(shipped, name))
         if self.method not in METHODS:
             raise ValueError(f"`method` must be one of {', '.join(METHODS)}; got {self.method!r}.")
-        for name in ("samples_per_class", "gamma", "self_speculative_layers"):
+        for name in ("samples_per_class", "rows", "gamma", "self_speculative_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
@@ -48,24 +82,40 @@ class SampleGridArguments:
             raise ValueError(f"`output` {self.output!r} needs an image file extension such as .png.")
 
 
+def row_labels(teacher, classes: list[int]) -> list[str]:
+    """Names for the grid's rows: the teacher's `id2label` where it was trained with class names, else `class c`."""
+    names = getattr(teacher.config, "id2label", None) or {}
+    named = len(names) == teacher.config.num_classes and not all(str(v).startswith("LABEL_") for v in names.values())
+    return [str(names[c]) if named else f"class {c}" for c in classes]
+
+
 def run_sample_grid(args: SampleGridArguments) -> dict:
-    """Draw the grid; returns timings, speedup and acceptance (and writes `args.output`).
+    """Draw the grid, time it two ways (module docstring) and write `args.output`.
 
     Every argument is checked against the teacher (the sampler's own `check_sampling_arguments`) before the other
-    models load and before anything is drawn or timed.
+    models load and before anything is drawn or timed. Returns `{"images", "method", "output", "alpha",
+    "tokens_per_teacher_call", "per_image": {"teacher_ms", "method_ms", "speedup"}, "whole_grid": {"batch_size",
+    "teacher_seconds", "method_seconds", "speedup", "teacher_images_per_second", "method_images_per_second"}}`
+    (`whole_grid` is None for `assisted`, which draws one image per call, and for `plain`).
     """
     teacher = load_pretrained(VQGPTForCausalLM, args.teacher, "teacher", args.device)
     num_classes = teacher.config.num_classes
-    classes = args.classes if args.classes is not None else list(range(num_classes))
-    bad = [c for c in classes if not 0 <= c < num_classes]
-    if bad:
-        raise ValueError(f"`classes` {bad} are not classes of this teacher (0..{num_classes - 1}).")
-    labels = torch.tensor(classes).repeat_interleave(args.samples_per_class)
+    if num_classes == 0:
+        if args.classes:
+            raise ValueError(f"`classes` {args.classes} given, but the teacher {args.teacher!r} is unconditional.")
+        labels, nrow, rows = torch.zeros(args.rows * args.samples_per_class, dtype=torch.long), args.samples_per_class, ["unconditional"] * args.rows
+    else:
+        classes = args.classes if args.classes is not None else list(range(num_classes))
+        bad = [c for c in classes if not 0 <= c < num_classes]
+        if bad:
+            raise ValueError(f"`classes` {bad} are not classes of this teacher (0..{num_classes - 1}).")
+        labels = torch.tensor(classes).repeat_interleave(args.samples_per_class)
+        nrow, rows = args.samples_per_class, row_labels(teacher, classes)
     prompt = class_prompts(teacher, labels)
     sampling = dict(do_sample=True, temperature=args.temperature, top_k=args.top_k, cfg_scale=args.guidance_scale)
-    generator = lambda: torch.Generator(device=args.device).manual_seed(args.seed)  # noqa: E731
+    generator = torch.Generator(device=args.device)
     check_sampling_options(teacher, {"cfg_scale": "guidance_scale"}, None if args.method == "plain" else args.gamma,
-                           generator=generator(), **sampling)
+                           generator=generator, **sampling)
     draft = None
     if args.method == "self-speculative":
         try:
@@ -77,26 +127,61 @@ def run_sample_grid(args: SampleGridArguments) -> dict:
     if args.method in ("speculative", "assisted"):
         draft = load_pretrained(VQGPTForCausalLM, args.assistant, "assistant", args.device)
         check_draft_matches(teacher, draft, argument="assistant")
+        if args.method == "assisted":
+            draft.generation_config.num_assistant_tokens = args.gamma
 
-    def timed(fn):
-        plain_sample(teacher, prompt[:1], max_new_tokens=2)  # warm-up
-        (seconds,), (out,) = time_calls(fn, repeats=1, warmup=0, device=args.device)
+    def teacher_alone(prompt):
+        return plain_sample(teacher, prompt, generator=generator, **sampling)
+
+    def method(prompt):
+        if args.method == "plain":
+            return teacher_alone(prompt)
+        if args.method == "assisted":  # HF assisted generation: its own seeding, one image per call
+            torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
+            return teacher.generate(prompt, assistant_model=draft, do_sample=True, temperature=args.temperature,
+                                    top_k=args.top_k, cfg_scale=args.guidance_scale)
+        return speculative_sample(teacher, draft, prompt, gamma=args.gamma, generator=generator, **sampling)
+
+    def timed(fn, prompt, seed):
+        generator.manual_seed(seed)
+        (seconds,), (out,) = time_calls(lambda: fn(prompt), repeats=1, warmup=0, device=args.device)
         return out, seconds
 
-    plain, plain_seconds = timed(lambda: plain_sample(teacher, prompt, generator=generator(), **sampling))
-    result = {"teacher_seconds": plain_seconds, "images": len(labels)}
-    if args.method == "plain":
-        sequences, seconds, alpha = plain, plain_seconds, None
-    elif args.method == "assisted":
-        draft.generation_config.num_assistant_tokens = args.gamma
-        torch.manual_seed(args.seed)
-        rows, seconds = timed(lambda: [teacher.generate(p[None], assistant_model=draft, do_sample=True, temperature=args.temperature, top_k=args.top_k, cfg_scale=args.guidance_scale) for p in prompt])
-        sequences, alpha = torch.cat(rows), None
+    # Per image: each image drawn by the teacher alone and by the method back to back (image -1 is the warm-up).
+    teacher_times, method_times, rows_out, outputs = [], [], [], []
+    for i in range(-1, len(labels)):
+        one = prompt[max(i, 0) : max(i, 0) + 1]
+        _, t_teacher = timed(teacher_alone, one, args.seed + i)
+        out, t_method = timed(method, one, args.seed + i)
+        if i >= 0:
+            teacher_times.append(t_teacher)
+            method_times.append(t_method)
+            rows_out.append(out)
+    per_image = {"teacher_ms": 1000 * statistics.median(teacher_times), "method_ms": 1000 * statistics.median(method_times)}
+    per_image["speedup"] = per_image["teacher_ms"] / per_image["method_ms"]
+    whole_grid = None
+    if args.method in ("speculative", "self-speculative"):
+        # Whole grid: one call each (warmed up at this batch size by a first, untimed pair of calls).
+        timed(teacher_alone, prompt, args.seed)
+        timed(method, prompt, args.seed)
+        _, t_teacher = timed(teacher_alone, prompt, args.seed)
+        batched, t_method = timed(method, prompt, args.seed)
+        outputs = [batched]
+        whole_grid = {"batch_size": len(labels), "teacher_seconds": t_teacher, "method_seconds": t_method,
+                      "speedup": t_teacher / t_method, "teacher_images_per_second": len(labels) / t_teacher,
+                      "method_images_per_second": len(labels) / t_method}
     else:
-        out, seconds = timed(lambda: speculative_sample(teacher, draft, prompt, gamma=args.gamma, generator=generator(), **sampling))
-        sequences, alpha = out.sequences, out.alpha
+        outputs = rows_out
+    sequences = torch.cat([out.sequences if hasattr(out, "sequences") else out for out in outputs])
+    speculative = [out for out in outputs if hasattr(out, "alpha")]
+    alpha = statistics.mean(out.alpha for out in speculative) if speculative else None
+    per_call = statistics.mean(out.tokens_per_teacher_call for out in speculative) if speculative else None
     images = decode_sequences(tokenizer, sequences, teacher.config)
+    what = {"speculative": f"speculative ({os.path.basename(args.assistant.rstrip('/'))}, gamma {args.gamma})",
+            "self-speculative": f"self-speculative ({args.self_speculative_layers} teacher layers, gamma {args.gamma})",
+            "assisted": f"HF assisted generation (gamma {args.gamma})", "plain": "teacher alone"}[args.method]
+    title = f"{what}, T={args.temperature:g}" + (f": {per_image['speedup']:.2f}x per image" if args.method != "plain" else "")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    save_image_grid(images, args.output, nrow=args.samples_per_class if len(classes) > 1 else 8)
-    result.update(method=args.method, seconds=seconds, speedup=plain_seconds / seconds, alpha=alpha, output=args.output)
-    return result
+    labelled_grid(images, nrow, rows, title).save(args.output)
+    return {"images": len(labels), "method": args.method, "output": args.output, "alpha": alpha,
+            "tokens_per_teacher_call": per_call, "per_image": per_image, "whole_grid": whole_grid}

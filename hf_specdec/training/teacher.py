@@ -46,16 +46,19 @@ def train_teacher(data_args: DataArguments, model_args: TeacherArguments, args: 
     with accelerator.main_process_first():  # one process writes the token cache, the others read it
         splits = token_splits(data_args, tokenizer)
     h, w = tokenizer.grid_size(data_args.resolution)
+    labels = splits["train"].features["label"]
+    names = {} if model_args.unconditional else {"id2label": dict(enumerate(labels.names))}  # rows of sample grids
     config = VQGPTConfig.from_preset(
         model_args.preset,
         codebook_size=tokenizer.codebook_size,
-        num_classes=0 if model_args.unconditional else splits["train"].features["label"].num_classes,
+        num_classes=0 if model_args.unconditional else labels.num_classes,
         grid_h=h,
         grid_w=w,
         hidden_size=model_args.hidden_size,
         num_attention_heads=model_args.num_attention_heads,
         dropout=model_args.dropout,
         class_dropout_prob=model_args.class_dropout_prob,
+        **names,
     )
     check_tokenizer_matches(tokenizer, config)
     model = VQGPTForCausalLM(config)
