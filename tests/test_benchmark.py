@@ -74,3 +74,5 @@ def test_paired_benchmark_script_takes_the_teacher_and_block_verification(tmp_pa
     assert set(rows) == {"plain", "d g6", "d g8", "d adaptive", "d block g4"}
     assert 1.0 <= rows["d block g4"]["tokens_per_teacher_call"] <= 5.0  # at most gamma + 1 per call
     assert rows["plain"]["tokens_per_teacher_call"] is None
+    main(["cpu", "1", f"d={tmp_path / 'draft'}", "--teacher", str(tmp_path / "teacher"), "--gammas", "2", "3"])
+    assert set(json.loads(capsys.readouterr().out)["results"]) == {"plain", "d g2", "d g3", "d adaptive"}

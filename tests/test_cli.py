@@ -74,6 +74,7 @@ BAD_INPUT = [
     ("paired_benchmark.py", ["cpu", "many", "d=checkpoints/digits/draft-1L"], ["reps"]),
     ("paired_benchmark.py", ["cpu", "0", "d=checkpoints/digits/draft-1L"], ["reps"]),
     ("paired_benchmark.py", ["cpu", "2", "draft"], ["name=path"]),
+    ("paired_benchmark.py", ["cpu", "2", "d=checkpoints/digits/draft-1L", "--gammas", "0"], ["gammas"]),
     ("summarize_checkpoints.py", ["{tmp}/missing"], ["folder"]),
 ]
 

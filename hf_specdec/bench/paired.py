@@ -18,9 +18,9 @@ from .timing import time_calls
 
 
 def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_path: str = "checkpoints/digits/teacher",
-                     block_gamma: int | None = None, mode: str = "auto") -> dict:
-    """Time plain decoding and, for each draft `{name: folder or Hub id}`, speculative decoding with gamma 6, 8 and
-    adaptive gamma (up to 8), one image per call, over `reps` images (plus one warm-up image).
+                     block_gamma: int | None = None, mode: str = "auto", gammas: tuple[int, ...] = (6, 8)) -> dict:
+    """Time plain decoding and, for each draft `{name: folder or Hub id}`, speculative decoding at each of `gammas`
+    and with adaptive gamma (up to the largest), one image per call, over `reps` images (plus one warm-up image).
 
     Args:
         teacher_path: the teacher (folder or Hub id); the drafts must match its codebook, classes and grid.
@@ -32,6 +32,8 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
     """
     if isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
         raise ValueError(f"`reps` must be an integer >= 1, got {reps!r}.")
+    if not gammas or any(isinstance(g, bool) or not isinstance(g, int) or g < 1 for g in gammas):
+        raise ValueError(f"`gammas` must be integers >= 1, got {gammas!r}.")
     if not drafts:
         raise ValueError("`drafts` is empty: give at least one name=path.")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
@@ -41,11 +43,11 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
     g = torch.Generator(device=device)
     methods = {"plain": lambda: plain_sample(teacher, prompt, generator=g, mode=mode)}
     for name, draft in models.items():
-        for gamma in (6, 8):
+        for gamma in gammas:
             methods[f"{name} g{gamma}"] = lambda draft=draft, gamma=gamma: speculative_sample(
                 teacher, draft, prompt, gamma=gamma, generator=g, mode=mode)
         methods[f"{name} adaptive"] = lambda draft=draft: speculative_sample(
-            teacher, draft, prompt, gamma=8, adaptive_gamma=True, generator=g, mode=mode)
+            teacher, draft, prompt, gamma=max(gammas), adaptive_gamma=True, generator=g, mode=mode)
         if block_gamma:
             methods[f"{name} block g{block_gamma}"] = lambda draft=draft: speculative_sample(
                 teacher, draft, prompt, gamma=block_gamma, verification="block", generator=g, mode=mode)
@@ -67,5 +69,5 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
     results = {k: {"median_ms": 1000 * statistics.median(v), "speedup_vs_plain": base / statistics.median(v),
                    "alpha": mean(alphas[k]), "tokens_per_teacher_call": mean(per_call[k])} for k, v in times.items()}
     device_name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-    return {"device": device_name, "reps": reps, "drafts": drafts, "teacher": teacher_path, "mode": mode,
+    return {"device": device_name, "reps": reps, "drafts": drafts, "teacher": teacher_path, "mode": mode, "gammas": list(gammas),
             "results": results}
