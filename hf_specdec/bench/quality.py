@@ -1,7 +1,7 @@
 """Image quality of every sampling method: FID and IS (classifier features) with bootstrap intervals.
 
 Lossless speculative sampling must score like the teacher (within the interval); the relaxed (lossy) acceptance
-shows what it costs. The reference images are the held-out validation + test digits. An experiment over the
+shows what it costs. The reference images are the held-out validation + test images of the dataset. An experiment over the
 metrics of `hf_specdec.metrics`; `scripts/evaluate_quality.py` is its command line.
 """
 
@@ -109,7 +109,7 @@ def evaluate_quality(args: QualityArguments, data_args: DataArguments | None = N
     with open(os.path.join(args.output_dir, "results.json"), "w") as f_:
         json.dump(summary, f_, indent=1)
     lines = [f"FID / IS on classifier features (test accuracy {classifier_metrics['test_accuracy']:.3f}), {n} images per method, "
-             f"reference: {n} held-out real digits, 95% normal bootstrap intervals ({args.bootstrap_rounds} resamples).", "",
+             f"reference: {n} held-out real images ({data_args.dataset}), 95% normal bootstrap intervals ({args.bootstrap_rounds} resamples).", "",
              "| method | FID | IS |", "| --- | --- | --- |"]
     lines += [f"| {r['method']} | {r['fid']:.2f} ({r['fid_low']:.2f}-{r['fid_high']:.2f}) | "
               f"{r['inception_score']:.2f} ({r['inception_score_low']:.2f}-{r['inception_score_high']:.2f}) |" for r in results]
