@@ -55,3 +55,11 @@ def test_checkpoint_sets_by_name_and_overrides():
     assert args.teacher == "org/t" and args.assistant.endswith("photos/draft-1L")
     result = run_script("generate.py", "--checkpoints", "imagenet")
     assert result.returncode == 2 and "checkpoints" in result.stderr and "photos-uncond" in result.stderr
+
+
+def test_every_shipped_checkpoint_set_draws(tmp_path):
+    for name, args in (("photos", ["--classes", "2"]), ("photos-uncond", ["--rows", "1"])):
+        out = tmp_path / f"{name}.png"
+        result = run_script("generate.py", "--checkpoints", name, *args, "--samples_per_class", "2", "--output", out)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "2 images" in result.stdout and "acceptance alpha:" in result.stdout and out.stat().st_size > 0
