@@ -30,17 +30,16 @@ class CheckpointSet:
     assistant: str
     tokenizer: str
     description: str
-    gamma: int  # the fixed gamma that was fastest for this pair in the paired benchmark (BENCHMARKS.md)
 
 
 # The shipped checkpoint sets, by name (folders relative to the repository root, where the scripts run).
 CHECKPOINT_SETS = {
     "digits": CheckpointSet("checkpoints/digits/teacher", "checkpoints/digits/draft-1L",
-                            "checkpoints/digits/vq-tokenizer", "handwritten digits, 8x8 tokens, 10 classes", 6),
+                            "checkpoints/digits/vq-tokenizer", "handwritten digits, 8x8 tokens, 10 classes"),
     "photos": CheckpointSet("checkpoints/photos/teacher", "checkpoints/photos/draft-1L",
-                            "checkpoints/photos/vq-tokenizer", "crops of ten photographs, 8x8 tokens, 10 classes", 3),
+                            "checkpoints/photos/vq-tokenizer", "crops of ten photographs, 8x8 tokens, 10 classes"),
     "photos-uncond": CheckpointSet("checkpoints/photos/teacher-uncond", "checkpoints/photos/draft-uncond-1L",
-                                   "checkpoints/photos/vq-tokenizer", "crops of ten photographs, unconditional", 3),
+                                   "checkpoints/photos/vq-tokenizer", "crops of ten photographs, unconditional"),
 }
 
 METHODS = ("speculative", "self-speculative", "assisted", "plain")
@@ -56,7 +55,7 @@ class SampleGridArguments:
     classes: list[int] | None = field(default=None, metadata={"help": "Class ids to draw (default: all)."})
     samples_per_class: int = field(default=4, metadata={"help": "Images per class (per row)."})
     rows: int = field(default=4, metadata={"help": "Unconditional teachers: rows of samples_per_class images."})
-    gamma: int | None = field(default=None, metadata={"help": "Drafted tokens per round (default: the checkpoint set's, 6 for digits, 3 for photos)."})
+    gamma: int = field(default=6, metadata={"help": "Drafted tokens per round."})
     self_speculative_layers: int = field(default=2, metadata={"help": "Teacher layers used as draft (self-speculative)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
     top_k: int | None = field(default=None, metadata={"help": "Top-k (None = off)."})
@@ -69,7 +68,7 @@ class SampleGridArguments:
         if self.checkpoints not in CHECKPOINT_SETS:
             raise ValueError(f"`checkpoints` must be one of {', '.join(CHECKPOINT_SETS)}; got {self.checkpoints!r}.")
         shipped = CHECKPOINT_SETS[self.checkpoints]
-        for name in ("teacher", "assistant", "tokenizer", "gamma"):
+        for name in ("teacher", "assistant", "tokenizer"):
             if getattr(self, name) is None:
                 setattr(self, name, getattr(shipped, name))
         if self.method not in METHODS:
