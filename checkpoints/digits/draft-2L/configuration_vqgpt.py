@@ -1,0 +1,143 @@
+"""Configuration of the class-conditional VQ-token GPT (`model_type="vqgpt"`).
+
+The vocabulary is laid out as in LlamaGen: the VQ codebook first, then one token per class, then one *null*
+class token used for classifier-free guidance and as the start token of unconditional models::
+
+    [0, codebook_size)                                   image codes (the only tokens the model predicts)
+    [codebook_size, codebook_size + num_classes)          class tokens
+    codebook_size + num_classes                           the null class
+
+A sequence is `[class token, code_0, ..., code_{h*w-1}]`, raster order over the `grid_h x grid_w` token grid.
+
+This file must import nothing from `hf_specdec`: it is copied next to saved weights so that a checkpoint loads
+with `trust_remote_code=True` where the library is not installed.
+"""
+
+from transformers import PreTrainedConfig
+
+
+# Named sizes (LlamaGen-style registry). A preset fixes the depth; width and heads come from the config it is
+# applied to, so every student shares the teacher's width (as in the seed project).
+VQGPT_PRESETS: dict[str, dict] = {
+    "teacher": {"num_hidden_layers": 12},
+    "student-10L": {"num_hidden_layers": 10},
+    "student-8L": {"num_hidden_layers": 8},
+    "student-6L": {"num_hidden_layers": 6},
+    "student-4L": {"num_hidden_layers": 4},
+    "draft-2L": {"num_hidden_layers": 2},
+    "draft-1L": {"num_hidden_layers": 1},
+}
+# The seed's `--student_id` numbering.
+STUDENT_IDS: dict[int, str] = {1: "student-10L", 2: "student-8L", 3: "student-6L", 4: "student-4L"}
+
+
+class VQGPTConfig(PreTrainedConfig):
+    r"""
+    Args:
+        codebook_size (`int`): number of VQ codes K; logits are over these K entries only.
+        num_classes (`int`): number of class labels; 0 makes an unconditional model (prompt = the null token).
+        grid_h, grid_w (`int`): the token grid; a full image is `grid_h * grid_w` tokens after the prompt.
+        hidden_size, num_hidden_layers, num_attention_heads (`int`): transformer width, depth and heads.
+        intermediate_size (`int`, *optional*): MLP width, defaults to `4 * hidden_size`.
+        dropout (`float`): dropout on embeddings, residual branches and attention weights.
+        class_dropout_prob (`float`): probability with which training replaces the class token by the null token,
+            so that the same model also learns the unconditional distribution used by classifier-free guidance.
+        layer_norm_eps, initializer_range (`float`): numerics of LayerNorm and the normal init.
+    """
+
+    model_type = "vqgpt"
+    keys_to_ignore_at_inference = ["cache"]
+
+    codebook_size: int = 512
+    num_classes: int = 10
+    grid_h: int = 8
+    grid_w: int = 8
+    hidden_size: int = 256
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 8
+    intermediate_size: int | None = None
+    dropout: float = 0.0
+    class_dropout_prob: float = 0.1
+    layer_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+    use_cache: bool = True
+    tie_word_embeddings: bool = False
+    # Derived from the fields above; accepted (and checked) so that saved configs round-trip.
+    vocab_size: int | None = None
+    max_position_embeddings: int | None = None
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+
+    def __post_init__(self, **kwargs):
+        for name in ("codebook_size", "grid_h", "grid_w", "hidden_size", "num_hidden_layers", "num_attention_heads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        if not isinstance(self.num_classes, int) or self.num_classes < 0:
+            raise ValueError(f"`num_classes` must be an integer >= 0 (0 = unconditional), got {self.num_classes!r}.")
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"`hidden_size` ({self.hidden_size}) must be divisible by `num_attention_heads` "
+                f"({self.num_attention_heads})."
+            )
+        if self.intermediate_size is None:
+            self.intermediate_size = 4 * self.hidden_size
+        elif self.intermediate_size < 1:
+            raise ValueError(f"`intermediate_size` must be a positive integer, got {self.intermediate_size!r}.")
+        for name in ("dropout", "class_dropout_prob"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"`{name}` must be in [0, 1), got {value!r}.")
+
+        vocab_size = self.codebook_size + self.num_classes + 1
+        if self.vocab_size is not None and self.vocab_size != vocab_size:
+            raise ValueError(
+                f"`vocab_size` is derived as codebook_size + num_classes + 1 = {vocab_size}, got {self.vocab_size}."
+            )
+        self.vocab_size = vocab_size
+        max_positions = 1 + self.grid_h * self.grid_w
+        if self.max_position_embeddings is not None and self.max_position_embeddings != max_positions:
+            raise ValueError(
+                f"`max_position_embeddings` is derived as 1 + grid_h * grid_w = {max_positions}, "
+                f"got {self.max_position_embeddings}."
+            )
+        self.max_position_embeddings = max_positions
+        # Image sequences all have the same length: nothing is padded and there is no end-of-sequence token. The
+        # null token must not double as a pad token, or `generate()` would mask it out of null-class prompts.
+        self.pad_token_id = None
+        self.bos_token_id = self.null_token_id
+        super().__post_init__(**kwargs)
+
+    @property
+    def null_token_id(self) -> int:
+        """Token id of the null class (classifier-free guidance; the prompt of unconditional models)."""
+        return self.codebook_size + self.num_classes
+
+    @property
+    def num_image_tokens(self) -> int:
+        return self.grid_h * self.grid_w
+
+    @classmethod
+    def from_preset(cls, preset: str, **kwargs) -> "VQGPTConfig":
+        """A config of the named size (`VQGPT_PRESETS`); `kwargs` set the remaining fields."""
+        if preset not in VQGPT_PRESETS:
+            raise ValueError(f"`preset` must be one of {sorted(VQGPT_PRESETS)}, got {preset!r}.")
+        return cls(**{**kwargs, **VQGPT_PRESETS[preset]})
+
+    def student_config(self, preset_or_layers: str | int) -> "VQGPTConfig":
+        """A config like this one (same codebook, classes, grid, width) with the depth of a preset or a layer count."""
+        if isinstance(preset_or_layers, str):
+            if preset_or_layers not in VQGPT_PRESETS:
+                raise ValueError(f"`preset_or_layers` must be one of {sorted(VQGPT_PRESETS)} or an int.")
+            num_layers = VQGPT_PRESETS[preset_or_layers]["num_hidden_layers"]
+        else:
+            num_layers = preset_or_layers
+        fields = {k: v for k, v in self.to_dict().items() if k in self.__dataclass_fields__}
+        for derived in ("transformers_version", "architectures", "vocab_size", "max_position_embeddings", "dtype"):
+            fields.pop(derived, None)
+        fields["num_hidden_layers"] = num_layers
+        return type(self)(**fields)
+
+
+__all__ = ["VQGPTConfig", "VQGPT_PRESETS", "STUDENT_IDS"]

@@ -1,0 +1,365 @@
+"""A class-conditional GPT over VQ image tokens, as a transformers `PreTrainedModel` with `generate()`.
+
+Reads top to bottom like `modeling_gpt2.py`: attention -> MLP -> block -> `VQGPTPreTrainedModel` -> `VQGPTModel`
+-> `VQGPTForCausalLM`. Class conditioning is a prefix token with an extra null class for classifier-free guidance
+(LlamaGen). The KV cache is any transformers `Cache` (`DynamicCache` by default; `StaticCache` and the project's
+`RaggedCache` work too) and transformers' `create_causal_mask` builds the mask: bottom-right aligned, so a k-token
+pass on top of a cache (the verify pass of speculative decoding) sees exactly what k single steps would, and a 4-D
+mask from the caller (rows with their own lengths) passes through unchanged. Positions double as cache slots.
+
+This file imports nothing from `hf_specdec` except its config, so it loads with `trust_remote_code=True`.
+"""
+
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_utils import slice_logits_to_keep
+
+from .configuration_vqgpt import VQGPTConfig
+
+
+class VQGPTAttention(nn.Module):
+    def __init__(self, config: VQGPTConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.c_attn = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.c_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.attention_dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.LongTensor,
+        cache: Cache | None = None,
+    ) -> torch.Tensor:
+        B, T, C = hidden_states.shape
+        q, k, v = self.c_attn(hidden_states).split(C, dim=-1)
+        q, k, v = (x.view(B, T, self.num_heads, self.head_dim).transpose(1, 2) for x in (q, k, v))  # (B, nh, T, hs)
+        if cache is not None:
+            # A position is also a cache slot: caches that write per row (RaggedCache) read it, others ignore it.
+            k, v = cache.update(k, v, self.layer_idx, cache_position=position_ids)  # (B, nh, L, hs)
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=attention_mask,
+            dropout_p=self.attention_dropout if self.training else 0.0,
+            # No mask means a plain causal pass from an empty cache, or one query that sees every key.
+            is_causal=attention_mask is None and T > 1,
+        )
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class VQGPTMLP(nn.Module):
+    def __init__(self, config: VQGPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.c_proj = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(hidden_states), approximate="tanh")))
+
+
+class VQGPTBlock(nn.Module):
+    def __init__(self, config: VQGPTConfig, layer_idx: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attn = VQGPTAttention(config, layer_idx)
+        self.ln_2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = VQGPTMLP(config)
+
+    def forward(self, hidden_states, attention_mask, position_ids, cache=None):
+        hidden_states = hidden_states + self.attn(self.ln_1(hidden_states), attention_mask, position_ids, cache)
+        return hidden_states + self.mlp(self.ln_2(hidden_states))
+
+
+class VQGPTPreTrainedModel(PreTrainedModel):
+    config_class = VQGPTConfig
+    config: VQGPTConfig
+    base_model_prefix = "transformer"
+    main_input_name = "input_ids"
+    _no_split_modules = ["VQGPTBlock"]
+    _supports_sdpa = True
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, safetensors only: `use_safetensors` defaults to True, so a folder or
+        repo that holds only a pickled `pytorch_model.bin` raises instead of being unpickled. A damaged (truncated)
+        safetensors file raises `OSError` naming the model and what to do, not the library's bare header error."""
+        kwargs.setdefault("use_safetensors", True)
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except SafetensorError as error:
+            where = os.path.join(str(pretrained_model_name_or_path), "model.safetensors")
+            raise OSError(
+                f"The weights of {str(pretrained_model_name_or_path)!r} ({where}) are damaged: {error}. The file was "
+                "cut short (an interrupted download, copy or save): download the model again "
+                "(`from_pretrained(..., force_download=True)` for a Hub repo), or copy or save it again."
+            ) from None
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        # GPT-2: scale the residual output projections (`c_proj` in attention and MLP) by 1/sqrt(2 * n_layer).
+        if isinstance(module, (VQGPTAttention, VQGPTMLP)):
+            std = self.config.initializer_range / math.sqrt(2 * self.config.num_hidden_layers)
+            init.normal_(module.c_proj.weight, mean=0.0, std=std)
+
+
+class VQGPTModel(VQGPTPreTrainedModel):
+    """The transformer trunk: token + learned position embeddings, pre-LN blocks, final LayerNorm."""
+
+    def __init__(self, config: VQGPTConfig):
+        super().__init__(config)
+        self.wte = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.wpe = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList([VQGPTBlock(config, i) for i in range(config.num_hidden_layers)])
+        self.ln_f = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.wte
+
+    def set_input_embeddings(self, value):
+        self.wte = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        cache: Cache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        num_layers: int | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        r"""
+        input_ids (`(B, T)`): token ids; with a cache, only the tokens not yet in it.
+        cache (`Cache`): keys/values of earlier tokens, updated in place.
+        attention_mask (`(B, L)`): 1 for real tokens, 0 for padding, over cached + new tokens; or a boolean
+            `(B, 1, T, L)` mask used as given (rows with their own lengths, see `RaggedCache`).
+        position_ids (`(B, T)`): positions, which are also the cache slots; default: continue after the cache.
+        num_layers (`int`): run only the first `num_layers` blocks (self-speculative drafting), then `ln_f`.
+        """
+        use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        cache = cache if use_cache else None
+        T = input_ids.shape[1]
+        inputs_embeds = self.wte(input_ids)  # (B, T, C)
+        if position_ids is None:
+            # An int for dynamic caches, a 0-d device tensor for static ones: never a host sync.
+            past_length = cache.get_seq_length() if cache is not None else 0
+            if isinstance(past_length, int) and past_length + T > self.config.max_position_embeddings:
+                raise ValueError(
+                    f"Sequence of {past_length + T} tokens exceeds the {self.config.max_position_embeddings} "
+                    f"positions of the {self.config.grid_h}x{self.config.grid_w} token grid (+1 prompt token)."
+                )
+            positions = (past_length + torch.arange(T, device=input_ids.device)).unsqueeze(0)
+        else:
+            positions = position_ids
+        mask = create_causal_mask(self.config, inputs_embeds, attention_mask, cache, position_ids=position_ids)
+        hidden_states = self.drop(inputs_embeds + self.wpe(positions))
+        for block in self.h if num_layers is None else self.h[:num_layers]:
+            hidden_states = block(hidden_states, mask, positions, cache)
+        hidden_states = self.ln_f(hidden_states)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, cache=cache)
+
+
+def _cached_rows(cache: Cache | None) -> int:
+    """Rows a cache holds, -1 if empty. Static caches record it (`batch_size`); a `DynamicCache` does not, so its
+    first layer's keys are asked (a shape, not a value: no host sync)."""
+    if cache is None or not cache.is_initialized:
+        return -1
+    rows = cache.batch_size
+    if rows < 0 and cache.layers[0].keys is not None and cache.layers[0].keys.dim() == 4:
+        rows = cache.layers[0].keys.shape[0]
+    return rows
+
+
+class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
+    """VQGPT with a head over the `codebook_size` image codes only: class tokens can never be generated.
+
+    Classifier-free guidance runs inside `forward` when `cfg_scale` is given (also through `generate(...,
+    cfg_scale=s)` and assisted generation): the batch is doubled with the class token replaced by the null token,
+    and the returned logits are `log_softmax(u) + s * (log_softmax(c) - log_softmax(u))`, the same combination as
+    transformers' `guidance_scale` processor. The cache then holds `2B` rows; use the same `cfg_scale` for every
+    call on one cache.
+    """
+
+    def __init__(self, config: VQGPTConfig):
+        super().__init__(config)
+        self.transformer = VQGPTModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.codebook_size, bias=False)
+        self.post_init()
+        self.generation_config.pad_token_id = config.pad_token_id
+        self.generation_config.bos_token_id = config.bos_token_id
+        # Defaults read when this model is the *assistant* of HF assisted generation. The stock confidence
+        # threshold (0.4) stops drafts after ~1 token on flat image-token distributions; a fixed draft length
+        # suits a distilled draft whose acceptance is steady.
+        self.generation_config.num_assistant_tokens = 5
+        self.generation_config.num_assistant_tokens_schedule = "constant"
+        self.generation_config.assistant_confidence_threshold = 0.0
+
+    @property
+    def num_layers(self) -> int:
+        """Blocks one forward runs (the same attribute as `EarlyExitDraft.num_layers`, so any draft answers it)."""
+        return self.config.num_hidden_layers
+
+    # -- prompts ---------------------------------------------------------------------------------------------
+    def class_prompt(self, labels=None, batch_size: int | None = None) -> torch.LongTensor:
+        """Prompt `(B, 1)` for class ids `labels` (`(B,)` ints), or the null token when `labels` is None.
+
+        Unconditional models (`num_classes=0`) take `labels=None` and a `batch_size`.
+        """
+        config = self.config
+        device = self.lm_head.weight.device
+        if labels is None:
+            if batch_size is None or batch_size < 1:
+                raise ValueError("`batch_size` must be a positive integer when `labels` is None.")
+            return torch.full((batch_size, 1), config.null_token_id, dtype=torch.long, device=device)
+        labels = torch.as_tensor(labels, dtype=torch.long, device=device).reshape(-1)
+        if config.num_classes == 0:
+            raise ValueError("`labels` must be None: this model is unconditional (num_classes=0).")
+        if labels.numel() == 0 or labels.min() < 0 or labels.max() >= config.num_classes:
+            raise ValueError(f"`labels` must be class ids in [0, {config.num_classes}), got {labels.tolist()}.")
+        return (config.codebook_size + labels).unsqueeze(1)
+
+    def check_prompt(self, input_ids: torch.Tensor, max_new_tokens: int | None = None) -> None:
+        """Raise `ValueError` unless `input_ids` is `[class or null token, codes...]` and fits the grid."""
+        config = self.config
+        if input_ids.dim() != 2 or input_ids.shape[1] < 1:
+            raise ValueError(f"`input_ids` must have shape (batch, length >= 1), got {tuple(input_ids.shape)}.")
+        first = input_ids[:, 0]
+        if (first < config.codebook_size).any() or (first > config.null_token_id).any():
+            raise ValueError(
+                f"`input_ids` must start with a class token in [{config.codebook_size}, {config.null_token_id}] "
+                "(use `model.class_prompt(labels)`)."
+            )
+        if input_ids.shape[1] > 1 and ((input_ids[:, 1:] < 0) | (input_ids[:, 1:] >= config.codebook_size)).any():
+            raise ValueError(f"`input_ids` after the class token must be image codes in [0, {config.codebook_size}).")
+        if max_new_tokens is not None:
+            room = config.max_position_embeddings - input_ids.shape[1]
+            if max_new_tokens > room:
+                raise ValueError(
+                    f"`max_new_tokens`={max_new_tokens} does not fit the {config.grid_h}x{config.grid_w} token grid: "
+                    f"at most {room} tokens follow a prompt of length {input_ids.shape[1]}."
+                )
+
+    # -- forward ---------------------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        cache: Cache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        cfg_scale: float | None = None,
+        num_layers: int | None = None,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        r"""
+        input_ids (`(B, T)`): `[class, codes...]`, or only the new tokens when `cache` holds the rest.
+        labels (`(B, T)`): targets aligned with `input_ids` (shifted inside); -100 or the class token position is
+            ignored. The loss is the mean cross-entropy over image codes.
+        logits_to_keep (`int`): compute logits for the last `logits_to_keep` positions only (0 = all).
+        cfg_scale (`float`): classifier-free guidance scale; None or 1 disables it.
+        num_layers (`int`): use only the first `num_layers` blocks (the self-speculative draft).
+
+        Returns `CausalLMOutputWithPast` with `logits` `(B, T', codebook_size)`.
+        """
+        guided = cfg_scale is not None and cfg_scale != 1.0
+        if guided:
+            input_ids, attention_mask, position_ids = self._double_for_guidance(
+                input_ids, cache, attention_mask, position_ids
+            )
+        outputs = self.transformer(
+            input_ids,
+            cache=cache,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=use_cache,
+            num_layers=num_layers,
+        )
+        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
+        logits = self.lm_head(hidden_states)  # (B, T', K)
+        if guided:
+            # Guided logits: log_softmax(u) + s (log_softmax(c) - log_softmax(u)), unnormalised log-probabilities
+            # whose softmax is the guided distribution (transformers' `guidance_scale` combination).
+            cond, uncond = logits.float().log_softmax(-1).chunk(2, dim=0)
+            logits = uncond + cfg_scale * (cond - uncond)
+
+        loss = None
+        if labels is not None:
+            if logits.shape[1] != labels.shape[1]:
+                raise ValueError("`labels` needs logits for every position: leave `logits_to_keep` at 0.")
+            targets = labels.masked_fill(labels >= self.config.codebook_size, -100)  # class tokens are no targets
+            loss = self.loss_function(logits, targets, vocab_size=self.config.codebook_size)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache)
+
+    def _double_for_guidance(self, input_ids, cache, attention_mask, position_ids):
+        """Stack `[conditional; unconditional]` rows: the unconditional rows have the null token wherever the
+        conditional ones have a class token (only the prompt has one), so no pass needs to ask the cache where it is."""
+        if self.config.num_classes == 0:
+            raise ValueError("`cfg_scale` needs a class-conditional model (num_classes > 0).")
+        B = input_ids.shape[0]
+        cached_rows = _cached_rows(cache)
+        if cached_rows > 0 and cached_rows != 2 * B:
+            raise ValueError(
+                f"`cfg_scale` was not used when this cache was filled ({cached_rows} cached rows for batch {B})."
+            )
+        uncond_ids = input_ids.masked_fill(input_ids >= self.config.codebook_size, self.config.null_token_id)
+        input_ids = torch.cat([input_ids, uncond_ids])
+        if attention_mask is not None and attention_mask.shape[0] == B:  # a batch-1 4-D mask broadcasts as it is
+            attention_mask = torch.cat([attention_mask, attention_mask])
+        if position_ids is not None and position_ids.shape[0] == B:
+            position_ids = torch.cat([position_ids, position_ids])
+        return input_ids, attention_mask, position_ids
+
+    # -- generation ------------------------------------------------------------------------------------------
+    def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
+        """`GenerationMixin.generate` after checking the prompt and length against the token grid.
+
+        `inputs` is the `(B, 1)` class prompt from `class_prompt` (or a longer prefix of codes). By default the
+        whole grid is generated. Pass `cfg_scale=s` for classifier-free guidance, `assistant_model=draft` for
+        HF assisted generation.
+        """
+        input_ids = inputs if inputs is not None else kwargs.get("input_ids")
+        if input_ids is None:
+            raise ValueError("`inputs` must be a class prompt of shape (batch, 1); see `class_prompt(labels)`.")
+        max_new_tokens = kwargs.get("max_new_tokens")
+        if max_new_tokens is None and generation_config is not None:
+            max_new_tokens = generation_config.max_new_tokens
+        self.check_prompt(input_ids, max_new_tokens)
+        # Every prompt token is real; an explicit mask keeps `generate()` from inferring padding from token ids
+        # (checkpoints saved before pad_token_id was unset name the null token as pad).
+        kwargs.setdefault("attention_mask", torch.ones_like(input_ids))
+        max_length = kwargs.get("max_length", getattr(generation_config, "max_length", None))
+        if max_new_tokens is None and max_length is None:
+            # Default: the rest of the token grid. Set here rather than as `generation_config.max_length`, which
+            # would clash with the `max_new_tokens` that assisted generation passes to its assistant.
+            kwargs["max_new_tokens"] = self.config.max_position_embeddings - input_ids.shape[1]
+        return super().generate(inputs, generation_config=generation_config, **kwargs)
+
+
+VQGPTConfig.register_for_auto_class()
+VQGPTForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+
+__all__ = ["VQGPTForCausalLM", "VQGPTModel", "VQGPTPreTrainedModel"]
