@@ -30,7 +30,7 @@ def main(argv=None):
         print(f"{label:28}{grid['teacher_images_per_second']:>8.1f} img/s{grid['method_images_per_second']:>11.1f} img/s"
               f"{grid['speedup']:>9.2f}x")
     if result["alpha"] is not None:
-        print(f"acceptance alpha: {result['alpha']:.3f}   tokens per teacher call: {result['tokens_per_teacher_call']:.2f}")
+        print(f"per image: acceptance alpha {result['alpha']:.3f}, {result['tokens_per_teacher_call']:.2f} tokens per teacher call")
 
 
 if __name__ == "__main__":

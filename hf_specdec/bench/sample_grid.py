@@ -173,7 +173,7 @@ def run_sample_grid(args: SampleGridArguments) -> dict:
     else:
         outputs = rows_out
     sequences = torch.cat([out.sequences if hasattr(out, "sequences") else out for out in outputs])
-    speculative = [out for out in outputs if hasattr(out, "alpha")]
+    speculative = [out for out in rows_out if hasattr(out, "alpha")]  # the per-image (batch 1) calls
     alpha = statistics.mean(out.alpha for out in speculative) if speculative else None
     per_call = statistics.mean(out.tokens_per_teacher_call for out in speculative) if speculative else None
     images = decode_sequences(tokenizer, sequences, teacher.config)
