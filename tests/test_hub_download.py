@@ -6,13 +6,10 @@ Each served repo holds exactly what `push_model` would upload: `upload_plan` fil
 """
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 import textwrap
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,6 +17,7 @@ import torch
 from huggingface_hub import ModelCard, ModelCardData
 
 from hf_specdec.hub import model_card, upload_plan
+from tests.helpers.hub_server import serve_mirror
 from tests.utils import CHECKPOINTS, HIDE_HF_SPECDEC, ROOT, free_port, python_env
 # repo id -> (folder, class that loads it)
 REPOS = {
@@ -84,31 +82,8 @@ def hub(tmp_path_factory):
         else:
             card = ModelCard.from_template(ModelCardData(library_name="hf-specdec", license="apache-2.0"))
         _git_repo(tmp / "mirror" / "models" / repo_id, folder, upload_plan(str(folder)), card)
-    port = free_port()
-    (tmp / "olah.toml").write_text(
-        f'[basic]\nhost = "127.0.0.1"\nport = {port}\nrepos-path = "{tmp / "olah-cache"}"\n'
-        f'mirrors-path = ["{tmp / "mirror"}"]\n[accessibility]\noffline = true\n'
-    )
-    log = open(tmp / "olah.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "olah.server", "-c", str(tmp / "olah.toml")], cwd=tmp,
-                              stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{endpoint}/api/models/org/digits-teacher/revision/main", timeout=2) as r:
-                    assert json.load(r)["id"] == "org/digits-teacher"
-                break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"olah did not start: {(tmp / 'olah.log').read_text()[-2000:]}")
-                time.sleep(0.5)
+    with serve_mirror(tmp, probe="models/org/digits-teacher") as endpoint:
         yield {"endpoint": endpoint, "tmp": tmp, "local": local}
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
 
 
 def _env(hub, **extra):

@@ -4,7 +4,8 @@
         subprocess.run([...], env={..., "HF_ENDPOINT": endpoint})
 
 Each folder is committed as a git repo under `tmp/mirror/<repo type>s/<org>/<name>`, the layout olah's
-`mirrors-path` serves. (tests/test_hub_download.py starts the same server for the model repos.)
+`mirrors-path` serves. `serve_mirror` starts the server over a mirror laid out by the caller (tests/test_hub_download.py
+writes the model repos itself, with their cards).
 """
 
 import contextlib
@@ -41,6 +42,15 @@ def serve_git_repos(tmp: Path, repos: dict[str, Path], probe: str, timeout: floa
         target = tmp / "mirror" / name
         shutil.copytree(folder, target)
         commit_folder(target)
+    with serve_mirror(tmp, probe, timeout) as endpoint:
+        yield endpoint
+
+
+@contextlib.contextmanager
+def serve_mirror(tmp: Path, probe: str, timeout: float = 60.0):
+    """Start olah on a free port, offline, serving the git repos already under `tmp/mirror/<type>s/<org>/<name>`;
+    yield its endpoint once `/api/<probe>/revision/main` answers (RuntimeError with olah's log if it never does);
+    the server stops on exit."""
     port = free_port()
     (tmp / "olah.toml").write_text(
         f'[basic]\nhost = "127.0.0.1"\nport = {port}\nrepos-path = "{tmp / "olah-cache"}"\n'
