@@ -14,7 +14,7 @@ from ..hub import load_pretrained
 from ..models import VQGPTForCausalLM
 from ..pipeline import class_prompts
 from ..speculative import plain_sample, speculative_sample
-from .timing import time_calls
+from .timing import time_interleaved
 
 
 def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_path: str = "checkpoints/digits/teacher",
@@ -41,33 +41,26 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
     teacher = load_pretrained(VQGPTForCausalLM, teacher_path, "teacher_path", device)
     models = {name: load_pretrained(VQGPTForCausalLM, path, f"draft {name}", device) for name, path in drafts.items()}
     g = torch.Generator(device=device)
-    methods = {"plain": lambda: plain_sample(teacher, prompt, generator=g, mode=mode)}
+    methods = {"plain": lambda prompt: plain_sample(teacher, prompt, generator=g, mode=mode)}
     for name, draft in models.items():
         for gamma in gammas:
-            methods[f"{name} g{gamma}"] = lambda draft=draft, gamma=gamma: speculative_sample(
+            methods[f"{name} g{gamma}"] = lambda prompt, draft=draft, gamma=gamma: speculative_sample(
                 teacher, draft, prompt, gamma=gamma, generator=g, mode=mode)
-        methods[f"{name} adaptive"] = lambda draft=draft: speculative_sample(
+        methods[f"{name} adaptive"] = lambda prompt, draft=draft: speculative_sample(
             teacher, draft, prompt, gamma=max(gammas), adaptive_gamma=True, generator=g, mode=mode)
         if block_gamma:
-            methods[f"{name} block g{block_gamma}"] = lambda draft=draft: speculative_sample(
+            methods[f"{name} block g{block_gamma}"] = lambda prompt, draft=draft: speculative_sample(
                 teacher, draft, prompt, gamma=block_gamma, verification="block", generator=g, mode=mode)
-    times = {k: [] for k in methods}
-    alphas = {k: [] for k in methods}
-    per_call = {k: [] for k in methods}
-    for rep in range(-1, reps):  # rep -1 is the warm-up
-        prompt = class_prompts(teacher, 1, first=rep)  # the class cycles with the image
-        for k, fn in methods.items():
-            g.manual_seed(1000 + rep)
-            (dt,), (out,) = time_calls(fn, repeats=1, warmup=0, device=device)  # synchronised around the call
-            if rep >= 0:
-                times[k].append(dt)
-                if hasattr(out, "alpha"):
-                    alphas[k].append(out.alpha)
-                    per_call[k].append(out.tokens_per_teacher_call)
+    # Image -1 is the warm-up; the class cycles with the image.
+    prompts = [class_prompts(teacher, 1, first=rep) for rep in range(-1, reps)]
+    times, outputs = time_interleaved(methods, prompts, [1000 + rep for rep in range(-1, reps)], g, device)
     base = statistics.median(times["plain"])
     mean = lambda values: statistics.mean(values) if values else None  # noqa: E731
     results = {k: {"median_ms": 1000 * statistics.median(v), "speedup_vs_plain": base / statistics.median(v),
-                   "alpha": mean(alphas[k]), "tokens_per_teacher_call": mean(per_call[k])} for k, v in times.items()}
+                   "alpha": mean([out.alpha for out in outputs[k] if hasattr(out, "alpha")]),
+                   "tokens_per_teacher_call": mean([out.tokens_per_teacher_call for out in outputs[k]
+                                                    if hasattr(out, "alpha")])}
+               for k, v in times.items()}
     device_name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     return {"device": device_name, "reps": reps, "drafts": drafts, "teacher": teacher_path, "mode": mode, "gammas": list(gammas),
             "results": results}

@@ -22,7 +22,7 @@ from ..models import VQGPTForCausalLM, VQTokenizer
 from ..pipeline import check_sampling_options, check_tokenizer_matches, class_prompts, decode_sequences
 from ..speculative import EarlyExitDraft, check_draft_matches, plain_sample, speculative_sample
 from ..speculative.checks import MODES
-from .timing import time_calls
+from .timing import time_interleaved
 
 
 @dataclass(frozen=True)
@@ -147,36 +147,23 @@ def run_sample_grid(args: SampleGridArguments) -> dict:
         return speculative_sample(teacher, draft, prompt, gamma=args.gamma, generator=generator, mode=args.mode,
                                   **sampling)
 
-    def timed(fn, prompt, seed):
-        generator.manual_seed(seed)
-        (seconds,), (out,) = time_calls(lambda: fn(prompt), repeats=1, warmup=0, device=args.device)
-        return out, seconds
-
     # Per image: each image drawn by the teacher alone and by the method back to back (image -1 is the warm-up).
-    teacher_times, method_times, rows_out, outputs = [], [], [], []
-    for i in range(-1, len(labels)):
-        one = prompt[max(i, 0) : max(i, 0) + 1]
-        _, t_teacher = timed(teacher_alone, one, args.seed + i)
-        out, t_method = timed(method, one, args.seed + i)
-        if i >= 0:
-            teacher_times.append(t_teacher)
-            method_times.append(t_method)
-            rows_out.append(out)
-    per_image = {"teacher_ms": 1000 * statistics.median(teacher_times), "method_ms": 1000 * statistics.median(method_times)}
+    inputs = [prompt[max(i, 0) : max(i, 0) + 1] for i in range(-1, len(labels))]
+    times, outs = time_interleaved({"teacher": teacher_alone, "method": method}, inputs,
+                                   [args.seed + i for i in range(-1, len(labels))], generator, args.device)
+    rows_out = outs["method"]
+    per_image = {"teacher_ms": 1000 * statistics.median(times["teacher"]),
+                 "method_ms": 1000 * statistics.median(times["method"])}
     per_image["speedup"] = per_image["teacher_ms"] / per_image["method_ms"]
-    whole_grid = None
+    whole_grid, outputs = None, rows_out
     if args.method in ("speculative", "self-speculative"):
-        # Whole grid: one call each (warmed up at this batch size by a first, untimed pair of calls).
-        timed(teacher_alone, prompt, args.seed)
-        timed(method, prompt, args.seed)
-        _, t_teacher = timed(teacher_alone, prompt, args.seed)
-        batched, t_method = timed(method, prompt, args.seed)
-        outputs = [batched]
+        # Whole grid: one call each, after a first, untimed pair of calls at this batch size.
+        times, outs = time_interleaved({"teacher": teacher_alone, "method": method}, [prompt, prompt],
+                                       [args.seed, args.seed], generator, args.device)
+        (t_teacher,), (t_method,), outputs = times["teacher"], times["method"], outs["method"]
         whole_grid = {"batch_size": len(labels), "teacher_seconds": t_teacher, "method_seconds": t_method,
                       "speedup": t_teacher / t_method, "teacher_images_per_second": len(labels) / t_teacher,
                       "method_images_per_second": len(labels) / t_method}
-    else:
-        outputs = rows_out
     sequences = torch.cat([out.sequences if hasattr(out, "sequences") else out for out in outputs])
     speculative = [out for out in rows_out if hasattr(out, "alpha")]  # the per-image (batch 1) calls
     alpha = statistics.mean(out.alpha for out in speculative) if speculative else None

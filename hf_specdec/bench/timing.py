@@ -30,6 +30,25 @@ def time_calls(fn: Callable, repeats: int, warmup: int, device: str) -> tuple[li
     return seconds, results
 
 
+def time_interleaved(methods: dict[str, Callable], inputs: list, seeds: list[int], generator: torch.Generator,
+                     device: str) -> tuple[dict[str, list[float]], dict[str, list]]:
+    """Call every method `fn(input)` on each input back to back, `generator` re-seeded with that input's seed before
+    each call and the device synchronised around it, so that drift of a shared machine cancels in the ratios. The
+    first input is a warm-up: called, neither timed nor returned.
+
+    Returns `(seconds per method, outputs per method)`, one entry per input after the first.
+    """
+    seconds, outputs = {k: [] for k in methods}, {k: [] for k in methods}
+    for i, (x, seed) in enumerate(zip(inputs, seeds, strict=True)):
+        for k, fn in methods.items():
+            generator.manual_seed(seed)
+            (dt,), (out,) = time_calls(lambda: fn(x), repeats=1, warmup=0, device=device)
+            if i:
+                seconds[k].append(dt)
+                outputs[k].append(out)
+    return seconds, outputs
+
+
 def quartiles(values: list[float]) -> tuple[float, float, float]:
     """`(p25, median, p75)` of `values` (all three equal for a single value)."""
     if len(values) < 2:
