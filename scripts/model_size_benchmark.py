@@ -9,7 +9,7 @@ Writes results.json, results.md and speed_vs_size.png to --output_dir.
 """
 
 from hf_specdec.bench.model_size import ModelSizeArguments, markdown_table, run_model_size_benchmark
-from hf_specdec.cli import parse_args
+from hf_specdec.cli import parse_args, run
 
 
 def main(argv=None):
@@ -18,4 +18,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -12,8 +12,8 @@ ratios). One line per method, JSON on stdout.
         --block_gamma 12 --mode compile
 
 --teacher: the teacher folder or Hub id (default checkpoints/digits/teacher). --block_gamma: also block verification
-(Sun et al. 2025) at that gamma. --mode: the engine's mode for every method (default auto: eager on the CPU). --gammas: the fixed gammas timed (default 6 8; adaptive
-gamma goes up to the largest).
+(Sun et al. 2025) at that gamma. --mode: the engine's mode for every method (default auto: eager on the CPU).
+--gammas: the fixed gammas timed (default 6 8; adaptive gamma goes up to the largest).
 """
 
 import json
@@ -21,6 +21,7 @@ import sys
 
 from hf_specdec.bench.paired import paired_benchmark
 from hf_specdec.cli import ArgumentParser, UsageError, run
+from hf_specdec.speculative.checks import MODES
 
 
 def main(argv=None):
@@ -34,7 +35,7 @@ def main(argv=None):
     parser.add_argument("drafts", nargs="+")
     parser.add_argument("--teacher", default="checkpoints/digits/teacher")
     parser.add_argument("--block_gamma", type=int, default=None)
-    parser.add_argument("--mode", default="auto", choices=("auto", "eager", "compile", "cuda-graph"))
+    parser.add_argument("--mode", default="auto", choices=MODES)
     parser.add_argument("--gammas", type=int, nargs="+", default=[6, 8])
     args = parser.parse_args(argv)
     pairs = [arg.split("=", 1) for arg in args.drafts]

@@ -76,6 +76,8 @@ BAD_INPUT = [
     ("paired_benchmark.py", ["cpu", "0", "d=checkpoints/digits/draft-1L"], ["reps"]),
     ("paired_benchmark.py", ["cpu", "2", "draft"], ["name=path"]),
     ("paired_benchmark.py", ["cpu", "2", "d=checkpoints/digits/draft-1L", "--gammas", "0"], ["gammas"]),
+    ("model_size_benchmark.py", ["--draft_layers", "0"], ["draft_layers"]),
+    ("model_size_benchmark.py", ["--sizes", "gpt-5"], ["sizes"]),
     ("summarize_checkpoints.py", ["{tmp}/missing"], ["folder"]),
 ]
 

@@ -54,8 +54,11 @@ class ModelSizeArguments:
             raise ValueError(f"`alpha` must be in (0, 1), got {self.alpha}.")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"`dtype` must be float32 or bfloat16, got {self.dtype!r}.")
-        if any(g < 1 for g in self.gammas) or any(b < 1 for b in self.batch_sizes) or self.repeats < 1:
-            raise ValueError("`gammas`, `batch_sizes` and `repeats` must be >= 1.")
+        for name in ("gammas", "batch_sizes", "draft_layers"):
+            if not getattr(self, name) or min(getattr(self, name)) < 1:
+                raise ValueError(f"`{name}` must be integers >= 1, got {getattr(self, name)}.")
+        if self.repeats < 1:
+            raise ValueError(f"`repeats` must be >= 1, got {self.repeats}.")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError("`device` is cuda but no CUDA device is available.")
 
