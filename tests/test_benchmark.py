@@ -1,15 +1,13 @@
 """The benchmark runs end to end on tiny saved models and writes consistent records and pictures."""
 
 import json
-import runpy
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from hf_specdec.bench.paired import paired_benchmark
 from hf_specdec.bench.speed import BenchmarkArguments, run_benchmark
-from tests.utils import tiny_model, tiny_vq
+from tests.utils import script_main, tiny_model, tiny_vq
 
 
 def test_quick_benchmark_on_tiny_models(tmp_path):
@@ -66,7 +64,7 @@ def test_paired_benchmark_interleaves_every_method(tmp_path):
 def test_paired_benchmark_script_takes_the_teacher_and_block_verification(tmp_path, capsys):
     tiny_model(0, num_hidden_layers=3).save_pretrained(tmp_path / "teacher")
     tiny_model(1, num_hidden_layers=1).save_pretrained(tmp_path / "draft")
-    main = runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "paired_benchmark.py"))["main"]
+    main = script_main("paired_benchmark.py")
     main(["cpu", "1", f"d={tmp_path / 'draft'}", "--teacher", str(tmp_path / "teacher"), "--block_gamma", "4"])
     result = json.loads(capsys.readouterr().out)
     assert result["teacher"] == str(tmp_path / "teacher")

@@ -2,7 +2,6 @@
 
 import re
 
-import torch
 from PIL import Image
 
 from hf_specdec.bench.sample_grid import SampleGridArguments, row_labels, run_sample_grid
