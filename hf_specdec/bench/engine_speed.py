@@ -18,7 +18,6 @@ Methods (`--methods`):
 import dataclasses
 import json
 import os
-import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,7 +30,7 @@ from ..models import VQGPTForCausalLM
 from ..pipeline import class_prompts
 from ..speculative import EarlyExitDraft, SamplingConfig, SpeculativeOutput, clear_decoders, get_decoder
 from ..speculative.legacy import legacy_plain_sample, legacy_speculative_sample
-from .timing import quartiles, synchronize
+from .timing import machine_description, quartiles, synchronize
 
 METHODS = ("legacy", "eager", "compile", "cuda-graph", "hf-generate", "hf-static", "hf-assisted")
 
@@ -236,13 +235,6 @@ def run_engine_benchmark(args: EngineBenchmarkArguments) -> dict:
     with open(os.path.join(args.output_dir, "results.md"), "w") as f:
         f.write(markdown_table(result))
     return result
-
-
-def machine_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} "
-            f"torch threads (torch {torch.__version__})")
 
 
 def markdown_table(result: dict) -> str:

@@ -13,9 +13,7 @@ maximised over gamma (labelled a prediction everywhere it is written).
 
 import json
 import os
-import platform
 import statistics
-import time
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -23,7 +21,8 @@ from tqdm.auto import tqdm
 
 from ..models import VQGPTConfig, VQGPTForCausalLM
 from ..speculative import RaggedCache
-from .timing import synchronize
+from ..speculative.sampling import expected_tokens
+from .timing import machine_description, time_calls
 
 # name -> (layers, hidden, heads, grid, codebook)
 SIZES = {
@@ -105,19 +104,8 @@ def forward_timer(model, batch_size: int, tokens: int, device: torch.device, rep
         peak = torch.cuda.max_memory_allocated(device) - before
     else:
         run = forward
-    seconds = []
-    for _ in range(repeats):
-        synchronize(str(device))
-        tic = time.perf_counter()
-        run()
-        synchronize(str(device))
-        seconds.append(time.perf_counter() - tic)
+    seconds, _ = time_calls(run, repeats, warmup=0, device=str(device))
     return statistics.median(seconds), peak
-
-
-def expected_tokens(alpha: float, gamma: int) -> float:
-    """Leviathan et al.: expected tokens per round, `(1 - alpha^(gamma+1)) / (1 - alpha)`."""
-    return (1 - alpha ** (gamma + 1)) / (1 - alpha)
 
 
 def run_model_size_benchmark(args: ModelSizeArguments) -> dict:
@@ -152,7 +140,7 @@ def run_model_size_benchmark(args: ModelSizeArguments) -> dict:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         del teacher
-    result = {"args": asdict(args), "machine": _machine(device), "records": records,
+    result = {"args": asdict(args), "machine": machine_description(device), "records": records,
               "formula": "predicted speedup = (1 - alpha^(g+1)) / (1 - alpha) * t_step / (g * t_draft + t_verify(g+1)),"
                          " maximised over g (Leviathan et al. 2023, with the measured verify cost)"}
     os.makedirs(args.output_dir, exist_ok=True)
@@ -162,12 +150,6 @@ def run_model_size_benchmark(args: ModelSizeArguments) -> dict:
         f.write(markdown_table(result))
     save_plot(result, os.path.join(args.output_dir, "speed_vs_size.png"))
     return result
-
-
-def _machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads (torch {torch.__version__})"
 
 
 def markdown_table(result: dict) -> str:

@@ -10,7 +10,6 @@ that Leviathan et al.'s formula predicts from the measured alpha and cost ratio 
 
 import json
 import os
-import platform
 import statistics
 from dataclasses import asdict, dataclass, field
 
@@ -21,7 +20,7 @@ from ..hub import checkpoint_path, load_pretrained
 from ..models import VQGPTForCausalLM
 from ..pipeline import check_sampling_options, class_prompts
 from ..speculative import EarlyExitDraft, expected_speedup, plain_sample, speculative_sample
-from .timing import quartiles, time_calls
+from .timing import machine_description, quartiles, time_calls
 
 
 @dataclass
@@ -162,12 +161,6 @@ def run_benchmark(args: BenchmarkArguments) -> dict:
     save_plots(records, config, drafts, args.output_dir)
     save_sample_grids(samples, config, os.path.join(args.checkpoints_dir, args.tokenizer), args.output_dir)
     return result
-
-
-def machine_description(device: str) -> str:
-    if device.startswith("cuda"):
-        return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads (torch {torch.__version__})"
 
 
 def markdown_table(records: list[dict]) -> str:

@@ -1,5 +1,7 @@
 """The one synchronised timer of the benchmarks and the main job."""
 
+import os
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -11,6 +13,14 @@ def synchronize(device: str) -> None:
     """Wait for the device's queued work (CUDA runs asynchronously; the CPU needs nothing)."""
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def machine_description(device: str | torch.device) -> str:
+    """The machine a benchmark ran on, for its report: the GPU's name, or the CPU with its core and thread counts."""
+    if torch.device(device).type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} "
+            f"torch threads (torch {torch.__version__})")
 
 
 def time_calls(fn: Callable, repeats: int, warmup: int, device: str) -> tuple[list[float], list]:

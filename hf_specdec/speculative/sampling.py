@@ -182,10 +182,14 @@ def greedy_accept(p_logits: torch.Tensor, draft_tokens: torch.Tensor) -> tuple[t
     return n, targets.gather(1, n[:, None]).squeeze(1)
 
 
+def expected_tokens(alpha: float, gamma: int) -> float:
+    """Leviathan et al. eq. (1): expected tokens per round, `(1 - alpha^(gamma+1)) / (1 - alpha)`."""
+    return (1 - alpha ** (gamma + 1)) / (1 - alpha)
+
+
 def expected_speedup(alpha: float, gamma: int, c: float) -> float:
     """Leviathan et al. eq. (1) over eq. for cost: `(1 - alpha^(gamma+1)) / ((1 - alpha) (gamma c + 1))`."""
-    alpha = min(max(alpha, 0.0), 1.0 - 1e-9)
-    return (1 - alpha ** (gamma + 1)) / ((1 - alpha) * (gamma * c + 1))
+    return expected_tokens(min(max(alpha, 0.0), 1.0 - 1e-9), gamma) / (gamma * c + 1)
 
 
 def choose_gamma(alpha: float, c: float, gamma_max: int) -> int:
