@@ -6,7 +6,7 @@ import torch
 
 import hf_specdec.speculative.sampling as sampling
 from hf_specdec import speculative_sample
-from hf_specdec.speculative import block_accept, clear_decoders, speculative_accept
+from hf_specdec.speculative import block_accept, clear_decoders, multi_draft_accept, speculative_accept
 from tests.conftest import tiny_model
 from tests.test_speculative import SMALL, empirical_distribution, exact_distribution, small_pair, tv_bound
 
@@ -110,3 +110,66 @@ def test_greedy_ignores_the_verification_rule_and_bad_values_are_refused():
     assert torch.equal(out.sequences, teacher.generate(prompt, do_sample=False))
     with pytest.raises(ValueError, match="verification"):
         speculative_sample(teacher, draft, prompt, verification="tree")
+
+
+# -- multi-draft verification (SpecInfer's multi-step speculative sampling over k independent chains) -------------
+
+def no_residual_multi_draft_accept(p, q, draft_tokens, generator=None, r=None, exponentials=None):
+    """A plausible bug: test every candidate against `p` itself (accept if any passes min(1, p/q)), without
+    shrinking the residual after a rejection. Not lossless: tokens that the draft over-proposes win too often."""
+    B, k, gamma = draft_tokens.shape
+    if r is None:
+        r = torch.rand(B, k, gamma, generator=generator)
+    p_x = p[:, :, :gamma].gather(-1, draft_tokens[..., None]).squeeze(-1)
+    q_x = q.gather(-1, draft_tokens[..., None]).squeeze(-1)
+    passes = r * q_x < p_x  # (B, k, gamma)
+    run = passes.long().cumprod(dim=2).sum(dim=2)  # each chain's own leading run
+    n, chain = run.max(dim=1)
+    return n, chain, sampling.sample_residual(p[:, 0], q[:, 0], n, generator, exponentials)
+
+
+def context_free_multi_outputs(accept, Mb, Ms, k, gamma, N, length, g):
+    """`context_free_outputs` for `k` chains per row: each round keeps the chosen chain's first `n` drafts."""
+    tokens, kept = [], []
+    K = len(Mb)
+    for _ in range(length):
+        x = draw_block(Ms, N * k, gamma, g).view(N, k, gamma)
+        n, chain, y = accept(Mb.expand(N, k, gamma + 1, K), Ms.expand(N, k, gamma, K), x, g)
+        produced = torch.cat([x[torch.arange(N), chain], y[:, None]], dim=1).scatter(1, n[:, None], y[:, None])
+        tokens.append(produced)
+        kept.append(torch.arange(gamma + 1) <= n[:, None])
+    tokens, kept = torch.cat(tokens, dim=1), torch.cat(kept, dim=1)
+    order = torch.argsort((~kept).long(), dim=1, stable=True)
+    return tokens.gather(1, order)[:, :length]
+
+
+@pytest.mark.parametrize("k,gamma", [(2, 2), (3, 3)])
+def test_multi_draft_verification_is_exact_on_context_free_models(k, gamma):
+    g = torch.Generator().manual_seed(10 * k + gamma)
+    Mb, Ms = torch.tensor([0.5, 0.25, 0.25]), torch.tensor([0.1, 0.6, 0.3])
+    N, length, K = 30_000, 3, 3
+    target = (Mb[:, None, None] * Mb[None, :, None] * Mb[None, None, :]).flatten()
+    bound = tv_bound(K**length, N)
+    tv = lambda samples: 0.5 * (empirical_distribution(samples, K) - target).abs().sum().item()  # noqa: E731
+    assert tv(context_free_multi_outputs(multi_draft_accept, Mb, Ms, k, gamma, N, length, g)) < bound
+    assert tv(context_free_multi_outputs(no_residual_multi_draft_accept, Mb, Ms, k, gamma, N, length, g)) > bound
+
+
+def test_one_chain_is_token_wise_verification_and_more_chains_accept_more():
+    g = torch.Generator().manual_seed(3)
+    B, gamma, K = 2000, 4, 6
+    p = torch.rand(B, gamma + 1, K, generator=g).pow(3).softmax(-1)
+    q = torch.rand(B, gamma, K, generator=g).pow(3).softmax(-1)
+    x = torch.multinomial(q.view(-1, K), 1, generator=g).view(B, gamma)
+    r, e = torch.rand(B, gamma, generator=g), torch.empty(B, K).exponential_(generator=g)
+    n, chain, y = multi_draft_accept(p[:, None], q[:, None], x[:, None], r=r[:, None], exponentials=e)
+    n1, y1 = speculative_accept(p, q, x, r=r, exponentials=e)
+    assert torch.equal(n, n1) and torch.equal(y, y1) and not chain.any()
+    # context-free rows (the same p and q at every depth): a second chain can only help at each depth
+    Mb, Ms = torch.tensor([0.4, 0.3, 0.2, 0.1]), torch.tensor([0.1, 0.2, 0.3, 0.4])
+    accepted = {}
+    for k in (1, 3):
+        x = draw_block(Ms, 50_000 * k, gamma, g).view(50_000, k, gamma)
+        n, _, _ = multi_draft_accept(Mb.expand(50_000, k, gamma + 1, 4), Ms.expand(50_000, k, gamma, 4), x, g)
+        accepted[k] = n.float().mean().item()
+    assert accepted[3] > accepted[1] + 0.2

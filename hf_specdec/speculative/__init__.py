@@ -11,6 +11,7 @@ from .sampling import (
     expected_speedup,
     greedy_accept,
     latent_neighbours,
+    multi_draft_accept,
     relaxed_accept,
     speculative_accept,
     warp_logits,

@@ -249,6 +249,77 @@ def relaxed_accept(
     return n, sample_residual(p, q, n, generator, exponentials)
 
 
+def multi_draft_accept(
+    p: torch.Tensor,
+    q: torch.Tensor,
+    draft_tokens: torch.Tensor,
+    generator: torch.Generator | None = None,
+    r: torch.Tensor | None = None,
+    exponentials: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Multi-draft verification of `k` independent draft chains per row: SpecInfer's multi-step speculative
+    sampling (Miao et al. 2024, Algorithm 2), i.e. recursive rejection sampling at every depth of the chains.
+
+    At depth `i` the candidates are the `i`-th tokens of the chains still *alive* (those whose earlier tokens are
+    the accepted ones; all `k` at depth 1). Given the same prefix, they are i.i.d. draws from `q`. They are tested
+    in chain order against a residual that starts at `p` and shrinks after each rejection:
+
+        accept x_j with probability min(1, r(x_j) / q(x_j)),  then on rejection  r <- norm(max(0, r - q))
+
+    The first accepted candidate becomes the next token and its chain the context of the next depth; if all alive
+    candidates are rejected, the next token is drawn from the last residual `r`; if a chain survives all `gamma`
+    depths, one more token comes from its `p`. The output is distributed exactly as `p` (the paper's Theorem 4.2);
+    with `k = 1` this is `speculative_accept`.
+
+    Args:
+        p: teacher probabilities `(B, k, gamma + 1, K)` along each chain.
+        q: draft probabilities `(B, k, gamma, K)` from which `draft_tokens` `(B, k, gamma)` were sampled.
+        r: `(B, k, gamma)` draws from `U[0, 1)` (from `generator` when None).
+        exponentials: `(B, K)` `Exp(1)` draws for the token after the accepted prefix (from `generator` when None).
+    Returns:
+        n: accepted drafts per row `(B,)`; chain: `(B,)` a chain that holds them (its first `n` tokens);
+        next_token: `(B,)`.
+    """
+    B, k, gamma = draft_tokens.shape
+    if r is None:
+        r = torch.rand(B, k, gamma, device=p.device, generator=generator)
+    rows = torch.arange(B, device=p.device)
+    alive = torch.ones(B, k, dtype=torch.bool, device=p.device)
+    running = torch.ones(B, dtype=torch.bool, device=p.device)  # no rejection of every candidate yet
+    chain = torch.zeros(B, dtype=torch.long, device=p.device)
+    n = torch.zeros(B, dtype=torch.long, device=p.device)
+    final = p[rows, chain, gamma]  # the distribution of the token after the accepted prefix, per row
+    for i in range(gamma):
+        residual = p[rows, chain, i]  # unnormalised r, (B, K); same context for every alive chain
+        q_i = q[rows, chain, i]
+        found = torch.zeros(B, dtype=torch.bool, device=p.device)
+        token = torch.zeros(B, dtype=torch.long, device=p.device)
+        new_chain = chain
+        for j in range(k):
+            x = draft_tokens[:, j, i]
+            mass = residual.sum(-1)
+            r_x = residual.gather(1, x[:, None]).squeeze(1)
+            q_x = q_i.gather(1, x[:, None]).squeeze(1)
+            tested = alive[:, j] & ~found
+            accepted = tested & (r[:, j, i] * q_x * mass < r_x)  # u < r(x) / q(x) with r = residual / mass
+            token = torch.where(accepted, x, token)
+            new_chain = torch.where(accepted, j, new_chain)
+            found = found | accepted
+            rejected = tested & ~accepted
+            shrunk = (residual / mass.clamp(min=1e-30)[:, None] - q_i).clamp(min=0)
+            # An empty residual is reached with probability 0 (r = q rejects nothing); keep r then.
+            shrunk = torch.where(shrunk.sum(-1, keepdim=True) > 0, shrunk, residual)
+            residual = torch.where(rejected[:, None], shrunk, residual)
+        stops = running & ~found  # every alive candidate rejected at this depth: the token comes from r
+        final = torch.where(stops[:, None], residual, final)
+        running = running & found
+        n = n + running.long()
+        chain = torch.where(running, new_chain, chain)
+        alive = alive & (draft_tokens[:, :, i] == token[:, None]) & running[:, None]
+    final = torch.where(running[:, None], p[rows, chain, gamma], final)
+    return n, chain, sample_categorical(final, generator, exponentials)
+
+
 VERIFICATIONS = ("token", "block")
 
 
