@@ -17,6 +17,7 @@ SETTINGS = {
     "greedy": SamplingConfig(do_sample=False),
     "sample": SamplingConfig(),
     "warped-cfg": SamplingConfig(temperature=0.8, top_k=5, top_p=0.9, cfg_scale=2.0),
+    "multi-draft-cfg": SamplingConfig(cfg_scale=2.0, num_drafts=3),
 }
 
 
@@ -113,10 +114,10 @@ def test_the_sync_check_catches_a_host_read(pair, monkeypatch):
     teacher, draft = pair
     commit = SpeculativeDecoder.commit
 
-    def commit_after_asking_the_host(self, drafted, accepted, next_token):
+    def commit_after_asking_the_host(self, drafted, accepted, next_token, winner=None):
         if accepted.max() > drafted.shape[1]:  # bool(tensor): waits for the device
             raise AssertionError
-        commit(self, drafted, accepted, next_token)
+        commit(self, drafted, accepted, next_token, winner)
 
     monkeypatch.setattr(SpeculativeDecoder, "commit", commit_after_asking_the_host)
     decoder = SpeculativeDecoder(teacher, draft, 2, 3, SamplingConfig(), mode="eager")
@@ -239,3 +240,21 @@ def test_the_engine_refuses_bad_arguments_before_allocating(pair, make, name):
     teacher, draft = pair
     with pytest.raises(ValueError, match=name):
         make(teacher, draft)
+
+
+def test_multi_draft_chains_share_the_committed_cache(pair):
+    """After a call every chain of a row holds the teacher's and the draft's keys of the committed tokens, as a fresh
+    forward computes them: commit copied the winning chain's slots over the others' drafts."""
+    teacher, draft = pair
+    decoder = SpeculativeDecoder(teacher, draft, 3, 2, SamplingConfig(num_drafts=3), mode="eager")
+    prompt = teacher.class_prompt([0, 2])
+    record = decoder.generate(prompt, 16, torch.Generator().manual_seed(0))
+    assert len(record["gammas"]) > 2  # several rounds, so later rounds ran on copied slots
+    sequences = record["sequences"].repeat_interleave(3, dim=0)
+    committed = sequences.shape[1] - 1  # the last token is never fed
+    for model, cache in ((teacher, decoder.teacher_cache), (draft, decoder.draft_cache)):
+        fresh = DynamicCache(config=model.config)
+        model(sequences[:, :committed], cache=fresh, use_cache=True)
+        for layer, reference in zip(cache.layers, fresh.layers):
+            torch.testing.assert_close(layer.keys[:, :, :committed], reference.keys, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(layer.values[:, :, :committed], reference.values, atol=1e-5, rtol=1e-4)

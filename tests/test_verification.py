@@ -173,3 +173,49 @@ def test_one_chain_is_token_wise_verification_and_more_chains_accept_more():
         n, _, _ = multi_draft_accept(Mb.expand(50_000, k, gamma + 1, 4), Ms.expand(50_000, k, gamma, 4), x, g)
         accepted[k] = n.float().mean().item()
     assert accepted[3] > accepted[1] + 0.2
+
+
+@pytest.mark.parametrize(
+    "processing", [{}, {"cfg_scale": 2.0}, {"temperature": 0.7, "top_k": 3}], ids=["plain", "cfg", "temp-topk"]
+)
+def test_multi_draft_decoding_samples_the_teacher_and_the_test_catches_a_skipped_residual(processing, monkeypatch):
+    teacher, draft = small_pair()
+    N, label, K = 40_000, 1, SMALL["codebook_size"]
+    _, exact = exact_distribution(teacher, label, processing, 3)
+    bound = tv_bound(len(exact), N)
+    prompt = teacher.class_prompt([label] * N)
+
+    def tv():
+        out = speculative_sample(teacher, draft, prompt, gamma=2, num_drafts=2,
+                                 generator=torch.Generator().manual_seed(0), **processing)
+        return 0.5 * (empirical_distribution(out.sequences[:, 1:], K) - exact).abs().sum().item()
+
+    assert tv() < bound
+    monkeypatch.setattr(sampling, "multi_draft_accept", no_residual_multi_draft_accept)
+    clear_decoders()
+    assert tv() > bound
+
+
+def test_multi_draft_greedy_equals_the_teacher_and_more_chains_accept_more_drafts():
+    teacher, draft = tiny_model(0, num_hidden_layers=4), tiny_model(1, num_hidden_layers=1)
+    prompt = teacher.class_prompt([0, 1, 2])
+    out = speculative_sample(teacher, draft, prompt, gamma=3, do_sample=False, num_drafts=2)
+    assert torch.equal(out.sequences, teacher.generate(prompt, do_sample=False))
+    with torch.no_grad():  # a draft close enough to the teacher that several drafts are accepted per round
+        draft.lm_head.weight.mul_(0.05)
+        teacher.lm_head.weight.mul_(0.05)
+    prompt = teacher.class_prompt(torch.arange(300) % 3)
+    accepted = {k: speculative_sample(teacher, draft, prompt, gamma=6, num_drafts=k,
+                                      generator=torch.Generator().manual_seed(1)).acceptance_rate for k in (1, 3)}
+    assert accepted[3] > accepted[1]
+
+
+@pytest.mark.parametrize("settings,message", [
+    ({"num_drafts": 0}, "`num_drafts` must be an integer in \\[1, 16\\]"),
+    ({"num_drafts": 2.0}, "`num_drafts` must be an integer"),
+    ({"num_drafts": 2, "verification": "block"}, "`num_drafts` > 1 needs `verification='token'`"),
+])
+def test_bad_num_drafts_are_refused(settings, message):
+    teacher, draft = tiny_model(0, num_hidden_layers=2), tiny_model(1, num_hidden_layers=1)
+    with pytest.raises(ValueError, match=message):
+        speculative_sample(teacher, draft, teacher.class_prompt([0]), gamma=2, **settings)

@@ -96,3 +96,5 @@ def check_decoder_arguments(teacher, draft, gamma, batch_size, sampling, mode, r
             raise ValueError(f"`relaxed_neighbours` must be a ({K}, k) table from `latent_neighbours`.")
         if sampling.verification == "block":
             raise ValueError("`relaxed_neighbours` (lossy) and `verification='block'` cannot be combined.")
+        if sampling.num_drafts > 1:
+            raise ValueError("`relaxed_neighbours` (lossy) and `num_drafts` > 1 cannot be combined.")

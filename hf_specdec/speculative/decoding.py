@@ -174,6 +174,7 @@ def speculative_sample(
     relaxed_neighbours: torch.Tensor | None = None,
     mode: str = "auto",
     verification: str = "token",
+    num_drafts: int = 1,
 ) -> SpeculativeOutput:
     """Sample image tokens from `teacher` with `draft` proposing `gamma` tokens per round (Leviathan et al. 2023).
 
@@ -201,8 +202,11 @@ def speculative_sample(
         verification: `token` (Leviathan et al., `speculative_accept`) or `block` (Sun et al. 2025,
             `block_accept`: the draft block verified jointly, never fewer tokens in expectation). Both are lossless.
             With `block`, `alpha` counts the accepted prefix like `token` but no longer estimates `sum min(p, q)`.
+        num_drafts: independent draft chains per row, all verified in the same teacher pass (`num_drafts x (gamma
+            + 1)` tokens per row) and accepted by SpecInfer's multi-step speculative sampling (`multi_draft_accept`,
+            lossless): more tokens per teacher call, more draft and verify work per round.
     """
-    sampling = SamplingConfig(do_sample, temperature, top_k, top_p, cfg_scale, verification)
+    sampling = SamplingConfig(do_sample, temperature, top_k, top_p, cfg_scale, verification, num_drafts)
     new_tokens = check_inputs(teacher, input_ids, max_new_tokens, generator)
     check_decoder_arguments(teacher, draft, gamma, input_ids.shape[0], sampling, mode, relaxed_neighbours)
     decoder = get_decoder(teacher, draft, gamma, input_ids.shape[0], sampling, mode, relaxed_neighbours)

@@ -7,6 +7,11 @@ One round, for every row of the batch at once (Leviathan et al. 2023, Algorithm 
     accept  per row, the accepted prefix `n` and one more token, decided on the device
     commit  write the tokens and move each row's length; rejected slots are simply overwritten later
 
+With `SamplingConfig(num_drafts=k)` every row drafts `k` independent chains (`k` rows of the caches and buffers,
+chain-major inside each row), the teacher verifies all of them in the same pass, `multi_draft_accept` picks the
+accepted prefix (SpecInfer's multi-step speculative sampling), and commit copies the winning chain's tokens and its
+key/value slots of the round into the other chains of the row: a fixed-shape copy of `gamma + 3` slots per layer.
+
 Plain decoding is the same round with `gamma = 0` (verify one token, sample it), so the baseline gets exactly the
 same treatment as the speculative sampler.
 
@@ -75,6 +80,8 @@ class SpeculativeDecoder:
         self.teacher, self.draft = teacher, draft
         self.gamma = gamma if draft is not None else 0
         self.batch_size = batch_size
+        self.num_drafts = sampling.num_drafts if draft is not None else 1
+        self.rows = batch_size * self.num_drafts  # one buffer row per draft chain
         self.sampling = sampling
         parameter = next(teacher.parameters())
         self.device, self.dtype = parameter.device, parameter.dtype
@@ -86,17 +93,18 @@ class SpeculativeDecoder:
         # the mask (the extra slots are never visible: no query sits there).
         self.cache_length = -(-config.max_position_embeddings // 8) * 8
         K, B, G = config.codebook_size, batch_size, self.gamma
+        R = self.rows
         device = self.device
 
-        rows = 2 * B if sampling.guided else B
+        rows = 2 * R if sampling.guided else R
         self.teacher_cache = self._cache(teacher, rows)
         self.draft_cache = self._cache(draft, rows) if draft is not None else None
         # Round state. `sequences` has room for a finished row to keep writing (it rides along) past the grid.
-        self.sequences = torch.zeros(B, self.cache_length + G + 1, dtype=torch.long, device=device)
-        self.n = torch.ones(B, dtype=torch.long, device=device)  # tokens so far, per row
+        self.sequences = torch.zeros(R, self.cache_length + G + 1, dtype=torch.long, device=device)
+        self.n = torch.ones(R, dtype=torch.long, device=device)  # tokens so far, per row (and chain)
         self.total = torch.full((), self.cache_length, dtype=torch.long, device=device)  # tokens at the end
         self.round_index = torch.zeros((), dtype=torch.long, device=device)
-        self.noise = torch.zeros(B, G * K + G + K, device=device)  # one round's U[0, 1) draws
+        self.noise = torch.zeros(R, G * K + G + K, device=device)  # one round's U[0, 1) draws
         self.round_starts = torch.zeros(self.cache_length, B, dtype=torch.long, device=device)  # n before round r
         self.round_accepted = torch.zeros(self.cache_length, B, dtype=torch.long, device=device)
         self.arange = torch.arange(self.cache_length, device=device)
@@ -104,7 +112,8 @@ class SpeculativeDecoder:
         # mask is converted to this form in every layer of every forward).
         visible = torch.ones(self.cache_length, self.cache_length, dtype=torch.bool, device=device).tril()
         self.causal = torch.zeros(visible.shape, dtype=self.dtype, device=device).masked_fill(~visible, float("-inf"))
-        self.no_drafts = torch.zeros(B, dtype=torch.long, device=device)  # plain decoding accepts none
+        self.no_drafts = torch.zeros(R, dtype=torch.long, device=device)  # plain decoding accepts none
+        self.chain_rows = torch.arange(R, device=device).view(B, self.num_drafts)  # buffer rows of each row's chains
         if self.mode == "compile":  # fixed addresses: mutating them in place does not stop CUDA graphs
             for tensor in self._buffers():
                 torch._dynamo.mark_static_address(tensor)
@@ -118,7 +127,7 @@ class SpeculativeDecoder:
 
     def _buffers(self) -> list[torch.Tensor]:
         tensors = [self.sequences, self.n, self.total, self.round_index, self.noise, self.round_starts,
-                   self.round_accepted, self.arange, self.causal, self.no_drafts]
+                   self.round_accepted, self.arange, self.causal, self.no_drafts, self.chain_rows]
         for cache in (self.teacher_cache, self.draft_cache):
             if cache is not None:
                 tensors += [cache.lengths] + [t for layer in cache.layers for t in (layer.keys, layer.values)]
@@ -160,7 +169,7 @@ class SpeculativeDecoder:
         """This round's random numbers: `(B, gamma, K)` races for the drafts, `(B, gamma)` uniforms for the
         acceptance test, `(B, K)` race for the token after the accepted prefix."""
         K = self.teacher.config.codebook_size
-        G, B = self.gamma, self.batch_size
+        G, B = self.gamma, self.rows
         u = self.noise
         races = sampling.exponential_from_uniform(u[:, : G * K].view(B, G, K)[:, :gamma])
         r = u[:, G * K : G * K + gamma]
@@ -196,9 +205,28 @@ class SpeculativeDecoder:
         return self._forward(self.teacher, self.teacher_cache, tokens, positions, mask)
 
     def accept(self, p_logits, q, drafted, r, last):
-        """Accepted drafts per row `(B,)` and the next token `(B,)`."""
+        """Accepted drafts per buffer row `(R,)` and the next token `(R,)`; with several chains, also the winning
+        chain's buffer row for every buffer row `(R,)` (None with one chain)."""
         if drafted.shape[1] == 0:  # plain decoding: sample p
-            return self.no_drafts, self._draw(p_logits[:, 0], last)[0]
+            return self.no_drafts, self._draw(p_logits[:, 0], last)[0], None
+        if self.num_drafts > 1:
+            return self._accept_chains(p_logits, q, drafted, r, last)
+        return (*self._accept_one(p_logits, q, drafted, r, last), None)
+
+    def _accept_chains(self, p_logits, q, drafted, r, last):
+        B, k, gamma = self.batch_size, self.num_drafts, drafted.shape[1]
+        if self.sampling.do_sample:
+            K = p_logits.shape[-1]
+            n, chain, next_token = sampling.multi_draft_accept(
+                p_logits.softmax(-1).view(B, k, gamma + 1, K), q.view(B, k, gamma, K), drafted.view(B, k, gamma),
+                r=r.view(B, k, gamma), exponentials=last.view(B, k, K)[:, 0])
+        else:  # greedy chains are all the same chain
+            n, next_token = sampling.greedy_accept(p_logits[:: k], drafted[:: k])
+            chain = torch.zeros_like(n)
+        winner = self.chain_rows.gather(1, chain[:, None]).expand(B, k).reshape(-1)
+        return n.repeat_interleave(k), next_token.repeat_interleave(k), winner
+
+    def _accept_one(self, p_logits, q, drafted, r, last):
         if not self.sampling.do_sample:
             return sampling.greedy_accept(p_logits, drafted)
         p = p_logits.softmax(-1)
@@ -208,9 +236,16 @@ class SpeculativeDecoder:
             return sampling.block_accept(p, q, drafted, eta=r, exponentials=last)
         return sampling.speculative_accept(p, q, drafted, r=r, exponentials=last)
 
-    def commit(self, drafted, accepted, next_token):
-        """Write the accepted drafts and the next token after each row's `n`; record the round; advance `n`."""
+    def commit(self, drafted, accepted, next_token, winner=None):
+        """Write the accepted drafts and the next token after each row's `n`; record the round; advance `n`. With
+        several chains, every chain of a row takes the winning chain's tokens and key/value slots first."""
         gamma = drafted.shape[1]
+        if winner is not None:
+            drafted = drafted[winner]
+            # The round wrote slots n - 2 .. n + gamma - 1 of both caches (the draft's first step re-reads two).
+            slots = ((self.n - 2).clamp(min=0)[:, None] + self.arange[: gamma + 3]).clamp(max=self.cache_length - 1)
+            for cache in (self.teacher_cache, self.draft_cache):
+                _copy_rows(cache, winner, slots)
         if gamma == 0:  # plain decoding: every row takes its token; a call runs exactly the rounds it needs
             self.sequences.scatter_(1, self.n[:, None], next_token[:, None])
             self.n.add_(1)
@@ -219,8 +254,9 @@ class SpeculativeDecoder:
         out.scatter_(1, accepted[:, None], next_token[:, None])  # drafts up to the first rejection, then it
         self.sequences.scatter_(1, self.n[:, None] + self.arange[: gamma + 1], out)  # later slots: stale, overwritten
         index = self.round_index.view(1)
-        self.round_starts.index_copy_(0, index, self.n[None])
-        self.round_accepted.index_copy_(0, index, accepted[None])
+        first = self.chain_rows[:, 0]  # statistics per row: its first chain's (all chains agree)
+        self.round_starts.index_copy_(0, index, self.n[first][None])
+        self.round_accepted.index_copy_(0, index, accepted[first][None])
         self.round_index.add_(1)
         self.n.add_(torch.minimum(accepted + 1, self.total - self.n))  # finished rows stay at `total`
 
@@ -230,10 +266,10 @@ class SpeculativeDecoder:
         if gamma:
             drafted, q = self.draft_tokens(gamma, races)
         else:
-            drafted, q = self.sequences.new_zeros(self.batch_size, 0), None
+            drafted, q = self.sequences.new_zeros(self.rows, 0), None
         p_logits = self.verify(drafted)
-        accepted, next_token = self.accept(p_logits, q, drafted, r, last)
-        self.commit(drafted, accepted, next_token)
+        accepted, next_token, winner = self.accept(p_logits, q, drafted, r, last)
+        self.commit(drafted, accepted, next_token, winner)
 
     # -- building and replaying rounds ------------------------------------------------------------------------
     def _round_fn(self, gamma: int):
@@ -288,6 +324,7 @@ class SpeculativeDecoder:
     def reset(self, input_ids: torch.LongTensor, total: int) -> None:
         """Start a call: the prompt in the buffer, lengths at the prompt, prefill both caches (prompts of more than
         one token, eagerly: it happens once per call)."""
+        input_ids = input_ids.repeat_interleave(self.num_drafts, dim=0)  # every chain starts from its row's prompt
         B, P = input_ids.shape
         self.sequences.zero_()
         self.sequences[:, :P] = input_ids
@@ -378,7 +415,7 @@ class SpeculativeDecoder:
             remaining = int(values[0])
         R = len(gammas)
         return {
-            "sequences": self.sequences[:, :total].clone(),
+            "sequences": self.sequences[self.chain_rows[:, 0], :total],
             "starts": self.round_starts[:R].clone(),
             "accepted": self.round_accepted[:R].clone(),
             "gammas": gammas,
@@ -392,6 +429,18 @@ def _round_counts(starts: torch.Tensor, accepted: torch.Tensor, gamma: int, tota
     in_image = torch.clamp(total - starts, min=0).clamp(max=gamma)
     tested = torch.minimum(accepted + 1, in_image)
     return torch.minimum(accepted, tested), tested
+
+
+def _copy_rows(cache: RaggedCache, source: torch.Tensor, slots: torch.Tensor) -> None:
+    """Every buffer row `i` takes row `source[i]`'s keys/values at its slots `slots[i]` `(R, W)`, in every layer (with
+    guidance the cache holds the unconditional rows after the conditional ones, which follow the same map)."""
+    R = source.shape[0]
+    rows = torch.arange(R, device=source.device)
+    if cache.layers[0].keys.shape[0] == 2 * R:
+        source, rows, slots = torch.cat([source, source + R]), torch.cat([rows, rows + R]), torch.cat([slots, slots])
+    for layer in cache.layers:
+        for buffer in (layer.keys, layer.values):
+            buffer[rows[:, None], :, slots] = buffer[source[:, None], :, slots]
 
 
 def _synchronize(device: torch.device) -> None:

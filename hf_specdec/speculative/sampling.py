@@ -336,6 +336,8 @@ class SamplingConfig:
     temperature, top_k, top_p: applied by `warp_logits`, in transformers' order.
     cfg_scale: classifier-free guidance scale inside the models (None or 1 = off).
     verification: `token` (Leviathan et al., `speculative_accept`) or `block` (Sun et al., `block_accept`).
+    num_drafts: independent draft chains per row, verified together (`multi_draft_accept`, SpecInfer's multi-step
+        speculative sampling); 1 = one chain. Needs `verification='token'`.
     """
 
     do_sample: bool = True
@@ -344,6 +346,7 @@ class SamplingConfig:
     top_p: float | None = None
     cfg_scale: float | None = None
     verification: str = "token"
+    num_drafts: int = 1
 
     def __post_init__(self):
         if not isinstance(self.do_sample, bool):
@@ -358,6 +361,11 @@ class SamplingConfig:
             raise ValueError(f"`cfg_scale` must be a finite number or None, got {self.cfg_scale!r}.")
         if self.verification not in VERIFICATIONS:
             raise ValueError(f"`verification` must be one of {', '.join(VERIFICATIONS)}, got {self.verification!r}.")
+        if not isinstance(self.num_drafts, int) or isinstance(self.num_drafts, bool) or not 1 <= self.num_drafts <= 16:
+            raise ValueError(f"`num_drafts` must be an integer in [1, 16], got {self.num_drafts!r}.")
+        if self.num_drafts > 1 and self.verification != "token":
+            raise ValueError(f"`num_drafts` > 1 needs `verification='token'` (multi-draft recursive rejection), got "
+                             f"{self.verification!r}.")
 
     @property
     def guided(self) -> bool:
