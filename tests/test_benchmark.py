@@ -72,5 +72,10 @@ def test_paired_benchmark_script_takes_the_teacher_and_block_verification(tmp_pa
     assert set(rows) == {"plain", "d g6", "d g8", "d adaptive", "d block g4"}
     assert 1.0 <= rows["d block g4"]["tokens_per_teacher_call"] <= 5.0  # at most gamma + 1 per call
     assert rows["plain"]["tokens_per_teacher_call"] is None
-    main(["cpu", "1", f"d={tmp_path / 'draft'}", "--teacher", str(tmp_path / "teacher"), "--gammas", "2", "3"])
-    assert set(json.loads(capsys.readouterr().out)["results"]) == {"plain", "d g2", "d g3", "d adaptive"}
+    main(["cpu", "1", f"d={tmp_path / 'draft'}", "--teacher", str(tmp_path / "teacher"), "--gammas", "2", "3",
+          "--num_drafts", "2"])
+    rows = json.loads(capsys.readouterr().out)["results"]
+    assert set(rows) == {"plain", "d g2", "d g3", "d adaptive", "d 2 chains g3"}
+    assert 1.0 <= rows["d 2 chains g3"]["tokens_per_teacher_call"] <= 4.0
+    with pytest.raises(ValueError, match="`num_drafts` must be integers in \\[2, 16\\]"):
+        main(["cpu", "1", f"d={tmp_path / 'draft'}", "--teacher", str(tmp_path / "teacher"), "--num_drafts", "1"])

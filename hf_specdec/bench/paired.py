@@ -18,13 +18,16 @@ from .timing import time_interleaved
 
 
 def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_path: str = "checkpoints/digits/teacher",
-                     block_gamma: int | None = None, mode: str = "auto", gammas: tuple[int, ...] = (6, 8)) -> dict:
+                     block_gamma: int | None = None, mode: str = "auto", gammas: tuple[int, ...] = (6, 8),
+                     num_drafts: tuple[int, ...] = ()) -> dict:
     """Time plain decoding and, for each draft `{name: folder or Hub id}`, speculative decoding at each of `gammas`
     and with adaptive gamma (up to the largest), one image per call, over `reps` images (plus one warm-up image).
 
     Args:
         teacher_path: the teacher (folder or Hub id); the drafts must match its codebook, classes and grid.
         block_gamma: also speculative decoding with block verification (Sun et al. 2025) at this gamma.
+        num_drafts: also multi-draft verification (SpecInfer) with each of these numbers of chains, at the largest
+            gamma.
         mode: the engine's mode for every method (`auto`: eager on the CPU, CUDA graphs on a GPU; `compile`).
 
     Returns `{"device", "reps", "drafts", "teacher", "mode", "results": {method: {"median_ms", "speedup_vs_plain",
@@ -34,6 +37,8 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
         raise ValueError(f"`reps` must be an integer >= 1, got {reps!r}.")
     if not gammas or any(isinstance(g, bool) or not isinstance(g, int) or g < 1 for g in gammas):
         raise ValueError(f"`gammas` must be integers >= 1, got {gammas!r}.")
+    if any(isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= 16 for k in num_drafts):
+        raise ValueError(f"`num_drafts` must be integers in [2, 16], got {num_drafts!r}.")
     if not drafts:
         raise ValueError("`drafts` is empty: give at least one name=path.")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
@@ -51,6 +56,9 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
         if block_gamma:
             methods[f"{name} block g{block_gamma}"] = lambda prompt, draft=draft: speculative_sample(
                 teacher, draft, prompt, gamma=block_gamma, verification="block", generator=g, mode=mode)
+        for k in num_drafts:
+            methods[f"{name} {k} chains g{max(gammas)}"] = lambda prompt, draft=draft, k=k: speculative_sample(
+                teacher, draft, prompt, gamma=max(gammas), num_drafts=k, generator=g, mode=mode)
     # Image -1 is the warm-up; the class cycles with the image.
     prompts = [class_prompts(teacher, 1, first=rep) for rep in range(-1, reps)]
     times, outputs = time_interleaved(methods, prompts, [1000 + rep for rep in range(-1, reps)], g, device)
@@ -63,4 +71,4 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
                for k, v in times.items()}
     device_name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     return {"device": device_name, "reps": reps, "drafts": drafts, "teacher": teacher_path, "mode": mode, "gammas": list(gammas),
-            "results": results}
+            "num_drafts": list(num_drafts), "results": results}
