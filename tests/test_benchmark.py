@@ -79,3 +79,23 @@ def test_paired_benchmark_script_takes_the_teacher_and_block_verification(tmp_pa
     assert 1.0 <= rows["d 2 chains g3"]["tokens_per_teacher_call"] <= 4.0
     with pytest.raises(ValueError, match="`num_drafts` must be integers in \\[2, 16\\]"):
         main(["cpu", "1", f"d={tmp_path / 'draft'}", "--teacher", str(tmp_path / "teacher"), "--num_drafts", "1"])
+
+
+def test_paired_benchmark_builds_each_decoder_once_with_more_settings_than_the_shared_cache(tmp_path, monkeypatch):
+    import hf_specdec.bench.paired as paired
+    from hf_specdec.speculative.decoding import MAX_CACHED_DECODERS
+
+    tiny_model(0, num_hidden_layers=2).save_pretrained(tmp_path / "teacher")
+    tiny_model(1, num_hidden_layers=1).save_pretrained(tmp_path / "draft")
+    built = []
+
+    class CountingDecoder(paired.SpeculativeDecoder):
+        def __init__(self, *args, **kwargs):
+            built.append(args[2])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(paired, "SpeculativeDecoder", CountingDecoder)
+    drafts = {"a": str(tmp_path / "draft"), "b": str(tmp_path / "draft")}
+    result = paired_benchmark("cpu", 2, drafts, teacher_path=str(tmp_path / "teacher"), block_gamma=3,
+                              gammas=(1, 2), num_drafts=(2, 3))
+    assert len(result["results"]) == len(built) > MAX_CACHED_DECODERS  # one decoder per method, never rebuilt

@@ -13,7 +13,7 @@ import torch
 from ..hub import load_pretrained
 from ..models import VQGPTForCausalLM
 from ..pipeline import class_prompts
-from ..speculative import plain_sample, speculative_sample
+from ..speculative import SamplingConfig, SpeculativeDecoder, SpeculativeOutput
 from .timing import time_interleaved
 
 
@@ -46,19 +46,25 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
     teacher = load_pretrained(VQGPTForCausalLM, teacher_path, "teacher_path", device)
     models = {name: load_pretrained(VQGPTForCausalLM, path, f"draft {name}", device) for name, path in drafts.items()}
     g = torch.Generator(device=device)
-    methods = {"plain": lambda prompt: plain_sample(teacher, prompt, generator=g, mode=mode)}
+
+    def decoder_method(draft, gamma=0, adaptive=False, **sampling):
+        # Each method holds its own decoder: through the shared cache (`get_decoder`, the last 8 settings) more
+        # than 8 interleaved settings would evict and rebuild one another on every image.
+        decoder = SpeculativeDecoder(teacher, draft, gamma, 1, SamplingConfig(**sampling), mode)
+        if draft is None:
+            return lambda prompt: decoder.generate(prompt, generator=g)["sequences"]
+        return lambda prompt: SpeculativeOutput.from_record(
+            decoder.generate(prompt, generator=g, adaptive_gamma=adaptive), prompt.shape[1])
+
+    methods = {"plain": decoder_method(None)}
     for name, draft in models.items():
         for gamma in gammas:
-            methods[f"{name} g{gamma}"] = lambda prompt, draft=draft, gamma=gamma: speculative_sample(
-                teacher, draft, prompt, gamma=gamma, generator=g, mode=mode)
-        methods[f"{name} adaptive"] = lambda prompt, draft=draft: speculative_sample(
-            teacher, draft, prompt, gamma=max(gammas), adaptive_gamma=True, generator=g, mode=mode)
+            methods[f"{name} g{gamma}"] = decoder_method(draft, gamma)
+        methods[f"{name} adaptive"] = decoder_method(draft, max(gammas), adaptive=True)
         if block_gamma:
-            methods[f"{name} block g{block_gamma}"] = lambda prompt, draft=draft: speculative_sample(
-                teacher, draft, prompt, gamma=block_gamma, verification="block", generator=g, mode=mode)
+            methods[f"{name} block g{block_gamma}"] = decoder_method(draft, block_gamma, verification="block")
         for k in num_drafts:
-            methods[f"{name} {k} chains g{max(gammas)}"] = lambda prompt, draft=draft, k=k: speculative_sample(
-                teacher, draft, prompt, gamma=max(gammas), num_drafts=k, generator=g, mode=mode)
+            methods[f"{name} {k} chains g{max(gammas)}"] = decoder_method(draft, max(gammas), num_drafts=k)
     # Image -1 is the warm-up; the class cycles with the image.
     prompts = [class_prompts(teacher, 1, first=rep) for rep in range(-1, reps)]
     times, outputs = time_interleaved(methods, prompts, [1000 + rep for rep in range(-1, reps)], g, device)
