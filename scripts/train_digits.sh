@@ -11,7 +11,7 @@ for id in 1 2 3 4; do
   $launch scripts/distill.py configs/distill/digits.yaml --student_id "$id" --output_dir "checkpoints/digits/student-${layers}L"
 done
 $launch scripts/distill.py configs/distill/digits-draft.yaml
-$launch scripts/distill.py configs/distill/digits-draft.yaml --student_preset draft-2L --num_teacher_samples 24576 \
-  --max_steps 6000 --eval_every 500 --output_dir checkpoints/digits/draft-2L
+$launch scripts/distill.py configs/distill/digits-draft.yaml --student_preset draft-2L \
+  --max_steps 3000 --eval_every 500 --output_dir checkpoints/digits/draft-2L
 python scripts/train_classifier.py      # FID/IS features, not a generator
 python scripts/summarize_checkpoints.py checkpoints/digits
