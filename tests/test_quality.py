@@ -49,6 +49,10 @@ def test_classifier_learns_digits_and_the_pipeline_runs(tmp_path):
     for r in summary["results"]:
         assert r["fid_low"] <= r["fid_high"] and r["inception_score"] >= 1.0 - 1e-6
     assert "| teacher |" in (tmp_path / "out" / "results.md").read_text()
+    # a teacher alone (e.g. to compare teachers): drafts that are not there are skipped, no speculative rows
+    args = QualityArguments(checkpoints_dir=str(tmp_path), drafts=["student-4L"], speculative_draft="none",
+                            num_images=20, batch_size=10, bootstrap_rounds=5, output_dir=str(tmp_path / "alone"))
+    assert [r["method"] for r in evaluate_quality(args, data)["results"]] == ["real (train split)", "teacher"]
 
 
 def test_inception_option_fails_with_guidance_offline():

@@ -28,7 +28,8 @@ class QualityArguments:
     tokenizer: str = field(default="vq-tokenizer", metadata={"help": "Tokenizer sub-folder."})
     classifier: str = field(default="classifier", metadata={"help": "DigitsClassifier sub-folder (FID/IS features)."})
     drafts: list[str] = field(default_factory=lambda: ["draft-1L", "student-4L", "student-10L"], metadata={"help": "Students scored alone."})
-    speculative_draft: str = field(default="draft-1L", metadata={"help": "Draft of the speculative runs."})
+    speculative_draft: str = field(default="draft-1L", metadata={"help": "Draft of the speculative runs; `none` scores "
+                                   "the teacher (and the drafts alone) only, e.g. to compare teachers."})
     gamma: int = field(default=4, metadata={"help": "Draft length of the speculative runs."})
     relaxed_neighbours: int = field(default=4, metadata={"help": "Latent neighbours of the relaxed (lossy) run; 0 = skip."})
     num_images: int = field(default=360, metadata={"help": "Images per method (= held-out real images used)."})
@@ -84,9 +85,11 @@ def evaluate_quality(args: QualityArguments, data_args: DataArguments | None = N
     drafts = {name: load(VQGPTForCausalLM, name, "drafts") for name in args.drafts if os.path.isdir(os.path.join(args.checkpoints_dir, name))}
     for name, model in drafts.items():
         methods[f"{name} alone"] = decode(_sample("alone", teacher, model, prompts, args))
-    draft = drafts.get(args.speculative_draft) or load(VQGPTForCausalLM, args.speculative_draft, "speculative_draft")
-    methods[f"speculative ({args.speculative_draft}, gamma={args.gamma})"] = decode(_sample("speculative", teacher, draft, prompts, args))
-    if args.relaxed_neighbours:
+    draft = None
+    if args.speculative_draft.lower() != "none":
+        draft = drafts.get(args.speculative_draft) or load(VQGPTForCausalLM, args.speculative_draft, "speculative_draft")
+        methods[f"speculative ({args.speculative_draft}, gamma={args.gamma})"] = decode(_sample("speculative", teacher, draft, prompts, args))
+    if args.relaxed_neighbours and draft is not None:
         neighbours = latent_neighbours(tokenizer.quantize.embedding.weight.detach(), args.relaxed_neighbours)
         methods[f"relaxed speculative (k={args.relaxed_neighbours}, LOSSY)"] = decode(_sample("speculative", teacher, draft, prompts, args, neighbours))
 
