@@ -1,5 +1,6 @@
-"""Block verification (Sun et al. 2025): the paper's example, exactness on context-free models and on real ones
-(with a control that the same test catches a wrong residual), never fewer tokens than token-wise verification."""
+"""Block verification (Sun et al. 2025) and multi-draft verification (SpecInfer): the paper's example, exactness on
+context-free models and on real ones (with a control that the same test catches a wrong rule), never fewer tokens
+than token-wise verification, k = 1 chain is token-wise verification."""
 
 import pytest
 import torch
@@ -64,27 +65,6 @@ def test_block_verification_is_exact_on_context_free_models(gamma):
     tv = lambda samples: 0.5 * (empirical_distribution(samples, K) - target).abs().sum().item()  # noqa: E731
     assert tv(context_free_outputs(block_accept, Mb, Ms, gamma, N, length, g)) < bound
     assert tv(context_free_outputs(wrong_block_accept, Mb, Ms, gamma, N, length, g)) > bound
-
-
-@pytest.mark.parametrize(
-    "processing", [{}, {"cfg_scale": 2.0}, {"temperature": 0.7, "top_k": 3}], ids=["plain", "cfg", "temp-topk"]
-)
-def test_block_verification_samples_the_teacher_and_the_test_catches_a_wrong_residual(processing, monkeypatch):
-    teacher, draft = small_pair()
-    N, label, K = 40_000, 1, SMALL["codebook_size"]
-    _, exact = exact_distribution(teacher, label, processing, 3)
-    bound = tv_bound(len(exact), N)
-    prompt = teacher.class_prompt([label] * N)
-
-    def tv():
-        out = speculative_sample(teacher, draft, prompt, gamma=2, verification="block",
-                                 generator=torch.Generator().manual_seed(0), **processing)
-        return 0.5 * (empirical_distribution(out.sequences[:, 1:], K) - exact).abs().sum().item()
-
-    assert tv() < bound
-    monkeypatch.setattr(sampling, "block_accept", wrong_block_accept)
-    clear_decoders()
-    assert tv() > bound
 
 
 def test_block_verification_never_accepts_fewer_tokens():
@@ -175,10 +155,20 @@ def test_one_chain_is_token_wise_verification_and_more_chains_accept_more():
     assert accepted[3] > accepted[1] + 0.2
 
 
+# -- both rules on a real (tiny) teacher -------------------------------------------------------------------------
+
+RULES = {  # decoding options, the sampling function they use, and a plausible wrong version of it
+    "block": ({"gamma": 2, "verification": "block"}, "block_accept", wrong_block_accept),
+    "multi-draft": ({"gamma": 2, "num_drafts": 2}, "multi_draft_accept", no_residual_multi_draft_accept),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
 @pytest.mark.parametrize(
     "processing", [{}, {"cfg_scale": 2.0}, {"temperature": 0.7, "top_k": 3}], ids=["plain", "cfg", "temp-topk"]
 )
-def test_multi_draft_decoding_samples_the_teacher_and_the_test_catches_a_skipped_residual(processing, monkeypatch):
+def test_verification_rule_samples_the_teacher_and_the_test_catches_a_wrong_rule(rule, processing, monkeypatch):
+    options, function, wrong = RULES[rule]
     teacher, draft = small_pair()
     N, label, K = 40_000, 1, SMALL["codebook_size"]
     _, exact = exact_distribution(teacher, label, processing, 3)
@@ -186,12 +176,12 @@ def test_multi_draft_decoding_samples_the_teacher_and_the_test_catches_a_skipped
     prompt = teacher.class_prompt([label] * N)
 
     def tv():
-        out = speculative_sample(teacher, draft, prompt, gamma=2, num_drafts=2,
-                                 generator=torch.Generator().manual_seed(0), **processing)
+        out = speculative_sample(teacher, draft, prompt, generator=torch.Generator().manual_seed(0), **options,
+                                 **processing)
         return 0.5 * (empirical_distribution(out.sequences[:, 1:], K) - exact).abs().sum().item()
 
     assert tv() < bound
-    monkeypatch.setattr(sampling, "multi_draft_accept", no_residual_multi_draft_accept)
+    monkeypatch.setattr(sampling, function, wrong)
     clear_decoders()
     assert tv() > bound
 
