@@ -18,6 +18,7 @@ SETTINGS = {
     "sample": SamplingConfig(),
     "warped-cfg": SamplingConfig(temperature=0.8, top_k=5, top_p=0.9, cfg_scale=2.0),
     "multi-draft-cfg": SamplingConfig(cfg_scale=2.0, num_drafts=3),
+    "tree": SamplingConfig(num_drafts=2, tree_depth=2),
 }
 
 
@@ -242,15 +243,17 @@ def test_the_engine_refuses_bad_arguments_before_allocating(pair, make, name):
         make(teacher, draft)
 
 
-def test_multi_draft_chains_share_the_committed_cache(pair):
+@pytest.mark.parametrize("setting", [SamplingConfig(num_drafts=3), SamplingConfig(num_drafts=2, tree_depth=2)],
+                         ids=["chains", "tree"])
+def test_multi_draft_chains_share_the_committed_cache(pair, setting):
     """After a call every chain of a row holds the teacher's and the draft's keys of the committed tokens, as a fresh
     forward computes them: commit copied the winning chain's slots over the others' drafts."""
     teacher, draft = pair
-    decoder = SpeculativeDecoder(teacher, draft, 3, 2, SamplingConfig(num_drafts=3), mode="eager")
+    decoder = SpeculativeDecoder(teacher, draft, 3, 2, setting, mode="eager")
     prompt = teacher.class_prompt([0, 2])
     record = decoder.generate(prompt, 16, torch.Generator().manual_seed(0))
     assert len(record["gammas"]) > 2  # several rounds, so later rounds ran on copied slots
-    sequences = record["sequences"].repeat_interleave(3, dim=0)
+    sequences = record["sequences"].repeat_interleave(decoder.num_drafts, dim=0)
     committed = sequences.shape[1] - 1  # the last token is never fed
     for model, cache in ((teacher, decoder.teacher_cache), (draft, decoder.draft_cache)):
         fresh = DynamicCache(config=model.config)
@@ -258,3 +261,18 @@ def test_multi_draft_chains_share_the_committed_cache(pair):
         for layer, reference in zip(cache.layers, fresh.layers):
             torch.testing.assert_close(layer.keys[:, :, :committed], reference.keys, atol=1e-5, rtol=1e-4)
             torch.testing.assert_close(layer.values[:, :, :committed], reference.values, atol=1e-5, rtol=1e-4)
+
+
+def test_tree_chains_share_their_node_draws(pair):
+    """`tree_depth=2`, `num_drafts=2`: four chains per row; chains 0-1 and 2-3 draw the same first token (one tree
+    node each), and their second tokens are drawn apart."""
+    teacher, draft = pair
+    decoder = SpeculativeDecoder(teacher, draft, 3, 8, SamplingConfig(num_drafts=2, tree_depth=2), mode="eager")
+    decoder.reset(teacher.class_prompt(torch.arange(8) % 3), 1 + 16)
+    decoder.noise.uniform_(generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        drafted, _ = decoder.draft_tokens(3, decoder._noise(3)[0])
+    drafted = drafted.view(8, 4, 3)
+    assert torch.equal(drafted[:, 0, 0], drafted[:, 1, 0]) and torch.equal(drafted[:, 2, 0], drafted[:, 3, 0])
+    assert not torch.equal(drafted[:, 0, 0], drafted[:, 2, 0])  # two nodes: independent draws
+    assert not torch.equal(drafted[:, 0, 1], drafted[:, 1, 1])  # the second position branches again

@@ -94,7 +94,7 @@ def test_greedy_ignores_the_verification_rule_and_bad_values_are_refused():
 
 # -- multi-draft verification (SpecInfer's multi-step speculative sampling over k independent chains) -------------
 
-def no_residual_multi_draft_accept(p, q, draft_tokens, generator=None, r=None, exponentials=None):
+def no_residual_multi_draft_accept(p, q, draft_tokens, generator=None, r=None, exponentials=None, candidates=None):
     """A plausible bug: test every candidate against `p` itself (accept if any passes min(1, p/q)), without
     shrinking the residual after a rejection. Not lossless: tokens that the draft over-proposes win too often."""
     B, k, gamma = draft_tokens.shape
@@ -155,11 +155,18 @@ def test_one_chain_is_token_wise_verification_and_more_chains_accept_more():
     assert accepted[3] > accepted[1] + 0.2
 
 
-# -- both rules on a real (tiny) teacher -------------------------------------------------------------------------
+def every_chain_a_candidate(p, q, draft_tokens, generator=None, r=None, exponentials=None, candidates=None):
+    """A plausible tree bug: test every chain's token, so a tree node's one draw is tested once per chain below it.
+    Not lossless: a node's token gets several chances."""
+    return multi_draft_accept(p, q, draft_tokens, generator, r, exponentials)  # the original: candidates ignored
+
+
+# -- the rules on a real (tiny) teacher -------------------------------------------------------------------------
 
 RULES = {  # decoding options, the sampling function they use, and a plausible wrong version of it
     "block": ({"gamma": 2, "verification": "block"}, "block_accept", wrong_block_accept),
     "multi-draft": ({"gamma": 2, "num_drafts": 2}, "multi_draft_accept", no_residual_multi_draft_accept),
+    "tree": ({"gamma": 2, "num_drafts": 2, "tree_depth": 2}, "multi_draft_accept", every_chain_a_candidate),
 }
 
 
@@ -204,6 +211,8 @@ def test_multi_draft_greedy_equals_the_teacher_and_more_chains_accept_more_draft
     ({"num_drafts": 0}, "`num_drafts` must be an integer in \\[1, 16\\]"),
     ({"num_drafts": 2.0}, "`num_drafts` must be an integer"),
     ({"num_drafts": 2, "verification": "block"}, "`num_drafts` > 1 needs `verification='token'`"),
+    ({"num_drafts": 4, "tree_depth": 4}, "`num_drafts \\*\\* tree_depth` <= 64 chains"),
+    ({"num_drafts": 2, "tree_depth": 0}, "`tree_depth` must be an integer >= 1"),
 ])
 def test_bad_num_drafts_are_refused(settings, message):
     teacher, draft = tiny_model(0, num_hidden_layers=2), tiny_model(1, num_hidden_layers=1)

@@ -175,6 +175,7 @@ def speculative_sample(
     mode: str = "auto",
     verification: str = "token",
     num_drafts: int = 1,
+    tree_depth: int = 1,
 ) -> SpeculativeOutput:
     """Sample image tokens from `teacher` with `draft` proposing `gamma` tokens per round (Leviathan et al. 2023).
 
@@ -205,8 +206,10 @@ def speculative_sample(
         num_drafts: independent draft chains per row, all verified in the same teacher pass (`num_drafts x (gamma
             + 1)` tokens per row) and accepted by SpecInfer's multi-step speculative sampling (`multi_draft_accept`,
             lossless): more tokens per teacher call, more draft and verify work per round.
+        tree_depth: with `num_drafts > 1`, branch at each of the first `tree_depth` draft positions: a token tree of
+            `num_drafts ** tree_depth` chains that share their first tokens (1: independent chains).
     """
-    sampling = SamplingConfig(do_sample, temperature, top_k, top_p, cfg_scale, verification, num_drafts)
+    sampling = SamplingConfig(do_sample, temperature, top_k, top_p, cfg_scale, verification, num_drafts, tree_depth)
     new_tokens = check_inputs(teacher, input_ids, max_new_tokens, generator)
     check_decoder_arguments(teacher, draft, gamma, input_ids.shape[0], sampling, mode, relaxed_neighbours)
     decoder = get_decoder(teacher, draft, gamma, input_ids.shape[0], sampling, mode, relaxed_neighbours)

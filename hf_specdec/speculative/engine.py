@@ -11,6 +11,8 @@ With `SamplingConfig(num_drafts=k)` every row drafts `k` independent chains (`k`
 chain-major inside each row), the teacher verifies all of them in the same pass, `multi_draft_accept` picks the
 accepted prefix (SpecInfer's multi-step speculative sampling), and commit copies the winning chain's tokens and its
 key/value slots of the round into the other chains of the row: a fixed-shape copy of `gamma + 3` slots per layer.
+With `tree_depth=m` the `k ** m` chains form a token tree: at its first `m` positions the chains of one node draw
+with the same noise (the same token) and only the node's first chain is a candidate.
 
 Plain decoding is the same round with `gamma = 0` (verify one token, sample it), so the baseline gets exactly the
 same treatment as the speculative sampler.
@@ -80,7 +82,7 @@ class SpeculativeDecoder:
         self.teacher, self.draft = teacher, draft
         self.gamma = gamma if draft is not None else 0
         self.batch_size = batch_size
-        self.num_drafts = sampling.num_drafts if draft is not None else 1
+        self.num_drafts = sampling.num_drafts**sampling.tree_depth if draft is not None else 1  # chains per row
         self.rows = batch_size * self.num_drafts  # one buffer row per draft chain
         self.sampling = sampling
         parameter = next(teacher.parameters())
@@ -114,6 +116,15 @@ class SpeculativeDecoder:
         self.causal = torch.zeros(visible.shape, dtype=self.dtype, device=device).masked_fill(~visible, float("-inf"))
         self.no_drafts = torch.zeros(R, dtype=torch.long, device=device)  # plain decoding accepts none
         self.chain_rows = torch.arange(R, device=device).view(B, self.num_drafts)  # buffer rows of each row's chains
+        # A token tree as chains: at tree depth i the chains of one node draw with the noise of the node's first
+        # chain (the same token), and only that chain is a candidate.
+        C, k, depth = self.num_drafts, sampling.num_drafts, sampling.tree_depth
+        chain = torch.arange(C, device=device)
+        spans = [k ** (depth - 1 - i) if i < depth else 1 for i in range(max(G, 1))]
+        first = torch.stack([chain // span * span for span in spans], dim=1)  # (C, G): the node's first chain
+        self.candidates = first == chain[:, None]
+        self.noise_source = (self.chain_rows[:, :1, None] + first[None]).reshape(R, -1)  # (R, G) buffer rows
+        self.tree = draft is not None and depth > 1
         if self.mode == "compile":  # fixed addresses: mutating them in place does not stop CUDA graphs
             for tensor in self._buffers():
                 torch._dynamo.mark_static_address(tensor)
@@ -127,7 +138,8 @@ class SpeculativeDecoder:
 
     def _buffers(self) -> list[torch.Tensor]:
         tensors = [self.sequences, self.n, self.total, self.round_index, self.noise, self.round_starts,
-                   self.round_accepted, self.arange, self.causal, self.no_drafts, self.chain_rows]
+                   self.round_accepted, self.arange, self.causal, self.no_drafts, self.chain_rows, self.candidates,
+                   self.noise_source]
         for cache in (self.teacher_cache, self.draft_cache):
             if cache is not None:
                 tensors += [cache.lengths] + [t for layer in cache.layers for t in (layer.keys, layer.values)]
@@ -172,6 +184,8 @@ class SpeculativeDecoder:
         G, B = self.gamma, self.rows
         u = self.noise
         races = sampling.exponential_from_uniform(u[:, : G * K].view(B, G, K)[:, :gamma])
+        if self.tree:  # chains of one tree node share the node's draw
+            races = races[self.noise_source[:, :gamma], self.arange[:gamma]]
         r = u[:, G * K : G * K + gamma]
         last = sampling.exponential_from_uniform(u[:, G * K + G :])
         return races, r, last
@@ -219,7 +233,8 @@ class SpeculativeDecoder:
             K = p_logits.shape[-1]
             n, chain, next_token = sampling.multi_draft_accept(
                 p_logits.softmax(-1).view(B, k, gamma + 1, K), q.view(B, k, gamma, K), drafted.view(B, k, gamma),
-                r=r.view(B, k, gamma), exponentials=last.view(B, k, K)[:, 0])
+                r=r.view(B, k, gamma), exponentials=last.view(B, k, K)[:, 0],
+                candidates=self.candidates[:, :gamma] if self.tree else None)
         else:  # greedy chains are all the same chain
             n, next_token = sampling.greedy_accept(p_logits[:: k], drafted[:: k])
             chain = torch.zeros_like(n)

@@ -256,6 +256,7 @@ def multi_draft_accept(
     generator: torch.Generator | None = None,
     r: torch.Tensor | None = None,
     exponentials: torch.Tensor | None = None,
+    candidates: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Multi-draft verification of `k` independent draft chains per row: SpecInfer's multi-step speculative
     sampling (Miao et al. 2024, Algorithm 2), i.e. recursive rejection sampling at every depth of the chains.
@@ -276,6 +277,9 @@ def multi_draft_accept(
         q: draft probabilities `(B, k, gamma, K)` from which `draft_tokens` `(B, k, gamma)` were sampled.
         r: `(B, k, gamma)` draws from `U[0, 1)` (from `generator` when None).
         exponentials: `(B, K)` `Exp(1)` draws for the token after the accepted prefix (from `generator` when None).
+        candidates: `(k, gamma)` booleans, which chains' tokens are candidates at each depth (default: all). A token
+            tree runs as chains that share their first tokens (one chain per leaf); only one chain per tree node,
+            holding that node's draw, is a candidate, so the candidates stay i.i.d. draws from `q`.
     Returns:
         n: accepted drafts per row `(B,)`; chain: `(B,)` a chain that holds them (its first `n` tokens);
         next_token: `(B,)`.
@@ -301,6 +305,8 @@ def multi_draft_accept(
             r_x = residual.gather(1, x[:, None]).squeeze(1)
             q_x = q_i.gather(1, x[:, None]).squeeze(1)
             tested = alive[:, j] & ~found
+            if candidates is not None:
+                tested = tested & candidates[j, i]
             accepted = tested & (r[:, j, i] * q_x * mass < r_x)  # u < r(x) / q(x) with r = residual / mass
             token = torch.where(accepted, x, token)
             new_chain = torch.where(accepted, j, new_chain)
@@ -336,8 +342,10 @@ class SamplingConfig:
     temperature, top_k, top_p: applied by `warp_logits`, in transformers' order.
     cfg_scale: classifier-free guidance scale inside the models (None or 1 = off).
     verification: `token` (Leviathan et al., `speculative_accept`) or `block` (Sun et al., `block_accept`).
-    num_drafts: independent draft chains per row, verified together (`multi_draft_accept`, SpecInfer's multi-step
+    num_drafts: draft candidates per tree node, verified together (`multi_draft_accept`, SpecInfer's multi-step
         speculative sampling); 1 = one chain. Needs `verification='token'`.
+    tree_depth: the draft positions at which the candidates branch: `num_drafts ** tree_depth` chains per row
+        (a token tree); 1 = `num_drafts` independent chains (candidates at a round's first position only).
     """
 
     do_sample: bool = True
@@ -347,6 +355,7 @@ class SamplingConfig:
     cfg_scale: float | None = None
     verification: str = "token"
     num_drafts: int = 1
+    tree_depth: int = 1
 
     def __post_init__(self):
         if not isinstance(self.do_sample, bool):
@@ -363,6 +372,11 @@ class SamplingConfig:
             raise ValueError(f"`verification` must be one of {', '.join(VERIFICATIONS)}, got {self.verification!r}.")
         if not isinstance(self.num_drafts, int) or isinstance(self.num_drafts, bool) or not 1 <= self.num_drafts <= 16:
             raise ValueError(f"`num_drafts` must be an integer in [1, 16], got {self.num_drafts!r}.")
+        if not isinstance(self.tree_depth, int) or isinstance(self.tree_depth, bool) or self.tree_depth < 1 or (
+            self.num_drafts**self.tree_depth > 64
+        ):
+            raise ValueError(f"`tree_depth` must be an integer >= 1 with `num_drafts ** tree_depth` <= 64 chains, got "
+                             f"{self.tree_depth!r} (num_drafts {self.num_drafts}).")
         if self.num_drafts > 1 and self.verification != "token":
             raise ValueError(f"`num_drafts` > 1 needs `verification='token'` (multi-draft recursive rejection), got "
                              f"{self.verification!r}.")
