@@ -4,13 +4,9 @@ sized. Sampling settings are checked by `SamplingConfig` itself."""
 
 import torch
 
-from .sampling import SamplingConfig
+from .sampling import SamplingConfig, _is_int
 
 MODES = ("auto", "eager", "compile", "cuda-graph")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_draft_matches(teacher, draft, argument: str = "draft") -> None:

@@ -329,6 +329,10 @@ def multi_draft_accept(
 VERIFICATIONS = ("token", "block")
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -362,7 +366,7 @@ class SamplingConfig:
             raise ValueError(f"`do_sample` must be True or False, got {self.do_sample!r}.")
         if not (_is_number(self.temperature) and self.temperature > 0):
             raise ValueError(f"`temperature` must be a finite number > 0, got {self.temperature!r}.")
-        if self.top_k is not None and (not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 1):
+        if self.top_k is not None and (not _is_int(self.top_k) or self.top_k < 1):
             raise ValueError(f"`top_k` must be a positive integer or None, got {self.top_k!r}.")
         if self.top_p is not None and not (_is_number(self.top_p) and 0.0 < self.top_p <= 1.0):
             raise ValueError(f"`top_p` must be in (0, 1] or None, got {self.top_p!r}.")
@@ -370,11 +374,9 @@ class SamplingConfig:
             raise ValueError(f"`cfg_scale` must be a finite number or None, got {self.cfg_scale!r}.")
         if self.verification not in VERIFICATIONS:
             raise ValueError(f"`verification` must be one of {', '.join(VERIFICATIONS)}, got {self.verification!r}.")
-        if not isinstance(self.num_drafts, int) or isinstance(self.num_drafts, bool) or not 1 <= self.num_drafts <= 16:
+        if not _is_int(self.num_drafts) or not 1 <= self.num_drafts <= 16:
             raise ValueError(f"`num_drafts` must be an integer in [1, 16], got {self.num_drafts!r}.")
-        if not isinstance(self.tree_depth, int) or isinstance(self.tree_depth, bool) or self.tree_depth < 1 or (
-            self.num_drafts**self.tree_depth > 64
-        ):
+        if not _is_int(self.tree_depth) or self.tree_depth < 1 or self.num_drafts**self.tree_depth > 64:
             raise ValueError(f"`tree_depth` must be an integer >= 1 with `num_drafts ** tree_depth` <= 64 chains, got "
                              f"{self.tree_depth!r} (num_drafts {self.num_drafts}).")
         if self.num_drafts > 1 and self.verification != "token":
