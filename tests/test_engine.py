@@ -253,7 +253,7 @@ def test_multi_draft_chains_share_the_committed_cache(pair, setting):
     prompt = teacher.class_prompt([0, 2])
     record = decoder.generate(prompt, 16, torch.Generator().manual_seed(0))
     assert len(record["gammas"]) > 2  # several rounds, so later rounds ran on copied slots
-    sequences = record["sequences"].repeat_interleave(decoder.num_drafts, dim=0)
+    sequences = record["sequences"].repeat_interleave(decoder.num_chains, dim=0)
     committed = sequences.shape[1] - 1  # the last token is never fed
     for model, cache in ((teacher, decoder.teacher_cache), (draft, decoder.draft_cache)):
         fresh = DynamicCache(config=model.config)

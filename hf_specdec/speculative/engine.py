@@ -82,8 +82,8 @@ class SpeculativeDecoder:
         self.teacher, self.draft = teacher, draft
         self.gamma = gamma if draft is not None else 0
         self.batch_size = batch_size
-        self.num_drafts = sampling.num_drafts**sampling.tree_depth if draft is not None else 1  # chains per row
-        self.rows = batch_size * self.num_drafts  # one buffer row per draft chain
+        self.num_chains = sampling.num_drafts**sampling.tree_depth if draft is not None else 1  # per row
+        self.rows = batch_size * self.num_chains  # one buffer row per draft chain
         self.sampling = sampling
         parameter = next(teacher.parameters())
         self.device, self.dtype = parameter.device, parameter.dtype
@@ -115,10 +115,10 @@ class SpeculativeDecoder:
         visible = torch.ones(self.cache_length, self.cache_length, dtype=torch.bool, device=device).tril()
         self.causal = torch.zeros(visible.shape, dtype=self.dtype, device=device).masked_fill(~visible, float("-inf"))
         self.no_drafts = torch.zeros(R, dtype=torch.long, device=device)  # plain decoding accepts none
-        self.chain_rows = torch.arange(R, device=device).view(B, self.num_drafts)  # buffer rows of each row's chains
+        self.chain_rows = torch.arange(R, device=device).view(B, self.num_chains)  # buffer rows of each row's chains
         # A token tree as chains: at tree depth i the chains of one node draw with the noise of the node's first
         # chain (the same token), and only that chain is a candidate.
-        C, k, depth = self.num_drafts, sampling.num_drafts, sampling.tree_depth
+        C, k, depth = self.num_chains, sampling.num_drafts, sampling.tree_depth
         chain = torch.arange(C, device=device)
         spans = [k ** (depth - 1 - i) if i < depth else 1 for i in range(max(G, 1))]
         first = torch.stack([chain // span * span for span in spans], dim=1)  # (C, G): the node's first chain
@@ -223,23 +223,23 @@ class SpeculativeDecoder:
         chain's buffer row for every buffer row `(R,)` (None with one chain)."""
         if drafted.shape[1] == 0:  # plain decoding: sample p
             return self.no_drafts, self._draw(p_logits[:, 0], last)[0], None
-        if self.num_drafts > 1:
+        if self.num_chains > 1:
             return self._accept_chains(p_logits, q, drafted, r, last)
         return (*self._accept_one(p_logits, q, drafted, r, last), None)
 
     def _accept_chains(self, p_logits, q, drafted, r, last):
-        B, k, gamma = self.batch_size, self.num_drafts, drafted.shape[1]
+        B, C, gamma = self.batch_size, self.num_chains, drafted.shape[1]
         if self.sampling.do_sample:
             K = p_logits.shape[-1]
             n, chain, next_token = sampling.multi_draft_accept(
-                p_logits.softmax(-1).view(B, k, gamma + 1, K), q.view(B, k, gamma, K), drafted.view(B, k, gamma),
-                r=r.view(B, k, gamma), exponentials=last.view(B, k, K)[:, 0],
+                p_logits.softmax(-1).view(B, C, gamma + 1, K), q.view(B, C, gamma, K), drafted.view(B, C, gamma),
+                r=r.view(B, C, gamma), exponentials=last.view(B, C, K)[:, 0],
                 candidates=self.candidates[:, :gamma] if self.tree else None)
         else:  # greedy chains are all the same chain
-            n, next_token = sampling.greedy_accept(p_logits[:: k], drafted[:: k])
+            n, next_token = sampling.greedy_accept(p_logits[::C], drafted[::C])
             chain = torch.zeros_like(n)
-        winner = self.chain_rows.gather(1, chain[:, None]).expand(B, k).reshape(-1)
-        return n.repeat_interleave(k), next_token.repeat_interleave(k), winner
+        winner = self.chain_rows.gather(1, chain[:, None]).expand(B, C).reshape(-1)
+        return n.repeat_interleave(C), next_token.repeat_interleave(C), winner
 
     def _accept_one(self, p_logits, q, drafted, r, last):
         if not self.sampling.do_sample:
@@ -339,7 +339,7 @@ class SpeculativeDecoder:
     def reset(self, input_ids: torch.LongTensor, total: int) -> None:
         """Start a call: the prompt in the buffer, lengths at the prompt, prefill both caches (prompts of more than
         one token, eagerly: it happens once per call)."""
-        input_ids = input_ids.repeat_interleave(self.num_drafts, dim=0)  # every chain starts from its row's prompt
+        input_ids = input_ids.repeat_interleave(self.num_chains, dim=0)  # every chain starts from its row's prompt
         B, P = input_ids.shape
         self.sequences.zero_()
         self.sequences[:, :P] = input_ids
