@@ -21,14 +21,14 @@ def checkpoint_path(checkpoints_dir: str, name: str) -> str:
     return local if os.path.isdir(local) else name
 
 
-def load_pretrained(cls, name: str, argument: str, device: str | torch.device | None = None):
-    """`cls.from_pretrained(name)` in eval mode (on `device` if given), for a model folder or a Hub repo id.
+def load_pretrained(cls, name: str, argument: str, device: str | torch.device | None = None, **kwargs):
+    """`cls.from_pretrained(name, **kwargs)` in eval mode (on `device` if given), for a model folder or a Hub repo id.
 
     Raises `ValueError` naming `argument` (the option the user set) when `name` is neither a folder holding a
     `cls` nor a reachable repo id, or when its weights are damaged (naming the folder and the file).
     """
     try:
-        model = cls.from_pretrained(name)
+        model = cls.from_pretrained(name, **kwargs)
     except (OSError, ValueError, SafetensorError) as error:
         folder = weights_folder(name)
         damaged = damaged_safetensors(folder) if folder else []
@@ -38,6 +38,22 @@ def load_pretrained(cls, name: str, argument: str, device: str | torch.device | 
             raise ValueError(f"`{argument}` {name!r} is a folder but holds no {cls.__name__} ({type(error).__name__}).") from None
         raise ValueError(f"`{argument}` {name!r} is neither a model folder nor a reachable Hub repo id ({type(error).__name__}).") from None
     return model.eval() if device is None else model.to(device).eval()
+
+
+def load_draft(name: str, argument: str, teacher, device: str | torch.device | None = None):
+    """A draft by folder or repo id: a `VQGPTForCausalLM`, or a `VQGPTFeatureDraft` (its config says which), which
+    is loaded with `teacher` attached. Errors as `load_pretrained`."""
+    from transformers import PreTrainedConfig
+
+    from .models import VQGPTFeatureDraft, VQGPTFeatureDraftConfig, VQGPTForCausalLM
+
+    try:
+        model_type = PreTrainedConfig.get_config_dict(name)[0].get("model_type")
+    except (OSError, ValueError):
+        model_type = None  # load_pretrained below raises the clear error
+    if model_type == VQGPTFeatureDraftConfig.model_type:
+        return load_pretrained(VQGPTFeatureDraft, name, argument, device, teacher=teacher)
+    return load_pretrained(VQGPTForCausalLM, name, argument, device)
 
 
 # metric name -> (metric type, human name), as they appear in model-index

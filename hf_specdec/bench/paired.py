@@ -10,7 +10,7 @@ import statistics
 
 import torch
 
-from ..hub import load_pretrained
+from ..hub import load_draft, load_pretrained
 from ..models import VQGPTForCausalLM
 from ..pipeline import class_prompts
 from ..speculative import SamplingConfig, SpeculativeDecoder, SpeculativeOutput
@@ -44,7 +44,7 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("`device` is cuda but no CUDA device is available.")
     teacher = load_pretrained(VQGPTForCausalLM, teacher_path, "teacher_path", device)
-    models = {name: load_pretrained(VQGPTForCausalLM, path, f"draft {name}", device) for name, path in drafts.items()}
+    models = {name: load_draft(path, f"draft {name}", teacher, device) for name, path in drafts.items()}
     g = torch.Generator(device=device)
 
     def decoder_method(draft, gamma=0, adaptive=False, **sampling):

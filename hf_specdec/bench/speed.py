@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from ..hub import checkpoint_path, load_pretrained
+from ..hub import checkpoint_path, load_draft, load_pretrained
 from ..models import VQGPTForCausalLM
 from ..pipeline import check_sampling_options, class_prompts
 from ..speculative import EarlyExitDraft, expected_speedup, plain_sample, speculative_sample
@@ -72,7 +72,7 @@ def load_models(args: BenchmarkArguments):
             notes.append(f"skipped draft {name!r}: no folder {os.path.join(args.checkpoints_dir, name)}")
             continue
         try:
-            drafts[name] = load_pretrained(VQGPTForCausalLM, checkpoint_path(args.checkpoints_dir, name), "drafts", args.device)
+            drafts[name] = load_draft(checkpoint_path(args.checkpoints_dir, name), "drafts", teacher, args.device)
         except ValueError as error:
             notes.append(f"skipped draft {name!r}: {error}")
     for layers in args.self_speculative_layers:
@@ -96,7 +96,11 @@ def run_benchmark(args: BenchmarkArguments) -> dict:
         jobs += [("teacher-hf-generate", None, None, B), ("teacher-plain", None, None, B)]
         jobs += [("draft-alone", name, None, B) for name in drafts]
         if B == 1 and args.hf_assisted:
-            jobs += [("hf-assisted", name, g, B) for name in drafts if not name.startswith("self-") for g in args.gammas]
+            # HF assisted generation passes its assistant token ids only: self-speculative and feature drafts
+            # cannot be assistants
+            jobs += [("hf-assisted", name, g, B) for name in drafts
+                     if not name.startswith("self-") and not getattr(drafts[name], "reads_features", False)
+                     for g in args.gammas]
         jobs += [("speculative", name, g, B) for name in drafts for g in args.gammas]
         if args.adaptive_gamma_max:
             jobs += [("speculative-adaptive", name, args.adaptive_gamma_max, B) for name in drafts]

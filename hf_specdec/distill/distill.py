@@ -9,6 +9,7 @@ at generation time.
 """
 
 import json
+import math
 import os
 import random
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ..data import collate_tokens, drop_class, token_splits
 from ..hub import load_pretrained
-from ..models import STUDENT_IDS, VQGPTForCausalLM, VQTokenizer
+from ..models import STUDENT_IDS, VQGPT_PRESETS, VQGPTForCausalLM, VQTokenizer, make_feature_draft
 from ..pipeline import check_sampling_options, class_prompts
 from ..speculative import acceptance_alpha, warp_logits
 from .losses import DIVERGENCES, divergence, forward_kl, hybrid_distillation_loss
@@ -45,6 +46,9 @@ class DistillArguments:
     gen_top_k: int | None = field(default=None, metadata={"help": "Top-k of the generation setting (None = off)."})
     cfg_scale: float | None = field(default=None, metadata={"help": "Guidance scale of the generation setting."})
     num_alpha_prefixes: int = field(default=256, metadata={"help": "Held-out teacher rollouts for measuring alpha."})
+    feature_draft: bool = field(default=False, metadata={"help": "Train a draft that reads the teacher's features (EAGLE-3 style)."})
+    feature_layers: list[int] | None = field(default=None, metadata={"help": "feature_draft: teacher hidden states fused (default low, middle, top)."})
+    ttt_steps: int = field(default=2, metadata={"help": "feature_draft: draft steps unrolled in training (training-time test)."})
 
     def __post_init__(self):
         chosen = [x is not None for x in (self.student_id, self.student_preset, self.student_layers)]
@@ -68,7 +72,14 @@ class DistillArguments:
                 raise ValueError(f"`{name}` must be > 0, got {getattr(self, name)}.")
         if not self.kl_weight >= 0:
             raise ValueError(f"`kl_weight` must be >= 0, got {self.kl_weight}.")
-        for name in ("num_teacher_samples", "num_alpha_prefixes"):
+        if self.feature_draft and self.lmbda > 0:
+            raise ValueError("`lmbda` must be 0 with `feature_draft`: a feature draft cannot sample on its own (it "
+                             "reads the teacher's features); train it on teacher samples (data_source=teacher).")
+        if self.feature_draft and self.loss == "hybrid":
+            raise ValueError(f"`loss` must be one of {sorted(DIVERGENCES)} with `feature_draft`, got 'hybrid'.")
+        if self.feature_draft and isinstance(self.student_depth, str) and self.student_depth not in VQGPT_PRESETS:
+            raise ValueError(f"`student_preset` must be one of {sorted(VQGPT_PRESETS)}, got {self.student_depth!r}.")
+        for name in ("num_teacher_samples", "num_alpha_prefixes", "ttt_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
 
@@ -106,24 +117,62 @@ def make_student(teacher: VQGPTForCausalLM, depth: str | int, teacher_layers: li
     return student
 
 
-def processed_probs(model, ids: torch.Tensor, temperature=1.0, top_k=None, cfg_scale=None) -> torch.Tensor:
-    """Next-code probabilities `(B, T-1, K)` at every position, processed as `generate()` would."""
-    logits = model(ids, cfg_scale=cfg_scale, use_cache=False).logits[:, :-1]
+def make_draft(args: "DistillArguments", teacher: VQGPTForCausalLM):
+    """The student `args` asks for: a VQGPT of `student_depth`, or a feature draft of that depth."""
+    if not args.feature_draft:
+        return make_student(teacher, args.student_depth, args.teacher_layers, args.init_from_teacher)
+    depth = args.student_depth
+    depth = VQGPT_PRESETS[depth]["num_hidden_layers"] if isinstance(depth, str) else depth
+    return make_feature_draft(teacher, depth, args.feature_layers, args.init_from_teacher, args.teacher_layers)
+
+
+def processed_probs(model, ids: torch.Tensor, temperature=1.0, top_k=None, cfg_scale=None, step: int = 1) -> torch.Tensor:
+    """Next-code probabilities `(B, T-1, K)` at every position, processed as `generate()` would. A feature draft
+    reads the teacher's features (`step=1`, its first draft of a round) or its own (`step=k`: the k-th)."""
+    if getattr(model, "reads_features", False):
+        logits = model.unrolled_logits(ids, step, cfg_scale)[-1][:, :-1]
+    else:
+        logits = model(ids, cfg_scale=cfg_scale, use_cache=False).logits[:, :-1]
     return warp_logits(logits, temperature, top_k).softmax(-1)
 
 
 @torch.no_grad()
 def expected_acceptance(teacher, student, sequences: torch.Tensor, batch_size: int = 128, **generation) -> dict:
-    """`alpha = mean over positions of sum_x min(p, q)` on `sequences` `(N, 1 + h*w)`, and alpha per grid position."""
+    """`alpha = mean over positions of sum_x min(p, q)` on `sequences` `(N, 1 + h*w)`, and alpha per grid position.
+    For a feature draft, `alpha` is its first draft step's (teacher features) and `alpha_own_features` its second's
+    (its own features), the two regimes of a round."""
     device = next(student.parameters()).device
-    per_position = []
+    per_position, own = [], []
+    feature_draft = getattr(student, "reads_features", False)
     for i in range(0, len(sequences), batch_size):
         ids = sequences[i : i + batch_size].to(device)
         p = processed_probs(teacher, ids, **generation)
-        q = processed_probs(student, ids, **generation)
-        per_position.append(acceptance_alpha(p, q))
+        per_position.append(acceptance_alpha(p, processed_probs(student, ids, **generation)))
+        if feature_draft:
+            own.append(acceptance_alpha(p, processed_probs(student, ids, **generation, step=2)))
     alpha = torch.cat(per_position)  # (N, h*w)
-    return {"alpha": alpha.mean().item(), "alpha_by_position": alpha.mean(0).cpu()}
+    result = {"alpha": alpha.mean().item(), "alpha_by_position": alpha.mean(0).cpu()}
+    if feature_draft:
+        result["alpha_own_features"] = torch.cat(own).mean().item()
+    return result
+
+
+@torch.no_grad()
+def validation_loss(model, sequences: torch.Tensor, batch_size: int = 256) -> dict[str, float]:
+    """Mean next-code cross-entropy and perplexity on real `sequences` (a feature draft: with the teacher's features)."""
+    from ..training.teacher import evaluate_loss
+
+    if not getattr(model, "reads_features", False):
+        return evaluate_loss(model, sequences, batch_size)
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for i in range(0, len(sequences), batch_size):
+        ids = sequences[i : i + batch_size].to(device)
+        logits = model.unrolled_logits(ids)[0][:, :-1]
+        total += torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="sum").item()
+        count += ids[:, 1:].numel()
+    loss = total / max(count, 1)
+    return {"loss": loss, "perplexity": math.exp(loss)}
 
 
 @torch.no_grad()
@@ -162,12 +211,21 @@ def sample_sequences(model, prompts: torch.Tensor, batch_size: int = 256, seed: 
 
 
 def distillation_loss(args: DistillArguments, teacher, student, ids: torch.Tensor):
-    """The configured loss on sequences `ids` `(B, 1 + h*w)`: teacher labels every position (no gradient)."""
+    """The configured loss on sequences `ids` `(B, 1 + h*w)`: teacher labels every position (no gradient). A feature
+    draft is scored on each of its `ttt_steps` unrolled draft steps (the mean)."""
     with torch.no_grad():
-        teacher_logits = teacher(ids, use_cache=False).logits[:, :-1]
+        out = teacher(ids, use_cache=False, output_hidden_states=args.feature_draft)
+        teacher_logits = out.logits[:, :-1]
+    if args.feature_draft:
+        unrolled = student(ids, teacher_hidden_states=out.hidden_states, steps=args.ttt_steps)["unrolled_logits"]
+        return sum(_divergence(args, teacher_logits, logits[:, :-1]) for logits in unrolled) / len(unrolled)
     student_logits = student(ids, use_cache=False).logits[:, :-1]
     if args.loss == "hybrid":
         return hybrid_distillation_loss(teacher_logits, student_logits, ids[:, 1:], args.alpha, args.kd_temperature)
+    return _divergence(args, teacher_logits, student_logits)
+
+
+def _divergence(args: DistillArguments, teacher_logits, student_logits):
     loss = divergence(args.loss, teacher_logits, student_logits, args.gen_temperature, beta=args.beta)
     if args.kl_weight:
         loss = loss + args.kl_weight * forward_kl(teacher_logits, student_logits, args.gen_temperature)
@@ -177,7 +235,6 @@ def distillation_loss(args: DistillArguments, teacher, student, ids: torch.Tenso
 def run_distillation(data_args, args: DistillArguments, training_args):
     """Train a student of `args.student_depth` from the teacher; writes it with `distill_metrics.json`."""
     from ..training import make_accelerator, train
-    from ..training.teacher import evaluate_loss
 
     accelerator = make_accelerator(training_args)
     teacher = load_pretrained(VQGPTForCausalLM, args.teacher_path, "teacher_path").requires_grad_(False)
@@ -186,7 +243,7 @@ def run_distillation(data_args, args: DistillArguments, training_args):
     with accelerator.main_process_first():
         splits = token_splits(data_args, tokenizer)
     teacher.to(accelerator.device)
-    student = make_student(teacher, args.student_depth, args.teacher_layers, args.init_from_teacher)
+    student = make_draft(args, teacher)
     collate = collate_tokens(teacher.config)
     generation = args.generation_kwargs
     val_sequences = collate(list(splits["validation"]))
@@ -218,10 +275,13 @@ def run_distillation(data_args, args: DistillArguments, training_args):
 
     def eval_fn(model, step):
         result = expected_acceptance(teacher, model, alpha_sequences, **generation)
-        val = evaluate_loss(model, val_sequences)
+        val = validation_loss(model, val_sequences)
         metrics.update(alpha=result["alpha"], alpha_by_position=result["alpha_by_position"].tolist(),
                        val_loss=val["loss"], val_perplexity=val["perplexity"])
-        return {"alpha": result["alpha"], "val_loss": val["loss"]}
+        logged = {"alpha": result["alpha"], "val_loss": val["loss"]}
+        if "alpha_own_features" in result:
+            metrics["alpha_own_features"] = logged["alpha_own_features"] = result["alpha_own_features"]
+        return logged
 
     def save_fn(model, output_dir):
         model.save_pretrained(output_dir)
@@ -230,6 +290,9 @@ def run_distillation(data_args, args: DistillArguments, training_args):
                    "parameters": model.num_parameters(), "loss": args.loss, "lmbda": args.lmbda,
                    "data_source": args.data_source, "steps": training_args.max_steps, "generation": generation,
                    "teacher": args.teacher_path}
+        if args.feature_draft:
+            summary.update(draft_type="feature", alpha_own_features=metrics.get("alpha_own_features"),
+                           feature_layers=model.config.feature_layers, ttt_steps=args.ttt_steps)
         with open(os.path.join(output_dir, "distill_metrics.json"), "w") as f:
             json.dump(summary, f, indent=2)
 

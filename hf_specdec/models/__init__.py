@@ -3,11 +3,13 @@ import importlib
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from .configuration_vqgpt import STUDENT_IDS, VQGPT_PRESETS, VQGPTConfig
+from .modeling_feature_draft import VQGPTFeatureDraft, VQGPTFeatureDraftConfig, make_feature_draft
 from .modeling_vqgpt import VQGPTForCausalLM, VQGPTModel
 
 
 AutoConfig.register(VQGPTConfig.model_type, VQGPTConfig)
 AutoModelForCausalLM.register(VQGPTConfig, VQGPTForCausalLM)
+AutoConfig.register(VQGPTFeatureDraftConfig.model_type, VQGPTFeatureDraftConfig)
 
 # The tokenizers are diffusers models: imported on first use (a module `__getattr__`, as transformers' lazy
 # modules do), so that importing the GPT and the sampler does not import diffusers.
@@ -31,4 +33,5 @@ def __dir__():
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["STUDENT_IDS", "VQGPT_PRESETS", "VQGPTConfig", "VQGPTForCausalLM", "VQGPTModel", *_LAZY]
+__all__ = ["STUDENT_IDS", "VQGPT_PRESETS", "VQGPTConfig", "VQGPTFeatureDraft", "VQGPTFeatureDraftConfig",
+           "VQGPTForCausalLM", "VQGPTModel", "make_feature_draft", *_LAZY]

@@ -81,6 +81,9 @@ def check_decoder_arguments(teacher, draft, gamma, batch_size, sampling, mode, r
     if draft is None:
         return
     check_draft_matches(teacher, draft)
+    if getattr(draft, "reads_features", False) and draft.teacher is not teacher:
+        raise ValueError("`draft` is a feature draft of another teacher: it must read the features of the teacher it "
+                         "drafts for (`draft.attach_teacher(teacher)`).")
     grid = teacher.config.num_image_tokens
     if not _is_int(gamma) or not 1 <= gamma <= grid:
         raise ValueError(f"`gamma` must be an integer in [1, {grid}] (the {grid}-token grid), got {gamma!r}.")

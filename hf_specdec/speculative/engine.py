@@ -14,6 +14,12 @@ key/value slots of the round into the other chains of the row: a fixed-shape cop
 With `tree_depth=m` the `k ** m` chains form a token tree: at its first `m` positions the chains of one node draw
 with the same noise (the same token) and only the node's first chain is a candidate.
 
+A feature-conditioned draft (`VQGPTFeatureDraft`, EAGLE-3 style) reads the teacher: the verify pass also returns
+the teacher's hidden states, fused into one feature per slot and kept in a buffer, and the draft's first step of a
+round is a fixed `(B, gamma_max + 1)` catch-up pass over the slots committed since its last round (teacher feature of
+the slot before + token), whose output at the last committed slot gives the first draft; later steps feed the draft's
+own hidden state in place of the teacher's feature. No extra teacher forward, fixed shapes, no host read.
+
 Plain decoding is the same round with `gamma = 0` (verify one token, sample it), so the baseline gets exactly the
 same treatment as the speculative sampler.
 
@@ -125,6 +131,12 @@ class SpeculativeDecoder:
         self.candidates = first == chain[:, None]
         self.noise_source = (self.chain_rows[:, :1, None] + first[None]).reshape(R, -1)  # (R, G) buffer rows
         self.tree = draft is not None and depth > 1
+        self.reads_features = draft is not None and getattr(draft, "reads_features", False)
+        if self.reads_features:
+            # Fused teacher features by slot: index s + 1 holds slot s's, index 0 the zero feature before slot 0.
+            self.features = torch.zeros(rows, self.cache_length + G + 2, config.hidden_size, dtype=self.dtype,
+                                        device=device)
+            self.n_prev = torch.zeros(R, dtype=torch.long, device=device)  # n before the last round
         if self.mode == "compile":  # fixed addresses: mutating them in place does not stop CUDA graphs
             for tensor in self._buffers():
                 torch._dynamo.mark_static_address(tensor)
@@ -140,6 +152,8 @@ class SpeculativeDecoder:
         tensors = [self.sequences, self.n, self.total, self.round_index, self.noise, self.round_starts,
                    self.round_accepted, self.arange, self.causal, self.no_drafts, self.chain_rows, self.candidates,
                    self.noise_source]
+        if self.reads_features:
+            tensors += [self.features, self.n_prev]
         for cache in (self.teacher_cache, self.draft_cache):
             if cache is not None:
                 tensors += [cache.lengths] + [t for layer in cache.layers for t in (layer.keys, layer.values)]
@@ -210,13 +224,56 @@ class SpeculativeDecoder:
         q = torch.stack(q, dim=1) if self.sampling.do_sample else None
         return torch.stack(drafted, dim=1), q
 
+    def draft_from_features(self, gamma, races):
+        """`draft_tokens` for a feature-conditioned draft. Its cache is valid below `n_prev` (`n` before the last
+        round); the catch-up pass re-reads the fixed `gamma_max + 1` slots from there (teacher feature of the slot
+        before, token), which covers every slot the last round committed; its output at slot `n - 1` gives the first
+        draft. Each later step feeds the draft token with the draft's own hidden state of the slot before."""
+        C, K = self.teacher.config.hidden_size, self.teacher.config.codebook_size
+        positions, masks = self._positions(self.n_prev, self.gamma + 1)
+        tokens = self.sequences.gather(1, positions)
+        both = torch.cat([positions, positions]) if self.sampling.guided else positions  # feature rows: 2B guided
+        features = self.features.gather(1, both[..., None].expand(-1, -1, C))  # index s: slot s - 1's feature
+        out = self.draft(tokens, features, cache=self.draft_cache, attention_mask=masks, position_ids=positions,
+                         use_cache=True, cfg_scale=self.sampling.cfg_scale)
+        last = (self.n - 1 - self.n_prev).clamp(min=0)[:, None, None]  # the last committed slot (finished rows: any)
+        logits = self.sampling.warp(out["logits"]).gather(1, last.expand(-1, 1, K))[:, 0]
+        both_last = torch.cat([last, last]) if self.sampling.guided else last
+        hidden = out["hidden_states"].gather(1, both_last.expand(-1, 1, C))
+        positions, masks = self._positions(self.n, max(gamma - 1, 1))  # slots of drafts 1 .. gamma - 1
+        drafted, q = [], []
+        for i in range(gamma):
+            if i > 0:
+                out = self.draft(drafted[-1][:, None], hidden, cache=self.draft_cache, attention_mask=masks[:, :, i - 1 : i],
+                                 position_ids=positions[:, i - 1 : i], use_cache=True, cfg_scale=self.sampling.cfg_scale)
+                logits, hidden = self.sampling.warp(out["logits"])[:, -1], out["hidden_states"]
+            token, probs = self._draw(logits, races[:, i])
+            drafted.append(token)
+            q.append(probs)
+        q = torch.stack(q, dim=1) if self.sampling.do_sample else None
+        return torch.stack(drafted, dim=1), q
+
     def verify(self, drafted):
-        """The teacher's warped logits `(B, gamma + 1, K)` at the last committed token and every draft."""
+        """The teacher's warped logits `(B, gamma + 1, K)` at the last committed token and every draft (for a
+        feature draft, the pass's fused features are kept by slot)."""
         positions, mask = self._positions(self.n - 1, drafted.shape[1] + 1)
         tokens = self.sequences.gather(1, positions[:, :1])
         if drafted.shape[1]:
             tokens = torch.cat([tokens, drafted], dim=1)
-        return self._forward(self.teacher, self.teacher_cache, tokens, positions, mask)
+        if not self.reads_features:
+            return self._forward(self.teacher, self.teacher_cache, tokens, positions, mask)
+        out = self.teacher(tokens, cache=self.teacher_cache, attention_mask=mask, position_ids=positions,
+                           use_cache=True, cfg_scale=self.sampling.cfg_scale, output_hidden_states=True)
+        self._keep_features(out.hidden_states, positions)
+        return self.sampling.warp(out.logits)
+
+    def _keep_features(self, hidden_states, positions):
+        """Fuse the teacher's hidden states of slots `positions` `(B, T)` and keep them at index `slot + 1`."""
+        fused = self.draft.fuse_features(hidden_states)  # (B', T, C)
+        index = positions + 1
+        if self.sampling.guided:
+            index = torch.cat([index, index])
+        self.features.scatter_(1, index[..., None].expand_as(fused), fused.to(self.features.dtype))
 
     def accept(self, p_logits, q, drafted, r, last):
         """Accepted drafts per buffer row `(R,)` and the next token `(R,)`; with several chains, also the winning
@@ -261,6 +318,8 @@ class SpeculativeDecoder:
             slots = ((self.n - 2).clamp(min=0)[:, None] + self.arange[: gamma + 3]).clamp(max=self.cache_length - 1)
             for cache in (self.teacher_cache, self.draft_cache):
                 _copy_rows(cache, winner, slots)
+            if self.reads_features:  # features of slots n - 1 .. are kept at index slot + 1
+                _copy_feature_rows(self.features, winner, (slots + 1).clamp(max=self.features.shape[1] - 1))
         if gamma == 0:  # plain decoding: every row takes its token; a call runs exactly the rounds it needs
             self.sequences.scatter_(1, self.n[:, None], next_token[:, None])
             self.n.add_(1)
@@ -273,13 +332,16 @@ class SpeculativeDecoder:
         self.round_starts.index_copy_(0, index, self.n[first][None])
         self.round_accepted.index_copy_(0, index, accepted[first][None])
         self.round_index.add_(1)
+        if self.reads_features:
+            self.n_prev.copy_(self.n)
         self.n.add_(torch.minimum(accepted + 1, self.total - self.n))  # finished rows stay at `total`
 
     def round(self, gamma: int) -> None:
         """One fixed-shape round (Algorithm 1) on the decoder's buffers."""
         races, r, last = self._noise(gamma)
         if gamma:
-            drafted, q = self.draft_tokens(gamma, races)
+            draft = self.draft_from_features if self.reads_features else self.draft_tokens
+            drafted, q = draft(gamma, races)
         else:
             drafted, q = self.sequences.new_zeros(self.rows, 0), None
         p_logits = self.verify(drafted)
@@ -346,11 +408,27 @@ class SpeculativeDecoder:
         self.n.fill_(P)
         self.total.fill_(total)
         self.round_index.zero_()
+        if self.reads_features:
+            self.features.zero_()
+            self.n_prev.fill_(P - 1)
         if P > 1:  # the caches must hold slots [0, P - 1): the rounds feed slot P - 1 onwards
             positions, mask = self._positions(torch.zeros_like(self.n), P - 1)
-            self._forward(self.teacher, self.teacher_cache, input_ids[:, : P - 1], positions, mask, logits_to_keep=1)
-            if self.draft is not None:
-                self._forward(self.draft, self.draft_cache, input_ids[:, : P - 1], positions, mask, logits_to_keep=1)
+            if self.reads_features:
+                out = self.teacher(input_ids[:, : P - 1], cache=self.teacher_cache, attention_mask=mask,
+                                   position_ids=positions, use_cache=True, cfg_scale=self.sampling.cfg_scale,
+                                   logits_to_keep=1, output_hidden_states=True)
+                self._keep_features(out.hidden_states, positions)
+                both = torch.cat([positions, positions]) if self.sampling.guided else positions
+                C = self.features.shape[-1]
+                features = self.features.gather(1, both[..., None].expand(-1, -1, C))
+                self.draft(input_ids[:, : P - 1], features, cache=self.draft_cache, attention_mask=mask,
+                           position_ids=positions, use_cache=True, cfg_scale=self.sampling.cfg_scale, logits_to_keep=1)
+            else:
+                self._forward(self.teacher, self.teacher_cache, input_ids[:, : P - 1], positions, mask,
+                              logits_to_keep=1)
+                if self.draft is not None:
+                    self._forward(self.draft, self.draft_cache, input_ids[:, : P - 1], positions, mask,
+                                  logits_to_keep=1)
 
     def calibrate_cost_ratio(self, repeats: int = 5) -> float:
         """`c` for adaptive gamma, measured once per decoder on its own rounds: a round costs `a + b * gamma`
@@ -456,6 +534,15 @@ def _copy_rows(cache: RaggedCache, source: torch.Tensor, slots: torch.Tensor) ->
     for layer in cache.layers:
         for buffer in (layer.keys, layer.values):
             buffer[rows[:, None], :, slots] = buffer[source[:, None], :, slots]
+
+
+def _copy_feature_rows(features: torch.Tensor, source: torch.Tensor, index: torch.Tensor) -> None:
+    """`_copy_rows` for the feature buffer `(R or 2R, S, C)`: row `i` takes row `source[i]`'s entries `index[i]`."""
+    R = source.shape[0]
+    rows = torch.arange(R, device=source.device)
+    if features.shape[0] == 2 * R:
+        source, rows, index = torch.cat([source, source + R]), torch.cat([rows, rows + R]), torch.cat([index, index])
+    features[rows[:, None], index] = features[source[:, None], index]
 
 
 def _synchronize(device: torch.device) -> None:

@@ -146,6 +146,7 @@ class VQGPTModel(VQGPTPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         num_layers: int | None = None,
+        output_hidden_states: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
         r"""
@@ -155,6 +156,8 @@ class VQGPTModel(VQGPTPreTrainedModel):
             `(B, 1, T, L)` mask used as given (rows with their own lengths, see `RaggedCache`).
         position_ids (`(B, T)`): positions, which are also the cache slots; default: continue after the cache.
         num_layers (`int`): run only the first `num_layers` blocks (self-speculative drafting), then `ln_f`.
+        output_hidden_states (`bool`): also return `hidden_states`, as in GPT-2: the embeddings, the output of every
+            block, the last one after `ln_f` (what a feature-conditioned draft reads).
         """
         use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
         if use_cache and cache is None:
@@ -175,10 +178,13 @@ class VQGPTModel(VQGPTPreTrainedModel):
             positions = position_ids
         mask = create_causal_mask(self.config, inputs_embeds, attention_mask, cache, position_ids=position_ids)
         hidden_states = self.drop(inputs_embeds + self.wpe(positions))
+        all_hidden_states = ()
         for block in self.h if num_layers is None else self.h[:num_layers]:
+            all_hidden_states += (hidden_states,)
             hidden_states = block(hidden_states, mask, positions, cache)
         hidden_states = self.ln_f(hidden_states)
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, cache=cache)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, cache=cache,
+                                       hidden_states=all_hidden_states + (hidden_states,) if output_hidden_states else None)
 
 
 def _cached_rows(cache: Cache | None) -> int:
@@ -273,6 +279,7 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         logits_to_keep: int | torch.Tensor = 0,
         cfg_scale: float | None = None,
         num_layers: int | None = None,
+        output_hidden_states: bool | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         r"""
@@ -282,6 +289,7 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         logits_to_keep (`int`): compute logits for the last `logits_to_keep` positions only (0 = all).
         cfg_scale (`float`): classifier-free guidance scale; None or 1 disables it.
         num_layers (`int`): use only the first `num_layers` blocks (the self-speculative draft).
+        output_hidden_states (`bool`): also return the trunk's `hidden_states` (every row: with guidance `2B`).
 
         Returns `CausalLMOutputWithPast` with `logits` `(B, T', codebook_size)`.
         """
@@ -297,6 +305,7 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
             position_ids=position_ids,
             use_cache=use_cache,
             num_layers=num_layers,
+            output_hidden_states=output_hidden_states,
         )
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
         logits = self.lm_head(hidden_states)  # (B, T', K)
@@ -312,7 +321,7 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
                 raise ValueError("`labels` needs logits for every position: leave `logits_to_keep` at 0.")
             targets = labels.masked_fill(labels >= self.config.codebook_size, -100)  # class tokens are no targets
             loss = self.loss_function(logits, targets, vocab_size=self.config.codebook_size)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states)
 
     def _double_for_guidance(self, input_ids, cache, attention_mask, position_ids):
         """Stack `[conditional; unconditional]` rows: the unconditional rows have the null token wherever the
