@@ -1,6 +1,6 @@
 """hf-specdec: fast, lossless speculative decoding for autoregressive image generation on the HF stack."""
 
-from .models import STUDENT_IDS, VQGPT_PRESETS, VQGPTConfig, VQGPTForCausalLM, VQGPTModel
+from .models import STUDENT_IDS, VQGPT_PRESETS, VQGPTConfig, VQGPTFeatureDraft, VQGPTForCausalLM, VQGPTModel
 from .speculative import (
     EarlyExitDraft,
     RaggedCache,

@@ -7,6 +7,7 @@ from PIL import Image
 
 from hf_specdec.bench.paired import paired_benchmark
 from hf_specdec.bench.speed import BenchmarkArguments, run_benchmark
+from hf_specdec.models import make_feature_draft
 from tests.utils import script_main, tiny_model, tiny_vq
 
 
@@ -53,11 +54,13 @@ def test_paired_benchmark_interleaves_every_method(tmp_path):
     teacher = tiny_model(0, num_hidden_layers=3, codebook_size=16, grid_h=4, grid_w=4)
     teacher.save_pretrained(tmp_path / "teacher")
     tiny_model(1, num_hidden_layers=1, codebook_size=16, grid_h=4, grid_w=4).save_pretrained(tmp_path / "draft")
-    result = paired_benchmark("cpu", 2, {"d": str(tmp_path / "draft")}, teacher_path=str(tmp_path / "teacher"))
+    make_feature_draft(teacher, 1).save_pretrained(tmp_path / "feature")  # loaded with its teacher
+    drafts = {"d": str(tmp_path / "draft"), "f": str(tmp_path / "feature")}
+    result = paired_benchmark("cpu", 2, drafts, teacher_path=str(tmp_path / "teacher"))
     rows = result["results"]
-    assert set(rows) == {"plain", "d g6", "d g8", "d adaptive"}
+    assert set(rows) == {"plain", "d g6", "d g8", "d adaptive", "f g6", "f g8", "f adaptive"}
     assert rows["plain"]["speedup_vs_plain"] == 1.0 and rows["plain"]["alpha"] is None
-    for name in ("d g6", "d g8", "d adaptive"):
+    for name in ("d g6", "d g8", "d adaptive", "f g6", "f g8", "f adaptive"):
         assert rows[name]["median_ms"] > 0 and 0.0 <= rows[name]["alpha"] <= 1.0
 
 

@@ -53,6 +53,20 @@ def test_loads_only_with_its_teacher(pair, tmp_path):
         VQGPTFeatureDraftConfig(teacher_num_hidden_layers=4, feature_layers=[5])
 
 
+def test_load_draft_reads_the_kind_from_the_config(pair, tmp_path):
+    from hf_specdec import VQGPTForCausalLM
+    from hf_specdec.hub import load_draft
+
+    teacher, draft = pair
+    draft.save_pretrained(tmp_path / "feature")
+    teacher.save_pretrained(tmp_path / "plain")
+    loaded = load_draft(str(tmp_path / "feature"), "drafts", teacher)
+    assert isinstance(loaded, VQGPTFeatureDraft) and loaded.teacher is teacher and not loaded.training
+    assert type(load_draft(str(tmp_path / "plain"), "drafts", teacher)) is VQGPTForCausalLM
+    with pytest.raises(ValueError, match="`drafts` .* neither a model folder"):
+        load_draft(str(tmp_path / "missing"), "drafts", teacher)
+
+
 def test_the_engine_refuses_a_draft_of_another_teacher(pair):
     teacher, draft = pair
     twin = tiny_model(0, num_hidden_layers=4)  # same shape and weights, another object: its features are not read
