@@ -132,22 +132,28 @@ def test_the_draft_reads_what_a_fresh_teacher_forced_pass_computes(pair, setting
         torch.testing.assert_close(layer.keys[:, :, :caught_up], reference.keys, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("processing", [{}, {"cfg_scale": 2.0}], ids=["plain", "cfg-chains"])
+@pytest.mark.parametrize("processing", [{}, {"cfg_scale": 2.0}, {"verification": "block"}],
+                         ids=["plain", "cfg-chains", "block"])
 def test_lossless_and_the_test_catches_a_wrong_residual(processing, monkeypatch):
     teacher, _ = small_pair()
     draft = make_feature_draft(teacher, 1, init=False).eval()
     N, label, K = 40_000, 1, SMALL["codebook_size"]
+    verification = processing.pop("verification", "token")
     _, exact = exact_distribution(teacher, label, processing, 3)
     bound = tv_bound(len(exact), N)
     prompt = teacher.class_prompt([label] * N)
 
     def tv(num_drafts=1):
         out = speculative_sample(teacher, draft, prompt, gamma=2, generator=torch.Generator().manual_seed(0),
-                                 cfg_scale=processing.get("cfg_scale"), num_drafts=num_drafts, mode="eager")
+                                 cfg_scale=processing.get("cfg_scale"), num_drafts=num_drafts, mode="eager",
+                                 verification=verification)
         return 0.5 * (empirical_distribution(out.sequences[:, 1:], K) - exact).abs().sum().item()
 
     if processing:  # guided, with two chains per row (multi-draft acceptance)
         assert tv(num_drafts=2) < bound
+        return
+    if verification == "block":
+        assert tv() < bound
         return
     assert tv() < bound
     monkeypatch.setattr(sampling, "speculative_accept", wrong_residual_accept)
