@@ -99,6 +99,14 @@ def model_card(model_dir: str, repo_id: str, dataset: str = "scikit-learn digits
     training = (f"Distilled from the teacher with the `{metrics['loss']}` objective, on-policy fraction lmbda="
                 f"{metrics['lmbda']}, data: {metrics['data_source']}, {metrics['steps']} steps."
                 if "loss" in metrics else f"Next-code cross-entropy, {metrics.get('steps')} steps.")
+    if config.get("model_type") == "vqgpt_feature_draft":
+        return ModelCard.from_template(
+            card_data, template_path=os.path.join(TEMPLATES, "feature_draft.md"), repo_id=repo_id, model_name=repo_id,
+            num_layers=config["num_hidden_layers"], hidden_size=config["hidden_size"],
+            parameters=f"{metrics.get('parameters', 0) / 1e6:.2f}M", grid=f"{config['grid_h']}x{config['grid_w']}",
+            codebook_size=config["codebook_size"], feature_layers=config["feature_layers"], dataset=dataset,
+            training=training + f" Draft steps unrolled in training: {metrics.get('ttt_steps')}.",
+            results=table, teacher_repo=teacher_repo or "<the teacher's repo>")
     return ModelCard.from_template(
         card_data, template_path=os.path.join(TEMPLATES, "vqgpt.md"), repo_id=repo_id, model_name=repo_id,
         description="A draft model for speculative decoding." if "alpha" in metrics else "The teacher model.",

@@ -46,6 +46,9 @@ def main(argv=None) -> None:
                     alpha = "(teacher)"
                 entropy = f"{m['entropy_per_token']:.2f}" if m.get("entropy_per_token") is not None else ""
                 method = f"{m['loss']}, lmbda={m['lmbda']}, data={m['data_source']}" if "loss" in m else "cross-entropy"
+                if m.get("draft_type") == "feature":  # alpha of its first draft step, then of its second (own features)
+                    method += f", reads teacher layers {m['feature_layers']}, {m['ttt_steps']} steps unrolled"
+                    alpha = f"{m['alpha']:.3f} / {m['alpha_own_features']:.3f}{teacher}"
                 rows.append(f"| {name} | {m['parameters'] / 1e6:.2f}M | {size / 2**20:.1f} MiB | {method} | "
                             f"{m['val_loss']:.3f} | {m['val_perplexity']:.2f} | {alpha} | {entropy} |")
     print("| model | parameters | size | objective | val loss | val perplexity | alpha vs teacher | entropy per token (nats) |")

@@ -26,6 +26,7 @@ REPOS = {
     "org/digits-draft-1L": (CHECKPOINTS / "draft-1L", "transformers.AutoModelForCausalLM"),
     "org/digits-classifier": (CHECKPOINTS / "classifier", "hf_specdec.metrics.classifier.DigitsClassifier"),
     "org/palette": (None, "hf_specdec.models.palette_tokenizer.PaletteTokenizer"),
+    "org/digits-feature-1L": (None, "hf_specdec.models.modeling_feature_draft.VQGPTFeatureDraft"),
 }
 CARDS = ("org/digits-vq-tokenizer", "org/digits-teacher", "org/digits-draft-1L")  # the pushed models' real cards
 
@@ -40,7 +41,9 @@ LOAD_SCRIPT = textwrap.dedent(
     for repo_id, (local, target) in repos.items():
         module, name = target.rsplit(".", 1)
         cls = getattr(importlib.import_module(module), name)
-        hub, ref = cls.from_pretrained(repo_id), cls.from_pretrained(local)
+        # a feature draft loads only with its teacher (from the Hub too)
+        kwargs = {"teacher": hf_specdec.VQGPTForCausalLM.from_pretrained("org/digits-teacher")} if name == "VQGPTFeatureDraft" else {}
+        hub, ref = cls.from_pretrained(repo_id, **kwargs), cls.from_pretrained(local, **kwargs)
         a, b = hub.state_dict(), ref.state_dict()
         report[repo_id] = {"class": type(hub).__name__, "tensors": len(a), "same_keys": a.keys() == b.keys(),
                            "identical": a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)}
@@ -73,9 +76,13 @@ def hub(tmp_path_factory):
     with torch.no_grad():
         palette.palette.uniform_(-1, 1)  # any weights: the round trip must keep them bit for bit
     palette.save_pretrained(tmp / "palette-local")
+    from hf_specdec import VQGPTForCausalLM
+    from hf_specdec.models import make_feature_draft
+
+    make_feature_draft(VQGPTForCausalLM.from_pretrained(CHECKPOINTS / "teacher")).save_pretrained(tmp / "feature-local")
     local = {}
     for repo_id, (folder, _) in REPOS.items():
-        folder = folder or tmp / "palette-local"
+        folder = folder or tmp / ("feature-local" if "feature" in repo_id else "palette-local")
         local[repo_id] = folder
         if repo_id in CARDS:
             card = model_card(str(folder), repo_id)
