@@ -13,5 +13,6 @@ done
 $launch scripts/distill.py configs/distill/digits-draft.yaml
 $launch scripts/distill.py configs/distill/digits-draft.yaml --student_preset draft-2L \
   --max_steps 3000 --eval_every 500 --output_dir checkpoints/digits/draft-2L
+$launch scripts/distill.py configs/distill/digits-feature-draft.yaml   # reads the teacher's features
 python scripts/train_classifier.py      # FID/IS features, not a generator
 python scripts/summarize_checkpoints.py checkpoints/digits
