@@ -134,6 +134,7 @@ class VQGPTFeatureDraft(VQGPTPreTrainedModel):
         cfg_scale: float | None = None,
         teacher_hidden_states: tuple[torch.Tensor, ...] | None = None,
         steps: int = 1,
+        return_logits: bool = True,
         **kwargs,
     ) -> dict:
         r"""
@@ -146,6 +147,7 @@ class VQGPTFeatureDraft(VQGPTPreTrainedModel):
             previous pass's hidden states (training-time test, EAGLE-3).
         cache, attention_mask, position_ids: as for `VQGPTForCausalLM` (positions are cache slots).
         cfg_scale (`float`): classifier-free guidance, combined as the teacher combines it.
+        return_logits (`bool`): False skips the head (the engine needs logits at one slot per row: `head`).
 
         Returns a dict with `logits` `(B, T', K)` (next-code logits) and `hidden_states` `(B', T, C)` (the
         last block's output: the draft's stand-in for the teacher's feature at each slot); unrolled, also
@@ -153,7 +155,7 @@ class VQGPTFeatureDraft(VQGPTPreTrainedModel):
         """
         if features is not None:
             return self._step(input_ids, features, cache, attention_mask, position_ids, use_cache, logits_to_keep,
-                              cfg_scale)
+                              cfg_scale, return_logits)
         if cache is not None or position_ids is not None:
             raise ValueError("Without `features`, `input_ids` must be whole sequences (no `cache`, no `position_ids`).")
         if teacher_hidden_states is None:
@@ -168,7 +170,8 @@ class VQGPTFeatureDraft(VQGPTPreTrainedModel):
             features = _shift_right(out["hidden_states"])
         return {**out, "unrolled_logits": unrolled}
 
-    def _step(self, input_ids, features, cache, attention_mask, position_ids, use_cache, logits_to_keep, cfg_scale):
+    def _step(self, input_ids, features, cache, attention_mask, position_ids, use_cache, logits_to_keep, cfg_scale,
+              return_logits=True):
         teacher = self.teacher
         guided = cfg_scale is not None and cfg_scale != 1.0
         if guided:
@@ -187,12 +190,18 @@ class VQGPTFeatureDraft(VQGPTPreTrainedModel):
         hidden = self.fc(torch.cat([features, trunk.wte(input_ids)], dim=-1)) + trunk.wpe(position_ids)
         for block in self.h:
             hidden = block(hidden, attention_mask, position_ids, cache if use_cache is not False else None)
-        out = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
-        logits = teacher.lm_head(self.ln_f(out))
-        if guided:
+        if not return_logits:
+            return {"logits": None, "hidden_states": hidden}
+        return {"logits": self.head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden, cfg_scale),
+                "hidden_states": hidden}
+
+    def head(self, hidden_states: torch.Tensor, cfg_scale: float | None = None) -> torch.Tensor:
+        """Next-code logits `(B, T, K)` from the draft's `hidden_states` `(B', T, C)` (guided: `2B` rows combined)."""
+        logits = self.teacher.lm_head(self.ln_f(hidden_states))
+        if cfg_scale is not None and cfg_scale != 1.0:
             cond, uncond = logits.float().log_softmax(-1).chunk(2, dim=0)
             logits = uncond + cfg_scale * (cond - uncond)
-        return {"logits": logits, "hidden_states": hidden}
+        return logits
 
 
     def unrolled_logits(self, input_ids: torch.LongTensor, steps: int = 1, cfg_scale: float | None = None,

@@ -229,17 +229,18 @@ class SpeculativeDecoder:
         round); the catch-up pass re-reads the fixed `gamma_max + 1` slots from there (teacher feature of the slot
         before, token), which covers every slot the last round committed; its output at slot `n - 1` gives the first
         draft. Each later step feeds the draft token with the draft's own hidden state of the slot before."""
-        C, K = self.teacher.config.hidden_size, self.teacher.config.codebook_size
+        C = self.teacher.config.hidden_size
         positions, masks = self._positions(self.n_prev, self.gamma + 1)
         tokens = self.sequences.gather(1, positions)
         both = torch.cat([positions, positions]) if self.sampling.guided else positions  # feature rows: 2B guided
         features = self.features.gather(1, both[..., None].expand(-1, -1, C))  # index s: slot s - 1's feature
         out = self.draft(tokens, features, cache=self.draft_cache, attention_mask=masks, position_ids=positions,
-                         use_cache=True, cfg_scale=self.sampling.cfg_scale)
+                         use_cache=True, cfg_scale=self.sampling.cfg_scale, return_logits=False)
         last = (self.n - 1 - self.n_prev).clamp(min=0)[:, None, None]  # the last committed slot (finished rows: any)
-        logits = self.sampling.warp(out["logits"]).gather(1, last.expand(-1, 1, K))[:, 0]
-        both_last = torch.cat([last, last]) if self.sampling.guided else last
-        hidden = out["hidden_states"].gather(1, both_last.expand(-1, 1, C))
+        if self.sampling.guided:
+            last = torch.cat([last, last])
+        hidden = out["hidden_states"].gather(1, last.expand(-1, 1, C))  # (B', 1, C): the head runs on it alone
+        logits = self.sampling.warp(self.draft.head(hidden, self.sampling.cfg_scale))[:, -1]
         positions, masks = self._positions(self.n, max(gamma - 1, 1))  # slots of drafts 1 .. gamma - 1
         drafted, q = [], []
         for i in range(gamma):
