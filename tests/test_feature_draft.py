@@ -67,6 +67,12 @@ def test_load_draft_reads_the_kind_from_the_config(pair, tmp_path):
         load_draft(str(tmp_path / "missing"), "drafts", teacher)
 
 
+def test_assisted_generation_refuses_it_with_a_clear_error(pair):
+    teacher, draft = pair
+    with pytest.raises(ValueError, match="token ids only"):
+        teacher.generate(teacher.class_prompt([0]), assistant_model=draft, do_sample=True)
+
+
 def test_the_engine_refuses_a_draft_of_another_teacher(pair):
     teacher, draft = pair
     twin = tiny_model(0, num_hidden_layers=4)  # same shape and weights, another object: its features are not read

@@ -357,6 +357,10 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         if max_new_tokens is None and generation_config is not None:
             max_new_tokens = generation_config.max_new_tokens
         self.check_prompt(input_ids, max_new_tokens)
+        if getattr(kwargs.get("assistant_model"), "reads_features", False):
+            raise ValueError("`assistant_model` is a feature-conditioned draft: assisted generation passes an assistant "
+                             "token ids only, never this model's hidden states. Use hf_specdec's "
+                             "`speculative_sample(teacher, draft, prompt)` for it.")
         # Every prompt token is real; an explicit mask keeps `generate()` from inferring padding from token ids
         # (checkpoints saved before pad_token_id was unset name the null token as pad).
         kwargs.setdefault("attention_mask", torch.ones_like(input_ids))
