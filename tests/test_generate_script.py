@@ -62,3 +62,16 @@ def test_every_shipped_checkpoint_set_draws(tmp_path):
         result = run_script("generate.py", "--checkpoints", name, *args, "--samples_per_class", "2", "--output", out)
         assert result.returncode == 0, result.stderr[-3000:]
         assert "2 images" in result.stdout and "acceptance alpha " in result.stdout and out.stat().st_size > 0
+
+
+def test_main_job_takes_the_feature_draft_and_refuses_it_for_assisted_generation(tmp_path):
+    import pytest
+
+    from tests.utils import CHECKPOINTS
+
+    feature = str(CHECKPOINTS / "feature-1L")  # loaded with the set's teacher attached
+    result = run_sample_grid(SampleGridArguments(assistant=feature, classes=[3], samples_per_class=2, gamma=4,
+                                                 output=str(tmp_path / "feature.png")))
+    assert result["images"] == 2 and 0 < result["alpha"] <= 1 and result["per_image"]["speedup"] > 0
+    with pytest.raises(ValueError, match="`assistant` .* feature-conditioned draft: `--method assisted`"):
+        run_sample_grid(SampleGridArguments(assistant=feature, method="assisted", output=str(tmp_path / "a.png")))

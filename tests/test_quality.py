@@ -53,6 +53,18 @@ def test_classifier_learns_digits_and_the_pipeline_runs(tmp_path):
     args = QualityArguments(checkpoints_dir=str(tmp_path), drafts=["student-4L"], speculative_draft="none",
                             num_images=20, batch_size=10, bootstrap_rounds=5, output_dir=str(tmp_path / "alone"))
     assert [r["method"] for r in evaluate_quality(args, data)["results"]] == ["real (train split)", "teacher"]
+    # a feature-conditioned draft is a speculative draft only: asked to sample alone, refused before any sampling
+    from hf_specdec.models import make_feature_draft
+
+    make_feature_draft(teacher).save_pretrained(tmp_path / "feature-1L")
+    args = QualityArguments(checkpoints_dir=str(tmp_path), drafts=["feature-1L"], speculative_draft="feature-1L",
+                            num_images=20, batch_size=10, bootstrap_rounds=5, output_dir=str(tmp_path / "feature"))
+    with pytest.raises(ValueError, match="`drafts` 'feature-1L' is a feature-conditioned draft"):
+        evaluate_quality(args, data)
+    args = QualityArguments(checkpoints_dir=str(tmp_path), drafts=[], speculative_draft="feature-1L", num_images=20,
+                            batch_size=10, bootstrap_rounds=5, output_dir=str(tmp_path / "feature"))
+    methods = [r["method"] for r in evaluate_quality(args, data)["results"]]
+    assert "speculative (feature-1L, gamma=4)" in methods and methods[-1].startswith("relaxed speculative")
 
 
 def test_inception_option_fails_with_guidance_offline():

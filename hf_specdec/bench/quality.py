@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..data import DataArguments
-from ..hub import checkpoint_path, load_pretrained
+from ..hub import checkpoint_path, load_draft, load_pretrained
 from ..images import images_to_tensor, save_image_grid
 from ..metrics import load_metric
 from ..metrics.quality import inception_metrics
@@ -71,6 +71,13 @@ def evaluate_quality(args: QualityArguments, data_args: DataArguments | None = N
     teacher = load(VQGPTForCausalLM, args.teacher, "teacher")
     check_sampling_options(teacher, gamma=args.gamma, temperature=args.temperature, top_k=args.top_k)
     tokenizer = load(VQTokenizer, args.tokenizer, "tokenizer")
+    # Drafts are loaded and checked before any sampling, so a bad one costs no work.
+    drafts = {name: load_draft(checkpoint_path(args.checkpoints_dir, name), "drafts", teacher, args.device)
+              for name in args.drafts if os.path.isdir(os.path.join(args.checkpoints_dir, name))}
+    for name, model in drafts.items():
+        if getattr(model, "reads_features", False):
+            raise ValueError(f"`drafts` {name!r} is a feature-conditioned draft: it cannot sample alone (it reads the "
+                             "teacher's hidden states); give it as `speculative_draft` instead.")
     classifier_path = os.path.join(args.checkpoints_dir, args.classifier)
     splits = data_args.load()
     held_out = images_to_tensor(list(splits["validation"][:]["image"]) + list(splits["test"][:]["image"]), data_args.resolution)
@@ -82,12 +89,12 @@ def evaluate_quality(args: QualityArguments, data_args: DataArguments | None = N
     methods = {"real (train split)": train_images}
     decode = lambda sequences: decode_sequences(tokenizer, sequences, teacher.config).clamp(-1, 1).cpu()  # noqa: E731
     methods["teacher"] = decode(_sample("alone", teacher, teacher, prompts, args))
-    drafts = {name: load(VQGPTForCausalLM, name, "drafts") for name in args.drafts if os.path.isdir(os.path.join(args.checkpoints_dir, name))}
     for name, model in drafts.items():
         methods[f"{name} alone"] = decode(_sample("alone", teacher, model, prompts, args))
     draft = None
     if args.speculative_draft.lower() != "none":
-        draft = drafts.get(args.speculative_draft) or load(VQGPTForCausalLM, args.speculative_draft, "speculative_draft")
+        draft = drafts.get(args.speculative_draft) or load_draft(
+            checkpoint_path(args.checkpoints_dir, args.speculative_draft), "speculative_draft", teacher, args.device)
         methods[f"speculative ({args.speculative_draft}, gamma={args.gamma})"] = decode(_sample("speculative", teacher, draft, prompts, args))
     if args.relaxed_neighbours and draft is not None:
         neighbours = latent_neighbours(tokenizer.quantize.embedding.weight.detach(), args.relaxed_neighbours)

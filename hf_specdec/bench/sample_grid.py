@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
-from ..hub import load_pretrained
+from ..hub import load_draft, load_pretrained
 from ..images import labelled_grid
 from ..models import VQGPTForCausalLM, VQTokenizer
 from ..pipeline import check_sampling_options, check_tokenizer_matches, class_prompts, decode_sequences
@@ -129,8 +129,11 @@ def run_sample_grid(args: SampleGridArguments) -> dict:
     tokenizer = load_pretrained(VQTokenizer, args.tokenizer, "tokenizer", args.device)
     check_tokenizer_matches(tokenizer, teacher.config)
     if args.method in ("speculative", "assisted"):
-        draft = load_pretrained(VQGPTForCausalLM, args.assistant, "assistant", args.device)
+        draft = load_draft(args.assistant, "assistant", teacher, args.device)  # a VQGPT or a feature draft
         check_draft_matches(teacher, draft, argument="assistant")
+        if args.method == "assisted" and getattr(draft, "reads_features", False):
+            raise ValueError(f"`assistant` {args.assistant!r} is a feature-conditioned draft: `--method assisted` (HF "
+                             "assisted generation) passes an assistant token ids only; use `--method speculative`.")
         if args.method == "assisted":
             draft.generation_config.num_assistant_tokens = args.gamma
 
