@@ -131,10 +131,10 @@ def run_sample_grid(args: SampleGridArguments) -> dict:
     if args.method in ("speculative", "assisted"):
         draft = load_draft(args.assistant, "assistant", teacher, args.device)  # a VQGPT or a feature draft
         check_draft_matches(teacher, draft, argument="assistant")
-        if args.method == "assisted" and getattr(draft, "reads_features", False):
-            raise ValueError(f"`assistant` {args.assistant!r} is a feature-conditioned draft: `--method assisted` (HF "
-                             "assisted generation) passes an assistant token ids only; use `--method speculative`.")
         if args.method == "assisted":
+            if getattr(draft, "reads_features", False):
+                raise ValueError(f"`assistant` {args.assistant!r} is a feature-conditioned draft: `--method assisted` "
+                                 "(HF assisted generation) passes an assistant token ids only; use `--method speculative`.")
             draft.generation_config.num_assistant_tokens = args.gamma
 
     def teacher_alone(prompt):

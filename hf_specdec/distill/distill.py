@@ -9,7 +9,6 @@ at generation time.
 """
 
 import json
-import math
 import os
 import random
 from dataclasses import dataclass, field
@@ -158,24 +157,6 @@ def expected_acceptance(teacher, student, sequences: torch.Tensor, batch_size: i
 
 
 @torch.no_grad()
-def validation_loss(model, sequences: torch.Tensor, batch_size: int = 256) -> dict[str, float]:
-    """Mean next-code cross-entropy and perplexity on real `sequences` (a feature draft: with the teacher's features)."""
-    from ..training.teacher import evaluate_loss
-
-    if not getattr(model, "reads_features", False):
-        return evaluate_loss(model, sequences, batch_size)
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    for i in range(0, len(sequences), batch_size):
-        ids = sequences[i : i + batch_size].to(device)
-        logits = model.unrolled_logits(ids)[0][:, :-1]
-        total += torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="sum").item()
-        count += ids[:, 1:].numel()
-    loss = total / max(count, 1)
-    return {"loss": loss, "perplexity": math.exp(loss)}
-
-
-@torch.no_grad()
 def predictive_entropy(model, sequences: torch.Tensor, batch_size: int = 128, **generation) -> float:
     """Mean entropy in nats of `model`'s next-code distribution (processed as at generation time) over every position
     of `sequences` `(N, 1 + h*w)`. On the model's own samples it measures how flat its distributions are, the
@@ -217,7 +198,7 @@ def distillation_loss(args: DistillArguments, teacher, student, ids: torch.Tenso
         out = teacher(ids, use_cache=False, output_hidden_states=args.feature_draft)
         teacher_logits = out.logits[:, :-1]
     if args.feature_draft:
-        unrolled = student(ids, teacher_hidden_states=out.hidden_states, steps=args.ttt_steps)["unrolled_logits"]
+        unrolled = student(ids, teacher_hidden_states=out.hidden_states, steps=args.ttt_steps).unrolled_logits
         return sum(_divergence(args, teacher_logits, logits[:, :-1]) for logits in unrolled) / len(unrolled)
     student_logits = student(ids, use_cache=False).logits[:, :-1]
     if args.loss == "hybrid":
@@ -235,6 +216,7 @@ def _divergence(args: DistillArguments, teacher_logits, student_logits):
 def run_distillation(data_args, args: DistillArguments, training_args):
     """Train a student of `args.student_depth` from the teacher; writes it with `distill_metrics.json`."""
     from ..training import make_accelerator, train
+    from ..training.teacher import evaluate_loss
 
     accelerator = make_accelerator(training_args)
     teacher = load_pretrained(VQGPTForCausalLM, args.teacher_path, "teacher_path").requires_grad_(False)
@@ -275,7 +257,7 @@ def run_distillation(data_args, args: DistillArguments, training_args):
 
     def eval_fn(model, step):
         result = expected_acceptance(teacher, model, alpha_sequences, **generation)
-        val = validation_loss(model, val_sequences)
+        val = evaluate_loss(model, val_sequences)  # a feature draft: with the teacher's features
         metrics.update(alpha=result["alpha"], alpha_by_position=result["alpha_by_position"].tolist(),
                        val_loss=val["loss"], val_perplexity=val["perplexity"])
         logged = {"alpha": result["alpha"], "val_loss": val["loss"]}

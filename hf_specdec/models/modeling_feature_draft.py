@@ -17,11 +17,14 @@ states. The project's engine (`SpeculativeDecoder`) hands the verify pass's feat
 teacher forward.
 """
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
+from transformers.utils import ModelOutput
 
 from .configuration_vqgpt import VQGPTConfig
-from .modeling_vqgpt import VQGPTBlock, VQGPTForCausalLM, VQGPTPreTrainedModel, _cached_rows
+from .modeling_vqgpt import VQGPTBlock, VQGPTForCausalLM, VQGPTPreTrainedModel, _cached_rows, guided_logits
 
 
 class VQGPTFeatureDraftConfig(VQGPTConfig):
@@ -55,12 +58,20 @@ class VQGPTFeatureDraftConfig(VQGPTConfig):
     @classmethod
     def for_teacher(cls, teacher_config: VQGPTConfig, num_layers: int = 1, feature_layers=None):
         """A draft config of `num_layers` blocks for a teacher with `teacher_config`."""
-        fields = {k: v for k, v in teacher_config.to_dict().items() if k in VQGPTConfig.__dataclass_fields__}
-        for derived in ("transformers_version", "architectures", "vocab_size", "max_position_embeddings", "dtype"):
-            fields.pop(derived, None)
-        fields.update(num_hidden_layers=num_layers, teacher_num_hidden_layers=teacher_config.num_hidden_layers,
-                      feature_layers=feature_layers)
-        return cls(**fields)
+        return cls(**{**teacher_config.own_fields(), "num_hidden_layers": num_layers,
+                      "teacher_num_hidden_layers": teacher_config.num_hidden_layers, "feature_layers": feature_layers})
+
+
+@dataclass
+class FeatureDraftOutput(ModelOutput):
+    """`logits` `(B, T', K)`; `hidden_states` `(B', T, C)`, the last block's output (the draft's stand-in for the
+    teacher's feature at each slot); unrolled: `unrolled_logits` of every pass and, with `labels`, the `loss` of the
+    first (the next-code cross-entropy, with the teacher's features)."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    hidden_states: torch.Tensor | None = None
+    unrolled_logits: list[torch.Tensor] | None = None
 
 
 class VQGPTFeatureDraft(VQGPTPreTrainedModel):
@@ -135,8 +146,9 @@ class VQGPTFeatureDraft(VQGPTPreTrainedModel):
         teacher_hidden_states: tuple[torch.Tensor, ...] | None = None,
         steps: int = 1,
         return_logits: bool = True,
+        labels: torch.LongTensor | None = None,
         **kwargs,
-    ) -> dict:
+    ) -> FeatureDraftOutput:
         r"""
         input_ids (`(B, T)`): the tokens `x_s` of slots `s`.
         features (`(B', T, C)`): for each slot, the fused teacher feature of the slot before (zeros before the first
@@ -148,10 +160,9 @@ class VQGPTFeatureDraft(VQGPTPreTrainedModel):
         cache, attention_mask, position_ids: as for `VQGPTForCausalLM` (positions are cache slots).
         cfg_scale (`float`): classifier-free guidance, combined as the teacher combines it.
         return_logits (`bool`): False skips the head (the engine needs logits at one slot per row: `head`).
+        labels (`(B, T)`): unrolled only, targets as for `VQGPTForCausalLM` (the loss of the first pass).
 
-        Returns a dict with `logits` `(B, T', K)` (next-code logits) and `hidden_states` `(B', T, C)` (the
-        last block's output: the draft's stand-in for the teacher's feature at each slot); unrolled, also
-        `unrolled_logits`, the logits of every pass.
+        Returns `FeatureDraftOutput`.
         """
         if features is not None:
             return self._step(input_ids, features, cache, attention_mask, position_ids, use_cache, logits_to_keep,
@@ -166,9 +177,13 @@ class VQGPTFeatureDraft(VQGPTPreTrainedModel):
         unrolled = []
         for _ in range(steps):
             out = self._step(input_ids, features, None, None, None, False, logits_to_keep, cfg_scale)
-            unrolled.append(out["logits"])
-            features = _shift_right(out["hidden_states"])
-        return {**out, "unrolled_logits": unrolled}
+            unrolled.append(out.logits)
+            features = _shift_right(out.hidden_states)
+        out.unrolled_logits = unrolled
+        if labels is not None:
+            targets = labels.masked_fill(labels >= self.config.codebook_size, -100)  # class tokens are no targets
+            out.loss = self.teacher.loss_function(unrolled[0], targets, vocab_size=self.config.codebook_size)
+        return out
 
     def _step(self, input_ids, features, cache, attention_mask, position_ids, use_cache, logits_to_keep, cfg_scale,
               return_logits=True):
@@ -191,18 +206,14 @@ class VQGPTFeatureDraft(VQGPTPreTrainedModel):
         for block in self.h:
             hidden = block(hidden, attention_mask, position_ids, cache if use_cache is not False else None)
         if not return_logits:
-            return {"logits": None, "hidden_states": hidden}
-        return {"logits": self.head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden, cfg_scale),
-                "hidden_states": hidden}
+            return FeatureDraftOutput(hidden_states=hidden)
+        return FeatureDraftOutput(logits=self.head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden, cfg_scale),
+                                  hidden_states=hidden)
 
     def head(self, hidden_states: torch.Tensor, cfg_scale: float | None = None) -> torch.Tensor:
         """Next-code logits `(B, T, K)` from the draft's `hidden_states` `(B', T, C)` (guided: `2B` rows combined)."""
         logits = self.teacher.lm_head(self.ln_f(hidden_states))
-        if cfg_scale is not None and cfg_scale != 1.0:
-            cond, uncond = logits.float().log_softmax(-1).chunk(2, dim=0)
-            logits = uncond + cfg_scale * (cond - uncond)
-        return logits
-
+        return guided_logits(logits, cfg_scale) if cfg_scale is not None and cfg_scale != 1.0 else logits
 
     def unrolled_logits(self, input_ids: torch.LongTensor, steps: int = 1, cfg_scale: float | None = None,
                         teacher_hidden_states: tuple[torch.Tensor, ...] | None = None) -> list[torch.Tensor]:
@@ -211,7 +222,7 @@ class VQGPTFeatureDraft(VQGPTPreTrainedModel):
         own hidden states of step `k - 1` (training-time test, EAGLE-3). `teacher_hidden_states` (the teacher's
         `output_hidden_states` on `input_ids`, every row) saves the teacher pass when the caller has it."""
         return self(input_ids, cfg_scale=cfg_scale, teacher_hidden_states=teacher_hidden_states,
-                    steps=steps)["unrolled_logits"]
+                    steps=steps).unrolled_logits
 
 
 def _shift_right(features: torch.Tensor) -> torch.Tensor:
@@ -242,4 +253,4 @@ def make_feature_draft(teacher: VQGPTForCausalLM, num_layers: int = 1, feature_l
     return draft.to(next(teacher.parameters()).device)
 
 
-__all__ = ["VQGPTFeatureDraft", "VQGPTFeatureDraftConfig", "make_feature_draft"]
+__all__ = ["FeatureDraftOutput", "VQGPTFeatureDraft", "VQGPTFeatureDraftConfig", "make_feature_draft"]

@@ -180,9 +180,31 @@ class SpeculativeDecoder:
         return positions, self.causal[positions].unsqueeze(1)
 
     def _forward(self, model, cache, tokens, positions, mask, logits_to_keep=0):
-        logits = model(tokens, cache=cache, attention_mask=mask, position_ids=positions, use_cache=True,
-                       cfg_scale=self.sampling.cfg_scale, logits_to_keep=logits_to_keep).logits
-        return self.sampling.warp(logits)
+        """Warped logits of a pass of `model` over slots `positions`. With a feature draft, a teacher pass keeps its
+        fused features and a draft pass reads them."""
+        extra = {}
+        if self.reads_features:
+            extra = {"output_hidden_states": True} if model is self.teacher else {"features": self._features_at(positions)}
+        out = model(tokens, cache=cache, attention_mask=mask, position_ids=positions, use_cache=True,
+                    cfg_scale=self.sampling.cfg_scale, logits_to_keep=logits_to_keep, **extra)
+        if "output_hidden_states" in extra:
+            self._keep_features(out.hidden_states, positions)
+        return self.sampling.warp(out.logits)
+
+    def _all_rows(self, index: torch.Tensor) -> torch.Tensor:
+        """Per-row `index` for every row the models run: with guidance the unconditional rows follow the same map."""
+        return torch.cat([index, index]) if self.sampling.guided else index
+
+    def _features_at(self, positions: torch.Tensor) -> torch.Tensor:
+        """The kept features the draft reads at slots `positions` `(B, T)`: slot `s` reads slot `s - 1`'s."""
+        index = self._all_rows(positions)
+        return self.features.gather(1, index[..., None].expand(-1, -1, self.features.shape[-1]))
+
+    def _keep_features(self, hidden_states, positions):
+        """Fuse the teacher's hidden states of slots `positions` `(B, T)` and keep them at index `slot + 1`."""
+        fused = self.draft.fuse_features(hidden_states)  # (B', T, C)
+        index = self._all_rows(positions + 1)
+        self.features.scatter_(1, index[..., None].expand_as(fused), fused.to(self.features.dtype))
 
     def _draw(self, logits, exponentials):
         """Token and probabilities from warped logits `(B, K)`: the exponential race, or argmax when greedy."""
@@ -232,14 +254,10 @@ class SpeculativeDecoder:
         C = self.teacher.config.hidden_size
         positions, masks = self._positions(self.n_prev, self.gamma + 1)
         tokens = self.sequences.gather(1, positions)
-        both = torch.cat([positions, positions]) if self.sampling.guided else positions  # feature rows: 2B guided
-        features = self.features.gather(1, both[..., None].expand(-1, -1, C))  # index s: slot s - 1's feature
-        out = self.draft(tokens, features, cache=self.draft_cache, attention_mask=masks, position_ids=positions,
-                         use_cache=True, cfg_scale=self.sampling.cfg_scale, return_logits=False)
-        last = (self.n - 1 - self.n_prev).clamp(min=0)[:, None, None]  # the last committed slot (finished rows: any)
-        if self.sampling.guided:
-            last = torch.cat([last, last])
-        hidden = out["hidden_states"].gather(1, last.expand(-1, 1, C))  # (B', 1, C): the head runs on it alone
+        out = self.draft(tokens, self._features_at(positions), cache=self.draft_cache, attention_mask=masks,
+                         position_ids=positions, use_cache=True, cfg_scale=self.sampling.cfg_scale, return_logits=False)
+        last = self._all_rows((self.n - 1 - self.n_prev).clamp(min=0))  # the last committed slot (finished rows: any)
+        hidden = out.hidden_states.gather(1, last[:, None, None].expand(-1, 1, C))  # (B', 1, C): the head runs on it alone
         logits = self.sampling.warp(self.draft.head(hidden, self.sampling.cfg_scale))[:, -1]
         positions, masks = self._positions(self.n, max(gamma - 1, 1))  # slots of drafts 1 .. gamma - 1
         drafted, q = [], []
@@ -247,7 +265,7 @@ class SpeculativeDecoder:
             if i > 0:
                 out = self.draft(drafted[-1][:, None], hidden, cache=self.draft_cache, attention_mask=masks[:, :, i - 1 : i],
                                  position_ids=positions[:, i - 1 : i], use_cache=True, cfg_scale=self.sampling.cfg_scale)
-                logits, hidden = self.sampling.warp(out["logits"])[:, -1], out["hidden_states"]
+                logits, hidden = self.sampling.warp(out.logits)[:, -1], out.hidden_states
             token, probs = self._draw(logits, races[:, i])
             drafted.append(token)
             q.append(probs)
@@ -261,20 +279,7 @@ class SpeculativeDecoder:
         tokens = self.sequences.gather(1, positions[:, :1])
         if drafted.shape[1]:
             tokens = torch.cat([tokens, drafted], dim=1)
-        if not self.reads_features:
-            return self._forward(self.teacher, self.teacher_cache, tokens, positions, mask)
-        out = self.teacher(tokens, cache=self.teacher_cache, attention_mask=mask, position_ids=positions,
-                           use_cache=True, cfg_scale=self.sampling.cfg_scale, output_hidden_states=True)
-        self._keep_features(out.hidden_states, positions)
-        return self.sampling.warp(out.logits)
-
-    def _keep_features(self, hidden_states, positions):
-        """Fuse the teacher's hidden states of slots `positions` `(B, T)` and keep them at index `slot + 1`."""
-        fused = self.draft.fuse_features(hidden_states)  # (B', T, C)
-        index = positions + 1
-        if self.sampling.guided:
-            index = torch.cat([index, index])
-        self.features.scatter_(1, index[..., None].expand_as(fused), fused.to(self.features.dtype))
+        return self._forward(self.teacher, self.teacher_cache, tokens, positions, mask)
 
     def accept(self, p_logits, q, drafted, r, last):
         """Accepted drafts per buffer row `(R,)` and the next token `(R,)`; with several chains, also the winning
@@ -317,10 +322,11 @@ class SpeculativeDecoder:
             drafted = drafted[winner]
             # The round wrote slots n - 2 .. n + gamma - 1 of both caches (the draft's first step re-reads two).
             slots = ((self.n - 2).clamp(min=0)[:, None] + self.arange[: gamma + 3]).clamp(max=self.cache_length - 1)
-            for cache in (self.teacher_cache, self.draft_cache):
-                _copy_rows(cache, winner, slots)
+            buffers = [t for cache in (self.teacher_cache, self.draft_cache) for layer in cache.layers
+                       for t in (layer.keys, layer.values)]
+            _copy_rows(buffers, winner, slots)
             if self.reads_features:  # features of slots n - 1 .. are kept at index slot + 1
-                _copy_feature_rows(self.features, winner, (slots + 1).clamp(max=self.features.shape[1] - 1))
+                _copy_rows([self.features.unsqueeze(1)], winner, (slots + 1).clamp(max=self.features.shape[1] - 1))
         if gamma == 0:  # plain decoding: every row takes its token; a call runs exactly the rounds it needs
             self.sequences.scatter_(1, self.n[:, None], next_token[:, None])
             self.n.add_(1)
@@ -414,22 +420,9 @@ class SpeculativeDecoder:
             self.n_prev.fill_(P - 1)
         if P > 1:  # the caches must hold slots [0, P - 1): the rounds feed slot P - 1 onwards
             positions, mask = self._positions(torch.zeros_like(self.n), P - 1)
-            if self.reads_features:
-                out = self.teacher(input_ids[:, : P - 1], cache=self.teacher_cache, attention_mask=mask,
-                                   position_ids=positions, use_cache=True, cfg_scale=self.sampling.cfg_scale,
-                                   logits_to_keep=1, output_hidden_states=True)
-                self._keep_features(out.hidden_states, positions)
-                both = torch.cat([positions, positions]) if self.sampling.guided else positions
-                C = self.features.shape[-1]
-                features = self.features.gather(1, both[..., None].expand(-1, -1, C))
-                self.draft(input_ids[:, : P - 1], features, cache=self.draft_cache, attention_mask=mask,
-                           position_ids=positions, use_cache=True, cfg_scale=self.sampling.cfg_scale, logits_to_keep=1)
-            else:
-                self._forward(self.teacher, self.teacher_cache, input_ids[:, : P - 1], positions, mask,
-                              logits_to_keep=1)
-                if self.draft is not None:
-                    self._forward(self.draft, self.draft_cache, input_ids[:, : P - 1], positions, mask,
-                                  logits_to_keep=1)
+            self._forward(self.teacher, self.teacher_cache, input_ids[:, : P - 1], positions, mask, logits_to_keep=1)
+            if self.draft is not None:
+                self._forward(self.draft, self.draft_cache, input_ids[:, : P - 1], positions, mask, logits_to_keep=1)
 
     def calibrate_cost_ratio(self, repeats: int = 5) -> float:
         """`c` for adaptive gamma, measured once per decoder on its own rounds: a round costs `a + b * gamma`
@@ -525,25 +518,16 @@ def _round_counts(starts: torch.Tensor, accepted: torch.Tensor, gamma: int, tota
     return torch.minimum(accepted, tested), tested
 
 
-def _copy_rows(cache: RaggedCache, source: torch.Tensor, slots: torch.Tensor) -> None:
-    """Every buffer row `i` takes row `source[i]`'s keys/values at its slots `slots[i]` `(R, W)`, in every layer (with
-    guidance the cache holds the unconditional rows after the conditional ones, which follow the same map)."""
+def _copy_rows(buffers: list[torch.Tensor], source: torch.Tensor, slots: torch.Tensor) -> None:
+    """Every buffer row `i` takes row `source[i]`'s entries at its slots `slots[i]` `(R, W)`, in every `(rows, heads,
+    slots, dim)` buffer (keys and values of every layer; the feature buffer as a 1-head view). With guidance a buffer
+    holds the unconditional rows after the conditional ones, which follow the same map."""
     R = source.shape[0]
     rows = torch.arange(R, device=source.device)
-    if cache.layers[0].keys.shape[0] == 2 * R:
+    if buffers[0].shape[0] == 2 * R:
         source, rows, slots = torch.cat([source, source + R]), torch.cat([rows, rows + R]), torch.cat([slots, slots])
-    for layer in cache.layers:
-        for buffer in (layer.keys, layer.values):
-            buffer[rows[:, None], :, slots] = buffer[source[:, None], :, slots]
-
-
-def _copy_feature_rows(features: torch.Tensor, source: torch.Tensor, index: torch.Tensor) -> None:
-    """`_copy_rows` for the feature buffer `(R or 2R, S, C)`: row `i` takes row `source[i]`'s entries `index[i]`."""
-    R = source.shape[0]
-    rows = torch.arange(R, device=source.device)
-    if features.shape[0] == 2 * R:
-        source, rows, index = torch.cat([source, source + R]), torch.cat([rows, rows + R]), torch.cat([index, index])
-    features[rows[:, None], index] = features[source[:, None], index]
+    for buffer in buffers:
+        buffer[rows[:, None], :, slots] = buffer[source[:, None], :, slots]
 
 
 def _synchronize(device: torch.device) -> None:

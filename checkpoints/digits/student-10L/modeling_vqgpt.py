@@ -187,6 +187,14 @@ class VQGPTModel(VQGPTPreTrainedModel):
                                        hidden_states=all_hidden_states + (hidden_states,) if output_hidden_states else None)
 
 
+def guided_logits(logits: torch.Tensor, cfg_scale: float) -> torch.Tensor:
+    """Classifier-free guidance from logits of `[conditional; unconditional]` rows `(2B, ...)`: `log_softmax(u) + s
+    (log_softmax(c) - log_softmax(u))`, unnormalised log-probabilities whose softmax is the guided distribution
+    (transformers' `guidance_scale` combination)."""
+    cond, uncond = logits.float().log_softmax(-1).chunk(2, dim=0)
+    return uncond + cfg_scale * (cond - uncond)
+
+
 def _cached_rows(cache: Cache | None) -> int:
     """Rows a cache holds, -1 if empty. Static caches record it (`batch_size`); a `DynamicCache` does not, so its
     first layer's keys are asked (a shape, not a value: no host sync)."""
@@ -310,10 +318,7 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
         logits = self.lm_head(hidden_states)  # (B, T', K)
         if guided:
-            # Guided logits: log_softmax(u) + s (log_softmax(c) - log_softmax(u)), unnormalised log-probabilities
-            # whose softmax is the guided distribution (transformers' `guidance_scale` combination).
-            cond, uncond = logits.float().log_softmax(-1).chunk(2, dim=0)
-            logits = uncond + cfg_scale * (cond - uncond)
+            logits = guided_logits(logits, cfg_scale)
 
         loss = None
         if labels is not None:

@@ -133,11 +133,14 @@ class VQGPTConfig(PreTrainedConfig):
             num_layers = VQGPT_PRESETS[preset_or_layers]["num_hidden_layers"]
         else:
             num_layers = preset_or_layers
+        return type(self)(**{**self.own_fields(), "num_hidden_layers": num_layers})
+
+    def own_fields(self) -> dict:
+        """The config fields set by hand (derived ones and bookkeeping left out), to build a related config."""
         fields = {k: v for k, v in self.to_dict().items() if k in self.__dataclass_fields__}
         for derived in ("transformers_version", "architectures", "vocab_size", "max_position_embeddings", "dtype"):
             fields.pop(derived, None)
-        fields["num_hidden_layers"] = num_layers
-        return type(self)(**fields)
+        return fields
 
 
 __all__ = ["VQGPTConfig", "VQGPT_PRESETS", "STUDENT_IDS"]
