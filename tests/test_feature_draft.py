@@ -89,6 +89,8 @@ def test_initialised_draft_starts_as_the_independent_one():
     feature, independent = make_feature_draft(teacher, 1), make_student(teacher, 1)
     ids = torch.cat([teacher.class_prompt([0, 2]), torch.randint(0, 16, (2, 16))], dim=1)
     torch.testing.assert_close(feature.unrolled_logits(ids)[0], independent(ids, use_cache=False).logits)
+    wide = make_feature_draft(teacher, 1, intermediate_size=4 * teacher.config.intermediate_size)
+    torch.testing.assert_close(wide.unrolled_logits(ids)[0], independent(ids, use_cache=False).logits)
 
 
 # -- inside the engine ------------------------------------------------------------------------------------------

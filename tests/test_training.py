@@ -205,6 +205,23 @@ def test_student_initialised_from_teacher_layers():
         make_student(teacher, 2, teacher_layers=[0, 9])
 
 
+def test_wider_student_starts_as_the_narrow_one_and_trains_its_extra_units():
+    """`intermediate_size` wider than the teacher's: the copied block computes what the teacher's block computes (extra
+    units' outputs at zero), yet those units get gradients; narrower than the block it starts from is refused."""
+    teacher = tiny_model(0, num_hidden_layers=4)
+    narrow, wide = make_student(teacher, 2).eval(), make_student(teacher, 2, intermediate_size=160).train()
+    assert wide.config.intermediate_size == 160 and narrow.config.intermediate_size == teacher.config.intermediate_size
+    ids = torch.cat([teacher.class_prompt([0, 2]), torch.randint(0, 16, (2, 16))], dim=1)
+    torch.testing.assert_close(wide.eval()(ids, use_cache=False).logits, narrow(ids, use_cache=False).logits)
+    wide(ids, labels=ids, use_cache=False).loss.backward()
+    extra = wide.transformer.h[0].mlp.c_proj.weight.grad[:, teacher.config.intermediate_size:]
+    assert extra.abs().sum() > 0
+    with pytest.raises(ValueError, match="intermediate_size"):
+        make_student(teacher, 2, intermediate_size=8)
+    with pytest.raises(ValueError, match="draft_intermediate_size"):
+        DistillArguments(student_preset="draft-1L", draft_intermediate_size=0)
+
+
 def test_arguments_from_yaml_and_command_line(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("student_id: 4\nloss: tv\nmax_steps: 7\n")

@@ -33,6 +33,8 @@ class DistillArguments:
     student_layers: int | None = field(default=None, metadata={"help": "A custom depth instead of a preset."})
     init_from_teacher: bool = field(default=True, metadata={"help": "Initialise from teacher layers (see teacher_layers)."})
     teacher_layers: list[int] | None = field(default=None, metadata={"help": "Teacher blocks to copy (default: evenly spaced)."})
+    draft_intermediate_size: int | None = field(default=None, metadata={"help": "MLP width of the student (default: the "
+        "teacher's). Wider starts as the teacher's block, the extra units' outputs at zero: more capacity at the same depth."})
     loss: str = field(default="hybrid", metadata={"help": "hybrid | forward_kl | reverse_kl | jsd | tv."})
     alpha: float = field(default=0.5, metadata={"help": "hybrid: weight of the hard cross-entropy term."})
     kd_temperature: float = field(default=2.0, metadata={"help": "hybrid: distillation temperature T."})
@@ -78,6 +80,8 @@ class DistillArguments:
             raise ValueError(f"`loss` must be one of {sorted(DIVERGENCES)} with `feature_draft`, got 'hybrid'.")
         if self.feature_draft and isinstance(self.student_depth, str) and self.student_depth not in VQGPT_PRESETS:
             raise ValueError(f"`student_preset` must be one of {sorted(VQGPT_PRESETS)}, got {self.student_depth!r}.")
+        if self.draft_intermediate_size is not None and self.draft_intermediate_size < 1:
+            raise ValueError(f"`draft_intermediate_size` must be a positive integer, got {self.draft_intermediate_size}.")
         for name in ("num_teacher_samples", "num_alpha_prefixes", "ttt_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
@@ -93,13 +97,15 @@ class DistillArguments:
         return {"temperature": self.gen_temperature, "top_k": self.gen_top_k, "cfg_scale": self.cfg_scale}
 
 
-def make_student(teacher: VQGPTForCausalLM, depth: str | int, teacher_layers: list[int] | None = None, init: bool = True):
-    """A student with the teacher's width and vocabulary; optionally initialised from teacher blocks.
+def make_student(teacher: VQGPTForCausalLM, depth: str | int, teacher_layers: list[int] | None = None, init: bool = True,
+                 intermediate_size: int | None = None):
+    """A student with the teacher's width and vocabulary (MLP width `intermediate_size`, default the teacher's);
+    optionally initialised from teacher blocks.
 
-    `teacher_layers` picks the teacher blocks to copy (default: evenly spaced, first and last included); the
-    embeddings, final norm and head are always copied when `init`.
+    `teacher_layers` picks the teacher blocks to copy (default: evenly spaced, first and last included; a wider MLP
+    as in `VQGPTBlock.copy_from`); the embeddings, final norm and head are always copied when `init`.
     """
-    config = teacher.config.student_config(depth)
+    config = teacher.config.student_config(depth, intermediate_size)
     student = VQGPTForCausalLM(config)
     if not init:
         return student
@@ -112,17 +118,19 @@ def make_student(teacher: VQGPTForCausalLM, depth: str | int, teacher_layers: li
         getattr(student.transformer, name).load_state_dict(getattr(teacher.transformer, name).state_dict())
     student.lm_head.load_state_dict(teacher.lm_head.state_dict())
     for target, source in enumerate(teacher_layers):
-        student.transformer.h[target].load_state_dict(teacher.transformer.h[source].state_dict())
+        student.transformer.h[target].copy_from(teacher.transformer.h[source])
     return student
 
 
 def make_draft(args: "DistillArguments", teacher: VQGPTForCausalLM):
     """The student `args` asks for: a VQGPT of `student_depth`, or a feature draft of that depth."""
     if not args.feature_draft:
-        return make_student(teacher, args.student_depth, args.teacher_layers, args.init_from_teacher)
+        return make_student(teacher, args.student_depth, args.teacher_layers, args.init_from_teacher,
+                            args.draft_intermediate_size)
     depth = args.student_depth
     depth = VQGPT_PRESETS[depth]["num_hidden_layers"] if isinstance(depth, str) else depth
-    return make_feature_draft(teacher, depth, args.feature_layers, args.init_from_teacher, args.teacher_layers)
+    return make_feature_draft(teacher, depth, args.feature_layers, args.init_from_teacher, args.teacher_layers,
+                              args.draft_intermediate_size)
 
 
 def processed_probs(model, ids: torch.Tensor, temperature=1.0, top_k=None, cfg_scale=None, step: int = 1) -> torch.Tensor:

@@ -56,10 +56,15 @@ class VQGPTFeatureDraftConfig(VQGPTConfig):
         super().__post_init__(**kwargs)
 
     @classmethod
-    def for_teacher(cls, teacher_config: VQGPTConfig, num_layers: int = 1, feature_layers=None):
-        """A draft config of `num_layers` blocks for a teacher with `teacher_config`."""
-        return cls(**{**teacher_config.own_fields(), "num_hidden_layers": num_layers,
-                      "teacher_num_hidden_layers": teacher_config.num_hidden_layers, "feature_layers": feature_layers})
+    def for_teacher(cls, teacher_config: VQGPTConfig, num_layers: int = 1, feature_layers=None,
+                    intermediate_size: int | None = None):
+        """A draft config of `num_layers` blocks (MLP width `intermediate_size`, default the teacher's) for a teacher
+        with `teacher_config`."""
+        fields = {**teacher_config.own_fields(), "num_hidden_layers": num_layers,
+                  "teacher_num_hidden_layers": teacher_config.num_hidden_layers, "feature_layers": feature_layers}
+        if intermediate_size is not None:
+            fields["intermediate_size"] = intermediate_size
+        return cls(**fields)
 
 
 @dataclass
@@ -231,11 +236,12 @@ def _shift_right(features: torch.Tensor) -> torch.Tensor:
 
 
 def make_feature_draft(teacher: VQGPTForCausalLM, num_layers: int = 1, feature_layers=None, init: bool = True,
-                       teacher_layers: list[int] | None = None):
+                       teacher_layers: list[int] | None = None, intermediate_size: int | None = None):
     """A feature draft for `teacher`. With `init`, its blocks start as the teacher's blocks `teacher_layers`
-    (default: the first ones), its final norm as the teacher's, and `fc` passes the token embedding through
-    unchanged: it starts as the teacher-initialised independent draft and learns to read the features from there."""
-    config = VQGPTFeatureDraftConfig.for_teacher(teacher.config, num_layers, feature_layers)
+    (default: the first ones; a wider MLP as in `VQGPTBlock.copy_from`), its final norm as the teacher's, and `fc`
+    passes the token embedding through unchanged: it starts as the teacher-initialised independent draft and learns
+    to read the features from there."""
+    config = VQGPTFeatureDraftConfig.for_teacher(teacher.config, num_layers, feature_layers, intermediate_size)
     draft = VQGPTFeatureDraft(config).attach_teacher(teacher)
     if init:
         C = config.hidden_size
@@ -248,7 +254,7 @@ def make_feature_draft(teacher: VQGPTForCausalLM, num_layers: int = 1, feature_l
             raise ValueError(f"`teacher_layers` must list {num_layers} indices in [0, {teacher.config.num_hidden_layers}), "
                              f"got {teacher_layers}.")
         for block, i in zip(draft.h, teacher_layers):
-            block.load_state_dict(teacher.transformer.h[i].state_dict())
+            block.copy_from(teacher.transformer.h[i])
         draft.ln_f.load_state_dict(teacher.transformer.ln_f.state_dict())
     return draft.to(next(teacher.parameters()).device)
 

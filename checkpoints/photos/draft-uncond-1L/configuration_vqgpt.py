@@ -125,15 +125,19 @@ class VQGPTConfig(PreTrainedConfig):
             raise ValueError(f"`preset` must be one of {sorted(VQGPT_PRESETS)}, got {preset!r}.")
         return cls(**{**kwargs, **VQGPT_PRESETS[preset]})
 
-    def student_config(self, preset_or_layers: str | int) -> "VQGPTConfig":
-        """A config like this one (same codebook, classes, grid, width) with the depth of a preset or a layer count."""
+    def student_config(self, preset_or_layers: str | int, intermediate_size: int | None = None) -> "VQGPTConfig":
+        """A config like this one (same codebook, classes, grid, width) with the depth of a preset or a layer count,
+        and optionally another MLP width."""
         if isinstance(preset_or_layers, str):
             if preset_or_layers not in VQGPT_PRESETS:
                 raise ValueError(f"`preset_or_layers` must be one of {sorted(VQGPT_PRESETS)} or an int.")
             num_layers = VQGPT_PRESETS[preset_or_layers]["num_hidden_layers"]
         else:
             num_layers = preset_or_layers
-        return type(self)(**{**self.own_fields(), "num_hidden_layers": num_layers})
+        fields = {**self.own_fields(), "num_hidden_layers": num_layers}
+        if intermediate_size is not None:
+            fields["intermediate_size"] = intermediate_size
+        return type(self)(**fields)
 
     def own_fields(self) -> dict:
         """The config fields set by hand (derived ones and bookkeeping left out), to build a related config."""

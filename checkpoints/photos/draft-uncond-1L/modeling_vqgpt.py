@@ -87,6 +87,23 @@ class VQGPTBlock(nn.Module):
         hidden_states = hidden_states + self.attn(self.ln_1(hidden_states), attention_mask, position_ids, cache)
         return hidden_states + self.mlp(self.ln_2(hidden_states))
 
+    @torch.no_grad()
+    def copy_from(self, source: "VQGPTBlock") -> "VQGPTBlock":
+        """Load `source`'s weights. An MLP wider than `source`'s keeps its extra units' (random) input weights and
+        gets zero output weights for them (Net2Net-style widening): the block computes what `source` computes and
+        the extra units start learning from there."""
+        n, wide = source.mlp.c_fc.out_features, self.mlp.c_fc.out_features
+        if wide < n:
+            raise ValueError(f"`intermediate_size` must be >= the source block's ({n}) to start from it, got {wide}.")
+        state = source.state_dict()
+        if wide > n:
+            own = self.state_dict()
+            for name in ("mlp.c_fc.weight", "mlp.c_fc.bias"):
+                state[name] = torch.cat([state[name], own[name][n:]])
+            state["mlp.c_proj.weight"] = torch.cat([state["mlp.c_proj.weight"], own["mlp.c_proj.weight"][:, n:].zero_()], 1)
+        self.load_state_dict(state)
+        return self
+
 
 class VQGPTPreTrainedModel(PreTrainedModel):
     config_class = VQGPTConfig
