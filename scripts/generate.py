@@ -8,7 +8,8 @@
 
 Prints two speedups, measured in the same run: per image (batch 1: each image drawn by the teacher alone and by the
 method back to back, median over the images; the latency a user waits for one picture) and whole grid (every image
-in one batch: throughput), and the acceptance alpha. The PNG has one labelled row per class.
+in one batch, or streamed through `--batch_size` rows: throughput), and the acceptance alpha. The PNG has one
+labelled row per class.
 """
 
 from hf_specdec.cli import parse_args, run
@@ -26,7 +27,7 @@ def main(argv=None):
           f"{one['speedup']:>9.2f}x")
     grid = result["whole_grid"]
     if grid:
-        label = f"whole grid (batch {grid['batch_size']})"
+        label = f"whole grid (batch {grid['batch_size']}{', streamed' if grid['streamed'] else ''})"
         print(f"{label:28}{grid['teacher_images_per_second']:>8.1f} img/s{grid['method_images_per_second']:>11.1f} img/s"
               f"{grid['speedup']:>9.2f}x")
     if result["alpha"] is not None:

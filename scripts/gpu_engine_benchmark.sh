@@ -19,7 +19,7 @@ export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$(pwd)" PYTHONUNBUFFERED=1 TOKENIZ
 if [ "$device" = cuda ]; then
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
   modes='["eager", "cuda-graph"]'; reps=20; batches="1 16 64"; limit_main=200; limit_compile=120
-  extra="--extra_gammas 4 6 12 --block_verification true"
+  extra="--extra_gammas 4 6 12 --block_verification true --stream_images 64"
 else
   modes='["eager"]'; reps=1; batches="1"; limit_main=300; limit_compile=300; extra="--extras false --extra_gammas 8"
 fi

@@ -102,3 +102,23 @@ def test_paired_benchmark_builds_each_decoder_once_with_more_settings_than_the_s
     result = paired_benchmark("cpu", 2, drafts, teacher_path=str(tmp_path / "teacher"), block_gamma=3,
                               gammas=(1, 2), num_drafts=(2, 3))
     assert len(result["results"]) == len(built) > MAX_CACHED_DECODERS  # one decoder per method, never rebuilt
+
+
+def test_engine_benchmark_streams_images_through_a_batch(tmp_path):
+    """`--stream_images`: plain and speculative draw that many images through each smaller batch; their times and
+    speedups are per image, their tokens per teacher call count every image."""
+    from hf_specdec.bench.engine_speed import EngineBenchmarkArguments, run_engine_benchmark
+
+    tiny_model(0, num_hidden_layers=3).save_pretrained(tmp_path / "teacher")
+    tiny_model(1, num_hidden_layers=1).save_pretrained(tmp_path / "draft")
+    args = EngineBenchmarkArguments(checkpoints_dir=str(tmp_path), draft="draft", gamma=3, extra_gammas=[],
+                                    batch_sizes=[2], methods=["eager"], extras=False, reps=2, stream_images=5,
+                                    output_dir=str(tmp_path / "out"))
+    records = {r["method"]: r for r in run_engine_benchmark(args)["records"]}
+    stream, batch = records["speculative-stream/eager"], records["speculative/eager"]
+    assert stream["images"] == 5 and batch["images"] == 2 and stream["batch_size"] == 2
+    assert stream["ms_per_image"] == pytest.approx(stream["median_ms"] / 5)
+    assert stream["speedup_vs_plain_same_mode"] == pytest.approx(
+        records["plain-stream/eager"]["ms_per_image"] / stream["ms_per_image"])
+    assert 1 <= stream["tokens_per_teacher_call"] <= 4
+    assert "5 images streamed" in (tmp_path / "out" / "results.md").read_text()

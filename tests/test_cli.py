@@ -41,6 +41,7 @@ BAD_INPUT = [
     ("generate.py", ["--gamma", "65"], ["gamma", "64"]),
     ("generate.py", ["--guidance_scale", "inf"], ["guidance_scale"]),
     ("generate.py", ["--samples_per_class", "0"], ["samples_per_class"]),
+    ("generate.py", ["--batch_size", "0"], ["batch_size"]),
     ("generate.py", ["--method", "self-speculative", "--self_speculative_layers", "12"], ["self_speculative_layers"]),
     ("generate.py", ["--classes", "12"], ["classes"]),
     ("generate.py", ["--teacher", "{tmp}/missing"], ["teacher", "missing"]),

@@ -8,7 +8,7 @@ from transformers import DynamicCache
 
 import hf_specdec.speculative.sampling as sampling
 from hf_specdec import EarlyExitDraft, RaggedCache, plain_sample, speculative_sample
-from hf_specdec.speculative import SamplingConfig, SpeculativeDecoder, SpeculativeOutput
+from hf_specdec.speculative import SamplingConfig, SpeculativeDecoder, SpeculativeOutput, clear_decoders
 from tests.conftest import HostSyncCounter, tiny_model
 from tests.test_speculative import SMALL, empirical_distribution, exact_distribution, small_pair, tv_bound
 from tests.test_speculative import wrong_residual_accept
@@ -166,6 +166,62 @@ def test_rows_finishing_in_different_rounds(pair):
     assert sampled.evaluated_by_position.sum() == sampled.evaluated_per_round.sum()
 
 
+# -- more prompts than rows: continuous batching -------------------------------------------------------------
+
+@pytest.mark.parametrize("batch_size", [1, 3, 9])
+def test_streamed_prompts_equal_the_teacher_greedy(pair, batch_size):
+    """7 prompts through 1, 3 or 9 rows (a row takes the next prompt when its image is done; 9: two rows idle): each
+    image equals the teacher's, in the prompts' order, however stale the rows' caches are."""
+    teacher, draft = pair
+    prompt = teacher.class_prompt([0, 1, 2, 0, 1, 2, 1])
+    expected = teacher.generate(prompt, do_sample=False)
+    for model in (draft, EarlyExitDraft(teacher, 2)):
+        for setting in ({}, {"cfg_scale": 2.0}, {"num_drafts": 2}):
+            out = speculative_sample(teacher, model, prompt, gamma=3, do_sample=False, batch_size=batch_size, **setting)
+            assert torch.equal(out.sequences, teacher.generate(prompt, do_sample=False, **{
+                k: v for k, v in setting.items() if k == "cfg_scale"}))
+            assert out.accepted_per_round.shape[1] == batch_size
+            assert out.evaluated_by_position.sum() == out.evaluated_per_round.sum()
+    assert torch.equal(plain_sample(teacher, prompt, do_sample=False, batch_size=batch_size), expected)
+
+
+def test_streaming_keeps_rows_busy(pair):
+    """Rows finish in different rounds; streamed, a finished row takes the next prompt instead of idling until the
+    slowest row of its batch is done, so fewer row-rounds are idle than with one call per batch of 2."""
+    teacher, draft = pair
+    prompt = teacher.class_prompt([0, 1, 2, 0, 1, 2, 0, 1])
+    early_exit = EarlyExitDraft(teacher, 2)
+    streamed = speculative_sample(teacher, early_exit, prompt, gamma=5, do_sample=False, batch_size=2)
+    chunks = [speculative_sample(teacher, early_exit, prompt[i : i + 2], gamma=5, do_sample=False) for i in (0, 2, 4, 6)]
+    idle = lambda out: (out.proposed_per_round == 0).sum().item()  # noqa: E731
+    assert idle(streamed) < sum(idle(out) for out in chunks)
+    assert torch.equal(streamed.sequences, torch.cat([out.sequences for out in chunks]))
+    # every image's new tokens are counted once: tokens per teacher call = images x new tokens / row-rounds
+    assert streamed.tokens_per_teacher_call == pytest.approx(8 * 16 / (2 * streamed.num_rounds))
+
+
+@pytest.mark.parametrize("processing", [{}, {"cfg_scale": 2.0}], ids=["plain", "cfg"])
+def test_streamed_sampling_is_lossless_and_the_test_catches_a_wrong_residual(processing, monkeypatch):
+    """40,000 prompts through 4,000 rows, refilled as images finish: the images follow the teacher's distribution
+    (a refilled row's stale cache slots and the refill timing do not bias them); the wrong residual is caught."""
+    teacher, draft = small_pair()
+    N, label, K = 40_000, 1, SMALL["codebook_size"]
+    _, exact = exact_distribution(teacher, label, processing, 3)
+    bound = tv_bound(len(exact), N)
+    prompt = teacher.class_prompt([label] * N)
+
+    def tv():
+        out = speculative_sample(teacher, draft, prompt, gamma=2, batch_size=N // 10, mode="eager",
+                                 generator=torch.Generator().manual_seed(0), **processing)
+        return 0.5 * (empirical_distribution(out.sequences[:, 1:], K) - exact).abs().sum().item()
+
+    assert tv() < bound
+    monkeypatch.setattr(sampling, "speculative_accept", wrong_residual_accept)
+    clear_decoders()
+    assert tv() > bound
+    clear_decoders()
+
+
 def test_ragged_cache_is_a_transformers_cache(pair):
     teacher, _ = pair
     prompt = teacher.class_prompt([0, 1])
@@ -227,7 +283,10 @@ def test_gpu_benchmark_script_runs_its_cpu_path(tmp_path):
         (lambda t, d: SamplingConfig(top_p=1.5), "top_p"),
         (lambda t, d: SamplingConfig(cfg_scale=float("inf")), "cfg_scale"),
         (lambda t, d: SamplingConfig(verification="tree"), "verification"),
-        (lambda t, d: SpeculativeDecoder(t, d, 2, batch_size=2).generate(t.class_prompt([0]), 4), "input_ids"),
+        (lambda t, d: SpeculativeDecoder(t, d, 2, batch_size=2).generate(
+            torch.cat([t.class_prompt([0]), torch.zeros(1, 1, dtype=torch.long)], dim=1), 4), "input_ids"),
+        (lambda t, d: speculative_sample(t, d, t.class_prompt([0, 1]), batch_size=0), "batch_size"),
+        (lambda t, d: plain_sample(t, t.class_prompt([0, 1]), batch_size=1.5), "batch_size"),
         (lambda t, d: SpeculativeDecoder(t, d, 2).generate(t.class_prompt([0]).float(), 4), "input_ids"),
         (lambda t, d: SpeculativeDecoder(t, d, 2).generate(t.class_prompt([0]), 0), "max_new_tokens"),
         (lambda t, d: plain_sample(t, t.class_prompt([0])[0]), "input_ids"),

@@ -113,6 +113,10 @@ def test_greedy_equals_the_teacher(pair, gamma, cfg_scale):
     longer = torch.cat([prompt, expected[:, 1:6]], dim=1)  # a prompt of codes: prefilled with features
     assert torch.equal(run(decoder.__class__(teacher, draft, gamma, 3, decoder.sampling), longer, 11).sequences,
                        expected)
+    # more prompts than rows: a refilled row reads its new image's features, never the last image's
+    streamed = torch.cat([prompt, teacher.class_prompt([2, 1, 0, 1])])
+    out = run(SpeculativeDecoder(teacher, draft, gamma, 2, decoder.sampling), streamed, 16)
+    assert torch.equal(out.sequences, teacher.generate(streamed, do_sample=False, cfg_scale=cfg_scale))
 
 
 @pytest.mark.parametrize("setting", sorted(SETTINGS))

@@ -35,7 +35,11 @@ def test_unconditional_teacher_draws_rows_of_null_prompts(tmp_path):
     paths = _tiny_set(tmp_path, num_classes=0)
     out = tmp_path / "uncond.png"
     result = run_sample_grid(SampleGridArguments(**paths, samples_per_class=3, rows=2, gamma=3, output=str(out)))
-    assert result["images"] == 6 and result["whole_grid"]["batch_size"] == 6
+    assert result["images"] == 6 and result["whole_grid"]["batch_size"] == 6 and not result["whole_grid"]["streamed"]
+    streamed = run_sample_grid(SampleGridArguments(**paths, samples_per_class=3, rows=2, gamma=3, batch_size=4,
+                                                   output=str(out)))
+    assert streamed["whole_grid"]["batch_size"] == 4 and streamed["whole_grid"]["streamed"]
+    assert streamed["whole_grid"]["speedup"] > 0
     assert 0 <= result["alpha"] <= 1 and result["per_image"]["speedup"] > 0
     assert Image.open(out).size[1] > 2 * 64
 

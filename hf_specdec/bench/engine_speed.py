@@ -55,6 +55,9 @@ class EngineBenchmarkArguments:
                                                           "draft in that mode."})
     block_verification: bool = field(default=False, metadata={"help": "Also run block verification (Sun et al.) "
                                                                       "at gamma and every extra gamma."})
+    stream_images: int = field(default=0, metadata={"help": "At every batch size B below it, also stream this many "
+        "images through B rows (continuous batching: a row takes the next image when its own is done), plain and "
+        "speculative, in the fastest engine mode; speedups are then per image (0 = off)."})
     reps: int = field(default=20, metadata={"help": "Timed calls per method and batch size (after one warm-up)."})
     legacy_max_batch: int = field(default=16, metadata={"help": "Largest batch the slow legacy / HF loops run at."})
     time_budget_s: float = field(default=0.0, metadata={"help": "Stop adding batch sizes after this many seconds (0 = none)."})
@@ -110,6 +113,13 @@ def _methods(args, teacher, draft, B):
             decoder = get_decoder(teacher, d, gamma, B, setting, fastest)
             methods[f"{name}/{fastest}"] = lambda prompt, g, d=decoder, a=adaptive: SpeculativeOutput.from_record(
                 d.generate(prompt, new, g, adaptive_gamma=a), prompt.shape[1])
+        if args.stream_images > B:  # the prompt passed in is the batch's; a stream draws its own images
+            stream = class_prompts(teacher, args.stream_images)
+            plain = get_decoder(teacher, None, 0, B, sampling, fastest)
+            spec = get_decoder(teacher, draft, args.gamma, B, sampling, fastest)
+            methods[f"plain-stream/{fastest}"] = lambda prompt, g, d=plain: d.generate(stream, new, g)["sequences"]
+            methods[f"speculative-stream/{fastest}"] = lambda prompt, g, d=spec: SpeculativeOutput.from_record(
+                d.generate(stream, new, g), 1)
     if B <= args.legacy_max_batch:
         if "legacy" in args.methods:
             methods["plain/legacy"] = lambda prompt, g: legacy_plain_sample(teacher, prompt, generator=g)
@@ -182,7 +192,10 @@ def run_engine_benchmark(args: EngineBenchmarkArguments) -> dict:
                 else:
                     times[name].append(seconds)
                     outputs[name].append(out)
-        plain_medians = {name: statistics.median(v) for name, v in times.items() if v and name.startswith("plain/")}
+        images = {name: args.stream_images if "-stream/" in name else B for name in methods}
+        # per image, so that streamed calls (more images per call) compare with the others
+        plain_medians = {name: statistics.median(v) / images[name] for name, v in times.items()
+                         if v and name.startswith("plain")}
         fastest_plain = min(plain_medians, key=plain_medians.get) if plain_medians else None
         for name in methods:
             if name in failed:
@@ -192,18 +205,20 @@ def run_engine_benchmark(args: EngineBenchmarkArguments) -> dict:
             p25, median, p75 = quartiles(v)
             mode = name.split("/", 1)[1]
             record = {
-                "method": name, "batch_size": B, "gamma": None if name.startswith("plain/") else args.gamma,
+                "method": name, "batch_size": B, "images": images[name],
+                "gamma": None if name.startswith("plain") else args.gamma,
                 "median_ms": 1000 * median, "p25_ms": 1000 * p25, "p75_ms": 1000 * p75,
-                "ms_per_image": 1000 * median / B, "tokens_per_s": B * new_tokens / median,
+                "ms_per_image": 1000 * median / images[name], "tokens_per_s": images[name] * new_tokens / median,
                 "first_call_s": first_call.get(name),
                 "peak_memory_bytes": _peak_memory(lambda: methods[name](prompt, None), device),
             }
-            if f"plain/{mode}" in plain_medians:
-                record["speedup_vs_plain_same_mode"] = plain_medians[f"plain/{mode}"] / median
-            if fastest_plain is not None:
-                record["speedup_vs_fastest_plain"] = plain_medians[fastest_plain] / median
-                record["fastest_plain"] = fastest_plain
             family, _ = name.split("/", 1)
+            same = f"plain-stream/{mode}" if family.endswith("-stream") else f"plain/{mode}"
+            if same in plain_medians:
+                record["speedup_vs_plain_same_mode"] = plain_medians[same] / (median / images[name])
+            if fastest_plain is not None:
+                record["speedup_vs_fastest_plain"] = plain_medians[fastest_plain] / (median / images[name])
+                record["fastest_plain"] = fastest_plain
             reference = next((f"{family}/{m}" for m in ("cuda-graph", "eager") if f"{family}/{m}" in times
                               and f"{family}/{m}" not in failed), None)
             if reference is not None and reference != name and mode in ("eager", "compile", "cuda-graph"):
@@ -216,8 +231,8 @@ def run_engine_benchmark(args: EngineBenchmarkArguments) -> dict:
                 accepted = sum(o.accepted_per_round.sum().item() for o in stats)
                 tested = sum(o.evaluated_per_round.sum().item() for o in stats)
                 record["alpha"] = accepted / max(tested, 1)
-                rounds = [len(o.gamma_per_round) for o in stats]
-                record["tokens_per_teacher_call"] = new_tokens / statistics.mean(rounds)
+                rounds = [len(o.gamma_per_round) for o in stats]  # per row: images x new tokens / (rows x rounds)
+                record["tokens_per_teacher_call"] = new_tokens * images[name] / (B * statistics.mean(rounds))
                 record["mean_gamma"] = statistics.mean(g for o in stats for g in o.gamma_per_round)
                 if "-g" in family:
                     record["gamma"] = int(family.rsplit("-g", 1)[1])
@@ -249,8 +264,9 @@ def markdown_table(result: dict) -> str:
             continue
         fmt = lambda key, spec: format(r[key], spec) if r.get(key) is not None else ""  # noqa: E731
         memory = f"{r['peak_memory_bytes'] / 2**20:.1f}" if r.get("peak_memory_bytes") is not None else ""
+        batch = f"{r['batch_size']}" + (f" ({r['images']} images streamed)" if r.get("images", r["batch_size"]) != r["batch_size"] else "")
         lines.append(
-            f"| {r['method']} | {r['batch_size']} | {r['median_ms']:.2f} ({r['p25_ms']:.2f}-{r['p75_ms']:.2f}) | "
+            f"| {r['method']} | {batch} | {r['median_ms']:.2f} ({r['p25_ms']:.2f}-{r['p75_ms']:.2f}) | "
             f"{r['tokens_per_s']:.0f} | {fmt('alpha', '.3f')} | {fmt('tokens_per_teacher_call', '.2f')} | "
             f"{fmt('speedup_vs_plain_same_mode', '.2f')} | {fmt('speedup_vs_fastest_plain', '.2f')} | {memory} | "
             f"{fmt('first_call_s', '.2f')} |")

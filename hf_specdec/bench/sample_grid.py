@@ -4,7 +4,9 @@ It reports the two speedups people mean, clearly apart:
 - **per image (batch 1)**: the latency of drawing one image, each image drawn by the teacher alone and by the method
   back to back (same class, same seed), the median over the grid's images; the README's headline figure;
 - **whole grid (one batch)**: the throughput of drawing every image of the grid in one call, the regime where the
-  teacher alone already uses the hardware better, so speculative decoding gains less.
+  teacher alone already uses the hardware better, so speculative decoding gains less. With `--batch_size B` the
+  grid's images are streamed through `B` rows instead (continuous batching: a row whose image is done takes the next
+  one), for the teacher alone and for the method alike.
 
 `scripts/generate.py` is its command line.
 """
@@ -61,6 +63,7 @@ class SampleGridArguments:
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
     top_k: int | None = field(default=None, metadata={"help": "Top-k (None = off)."})
     guidance_scale: float | None = field(default=None, metadata={"help": "Classifier-free guidance scale."})
+    batch_size: int | None = field(default=None, metadata={"help": "Whole grid: rows decoded at once (default: every image in one batch); fewer streams the images through them, a row taking the next image when its own is done."})
     seed: int = field(default=0, metadata={"help": "Seed."})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda."})
     mode: str = field(default="auto", metadata={"help": "Decoding engine mode for the teacher alone and speculative decoding: auto (CUDA graphs on a GPU, eager on the CPU) | eager | compile (faster on the CPU after ~25 s of compilation per batch size) | cuda-graph."})
@@ -80,6 +83,8 @@ class SampleGridArguments:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
         if self.mode not in MODES:
             raise ValueError(f"`mode` must be one of {', '.join(MODES)}; got {self.mode!r}.")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"`batch_size` must be >= 1 (or unset: every image in one batch), got {self.batch_size}.")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError("`device` is cuda but no CUDA device is available.")
         if os.path.splitext(self.output)[1].lower() not in Image.registered_extensions():
@@ -138,7 +143,8 @@ def run_sample_grid(args: SampleGridArguments) -> dict:
             draft.generation_config.num_assistant_tokens = args.gamma
 
     def teacher_alone(prompt):
-        return plain_sample(teacher, prompt, generator=generator, mode=args.mode, **sampling)
+        return plain_sample(teacher, prompt, generator=generator, mode=args.mode, batch_size=batch_size(prompt),
+                            **sampling)
 
     def method(prompt):
         if args.method == "plain":
@@ -148,7 +154,10 @@ def run_sample_grid(args: SampleGridArguments) -> dict:
             return teacher.generate(prompt, assistant_model=draft, do_sample=True, temperature=args.temperature,
                                     top_k=args.top_k, cfg_scale=args.guidance_scale)
         return speculative_sample(teacher, draft, prompt, gamma=args.gamma, generator=generator, mode=args.mode,
-                                  **sampling)
+                                  batch_size=batch_size(prompt), **sampling)
+
+    def batch_size(prompt):  # the whole grid streams through `args.batch_size` rows; single images run alone
+        return min(args.batch_size, len(prompt)) if args.batch_size else len(prompt)
 
     # Per image: each image drawn by the teacher alone and by the method back to back (image -1 is the warm-up).
     inputs = [prompt[max(i, 0) : max(i, 0) + 1] for i in range(-1, len(labels))]
@@ -164,8 +173,8 @@ def run_sample_grid(args: SampleGridArguments) -> dict:
         times, outs = time_interleaved({"teacher": teacher_alone, "method": method}, [prompt, prompt],
                                        [args.seed, args.seed], generator, args.device)
         (t_teacher,), (t_method,), outputs = times["teacher"], times["method"], outs["method"]
-        whole_grid = {"batch_size": len(labels), "teacher_seconds": t_teacher, "method_seconds": t_method,
-                      "speedup": t_teacher / t_method, "teacher_images_per_second": len(labels) / t_teacher,
+        whole_grid = {"batch_size": batch_size(prompt), "streamed": batch_size(prompt) < len(labels),
+                      "teacher_seconds": t_teacher, "method_seconds": t_method, "speedup": t_teacher / t_method, "teacher_images_per_second": len(labels) / t_teacher,
                       "method_images_per_second": len(labels) / t_method}
     sequences = torch.cat([out.sequences if hasattr(out, "sequences") else out for out in outputs])
     speculative = [out for out in rows_out if hasattr(out, "alpha")]  # the per-image (batch 1) calls

@@ -28,9 +28,10 @@ def check_inputs(model, input_ids, max_new_tokens=None, generator=None, batch_si
                          "`teacher.class_prompt(labels)`.")
     if input_ids.dim() != 2 or input_ids.shape[0] < 1 or input_ids.shape[1] < 1:
         raise ValueError(f"`input_ids` must have shape (batch, length >= 1), got {tuple(input_ids.shape)}.")
-    if batch_size is not None and input_ids.shape[0] != batch_size:
-        raise ValueError(f"`input_ids` has {input_ids.shape[0]} rows but this decoder was built for batch_size="
-                         f"{batch_size}.")
+    if batch_size is not None and input_ids.shape[0] != batch_size and input_ids.shape[1] != 1:
+        raise ValueError(f"`input_ids` has {input_ids.shape[0]} rows but the decoder's batch_size is {batch_size}: "
+                         "prompts are streamed through a smaller or larger batch (continuous batching) only when they "
+                         f"are one token long (a class token), got length {input_ids.shape[1]}.")
     if max_new_tokens is not None and (not _is_int(max_new_tokens) or max_new_tokens < 1):
         raise ValueError(f"`max_new_tokens` must be an integer >= 1, got {max_new_tokens!r}.")
     model.check_prompt(input_ids, max_new_tokens)

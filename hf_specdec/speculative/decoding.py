@@ -69,9 +69,10 @@ class SpeculativeOutput:
 
     @property
     def tokens_per_teacher_call(self) -> float:
-        """New tokens per row divided by verify rounds: the mean tokens each teacher call produced."""
-        new_tokens = self.accepted_by_position.numel()
-        return new_tokens / max(self.num_rounds, 1)
+        """New tokens per row and verify round: the mean tokens each teacher call produced for a row (streamed
+        calls: all images' new tokens over rounds x rows, a row idle at the end counting as producing none)."""
+        new_tokens = self.accepted_by_position.numel() * self.sequences.shape[0]
+        return new_tokens / max(self.num_rounds * self.accepted_per_round.shape[1], 1)
 
     @classmethod
     def from_record(cls, record: dict, prompt_length: int) -> "SpeculativeOutput":
@@ -176,6 +177,7 @@ def speculative_sample(
     verification: str = "token",
     num_drafts: int = 1,
     tree_depth: int = 1,
+    batch_size: int | None = None,
 ) -> SpeculativeOutput:
     """Sample image tokens from `teacher` with `draft` proposing `gamma` tokens per round (Leviathan et al. 2023).
 
@@ -208,11 +210,16 @@ def speculative_sample(
             lossless): more tokens per teacher call, more draft and verify work per round.
         tree_depth: with `num_drafts > 1`, branch at each of the first `tree_depth` draft positions: a token tree of
             `num_drafts ** tree_depth` chains that share their first tokens (1: independent chains).
+        batch_size: rows decoded at once (default: every prompt). Fewer than the prompts streams them (one-token
+            prompts only): a row whose image is done takes the next prompt (continuous batching), so rows that
+            finish early do not wait for the slowest one.
     """
     sampling = SamplingConfig(do_sample, temperature, top_k, top_p, cfg_scale, verification, num_drafts, tree_depth)
-    new_tokens = check_inputs(teacher, input_ids, max_new_tokens, generator)
-    check_decoder_arguments(teacher, draft, gamma, input_ids.shape[0], sampling, mode, relaxed_neighbours)
-    decoder = get_decoder(teacher, draft, gamma, input_ids.shape[0], sampling, mode, relaxed_neighbours)
+    check_inputs(teacher, input_ids, max_new_tokens, generator)
+    batch_size = input_ids.shape[0] if batch_size is None else batch_size
+    check_decoder_arguments(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours)
+    new_tokens = check_inputs(teacher, input_ids, max_new_tokens, generator, batch_size)
+    decoder = get_decoder(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours)
     if cost_ratio is not None and not (isinstance(cost_ratio, (int, float)) and cost_ratio >= 0):
         raise ValueError(f"`cost_ratio` must be a number >= 0 or None, got {cost_ratio!r}.")
     record = decoder.decode(input_ids, new_tokens, generator, adaptive_gamma, cost_ratio)
@@ -231,14 +238,19 @@ def plain_sample(
     cfg_scale: float | None = None,
     generator: torch.Generator | None = None,
     mode: str = "auto",
+    batch_size: int | None = None,
 ) -> torch.LongTensor:
     """Autoregressive sampling of `model` (a VQGPT or `EarlyExitDraft`) after `input_ids` `(B, P)`: the decoding
     engine with no draft, so the baseline runs exactly the machinery (caches, graphs) the speculative sampler runs.
 
     Distributed exactly as `model.generate(input_ids, do_sample=..., temperature=..., top_k=..., top_p=...,
-    cfg_scale=...)`. Returns `(B, P + max_new_tokens)`.
+    cfg_scale=...)`. Returns `(B, P + max_new_tokens)`. `batch_size`: rows decoded at once, as in
+    `speculative_sample`.
     """
     sampling = SamplingConfig(do_sample, temperature, top_k, top_p, cfg_scale)
-    new_tokens = check_inputs(model, input_ids, max_new_tokens, generator)
-    decoder = get_decoder(model, None, 0, input_ids.shape[0], sampling, mode)
+    check_inputs(model, input_ids, max_new_tokens, generator)
+    batch_size = input_ids.shape[0] if batch_size is None else batch_size
+    check_decoder_arguments(model, None, 0, batch_size, sampling, mode)
+    new_tokens = check_inputs(model, input_ids, max_new_tokens, generator, batch_size)
+    decoder = get_decoder(model, None, 0, batch_size, sampling, mode)
     return decoder.decode(input_ids, new_tokens, generator)["sequences"]

@@ -27,9 +27,11 @@ Every tensor a round touches lives in a `SpeculativeDecoder`, allocated once: to
 `RaggedCache`s, the round's random numbers and the statistics. A round therefore has fixed shapes and reads no value
 on the host, which is what `torch.compile(fullgraph=True)` and CUDA graph capture need. The host launches
 `ceil(R / (gamma + 1))` rounds, where `R` is the most tokens any row still needs (each of those rounds is needed by
-that row, so none is wasted), and then reads `R` once: about 3 host reads for a 64-token image instead of one per
-round. Random numbers are drawn from the caller's generator into a fixed buffer before each round, so the eager,
-compiled and graph-replayed rounds draw the same samples.
+that row, so none is wasted), and then reads the rows' lengths once: about 3 host reads for a 64-token image
+instead of one per round. More one-token prompts than rows are streamed: a row whose image is done takes the next
+prompt at the following host read (continuous batching), so no row idles while prompts wait. Random numbers are
+drawn from the caller's generator into a fixed buffer before each round, so the eager, compiled and graph-replayed
+rounds draw the same samples.
 """
 
 import math
@@ -327,9 +329,9 @@ class SpeculativeDecoder:
             _copy_rows(buffers, winner, slots)
             if self.reads_features:  # features of slots n - 1 .. are kept at index slot + 1
                 _copy_rows([self.features.unsqueeze(1)], winner, (slots + 1).clamp(max=self.features.shape[1] - 1))
-        if gamma == 0:  # plain decoding: every row takes its token; a call runs exactly the rounds it needs
+        if gamma == 0:  # plain decoding: every row takes its token (a finished or idle row stays at `total`)
             self.sequences.scatter_(1, self.n[:, None], next_token[:, None])
-            self.n.add_(1)
+            self.n.add_(self.n < self.total)
             return
         out = torch.cat([drafted, next_token[:, None]], dim=1)  # (B, gamma + 1)
         out.scatter_(1, accepted[:, None], next_token[:, None])  # drafts up to the first rejection, then it
@@ -457,8 +459,10 @@ class SpeculativeDecoder:
         adaptive_gamma: bool = False,
         cost_ratio: float | None = None,
     ) -> dict:
-        """Decode `max_new_tokens` (default: the rest of the grid) after `input_ids` `(batch_size, P)`. Returns the
-        raw record: sequences `(B, P + new)`, per-round starts / accepted `(R, B)` and the gamma of each round
+        """Decode `max_new_tokens` (default: the rest of the grid) after `input_ids` `(N, P)`: `N = batch_size`
+        prompts, or any number of one-token prompts, streamed through the decoder's `batch_size` rows (a row takes
+        the next prompt as soon as its image is done: continuous batching). Returns the raw record: sequences
+        `(N, P + new)`, per-round starts / accepted `(rounds, batch_size)` and the gamma of each round
         (`SpeculativeOutput.from_record` turns it into statistics)."""
         max_new_tokens = check_inputs(self.teacher, input_ids, max_new_tokens, generator, self.batch_size)
         if cost_ratio is not None and not (isinstance(cost_ratio, (int, float)) and cost_ratio >= 0):
@@ -466,48 +470,90 @@ class SpeculativeDecoder:
         return self.decode(input_ids, max_new_tokens, generator, adaptive_gamma, cost_ratio)
 
     def decode(self, input_ids, max_new_tokens: int, generator=None, adaptive_gamma=False, cost_ratio=None) -> dict:
-        """`generate` without the argument checks (callers that checked them already)."""
-        B, P = input_ids.shape
+        """`generate` without the argument checks (callers that checked them already).
+
+        The host launches batches of rounds and reads the rows' lengths once after each: `ceil(R / (gamma + 1))`
+        rounds, where `R` is the most tokens any row still needs (each of those rounds is needed by that row), or,
+        while prompts wait for a row, the fewest tokens any row still needs (no row can finish sooner, and the
+        first one that does is refilled at once)."""
+        N, P = input_ids.shape
+        B = self.batch_size
         total = P + max_new_tokens
         c = None
         if adaptive_gamma and self.gamma > 1:
             c = cost_ratio if cost_ratio is not None else self.calibrate_cost_ratio()
         for gamma in range(1, self.gamma + 1) if c is not None else [self.gamma]:
             self._round_fn(gamma)  # build (compile / capture) every round this call may run, before its reset
-        self.reset(input_ids, total)
-        gammas = []
-        remaining = max_new_tokens  # the most tokens any row still needs
-        while remaining > 0:
+        prompts = input_ids[:B]
+        if N < B:  # idle rows ride along on the null prompt, already at their end
+            prompts = torch.cat([prompts, self._null_prompt()[N:]])
+        self.reset(prompts, total)
+        owner = list(range(min(N, B))) + [-1] * (B - N)  # which image each row is drawing (-1: none)
+        if N < B:
+            self.n[self.chain_rows[N:].reshape(-1)] = total
+        queue = min(N, B)  # the next prompt to start
+        sequences = torch.empty(N, total, dtype=torch.long, device=self.device)
+        gammas, starts, accepted = [], [], []
+        left = [max_new_tokens if o >= 0 else 0 for o in owner]  # tokens each row still needs
+        while True:
+            busy = [t for t, o in zip(left, owner) if o >= 0]
+            if not busy:
+                break
+            remaining = min(busy) if queue < N else max(busy)
             gamma = self.gamma
             if c is not None:
                 gamma = sampling.choose_gamma(self.accepted_sum / self.tested_sum, c, self.gamma)
-            rounds = math.ceil(remaining / (gamma + 1))  # every one of these is needed by the slowest row
+            rounds = math.ceil(remaining / (gamma + 1))
             if c is not None:
                 rounds = min(rounds, self.adaptive_rounds_per_read)  # adaptive gamma looks at alpha again soon
             fn = self._round_fn(gamma)
-            first = len(gammas)
             for _ in range(rounds):
                 self.noise.uniform_(generator=generator)
                 fn()
-                gammas.append(gamma)
+            gammas += [gamma] * rounds
+            starts.append(self.round_starts[:rounds].clone())
+            accepted.append(self.round_accepted[:rounds].clone())
+            self.round_index.zero_()
             # The only host read: once per batch of rounds (together with the running alpha when adaptive).
+            read = self.total - self.n[self.chain_rows[:, 0]]
             if c is not None:
-                accepted, tested = _round_counts(self.round_starts[first : len(gammas)],
-                                                 self.round_accepted[first : len(gammas)], gamma, total)
-                values = torch.stack([(self.total - self.n).max(), accepted.sum(), tested.sum()]).tolist()
-                self.accepted_sum += values[1]
-                self.tested_sum += values[2]
-            else:
-                values = [(self.total - self.n).max().item()]
-            remaining = int(values[0])
-        R = len(gammas)
+                done, tested = _round_counts(starts[-1], accepted[-1], gamma, total)
+                read = torch.cat([read, torch.stack([done.sum(), tested.sum()])])
+            values = read.tolist()
+            left = values[:B]
+            if c is not None:
+                self.accepted_sum += values[B]
+                self.tested_sum += values[B + 1]
+            finished = [b for b in range(B) if owner[b] >= 0 and left[b] == 0]
+            if finished:
+                rows = torch.tensor(finished, device=self.device)
+                images = torch.tensor([owner[b] for b in finished], device=self.device)
+                sequences[images] = self.sequences[self.chain_rows[rows, 0], :total]
+                for b in finished:
+                    owner[b] = -1
+                refill = finished[: N - queue]
+                if refill:
+                    self._refill(refill, input_ids[queue : queue + len(refill)])
+                    for b in refill:
+                        owner[b], left[b] = queue, max_new_tokens
+                        queue += 1
         return {
-            "sequences": self.sequences[self.chain_rows[:, 0], :total],
-            "starts": self.round_starts[:R].clone(),
-            "accepted": self.round_accepted[:R].clone(),
+            "sequences": sequences,
+            "starts": torch.cat(starts),
+            "accepted": torch.cat(accepted),
             "gammas": gammas,
             "total": total,
         }
+
+    def _refill(self, slots: list[int], prompts: torch.LongTensor) -> None:
+        """Rows `slots` (every chain of each) start drawing one-token `prompts` `(len(slots), 1)`. Nothing else is
+        cleared: the rounds never read a cache or feature slot of a row before writing it, as at a call's start."""
+        rows = self.chain_rows[torch.tensor(slots, device=self.device)].reshape(-1)
+        self.sequences[rows] = 0
+        self.sequences[rows, 0] = prompts[:, 0].repeat_interleave(self.num_chains)
+        self.n[rows] = 1
+        if self.reads_features:
+            self.n_prev[rows] = 0
 
 
 def _round_counts(starts: torch.Tensor, accepted: torch.Tensor, gamma: int, total: int):
