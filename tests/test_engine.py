@@ -61,6 +61,8 @@ def test_inductor_compiled_rounds_equal_eager(pair):
             # the same random numbers are drawn before every round, so even sampled images agree token for token
             assert torch.equal(run(compiled, prompt, 16).sequences, run(eager, prompt, 16).sequences)
     assert torch.equal(run(compiled, prompt, 16).sequences, teacher.generate(prompt, do_sample=False))
+    streamed = teacher.class_prompt([0, 2, 1, 1, 0, 2, 2])  # more prompts than the compiled decoder's 3 rows
+    assert torch.equal(run(compiled, streamed, 16).sequences, teacher.generate(streamed, do_sample=False))
 
 
 @pytest.mark.parametrize("processing", [{}, {"cfg_scale": 2.0}], ids=["plain", "cfg"])
