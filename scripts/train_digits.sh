@@ -14,5 +14,7 @@ $launch scripts/distill.py configs/distill/digits-draft.yaml
 $launch scripts/distill.py configs/distill/digits-draft.yaml --student_preset draft-2L \
   --max_steps 3000 --eval_every 500 --output_dir checkpoints/digits/draft-2L
 $launch scripts/distill.py configs/distill/digits-feature-draft.yaml   # reads the teacher's features
+$launch scripts/distill.py configs/distill/digits-feature-draft.yaml --student_preset draft-2L \
+  --output_dir checkpoints/digits/feature-2L
 python scripts/train_classifier.py      # FID/IS features, not a generator
 python scripts/summarize_checkpoints.py checkpoints/digits

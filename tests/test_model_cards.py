@@ -9,14 +9,14 @@ from hf_specdec.hub import model_card
 from tests.utils import CHECKPOINTS, run_script
 
 
-@pytest.mark.parametrize("name", ["teacher", "draft-1L", "feature-1L", "vq-tokenizer"])
+@pytest.mark.parametrize("name", ["teacher", "draft-1L", "feature-1L", "feature-2L", "vq-tokenizer"])
 def test_cards_round_trip_with_eval_results(name, tmp_path):
     card = model_card(str(CHECKPOINTS / name), f"org/{name}", extra_metrics={"fid": 4.5} if name == "teacher" else None,
                       teacher_repo="org/teacher", draft_repo="org/draft-1L")
     card.save(tmp_path / "README.md")
     loaded = ModelCard.load(tmp_path / "README.md")
     results = {r.metric_type: r.metric_value for r in loaded.data.eval_results}
-    metrics_file = "distill_metrics.json" if name in ("draft-1L", "feature-1L") else "training_metrics.json"
+    metrics_file = "distill_metrics.json" if name in ("draft-1L", "feature-1L", "feature-2L") else "training_metrics.json"
     shipped = json.loads((CHECKPOINTS / name / metrics_file).read_text())  # the card carries the folder's metrics
     if name == "teacher":
         assert results["perplexity"] == pytest.approx(shipped["val_perplexity"], rel=1e-6) and results["fid"] == 4.5
@@ -24,9 +24,9 @@ def test_cards_round_trip_with_eval_results(name, tmp_path):
     elif name == "draft-1L":
         assert results["acceptance_alpha"] == pytest.approx(shipped["alpha"], rel=1e-6)
         assert "assistant_model=draft" in loaded.text
-    elif name == "feature-1L":  # loads with its teacher; says why assisted generation cannot use it
+    elif name.startswith("feature-"):  # loads with its teacher; says why assisted generation cannot use it
         assert results["acceptance_alpha"] == pytest.approx(shipped["alpha"], rel=1e-6)
-        assert 'VQGPTFeatureDraft.from_pretrained("org/feature-1L", teacher=teacher)' in loaded.text
+        assert f'VQGPTFeatureDraft.from_pretrained("org/{name}", teacher=teacher)' in loaded.text
         assert 'VQGPTForCausalLM.from_pretrained("org/teacher")' in loaded.text and "cannot use" in loaded.text
     else:
         assert results["psnr"] == pytest.approx(shipped["val_psnr_db"], rel=1e-6)
