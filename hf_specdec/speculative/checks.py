@@ -28,7 +28,8 @@ def check_inputs(model, input_ids, max_new_tokens=None, generator=None, batch_si
                          "`teacher.class_prompt(labels)`.")
     if input_ids.dim() != 2 or input_ids.shape[0] < 1 or input_ids.shape[1] < 1:
         raise ValueError(f"`input_ids` must have shape (batch, length >= 1), got {tuple(input_ids.shape)}.")
-    if batch_size is not None and input_ids.shape[0] != batch_size and input_ids.shape[1] != 1:
+    # (an invalid `batch_size` is left to `check_decoder_arguments`, which names it)
+    if _is_int(batch_size) and batch_size >= 1 and input_ids.shape[0] != batch_size and input_ids.shape[1] != 1:
         raise ValueError(f"`input_ids` has {input_ids.shape[0]} rows but the decoder's batch_size is {batch_size}: "
                          "prompts are streamed through a smaller or larger batch (continuous batching) only when they "
                          f"are one token long (a class token), got length {input_ids.shape[1]}.")

@@ -215,10 +215,9 @@ def speculative_sample(
             finish early do not wait for the slowest one.
     """
     sampling = SamplingConfig(do_sample, temperature, top_k, top_p, cfg_scale, verification, num_drafts, tree_depth)
-    check_inputs(teacher, input_ids, max_new_tokens, generator)
+    new_tokens = check_inputs(teacher, input_ids, max_new_tokens, generator, batch_size)
     batch_size = input_ids.shape[0] if batch_size is None else batch_size
     check_decoder_arguments(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours)
-    new_tokens = check_inputs(teacher, input_ids, max_new_tokens, generator, batch_size)
     decoder = get_decoder(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours)
     if cost_ratio is not None and not (isinstance(cost_ratio, (int, float)) and cost_ratio >= 0):
         raise ValueError(f"`cost_ratio` must be a number >= 0 or None, got {cost_ratio!r}.")
@@ -248,9 +247,8 @@ def plain_sample(
     `speculative_sample`.
     """
     sampling = SamplingConfig(do_sample, temperature, top_k, top_p, cfg_scale)
-    check_inputs(model, input_ids, max_new_tokens, generator)
+    new_tokens = check_inputs(model, input_ids, max_new_tokens, generator, batch_size)
     batch_size = input_ids.shape[0] if batch_size is None else batch_size
     check_decoder_arguments(model, None, 0, batch_size, sampling, mode)
-    new_tokens = check_inputs(model, input_ids, max_new_tokens, generator, batch_size)
     decoder = get_decoder(model, None, 0, batch_size, sampling, mode)
     return decoder.decode(input_ids, new_tokens, generator)["sequences"]
