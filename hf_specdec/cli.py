@@ -3,7 +3,9 @@ place where a user error becomes one line on stderr instead of a traceback.
 
     python scripts/train_teacher.py configs/teacher/digits.yaml --max_steps 200 --output_dir /tmp/teacher
 
-One YAML key is one dataclass field; `--help` lists every field with its help text. YAML values are converted to
+One YAML key is one dataclass field; `--help` lists every field with its help text. Fields that exclude each other
+(a dataclass's `EXCLUSIVE_FIELDS`, e.g. the student's size as `student_id`, `student_preset` or `student_layers`)
+are one choice: naming one on the command line replaces the config file's. YAML values are converted to
 the field's type and checked like command-line values (`max_steps: 2.5` is refused, `learning_rate: 3e-4`, which
 YAML reads as a string, becomes a float). Every script ends with `run(main)`.
 """
@@ -106,6 +108,23 @@ def read_config(path: str, dataclass_types) -> dict:
     return {name: convert_value(name, value, fields[name], source) for name, value in values.items()}
 
 
+def _flags_given(argv: list[str]) -> set[str]:
+    """Field names the command line sets (`--name value`, `--name=value`, `--name-with-dashes`)."""
+    return {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
+
+
+def without_overridden_choices(config: dict, argv: list[str], dataclass_types) -> dict:
+    """The config's values, less the members of an `EXCLUSIVE_FIELDS` group of which the command line sets another
+    (`--student_layers 6` over a config with `student_preset: draft-1L` means 6 layers, not two sizes)."""
+    given = _flags_given(argv)
+    dropped = set()
+    for dtype in dataclass_types:
+        for group in getattr(dtype, "EXCLUSIVE_FIELDS", ()):
+            if given & set(group):
+                dropped |= set(group) - given
+    return {name: value for name, value in config.items() if name not in dropped}
+
+
 def parse_args(dataclass_types, argv: list[str] | None = None, description: str | None = None):
     """Return one instance per dataclass type, from `[config.yaml] [--field value ...]`.
 
@@ -115,7 +134,8 @@ def parse_args(dataclass_types, argv: list[str] | None = None, description: str 
     argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     parser = ArgumentParser(dataclass_types, description=description)
     if argv and argv[0].endswith((".yaml", ".yml")):
-        parser.set_defaults(**read_config(argv.pop(0), dataclass_types))
+        config = read_config(argv.pop(0), dataclass_types)
+        parser.set_defaults(**without_overridden_choices(config, argv, dataclass_types))
     try:
         *instances, unknown = parser.parse_args_into_dataclasses(
             args=argv, look_for_args_file=False, return_remaining_strings=True

@@ -127,6 +127,28 @@ def test_yaml_values_take_the_field_types(tmp_path):
     assert issubclass(UsageError, ValueError)
 
 
+
+def test_command_line_size_replaces_the_configs(tmp_path):
+    """The student's size is one choice: a config's `student_preset` gives way to `--student_layers` (or the others),
+    while two sizes on the command line, or none anywhere, stay an error that names them."""
+    config = tmp_path / "c.yaml"
+    config.write_text("student_preset: draft-1L\nmax_steps: 5\n")
+    distill, _ = parse_args((DistillArguments, TrainingArguments), [config])
+    assert distill.student_preset == "draft-1L" and distill.student_layers is None
+    for flags, expected in [(["--student_layers", "6"], ("student_layers", 6)),
+                            (["--student-layers=3"], ("student_layers", 3)),
+                            (["--student_id", "2"], ("student_id", 2)),
+                            (["--student_preset", "student-6L"], ("student_preset", "student-6L"))]:
+        distill, training = parse_args((DistillArguments, TrainingArguments), [config, *flags])
+        sizes = {name: getattr(distill, name) for name in ("student_id", "student_preset", "student_layers")}
+        assert sizes == {**dict.fromkeys(sizes), expected[0]: expected[1]}, flags
+        assert training.max_steps == 5  # the rest of the config stays
+    with pytest.raises(UsageError, match="student_layers"):
+        parse_args((DistillArguments, TrainingArguments), [config, "--student_layers", "6", "--student_id", "2"])
+    config.write_text("max_steps: 5\n")
+    with pytest.raises(UsageError, match="student_preset"):
+        parse_args((DistillArguments, TrainingArguments), [config])
+
 def test_cuda_device_refused_without_cuda():
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")

@@ -26,6 +26,8 @@ from .losses import DIVERGENCES, divergence, forward_kl, hybrid_distillation_los
 
 @dataclass
 class DistillArguments:
+    EXCLUSIVE_FIELDS = (("student_id", "student_preset", "student_layers"),)  # the student's size
+
     teacher_path: str = field(default="checkpoints/digits/teacher", metadata={"help": "Trained teacher folder or Hub id."})
     tokenizer_path: str = field(default="checkpoints/digits/vq-tokenizer", metadata={"help": "The teacher's tokenizer."})
     student_id: int | None = field(default=None, metadata={"help": "The seed's numbering: 1=10L 2=8L 3=6L 4=4L."})
