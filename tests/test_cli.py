@@ -48,6 +48,12 @@ BAD_INPUT = [
     ("generate.py", ["--teacher", "{tmp}/damaged-teacher"], ["teacher", "damaged-teacher/model.safetensors", "again"]),
     ("generate.py", ["--assistant", "checkpoints/digits/vq-tokenizer"], ["assistant"]),
     ("generate.py", ["--method", "magic"], ["method"]),
+    ("generate.py", ["--device", "gpu0"], ["device", "gpu0"]),
+    ("benchmark.py", ["--device", "nan"], ["device", "nan"]),
+    ("engine_benchmark.py", ["--device", "-1"], ["device", "-1"]),
+    ("model_size_benchmark.py", ["--device", "tpu"], ["device", "tpu"]),
+    ("evaluate_quality.py", ["--device", "cuda:x"], ["device", "cuda:x"]),
+    ("paired_benchmark.py", ["gpu0", "2", "d=checkpoints/digits/draft-1L"], ["device", "gpu0"]),
     ("generate.py", ["--output", "{tmp}/grid.txt"], ["output", ".png"]),
     ("generate.py", ["--no_such_option", "1"], ["no_such_option"]),
     ("distill.py", ["--student_id", "7"], ["student_id"]),
@@ -148,6 +154,16 @@ def test_command_line_size_replaces_the_configs(tmp_path):
     config.write_text("max_steps: 5\n")
     with pytest.raises(UsageError, match="student_preset"):
         parse_args((DistillArguments, TrainingArguments), [config])
+
+def test_check_device_names_the_argument():
+    from hf_specdec.bench.timing import check_device
+
+    assert check_device("cpu") == torch.device("cpu") and check_device(torch.device("cpu")).type == "cpu"
+    bad = ["gpu", "-1", "nan", "", "meta", "cuda:x", None, 3.5] + ([] if torch.cuda.is_available() else ["cuda", "cuda:0"])
+    for value in bad + [f"cuda:{torch.cuda.device_count()}"]:
+        with pytest.raises(ValueError, match="`eval_device`"):
+            check_device(value, "eval_device")
+
 
 def test_cuda_device_refused_without_cuda():
     if torch.cuda.is_available():

@@ -30,7 +30,7 @@ from ..models import VQGPTForCausalLM
 from ..pipeline import class_prompts
 from ..speculative import EarlyExitDraft, SamplingConfig, SpeculativeOutput, clear_decoders, get_decoder
 from ..speculative.legacy import legacy_plain_sample, legacy_speculative_sample
-from .timing import machine_description, quartiles, synchronize
+from .timing import check_device, machine_description, quartiles, synchronize
 
 METHODS = ("legacy", "eager", "compile", "cuda-graph", "hf-generate", "hf-static", "hf-assisted")
 
@@ -75,8 +75,7 @@ class EngineBenchmarkArguments:
             raise ValueError(f"`batch_sizes` must be >= 1, got {self.batch_sizes}.")
         if self.reps < 1:
             raise ValueError(f"`reps` must be >= 1, got {self.reps}.")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError("`device` is cuda but no CUDA device is available.")
+        check_device(self.device)
 
 
 def _load(args, name, argument):

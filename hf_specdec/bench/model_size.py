@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ..models import VQGPTConfig, VQGPTForCausalLM
 from ..speculative import RaggedCache
 from ..speculative.sampling import expected_tokens
-from .timing import machine_description, time_calls
+from .timing import check_device, machine_description, time_calls
 
 # name -> (layers, hidden, heads, grid, codebook)
 SIZES = {
@@ -58,8 +58,7 @@ class ModelSizeArguments:
                 raise ValueError(f"`{name}` must be integers >= 1, got {getattr(self, name)}.")
         if self.repeats < 1:
             raise ValueError(f"`repeats` must be >= 1, got {self.repeats}.")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError("`device` is cuda but no CUDA device is available.")
+        check_device(self.device)
 
 
 def make_model(size: str, num_layers: int | None = None) -> VQGPTForCausalLM:

@@ -14,7 +14,7 @@ from ..hub import load_draft, load_pretrained
 from ..models import VQGPTForCausalLM
 from ..pipeline import class_prompts
 from ..speculative import SamplingConfig, SpeculativeDecoder, SpeculativeOutput
-from .timing import time_interleaved
+from .timing import check_device, time_interleaved
 
 
 def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_path: str = "checkpoints/digits/teacher",
@@ -41,8 +41,7 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
         raise ValueError(f"`num_drafts` must be integers in [2, 16], got {num_drafts!r}.")
     if not drafts:
         raise ValueError("`drafts` is empty: give at least one name=path.")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("`device` is cuda but no CUDA device is available.")
+    check_device(device)
     teacher = load_pretrained(VQGPTForCausalLM, teacher_path, "teacher_path", device)
     models = {name: load_draft(path, f"draft {name}", teacher, device) for name, path in drafts.items()}
     g = torch.Generator(device=device)

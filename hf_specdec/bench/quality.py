@@ -19,6 +19,7 @@ from ..metrics.quality import inception_metrics
 from ..models import VQGPTForCausalLM, VQTokenizer
 from ..pipeline import check_sampling_options, class_prompts, decode_sequences
 from ..speculative import latent_neighbours, plain_sample, speculative_sample
+from .timing import check_device
 
 
 @dataclass
@@ -48,8 +49,7 @@ class QualityArguments:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
         if self.relaxed_neighbours < 0:
             raise ValueError(f"`relaxed_neighbours` must be >= 0, got {self.relaxed_neighbours}.")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError("`device` is cuda but no CUDA device is available.")
+        check_device(self.device)
 
 
 def _sample(method, teacher, draft, prompts, args, neighbours=None):

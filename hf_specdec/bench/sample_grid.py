@@ -24,7 +24,7 @@ from ..models import VQGPTForCausalLM, VQTokenizer
 from ..pipeline import check_sampling_options, check_tokenizer_matches, class_prompts, decode_sequences
 from ..speculative import EarlyExitDraft, check_draft_matches, plain_sample, speculative_sample
 from ..speculative.checks import MODES
-from .timing import time_interleaved
+from .timing import check_device, time_interleaved
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,7 @@ class SampleGridArguments:
             raise ValueError(f"`mode` must be one of {', '.join(MODES)}; got {self.mode!r}.")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"`batch_size` must be >= 1 (or unset: every image in one batch), got {self.batch_size}.")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError("`device` is cuda but no CUDA device is available.")
+        check_device(self.device)
         if os.path.splitext(self.output)[1].lower() not in Image.registered_extensions():
             raise ValueError(f"`output` {self.output!r} needs an image file extension such as .png.")
 

@@ -20,7 +20,7 @@ from ..hub import checkpoint_path, load_draft, load_pretrained
 from ..models import VQGPTForCausalLM
 from ..pipeline import check_sampling_options, class_prompts
 from ..speculative import EarlyExitDraft, expected_speedup, plain_sample, speculative_sample
-from .timing import machine_description, quartiles, time_calls
+from .timing import check_device, machine_description, quartiles, time_calls
 
 
 @dataclass
@@ -59,8 +59,7 @@ class BenchmarkArguments:
             raise ValueError(f"`batch_sizes` must be >= 1, got {self.batch_sizes}.")
         if self.repeats < 1:
             raise ValueError(f"`repeats` must be >= 1, got {self.repeats}.")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError("`device` is cuda but no CUDA device is available.")
+        check_device(self.device)
 
 
 def load_models(args: BenchmarkArguments):

@@ -9,6 +9,25 @@ from collections.abc import Callable
 import torch
 
 
+def check_device(device, name: str = "device") -> torch.device:
+    """`device` as a `torch.device` this machine has, or a ValueError naming the argument `name`: cpu, cuda (an index
+    below the number of GPUs) or mps, each only where available."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"`{name}` must be cpu, cuda, cuda:<index> or mps, got {device!r}.")
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"`{name}` is {device!r} but no CUDA device is available.")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"`{name}` is {device!r} but this machine has {torch.cuda.device_count()} CUDA device(s).")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"`{name}` is {device!r} but MPS is not available.")
+    return parsed
+
+
 def synchronize(device: str) -> None:
     """Wait for the device's queued work (CUDA runs asynchronously; the CPU needs nothing)."""
     if device.startswith("cuda"):
