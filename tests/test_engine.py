@@ -187,6 +187,54 @@ def test_streamed_prompts_equal_the_teacher_greedy(pair, batch_size):
     assert torch.equal(plain_sample(teacher, prompt, do_sample=False, batch_size=batch_size), expected)
 
 
+def code_prompts(teacher, labels, codes: int, seed: int = 0):
+    """Class tokens followed by `codes` random codes each: image completion prompts."""
+    generator = torch.Generator().manual_seed(seed)
+    random_codes = torch.randint(0, teacher.config.codebook_size, (len(labels), codes), generator=generator)
+    return torch.cat([teacher.class_prompt(labels), random_codes], dim=1)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 9])
+def test_streamed_code_prompts_equal_the_teacher_greedy(pair, batch_size):
+    """Prompts longer than one token, each different, streamed through fewer or more rows: a refilled row's prompt is
+    prefilled into both caches (the other rows keep theirs) and every image equals the teacher's."""
+    teacher, draft = pair
+    prompt = code_prompts(teacher, [0, 1, 2, 0, 1, 2, 1], codes=5)
+    for model in (draft, EarlyExitDraft(teacher, 2)):
+        for setting in ({}, {"cfg_scale": 2.0}, {"num_drafts": 2}):
+            expected = teacher.generate(prompt, do_sample=False, **{k: v for k, v in setting.items() if k == "cfg_scale"})
+            out = speculative_sample(teacher, model, prompt, gamma=3, do_sample=False, batch_size=batch_size, **setting)
+            assert torch.equal(out.sequences, expected), (batch_size, setting)
+            assert out.evaluated_by_position.sum() == out.evaluated_per_round.sum()
+    assert torch.equal(plain_sample(teacher, prompt, do_sample=False, batch_size=batch_size),
+                       teacher.generate(prompt, do_sample=False))
+
+
+def test_streamed_code_prompts_are_lossless_and_the_test_catches_a_wrong_residual(monkeypatch):
+    """20,000 two-token prompts (class, first code 1 or 2, alternating) through 2,000 rows: the two codes after each
+    prompt follow the teacher's conditional distribution given it; the wrong residual is caught."""
+    teacher, draft = small_pair()
+    N, label, K = 20_000, 1, SMALL["codebook_size"]
+    _, exact = exact_distribution(teacher, label, {}, 3)
+    conditional = exact.view(K, K * K)
+    first = torch.tensor([1, 2]).repeat(N // 2)
+    prompt = torch.cat([teacher.class_prompt([label] * N), first[:, None]], dim=1)
+    bound = tv_bound(K * K, N // 2)
+
+    def tv():
+        out = speculative_sample(teacher, draft, prompt, gamma=2, batch_size=N // 10, mode="eager",
+                                 generator=torch.Generator().manual_seed(0))
+        assert torch.equal(out.sequences[:, :2], prompt)
+        return max(0.5 * (empirical_distribution(out.sequences[first == c, 2:], K)
+                          - conditional[c] / conditional[c].sum()).abs().sum().item() for c in (1, 2))
+
+    assert tv() < bound
+    monkeypatch.setattr(sampling, "speculative_accept", wrong_residual_accept)
+    clear_decoders()
+    assert tv() > bound
+    clear_decoders()
+
+
 def test_streaming_keeps_rows_busy(pair):
     """Rows finish in different rounds; streamed, a finished row takes the next prompt instead of idling until the
     slowest row of its batch is done, so fewer row-rounds are idle than with one call per batch of 2."""
@@ -285,8 +333,6 @@ def test_gpu_benchmark_script_runs_its_cpu_path(tmp_path):
         (lambda t, d: SamplingConfig(top_p=1.5), "top_p"),
         (lambda t, d: SamplingConfig(cfg_scale=float("inf")), "cfg_scale"),
         (lambda t, d: SamplingConfig(verification="tree"), "verification"),
-        (lambda t, d: SpeculativeDecoder(t, d, 2, batch_size=2).generate(
-            torch.cat([t.class_prompt([0]), torch.zeros(1, 1, dtype=torch.long)], dim=1), 4), "input_ids"),
         (lambda t, d: speculative_sample(t, d, t.class_prompt([0, 1]), batch_size=0), "batch_size"),
         (lambda t, d: plain_sample(t, t.class_prompt([0, 1]), batch_size=1.5), "batch_size"),
         (lambda t, d: SpeculativeDecoder(t, d, 2).generate(t.class_prompt([0]).float(), 4), "input_ids"),

@@ -117,6 +117,11 @@ def test_greedy_equals_the_teacher(pair, gamma, cfg_scale):
     streamed = torch.cat([prompt, teacher.class_prompt([2, 1, 0, 1])])
     out = run(SpeculativeDecoder(teacher, draft, gamma, 2, decoder.sampling), streamed, 16)
     assert torch.equal(out.sequences, teacher.generate(streamed, do_sample=False, cfg_scale=cfg_scale))
+    # ... and prompts of codes streamed: a refilled row's prompt is prefilled with its own features
+    codes = torch.randint(0, 16, (len(streamed), 4), generator=torch.Generator().manual_seed(1))
+    streamed_codes = torch.cat([streamed, codes], dim=1)
+    out = run(SpeculativeDecoder(teacher, draft, gamma, 2, decoder.sampling), streamed_codes, 12)
+    assert torch.equal(out.sequences, teacher.generate(streamed_codes, do_sample=False, cfg_scale=cfg_scale))
 
 
 @pytest.mark.parametrize("setting", sorted(SETTINGS))

@@ -20,7 +20,7 @@ def check_draft_matches(teacher, draft, argument: str = "draft") -> None:
             )
 
 
-def check_inputs(model, input_ids, max_new_tokens=None, generator=None, batch_size: int | None = None) -> int:
+def check_inputs(model, input_ids, max_new_tokens=None, generator=None) -> int:
     """Check a call's prompt, length and generator; return the number of new tokens (default: the rest of the grid)."""
     config = model.config
     if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.long, torch.int32):
@@ -28,11 +28,6 @@ def check_inputs(model, input_ids, max_new_tokens=None, generator=None, batch_si
                          "`teacher.class_prompt(labels)`.")
     if input_ids.dim() != 2 or input_ids.shape[0] < 1 or input_ids.shape[1] < 1:
         raise ValueError(f"`input_ids` must have shape (batch, length >= 1), got {tuple(input_ids.shape)}.")
-    # (an invalid `batch_size` is left to `check_decoder_arguments`, which names it)
-    if _is_int(batch_size) and batch_size >= 1 and input_ids.shape[0] != batch_size and input_ids.shape[1] != 1:
-        raise ValueError(f"`input_ids` has {input_ids.shape[0]} rows but the decoder's batch_size is {batch_size}: "
-                         "prompts are streamed through a smaller or larger batch (continuous batching) only when they "
-                         f"are one token long (a class token), got length {input_ids.shape[1]}.")
     if max_new_tokens is not None and (not _is_int(max_new_tokens) or max_new_tokens < 1):
         raise ValueError(f"`max_new_tokens` must be an integer >= 1, got {max_new_tokens!r}.")
     model.check_prompt(input_ids, max_new_tokens)

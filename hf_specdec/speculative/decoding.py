@@ -210,12 +210,12 @@ def speculative_sample(
             lossless): more tokens per teacher call, more draft and verify work per round.
         tree_depth: with `num_drafts > 1`, branch at each of the first `tree_depth` draft positions: a token tree of
             `num_drafts ** tree_depth` chains that share their first tokens (1: independent chains).
-        batch_size: rows decoded at once (default: every prompt). Fewer than the prompts streams them (one-token
-            prompts only): a row whose image is done takes the next prompt (continuous batching), so rows that
+        batch_size: rows decoded at once (default: every prompt). Fewer than the prompts streams them: a row
+            whose image is done takes the next prompt (continuous batching), so rows that
             finish early do not wait for the slowest one.
     """
     sampling = SamplingConfig(do_sample, temperature, top_k, top_p, cfg_scale, verification, num_drafts, tree_depth)
-    new_tokens = check_inputs(teacher, input_ids, max_new_tokens, generator, batch_size)
+    new_tokens = check_inputs(teacher, input_ids, max_new_tokens, generator)
     batch_size = input_ids.shape[0] if batch_size is None else batch_size
     check_decoder_arguments(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours)
     decoder = get_decoder(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours)
@@ -247,7 +247,7 @@ def plain_sample(
     `speculative_sample`.
     """
     sampling = SamplingConfig(do_sample, temperature, top_k, top_p, cfg_scale)
-    new_tokens = check_inputs(model, input_ids, max_new_tokens, generator, batch_size)
+    new_tokens = check_inputs(model, input_ids, max_new_tokens, generator)
     batch_size = input_ids.shape[0] if batch_size is None else batch_size
     check_decoder_arguments(model, None, 0, batch_size, sampling, mode)
     decoder = get_decoder(model, None, 0, batch_size, sampling, mode)

@@ -28,7 +28,7 @@ Every tensor a round touches lives in a `SpeculativeDecoder`, allocated once: to
 on the host, which is what `torch.compile(fullgraph=True)` and CUDA graph capture need. The host launches
 `ceil(R / (gamma + 1))` rounds, where `R` is the most tokens any row still needs (each of those rounds is needed by
 that row, so none is wasted), and then reads the rows' lengths once: about 3 host reads for a 64-token image
-instead of one per round. More one-token prompts than rows are streamed: a row whose image is done takes the next
+instead of one per round. More prompts than rows are streamed: a row whose image is done takes the next
 prompt at the following host read (continuous batching), so no row idles while prompts wait. Random numbers are
 drawn from the caller's generator into a fixed buffer before each round, so the eager, compiled and graph-replayed
 rounds draw the same samples.
@@ -420,11 +420,19 @@ class SpeculativeDecoder:
         if self.reads_features:
             self.features.zero_()
             self.n_prev.fill_(P - 1)
-        if P > 1:  # the caches must hold slots [0, P - 1): the rounds feed slot P - 1 onwards
-            positions, mask = self._positions(torch.zeros_like(self.n), P - 1)
-            self._forward(self.teacher, self.teacher_cache, input_ids[:, : P - 1], positions, mask, logits_to_keep=1)
-            if self.draft is not None:
-                self._forward(self.draft, self.draft_cache, input_ids[:, : P - 1], positions, mask, logits_to_keep=1)
+        self._prefill(P)
+
+    def _prefill(self, P: int) -> None:
+        """Fill slots `[0, P - 1)` of both caches (and the kept features) from every row's prompt in `sequences`: the
+        rounds feed slot `P - 1` onwards. Eager, once per call and once per refill of prompts longer than one token;
+        a row that is not new gets back the same keys and values (same tokens, positions and shapes)."""
+        if P == 1:
+            return
+        tokens = self.sequences[:, : P - 1]
+        positions, mask = self._positions(torch.zeros_like(self.n), P - 1)
+        self._forward(self.teacher, self.teacher_cache, tokens, positions, mask, logits_to_keep=1)
+        if self.draft is not None:
+            self._forward(self.draft, self.draft_cache, tokens, positions, mask, logits_to_keep=1)
 
     def calibrate_cost_ratio(self, repeats: int = 5) -> float:
         """`c` for adaptive gamma, measured once per decoder on its own rounds: a round costs `a + b * gamma`
@@ -460,11 +468,11 @@ class SpeculativeDecoder:
         cost_ratio: float | None = None,
     ) -> dict:
         """Decode `max_new_tokens` (default: the rest of the grid) after `input_ids` `(N, P)`: `N = batch_size`
-        prompts, or any number of one-token prompts, streamed through the decoder's `batch_size` rows (a row takes
+        prompts, or any number of prompts, streamed through the decoder's `batch_size` rows (a row takes
         the next prompt as soon as its image is done: continuous batching). Returns the raw record: sequences
         `(N, P + new)`, per-round starts / accepted `(rounds, batch_size)` and the gamma of each round
         (`SpeculativeOutput.from_record` turns it into statistics)."""
-        max_new_tokens = check_inputs(self.teacher, input_ids, max_new_tokens, generator, self.batch_size)
+        max_new_tokens = check_inputs(self.teacher, input_ids, max_new_tokens, generator)
         if cost_ratio is not None and not (isinstance(cost_ratio, (int, float)) and cost_ratio >= 0):
             raise ValueError(f"`cost_ratio` must be a number >= 0 or None, got {cost_ratio!r}.")
         return self.decode(input_ids, max_new_tokens, generator, adaptive_gamma, cost_ratio)
@@ -485,8 +493,8 @@ class SpeculativeDecoder:
         for gamma in range(1, self.gamma + 1) if c is not None else [self.gamma]:
             self._round_fn(gamma)  # build (compile / capture) every round this call may run, before its reset
         prompts = input_ids[:B]
-        if N < B:  # idle rows ride along on the null prompt, already at their end
-            prompts = torch.cat([prompts, self._null_prompt()[N:]])
+        if N < B:  # idle rows ride along on a copy of the first prompt, already at their end
+            prompts = torch.cat([prompts, input_ids[:1].expand(B - N, -1)])
         self.reset(prompts, total)
         owner = list(range(min(N, B))) + [-1] * (B - N)  # which image each row is drawing (-1: none)
         if N < B:
@@ -546,14 +554,17 @@ class SpeculativeDecoder:
         }
 
     def _refill(self, slots: list[int], prompts: torch.LongTensor) -> None:
-        """Rows `slots` (every chain of each) start drawing one-token `prompts` `(len(slots), 1)`. Nothing else is
-        cleared: the rounds never read a cache or feature slot of a row before writing it, as at a call's start."""
+        """Rows `slots` (every chain of each) start drawing `prompts` `(len(slots), P)`; prompts longer than one token
+        are prefilled (`_prefill`). Nothing else is cleared: the rounds never read a cache or feature slot of a row
+        before writing it, as at a call's start."""
         rows = self.chain_rows[torch.tensor(slots, device=self.device)].reshape(-1)
+        P = prompts.shape[1]
         self.sequences[rows] = 0
-        self.sequences[rows, 0] = prompts[:, 0].repeat_interleave(self.num_chains)
-        self.n[rows] = 1
+        self.sequences[rows, :P] = prompts.repeat_interleave(self.num_chains, dim=0)
+        self.n[rows] = P
         if self.reads_features:
-            self.n_prev[rows] = 0
+            self.n_prev[rows] = P - 1
+        self._prefill(P)
 
 
 def _round_counts(starts: torch.Tensor, accepted: torch.Tensor, gamma: int, total: int):
