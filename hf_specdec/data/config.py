@@ -26,6 +26,13 @@ class DataArguments:
             raise ValueError("`data_dir` is required when `dataset` is imagefolder.")
         if self.resolution < 8:
             raise ValueError(f"`resolution` must be >= 8, got {self.resolution}.")
+        if self.crops_per_photo < 1:
+            raise ValueError(f"`crops_per_photo` must be >= 1, got {self.crops_per_photo}.")
+        for name in ("val_fraction", "test_fraction"):  # `split_dataset`'s rules, checked before any work
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"`{name}` must be in (0, 1), got {getattr(self, name)}.")
+        if not self.val_fraction + self.test_fraction < 1.0:
+            raise ValueError("`val_fraction + test_fraction` must be < 1.")
 
     def load(self) -> DatasetDict:
         """The `train` / `validation` / `test` splits of the configured images."""

@@ -26,6 +26,14 @@ class TeacherArguments:
     class_dropout_prob: float = field(default=0.1, metadata={"help": "Chance to train on the null class (for CFG)."})
     unconditional: bool = field(default=False, metadata={"help": "Ignore labels: an unconditional model (num_classes=0)."})
 
+    def __post_init__(self):
+        # The model's own checks, on a stand-in codebook and grid, before any data is tokenized.
+        VQGPTConfig.from_preset(self.preset, codebook_size=2, grid_h=1, grid_w=1, hidden_size=self.hidden_size,
+                                num_attention_heads=self.num_attention_heads, dropout=self.dropout,
+                                class_dropout_prob=self.class_dropout_prob)
+        if not isinstance(self.num_entropy_samples, int) or self.num_entropy_samples < 0:
+            raise ValueError(f"`num_entropy_samples` must be an integer >= 0 (0 = skip), got {self.num_entropy_samples!r}.")
+
 
 @torch.no_grad()
 def evaluate_loss(model, sequences: torch.Tensor, batch_size: int = 256) -> dict[str, float]:
