@@ -28,7 +28,7 @@ Every tensor a round touches lives in a `SpeculativeDecoder`, allocated once: to
 on the host, which is what `torch.compile(fullgraph=True)` and CUDA graph capture need. The host launches
 `ceil(R / (gamma + 1))` rounds, where `R` is the most tokens any row still needs (each of those rounds is needed by
 that row, so none is wasted), and then reads the rows' lengths once: about 3 host reads for a 64-token image
-instead of one per round. A last round that needs `R <= gamma` tokens drafts only what it can keep (`tail_gammas`). More prompts than rows are streamed: a row whose image is done takes the next
+instead of one per round. More prompts than rows are streamed: a row whose image is done takes the next
 prompt at the following host read (continuous batching), so no row idles while prompts wait. Random numbers are
 drawn from the caller's generator into a fixed buffer before each round, so the eager, compiled and graph-replayed
 rounds draw the same samples.
