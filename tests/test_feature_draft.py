@@ -187,7 +187,7 @@ def test_one_graph_no_recompiles_no_host_sync(pair, setting):
                                   compile_options={"backend": counter})
     first = run(compiled, prompt, 16, seed=0)
     run(compiled, prompt, 16, seed=1)
-    assert counter.frame_count == len(compiled._rounds) == len(compiled.tail_gammas())  # one graph per draft length
+    assert counter.frame_count == 1
     eager = SpeculativeDecoder(teacher, draft, 3, 3, SETTINGS[setting], mode="eager")
     assert torch.equal(first.sequences, run(eager, prompt, 16, seed=0).sequences)
     eager.reset(prompt, 13)

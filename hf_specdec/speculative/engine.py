@@ -490,7 +490,7 @@ class SpeculativeDecoder:
         c = None
         if adaptive_gamma and self.gamma > 1:
             c = cost_ratio if cost_ratio is not None else self.calibrate_cost_ratio()
-        for gamma in range(1, self.gamma + 1) if c is not None else self.tail_gammas():
+        for gamma in range(1, self.gamma + 1) if c is not None else [self.gamma]:
             self._round_fn(gamma)  # build (compile / capture) every round this call may run, before its reset
         prompts = input_ids[:B]
         if N < B:  # idle rows ride along on a copy of the first prompt, already at their end
@@ -511,9 +511,6 @@ class SpeculativeDecoder:
             gamma = self.gamma
             if c is not None:
                 gamma = sampling.choose_gamma(self.accepted_sum / self.tested_sum, c, self.gamma)
-            if queue >= N and remaining <= gamma:  # the last round: drafts past the grid's end would be wasted
-                gamma = min(g for g in (range(1, gamma + 1) if c is not None else self.tail_gammas())
-                            if g >= remaining - 1)
             rounds = math.ceil(remaining / (gamma + 1))
             if c is not None:
                 rounds = min(rounds, self.adaptive_rounds_per_read)  # adaptive gamma looks at alpha again soon
@@ -555,16 +552,6 @@ class SpeculativeDecoder:
             "gammas": gammas,
             "total": total,
         }
-
-    def tail_gammas(self) -> list[int]:
-        """The draft lengths a call may run without adaptive gamma: `gamma`, and for a last round that needs fewer
-        tokens, the powers of two below it (that round drafts the smallest of them that can still finish every row;
-        with token-wise acceptance more drafts could only be thrown away). A few sizes, so that few rounds are
-        compiled or captured. Block verification keeps `gamma`: its acceptance of a prefix grows with the drafts
-        after it, even past the grid's end."""
-        if self.gamma <= 1 or (self.sampling.do_sample and self.sampling.verification == "block"):
-            return [self.gamma]  # block verification reads the whole block: drafts past the end still help it
-        return sorted({2**i for i in range(self.gamma.bit_length()) if 2**i < self.gamma} | {self.gamma})
 
     def _refill(self, slots: list[int], prompts: torch.LongTensor) -> None:
         """Rows `slots` (every chain of each) start drawing `prompts` `(len(slots), P)`; prompts longer than one token
