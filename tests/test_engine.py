@@ -350,24 +350,27 @@ def test_the_engine_refuses_bad_arguments_before_allocating(pair, make, name):
         make(teacher, draft)
 
 
+@pytest.mark.parametrize("gamma", [1, 3])
 @pytest.mark.parametrize("setting", [SamplingConfig(num_drafts=3), SamplingConfig(num_drafts=2, tree_depth=2)],
                          ids=["chains", "tree"])
-def test_multi_draft_chains_share_the_committed_cache(pair, setting):
+def test_multi_draft_chains_share_the_committed_cache(pair, setting, gamma):
     """After a call every chain of a row holds the teacher's and the draft's keys of the committed tokens, as a fresh
     forward computes them: commit copied the winning chain's slots over the others' drafts."""
     teacher, draft = pair
-    decoder = SpeculativeDecoder(teacher, draft, 3, 2, setting, mode="eager")
+    decoder = SpeculativeDecoder(teacher, draft, gamma, 2, setting, mode="eager")
     prompt = teacher.class_prompt([0, 2])
     record = decoder.generate(prompt, 16, torch.Generator().manual_seed(0))
     assert len(record["gammas"]) > 2  # several rounds, so later rounds ran on copied slots
     sequences = record["sequences"].repeat_interleave(decoder.num_chains, dim=0)
-    committed = sequences.shape[1] - 1  # the last token is never fed
-    for model, cache in ((teacher, decoder.teacher_cache), (draft, decoder.draft_cache)):
+    # The teacher's cache holds every slot but the last token's (never fed); the draft's is valid up to slot n - 3
+    # (its next round would re-read slots n - 2 and n - 1 first, see `draft_tokens`).
+    n = sequences.shape[1]
+    for model, cache, valid in ((teacher, decoder.teacher_cache, n - 1), (draft, decoder.draft_cache, n - 2)):
         fresh = DynamicCache(config=model.config)
-        model(sequences[:, :committed], cache=fresh, use_cache=True)
+        model(sequences[:, :valid], cache=fresh, use_cache=True)
         for layer, reference in zip(cache.layers, fresh.layers):
-            torch.testing.assert_close(layer.keys[:, :, :committed], reference.keys, atol=1e-5, rtol=1e-4)
-            torch.testing.assert_close(layer.values[:, :, :committed], reference.values, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(layer.keys[:, :, :valid], reference.keys, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(layer.values[:, :, :valid], reference.values, atol=1e-5, rtol=1e-4)
 
 
 def test_tree_chains_share_their_node_draws(pair):
