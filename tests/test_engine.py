@@ -65,6 +65,19 @@ def test_inductor_compiled_rounds_equal_eager(pair):
     assert torch.equal(run(compiled, streamed, 16).sequences, teacher.generate(streamed, do_sample=False))
 
 
+def test_cpu_rounds_compile_with_the_cpp_wrapper_unless_told_otherwise(pair, monkeypatch):
+    """On the CPU, Inductor's C++ wrapper is the default (measured faster, BENCHMARKS.md); a backend, a mode or
+    Inductor options of the caller take precedence."""
+    teacher, draft = pair
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: seen.append(kwargs) or fn)
+    for options in (None, {"options": {"cpp_wrapper": False}}, {"backend": "eager"}, {"mode": "max-autotune"}):
+        SpeculativeDecoder(teacher, draft, 2, 1, mode="compile", compile_options=options)._round_fn(2)
+    assert seen[0]["options"] == {"cpp_wrapper": True} and seen[0]["fullgraph"] is True
+    assert seen[1]["options"] == {"cpp_wrapper": False}
+    assert "options" not in seen[2] and "options" not in seen[3]
+
+
 @pytest.mark.parametrize("processing", [{}, {"cfg_scale": 2.0}], ids=["plain", "cfg"])
 def test_compiled_path_is_lossless_and_the_test_catches_a_wrong_residual(processing, monkeypatch):
     teacher, draft = small_pair()
