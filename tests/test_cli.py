@@ -54,6 +54,7 @@ BAD_INPUT = [
     ("model_size_benchmark.py", ["--device", "tpu"], ["device", "tpu"]),
     ("evaluate_quality.py", ["--device", "cuda:x"], ["device", "cuda:x"]),
     ("paired_benchmark.py", ["gpu0", "2", "d=checkpoints/digits/draft-1L"], ["device", "gpu0"]),
+    ("paired_benchmark.py", ["cpu", "2", "d=checkpoints/digits/draft-1L", "--python_wrapper"], ["python_wrapper"]),
     ("generate.py", ["--output", "{tmp}/grid.txt"], ["output", ".png"]),
     ("generate.py", ["--no_such_option", "1"], ["no_such_option"]),
     ("distill.py", ["--student_id", "7"], ["student_id"]),

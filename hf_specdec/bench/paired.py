@@ -19,7 +19,7 @@ from .timing import check_device, time_interleaved
 
 def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_path: str = "checkpoints/digits/teacher",
                      block_gamma: int | None = None, mode: str = "auto", gammas: tuple[int, ...] = (6, 8),
-                     num_drafts: tuple[int, ...] = ()) -> dict:
+                     num_drafts: tuple[int, ...] = (), python_wrapper: bool = False) -> dict:
     """Time plain decoding and, for each draft `{name: folder or Hub id}`, speculative decoding at each of `gammas`
     and with adaptive gamma (up to the largest), one image per call, over `reps` images (plus one warm-up image).
 
@@ -29,6 +29,9 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
         num_drafts: also multi-draft verification (SpecInfer) with each of these numbers of chains, at the largest
             gamma.
         mode: the engine's mode for every method (`auto`: eager on the CPU, CUDA graphs on a GPU; `compile`).
+        python_wrapper: with `mode="compile"` on the CPU, also plain decoding and each draft's largest fixed gamma
+            (block verification when `block_gamma` is set) compiled with Inductor's Python wrapper instead of its C++
+            one (`... python-wrapper` methods): what the C++ wrapper gains, in the same run.
 
     Returns `{"device", "reps", "drafts", "teacher", "mode", "results": {method: {"median_ms", "speedup_vs_plain",
     "alpha", "tokens_per_teacher_call"}}}`.
@@ -46,10 +49,14 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
     models = {name: load_draft(path, f"draft {name}", teacher, device) for name, path in drafts.items()}
     g = torch.Generator(device=device)
 
-    def decoder_method(draft, gamma=0, adaptive=False, **sampling):
+    if python_wrapper and (mode != "compile" or torch.device(device).type != "cpu"):
+        raise ValueError("`python_wrapper` compares Inductor's wrappers: it needs mode compile on the CPU.")
+
+    def decoder_method(draft, gamma=0, adaptive=False, compile_options=None, **sampling):
         # Each method holds its own decoder: through the shared cache (`get_decoder`, the last 8 settings) more
         # than 8 interleaved settings would evict and rebuild one another on every image.
-        decoder = SpeculativeDecoder(teacher, draft, gamma, 1, SamplingConfig(**sampling), mode)
+        decoder = SpeculativeDecoder(teacher, draft, gamma, 1, SamplingConfig(**sampling), mode,
+                                     compile_options=compile_options)
         if draft is None:
             return lambda prompt: decoder.generate(prompt, generator=g)["sequences"]
         return lambda prompt: SpeculativeOutput.from_record(
@@ -64,6 +71,15 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
             methods[f"{name} block g{block_gamma}"] = decoder_method(draft, block_gamma, verification="block")
         for k in num_drafts:
             methods[f"{name} {k} chains g{max(gammas)}"] = decoder_method(draft, max(gammas), num_drafts=k)
+    if python_wrapper:
+        slow = {"options": {"cpp_wrapper": False}}
+        methods["plain python-wrapper"] = decoder_method(None, compile_options=slow)
+        for name, draft in models.items():
+            if block_gamma:
+                methods[f"{name} block g{block_gamma} python-wrapper"] = decoder_method(
+                    draft, block_gamma, compile_options=slow, verification="block")
+            else:
+                methods[f"{name} g{max(gammas)} python-wrapper"] = decoder_method(draft, max(gammas), compile_options=slow)
     # Image -1 is the warm-up; the class cycles with the image.
     prompts = [class_prompts(teacher, 1, first=rep) for rep in range(-1, reps)]
     times, outputs = time_interleaved(methods, prompts, [1000 + rep for rep in range(-1, reps)], g, device)
@@ -76,4 +92,4 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
                for k, v in times.items()}
     device_name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     return {"device": device_name, "reps": reps, "drafts": drafts, "teacher": teacher_path, "mode": mode, "gammas": list(gammas),
-            "num_drafts": list(num_drafts), "results": results}
+            "num_drafts": list(num_drafts), "python_wrapper": python_wrapper, "results": results}
