@@ -147,3 +147,19 @@ def test_sample_images_end_to_end():
     model = tiny_model(codebook_size=16, grid_h=8, grid_w=8)
     pictures, codes = sample_images(model, tiny_vq(), labels=[0, 2], do_sample=True, top_k=None)
     assert pictures.shape == (2, 3, 32, 32) and codes.shape == (2, 8, 8)
+
+
+@pytest.mark.parametrize("change, name", [
+    ({"norm_num_groups": 0}, "norm_num_groups"), ({"latent_channels": -1}, "latent_channels"),
+    ({"layers_per_block": 0}, "layers_per_block"), ({"vq_embed_dim": 0}, "vq_embed_dim"),
+    ({"num_vq_embeddings": 1}, "num_vq_embeddings"), ({"block_out_channels": (32, 48, 32)}, "block_out_channels"),
+    ({"ema_decay": float("nan")}, "ema_decay"), ({"commitment_beta": -0.5}, "commitment_beta"),
+    ({"dead_code_threshold": float("inf")}, "dead_code_threshold"), ({"sample_size": 0}, "sample_size"),
+])
+def test_a_bad_tokenizer_config_names_the_field(change, name):
+    """A bad size or quantizer setting is a ValueError naming the config field (not a ZeroDivisionError or a torch
+    RuntimeError from inside diffusers), for `from_pretrained` configs as for new tokenizers."""
+    from tests.utils import TINY_VQ
+
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        VQTokenizer(**{**TINY_VQ, **change})

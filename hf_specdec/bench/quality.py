@@ -50,6 +50,9 @@ class QualityArguments:
         if self.relaxed_neighbours < 0:
             raise ValueError(f"`relaxed_neighbours` must be >= 0, got {self.relaxed_neighbours}.")
         check_device(self.device)
+        if not os.path.isdir(self.checkpoints_dir):
+            raise ValueError(f"`checkpoints_dir` {self.checkpoints_dir!r} is not a folder (it holds the teacher, its "
+                             "tokenizer, the drafts and the classifier).")
 
 
 def _sample(method, teacher, draft, prompts, args, neighbours=None):

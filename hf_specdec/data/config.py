@@ -26,6 +26,8 @@ class DataArguments:
             raise ValueError("`data_dir` is required when `dataset` is imagefolder.")
         if self.resolution < 8:
             raise ValueError(f"`resolution` must be >= 8, got {self.resolution}.")
+        if not 0 <= self.split_seed < 2**32:
+            raise ValueError(f"`split_seed` must be in [0, 2**32), got {self.split_seed}.")
         if self.crops_per_photo < 1:
             raise ValueError(f"`crops_per_photo` must be >= 1, got {self.crops_per_photo}.")
         for name in ("val_fraction", "test_fraction"):  # `split_dataset`'s rules, checked before any work

@@ -80,8 +80,8 @@ class DistillArguments:
                              "reads the teacher's features); train it on teacher samples (data_source=teacher).")
         if self.feature_draft and self.loss == "hybrid":
             raise ValueError(f"`loss` must be one of {sorted(DIVERGENCES)} with `feature_draft`, got 'hybrid'.")
-        if self.feature_draft and isinstance(self.student_depth, str) and self.student_depth not in VQGPT_PRESETS:
-            raise ValueError(f"`student_preset` must be one of {sorted(VQGPT_PRESETS)}, got {self.student_depth!r}.")
+        if self.student_preset is not None and self.student_preset not in VQGPT_PRESETS:
+            raise ValueError(f"`student_preset` must be one of {sorted(VQGPT_PRESETS)}, got {self.student_preset!r}.")
         if self.draft_intermediate_size is not None and self.draft_intermediate_size < 1:
             raise ValueError(f"`draft_intermediate_size` must be a positive integer, got {self.draft_intermediate_size}.")
         for name in ("num_teacher_samples", "num_alpha_prefixes", "ttt_steps"):

@@ -25,6 +25,34 @@ def codebook_statistics(indices: torch.Tensor, codebook_size: int) -> dict[str, 
     return {"usage": (counts > 0).float().mean().item(), "perplexity": entropy.exp().item()}
 
 
+def _is_positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def check_tokenizer_sizes(sizes: dict, codebook: tuple, channels: tuple, groups_name: str, quantizer: dict) -> None:
+    """Raise `ValueError` naming the argument unless the sizes are positive integers, the codebook has >= 2 codes,
+    every level's channels are multiples of the GroupNorm groups, and the EMA quantizer's settings are in range
+    (`ema_decay` in [0, 1), `dead_code_threshold` and `commitment_beta` finite and >= 0). Names are the caller's
+    (the model's config, or a script's arguments)."""
+    for name, value in sizes.items():
+        if not _is_positive_int(value):
+            raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    name, value = codebook
+    if not _is_positive_int(value) or value < 2:
+        raise ValueError(f"`{name}` must be an integer >= 2, got {value!r}.")
+    name, value = channels
+    if not value or not all(_is_positive_int(c) for c in value):
+        raise ValueError(f"`{name}` must be one or more positive integers, got {value!r}.")
+    if any(c % sizes[groups_name] for c in value):
+        raise ValueError(f"`{name}` {tuple(value)} must be multiples of `{groups_name}` ({sizes[groups_name]}).")
+    decay, threshold, beta = quantizer.items()
+    if not 0.0 <= decay[1] < 1.0:
+        raise ValueError(f"`{decay[0]}` must be in [0, 1), got {decay[1]!r}.")
+    for name, value in (threshold, beta):
+        if not 0.0 <= value < float("inf"):
+            raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}.")
+
+
 def check_indices(indices: torch.Tensor, codebook_size: int) -> None:
     """Raise `ValueError` unless `indices` is a `(B, h, w)` grid of codes in `[0, codebook_size)`."""
     if indices.dim() != 3:
@@ -139,10 +167,12 @@ class VQTokenizer(SafetensorsOnlyMixin, VQModel):
             raise ValueError("`lookup_from_codebook` must be True: `decode_from_indices` looks codes up.")
         if len(down_block_types) != len(up_block_types) or len(down_block_types) != len(block_out_channels):
             raise ValueError("`down_block_types`, `up_block_types` and `block_out_channels` must have equal lengths.")
-        if any(c % norm_num_groups for c in block_out_channels):
-            raise ValueError(f"`block_out_channels` {block_out_channels} must be multiples of `norm_num_groups`.")
-        if num_vq_embeddings < 2:
-            raise ValueError(f"`num_vq_embeddings` must be >= 2, got {num_vq_embeddings}.")
+        check_tokenizer_sizes(
+            {"in_channels": in_channels, "out_channels": out_channels, "layers_per_block": layers_per_block,
+             "latent_channels": latent_channels, "sample_size": sample_size, "norm_num_groups": norm_num_groups,
+             "vq_embed_dim": vq_embed_dim if vq_embed_dim is not None else latent_channels},
+            ("num_vq_embeddings", num_vq_embeddings), ("block_out_channels", block_out_channels), "norm_num_groups",
+            {"ema_decay": ema_decay, "dead_code_threshold": dead_code_threshold, "commitment_beta": commitment_beta})
         super().__init__(
             in_channels=in_channels,
             out_channels=out_channels,

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from ..data import DataArguments
 from ..images import images_to_tensor
 from ..models import VQTokenizer
+from ..models.vq_tokenizer import check_tokenizer_sizes
 from ..images import save_image_grid
 from .trainer import TrainingArguments, make_accelerator, train
 
@@ -32,6 +33,13 @@ class TokenizerArguments:
     def __post_init__(self):
         if self.reconstruction_loss not in ("mse", "l1"):
             raise ValueError(f"`reconstruction_loss` must be mse or l1, got {self.reconstruction_loss!r}.")
+        # the tokenizer's own checks, under these arguments' names, before any data is loaded
+        check_tokenizer_sizes(
+            {"latent_channels": self.latent_channels, "vq_embed_dim": self.vq_embed_dim,
+             "layers_per_block": self.layers_per_block, "norm_num_groups": self.norm_num_groups},
+            ("codebook_size", self.codebook_size), ("block_out_channels", self.block_out_channels), "norm_num_groups",
+            {"ema_decay": self.ema_decay, "dead_code_threshold": self.dead_code_threshold,
+             "commitment_beta": self.commitment_beta})
 
     def build(self, resolution: int) -> VQTokenizer:
         levels = len(self.block_out_channels)

@@ -60,6 +60,8 @@ class TrainingArguments:
         for name in ("warmup_steps", "eval_every", "save_every", "checkpoints_total_limit", "num_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
+        if not 0 <= self.seed < 2**32:  # what `set_seed` / numpy accept
+            raise ValueError(f"`seed` must be in [0, 2**32), got {self.seed}.")
         if not self.learning_rate > 0:  # `not >` also refuses NaN
             raise ValueError(f"`learning_rate` must be > 0, got {self.learning_rate}.")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
