@@ -15,6 +15,13 @@ from .models.safetensors_only import damaged_safetensors, damaged_weights_messag
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_cards")
 
 
+def check_checkpoints_dir(checkpoints_dir: str, argument: str = "checkpoints_dir") -> None:
+    """Raise `ValueError` naming `argument` unless `checkpoints_dir` is a folder (the models in it are named relative
+    to it, so a missing one would surface later as a confusing error about a model name)."""
+    if not os.path.isdir(checkpoints_dir):
+        raise ValueError(f"`{argument}` {checkpoints_dir!r} is not a folder (it holds the teacher and the drafts).")
+
+
 def checkpoint_path(checkpoints_dir: str, name: str) -> str:
     """`checkpoints_dir/name` where that folder exists, else `name` itself (a path or a Hub repo id)."""
     local = os.path.join(checkpoints_dir, name)

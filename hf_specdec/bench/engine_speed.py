@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from ..hub import checkpoint_path, load_pretrained
+from ..hub import check_checkpoints_dir, checkpoint_path, load_pretrained
 from ..models import VQGPTForCausalLM
 from ..pipeline import class_prompts
 from ..speculative import EarlyExitDraft, SamplingConfig, SpeculativeOutput, clear_decoders, get_decoder
@@ -75,7 +75,16 @@ class EngineBenchmarkArguments:
             raise ValueError(f"`batch_sizes` must be >= 1, got {self.batch_sizes}.")
         if self.reps < 1:
             raise ValueError(f"`reps` must be >= 1, got {self.reps}.")
+        if any(g < 1 for g in self.extra_gammas):
+            raise ValueError(f"`extra_gammas` must be integers >= 1, got {self.extra_gammas}.")
+        if self.legacy_max_batch < 1:
+            raise ValueError(f"`legacy_max_batch` must be >= 1, got {self.legacy_max_batch}.")
+        if self.stream_images < 0:
+            raise ValueError(f"`stream_images` must be >= 0 (0 = off), got {self.stream_images}.")
+        if not 0.0 <= self.time_budget_s < float("inf"):
+            raise ValueError(f"`time_budget_s` must be a finite number >= 0 (0 = none), got {self.time_budget_s}.")
         check_device(self.device)
+        check_checkpoints_dir(self.checkpoints_dir)
 
 
 def _load(args, name, argument):

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..data import DataArguments
-from ..hub import checkpoint_path, load_draft, load_pretrained
+from ..hub import check_checkpoints_dir, checkpoint_path, load_draft, load_pretrained
 from ..images import images_to_tensor, save_image_grid
 from ..metrics import load_metric
 from ..metrics.quality import inception_metrics
@@ -50,9 +50,7 @@ class QualityArguments:
         if self.relaxed_neighbours < 0:
             raise ValueError(f"`relaxed_neighbours` must be >= 0, got {self.relaxed_neighbours}.")
         check_device(self.device)
-        if not os.path.isdir(self.checkpoints_dir):
-            raise ValueError(f"`checkpoints_dir` {self.checkpoints_dir!r} is not a folder (it holds the teacher, its "
-                             "tokenizer, the drafts and the classifier).")
+        check_checkpoints_dir(self.checkpoints_dir)
 
 
 def _sample(method, teacher, draft, prompts, args, neighbours=None):

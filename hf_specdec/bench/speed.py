@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from ..hub import checkpoint_path, load_draft, load_pretrained
+from ..hub import check_checkpoints_dir, checkpoint_path, load_draft, load_pretrained
 from ..models import VQGPTForCausalLM
 from ..pipeline import check_sampling_options, class_prompts
 from ..speculative import EarlyExitDraft, expected_speedup, plain_sample, speculative_sample
@@ -60,6 +60,7 @@ class BenchmarkArguments:
         if self.repeats < 1:
             raise ValueError(f"`repeats` must be >= 1, got {self.repeats}.")
         check_device(self.device)
+        check_checkpoints_dir(self.checkpoints_dir)
 
 
 def load_models(args: BenchmarkArguments):
