@@ -44,13 +44,12 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
         raise ValueError(f"`num_drafts` must be integers in [2, 16], got {num_drafts!r}.")
     if not drafts:
         raise ValueError("`drafts` is empty: give at least one name=path.")
-    check_device(device)
+    on_cpu = check_device(device).type == "cpu"
+    if python_wrapper and not (on_cpu and mode == "compile"):
+        raise ValueError("`python_wrapper` compares Inductor's wrappers: it needs mode compile on the CPU.")
     teacher = load_pretrained(VQGPTForCausalLM, teacher_path, "teacher_path", device)
     models = {name: load_draft(path, f"draft {name}", teacher, device) for name, path in drafts.items()}
     g = torch.Generator(device=device)
-
-    if python_wrapper and (mode != "compile" or torch.device(device).type != "cpu"):
-        raise ValueError("`python_wrapper` compares Inductor's wrappers: it needs mode compile on the CPU.")
 
     def decoder_method(draft, gamma=0, adaptive=False, compile_options=None, **sampling):
         # Each method holds its own decoder: through the shared cache (`get_decoder`, the last 8 settings) more

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 from datasets import DatasetDict
 
-from .images import DATASETS, load_image_dataset
+from .images import DATASETS, check_split_fractions, load_image_dataset
 
 
 @dataclass
@@ -30,11 +30,7 @@ class DataArguments:
             raise ValueError(f"`split_seed` must be in [0, 2**32), got {self.split_seed}.")
         if self.crops_per_photo < 1:
             raise ValueError(f"`crops_per_photo` must be >= 1, got {self.crops_per_photo}.")
-        for name in ("val_fraction", "test_fraction"):  # `split_dataset`'s rules, checked before any work
-            if not 0.0 < getattr(self, name) < 1.0:
-                raise ValueError(f"`{name}` must be in (0, 1), got {getattr(self, name)}.")
-        if not self.val_fraction + self.test_fraction < 1.0:
-            raise ValueError("`val_fraction + test_fraction` must be < 1.")
+        check_split_fractions(self.val_fraction, self.test_fraction)  # `split_dataset`'s rule, before any work
 
     def load(self) -> DatasetDict:
         """The `train` / `validation` / `test` splits of the configured images."""

@@ -22,17 +22,22 @@ DOG_SYNSET_RANGE = ("n02085620", "n02113978")
 _SYNSET = re.compile(r"n\d{8}")
 
 
+def check_split_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Raise `ValueError` naming the option unless both fractions are in (0, 1) and leave images to train on."""
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"`{name}` must be in (0, 1), got {value}.")
+    if not val_fraction + test_fraction < 1.0:
+        raise ValueError("`val_fraction + test_fraction` must be < 1.")
+
+
 def split_dataset(dataset: Dataset, val_fraction: float, test_fraction: float, seed: int) -> DatasetDict:
     """Deterministic class-stratified train / validation / test split of `dataset` (same seed, same split).
 
     Raises `ValueError` naming `val_fraction` / `test_fraction` when the images are too few for them: a stratified
     split needs at least one image of every class on both sides of each cut.
     """
-    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 < value < 1.0:
-            raise ValueError(f"`{name}` must be in (0, 1), got {value}.")
-    if val_fraction + test_fraction >= 1.0:
-        raise ValueError("`val_fraction + test_fraction` must be < 1.")
+    check_split_fractions(val_fraction, test_fraction)
     rest_test = _stratified_cut(dataset, test_fraction, "test_fraction", 1.0, seed)
     train_val = _stratified_cut(rest_test["train"], val_fraction / (1.0 - test_fraction), "val_fraction",
                                 1.0 - test_fraction, seed)

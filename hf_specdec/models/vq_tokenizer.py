@@ -29,28 +29,29 @@ def _is_positive_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def check_tokenizer_sizes(sizes: dict, codebook: tuple, channels: tuple, groups_name: str, quantizer: dict) -> None:
-    """Raise `ValueError` naming the argument unless the sizes are positive integers, the codebook has >= 2 codes,
-    every level's channels are multiples of the GroupNorm groups, and the EMA quantizer's settings are in range
-    (`ema_decay` in [0, 1), `dead_code_threshold` and `commitment_beta` finite and >= 0). Names are the caller's
-    (the model's config, or a script's arguments)."""
-    for name, value in sizes.items():
+def check_tokenizer_sizes(*, codebook_size, block_out_channels, norm_num_groups, ema_decay, dead_code_threshold,
+                          commitment_beta, names: dict[str, str] | None = None, **sizes) -> None:
+    """Raise `ValueError` naming the argument unless `sizes` (and `norm_num_groups`) are positive integers, the codebook
+    has >= 2 codes, every level's `block_out_channels` is a multiple of `norm_num_groups`, and the EMA quantizer's
+    settings are in range (`ema_decay` in [0, 1), `dead_code_threshold` and `commitment_beta` finite and >= 0).
+    `names` renames fields for the message (the model's config says `num_vq_embeddings` for `codebook_size`)."""
+    name = lambda field: (names or {}).get(field, field)  # noqa: E731
+    for field, value in {**sizes, "norm_num_groups": norm_num_groups}.items():
         if not _is_positive_int(value):
-            raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    name, value = codebook
-    if not _is_positive_int(value) or value < 2:
-        raise ValueError(f"`{name}` must be an integer >= 2, got {value!r}.")
-    name, value = channels
-    if not value or not all(_is_positive_int(c) for c in value):
-        raise ValueError(f"`{name}` must be one or more positive integers, got {value!r}.")
-    if any(c % sizes[groups_name] for c in value):
-        raise ValueError(f"`{name}` {tuple(value)} must be multiples of `{groups_name}` ({sizes[groups_name]}).")
-    decay, threshold, beta = quantizer.items()
-    if not 0.0 <= decay[1] < 1.0:
-        raise ValueError(f"`{decay[0]}` must be in [0, 1), got {decay[1]!r}.")
-    for name, value in (threshold, beta):
+            raise ValueError(f"`{name(field)}` must be a positive integer, got {value!r}.")
+    if not _is_positive_int(codebook_size) or codebook_size < 2:
+        raise ValueError(f"`{name('codebook_size')}` must be an integer >= 2, got {codebook_size!r}.")
+    if not block_out_channels or not all(_is_positive_int(c) for c in block_out_channels):
+        raise ValueError(f"`{name('block_out_channels')}` must be one or more positive integers, got "
+                         f"{block_out_channels!r}.")
+    if any(c % norm_num_groups for c in block_out_channels):
+        raise ValueError(f"`{name('block_out_channels')}` {tuple(block_out_channels)} must be multiples of "
+                         f"`{name('norm_num_groups')}` ({norm_num_groups}).")
+    if not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"`{name('ema_decay')}` must be in [0, 1), got {ema_decay!r}.")
+    for field, value in (("dead_code_threshold", dead_code_threshold), ("commitment_beta", commitment_beta)):
         if not 0.0 <= value < float("inf"):
-            raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}.")
+            raise ValueError(f"`{name(field)}` must be a finite number >= 0, got {value!r}.")
 
 
 def check_indices(indices: torch.Tensor, codebook_size: int) -> None:
@@ -168,11 +169,11 @@ class VQTokenizer(SafetensorsOnlyMixin, VQModel):
         if len(down_block_types) != len(up_block_types) or len(down_block_types) != len(block_out_channels):
             raise ValueError("`down_block_types`, `up_block_types` and `block_out_channels` must have equal lengths.")
         check_tokenizer_sizes(
-            {"in_channels": in_channels, "out_channels": out_channels, "layers_per_block": layers_per_block,
-             "latent_channels": latent_channels, "sample_size": sample_size, "norm_num_groups": norm_num_groups,
-             "vq_embed_dim": vq_embed_dim if vq_embed_dim is not None else latent_channels},
-            ("num_vq_embeddings", num_vq_embeddings), ("block_out_channels", block_out_channels), "norm_num_groups",
-            {"ema_decay": ema_decay, "dead_code_threshold": dead_code_threshold, "commitment_beta": commitment_beta})
+            codebook_size=num_vq_embeddings, block_out_channels=block_out_channels, norm_num_groups=norm_num_groups,
+            ema_decay=ema_decay, dead_code_threshold=dead_code_threshold, commitment_beta=commitment_beta,
+            names={"codebook_size": "num_vq_embeddings"}, in_channels=in_channels, out_channels=out_channels,
+            layers_per_block=layers_per_block, latent_channels=latent_channels, sample_size=sample_size,
+            vq_embed_dim=vq_embed_dim if vq_embed_dim is not None else latent_channels)
         super().__init__(
             in_channels=in_channels,
             out_channels=out_channels,

@@ -375,6 +375,7 @@ class SpeculativeDecoder:
             # One code object serves every decoder and gamma: allow a recompile per (decoder, gamma), shapes static.
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
             options = {"fullgraph": True, "dynamic": False, **self.compile_options}
+            # (`torch.compile` takes either a mode or options; a backend other than Inductor has no wrapper)
             if self.device.type == "cpu" and "backend" not in options and "mode" not in options:
                 # Inductor's C++ wrapper: the round's ~100-300 kernel calls are made from C++ instead of a Python
                 # wrapper, 20-25 % faster per round on 2 CPU cores for plain and speculative decoding alike

@@ -35,11 +35,10 @@ class TokenizerArguments:
             raise ValueError(f"`reconstruction_loss` must be mse or l1, got {self.reconstruction_loss!r}.")
         # the tokenizer's own checks, under these arguments' names, before any data is loaded
         check_tokenizer_sizes(
-            {"latent_channels": self.latent_channels, "vq_embed_dim": self.vq_embed_dim,
-             "layers_per_block": self.layers_per_block, "norm_num_groups": self.norm_num_groups},
-            ("codebook_size", self.codebook_size), ("block_out_channels", self.block_out_channels), "norm_num_groups",
-            {"ema_decay": self.ema_decay, "dead_code_threshold": self.dead_code_threshold,
-             "commitment_beta": self.commitment_beta})
+            codebook_size=self.codebook_size, block_out_channels=self.block_out_channels,
+            norm_num_groups=self.norm_num_groups, ema_decay=self.ema_decay,
+            dead_code_threshold=self.dead_code_threshold, commitment_beta=self.commitment_beta,
+            latent_channels=self.latent_channels, vq_embed_dim=self.vq_embed_dim, layers_per_block=self.layers_per_block)
 
     def build(self, resolution: int) -> VQTokenizer:
         levels = len(self.block_out_channels)
