@@ -315,6 +315,18 @@ def test_decoders_are_reused_across_calls(pair):
     assert torch.equal(plain_sample(teacher, prompt, do_sample=False), plain_sample(teacher, prompt, do_sample=False))
 
 
+def test_a_cached_decoder_is_rebuilt_when_the_models_change_dtype():
+    """The cached decoder's buffers are allocated for the models' dtype and device: after `.to(...)` the next call
+    must build a new one (it used to fail in the cache update)."""
+    teacher, draft = tiny_model(0, num_hidden_layers=2), tiny_model(1, num_hidden_layers=1)
+    prompt = teacher.class_prompt([0, 1])
+    speculative_sample(teacher, draft, prompt, gamma=3, do_sample=False)
+    teacher.to(torch.float64), draft.to(torch.float64)
+    out = speculative_sample(teacher, draft, prompt, gamma=3, do_sample=False)
+    assert torch.equal(out.sequences, plain_sample(teacher, prompt, do_sample=False))
+    assert out.sequences.shape == (2, teacher.config.max_position_embeddings)
+
+
 def test_gpu_benchmark_script_runs_its_cpu_path(tmp_path):
     import json
     import os

@@ -1,5 +1,6 @@
 """Speculative decoding: greedy parity, lossless sampling (statistical), statistics, HF assisted, bad input."""
 
+import copy
 import itertools
 import math
 
@@ -257,6 +258,8 @@ def test_bad_input_names_the_argument(pair):
         (dict(top_p=1.5), "top_p"),
         (dict(input_ids=torch.tensor([[3]])), "input_ids"),
         (dict(max_new_tokens=100), "max_new_tokens"),
+        (dict(draft=copy.deepcopy(draft).to(torch.float64)), "draft"),  # another dtype than the teacher
+        (dict(input_ids=prompt.to("meta")), "input_ids"),  # another device than the models
     ]
     for overrides, name in cases:
         kwargs = {**dict(teacher=teacher, draft=draft, input_ids=prompt), **overrides}

@@ -30,13 +30,17 @@ def check_inputs(model, input_ids, max_new_tokens=None, generator=None) -> int:
         raise ValueError(f"`input_ids` must have shape (batch, length >= 1), got {tuple(input_ids.shape)}.")
     if max_new_tokens is not None and (not _is_int(max_new_tokens) or max_new_tokens < 1):
         raise ValueError(f"`max_new_tokens` must be an integer >= 1, got {max_new_tokens!r}.")
+    device = next(model.parameters()).device
+    if input_ids.device != device:
+        raise ValueError(f"`input_ids` is on {input_ids.device} but the model on {device}: pass "
+                         f"`input_ids.to({str(device)!r})` (the prompts of `model.class_prompt` are on its device).")
     model.check_prompt(input_ids, max_new_tokens)
     if generator is not None:
         if not isinstance(generator, torch.Generator):
             raise ValueError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}.")
-        if generator.device.type != input_ids.device.type:
-            raise ValueError(f"`generator` is on {generator.device} but `input_ids` on {input_ids.device}: "
-                             f"use torch.Generator(device={str(input_ids.device)!r}).")
+        if generator.device.type != device.type:
+            raise ValueError(f"`generator` is on {generator.device} but the model on {device}: "
+                             f"use torch.Generator(device={device.type!r}).")
     new_tokens = max_new_tokens if max_new_tokens is not None else config.max_position_embeddings - input_ids.shape[1]
     if new_tokens < 1:
         raise ValueError("`input_ids` already fills the token grid: there is nothing left to generate.")
@@ -72,12 +76,18 @@ def check_decoder_arguments(teacher, draft, gamma, batch_size, sampling, mode, r
         raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}.")
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {', '.join(MODES)}, got {mode!r}.")
-    device = next(teacher.parameters()).device
+    parameter = next(teacher.parameters())
+    device = parameter.device
     if mode == "cuda-graph" and device.type != "cuda":
         raise ValueError("`mode='cuda-graph'` needs the models on a CUDA device; use 'eager' or 'compile' on the CPU.")
     if draft is None:
         return
     check_draft_matches(teacher, draft)
+    for what, t, d in (("dtype", parameter.dtype, next(draft.parameters()).dtype),
+                       ("device", device, next(draft.parameters()).device)):
+        if t != d:
+            raise ValueError(f"`draft` has {what} {d} but the teacher {t}: both models must have the same {what} "
+                             f"(e.g. `draft.to(teacher.device, teacher.dtype)`).")
     if getattr(draft, "reads_features", False) and draft.teacher is not teacher:
         raise ValueError("`draft` is a feature draft of another teacher: it must read the features of the teacher it "
                          "drafts for (`draft.attach_teacher(teacher)`).")

@@ -135,7 +135,9 @@ def get_decoder(teacher, draft, gamma: int, batch_size: int, sampling: SamplingC
                 relaxed_neighbours: torch.Tensor | None = None) -> SpeculativeDecoder:
     """The `SpeculativeDecoder` for this setting, built on first use and kept (the last `MAX_CACHED_DECODERS`),
     so that later calls replay its compiled rounds or CUDA graphs. `clear_decoders()` frees them."""
-    key = (id(teacher), id(draft), gamma, batch_size, sampling, mode,
+    # The models' device and dtype are in the key: a decoder's buffers and caches are allocated for them, so after
+    # `teacher.to(...)` the next call builds a new decoder instead of mixing dtypes or devices.
+    key = (id(teacher), id(draft), _placement(teacher), _placement(draft), gamma, batch_size, sampling, mode,
            None if relaxed_neighbours is None else id(relaxed_neighbours))
     decoder = _DECODERS.get(key)
     if decoder is not None and decoder.teacher is teacher and decoder.draft is draft and (
@@ -148,6 +150,14 @@ def get_decoder(teacher, draft, gamma: int, batch_size: int, sampling: SamplingC
     while len(_DECODERS) > MAX_CACHED_DECODERS:
         _DECODERS.popitem(last=False)
     return decoder
+
+
+def _placement(model) -> tuple | None:
+    """`(device, dtype)` of a model's first parameter (None without a model)."""
+    if model is None:
+        return None
+    parameter = next(model.parameters())
+    return parameter.device, parameter.dtype
 
 
 def clear_decoders() -> None:
