@@ -8,9 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from ..hub import load_pretrained  # noqa: E402
 from ..images import save_image_grid  # noqa: E402
-from ..models import VQTokenizer  # noqa: E402
 from ..pipeline import decode_sequences  # noqa: E402
 
 
@@ -52,11 +50,8 @@ def save_plots(records: list[dict], config, drafts: dict, output_dir: str) -> li
     return paths
 
 
-def save_sample_grids(samples: dict, config, tokenizer_path: str, output_dir: str) -> list[str]:
-    """One PNG of decoded images per method (largest batch), if the tokenizer is available."""
-    if not os.path.isdir(tokenizer_path):
-        return []
-    tokenizer = load_pretrained(VQTokenizer, tokenizer_path, "tokenizer")
+def save_sample_grids(samples: dict, config, tokenizer, output_dir: str) -> list[str]:
+    """One PNG of decoded images per method (largest batch), decoded by `tokenizer` (a `VQTokenizer`)."""
     os.makedirs(os.path.join(output_dir, "samples"), exist_ok=True)
     paths, largest = [], max(key[3] for key in samples)
     for (method, name, gamma, batch), sequences in samples.items():

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..hub import check_checkpoints_dir, checkpoint_path, load_draft, load_pretrained
-from ..models import VQGPTForCausalLM
+from ..models import VQGPTForCausalLM, VQTokenizer
 from ..pipeline import check_sampling_options, class_prompts
 from ..speculative import EarlyExitDraft, expected_speedup, plain_sample, speculative_sample
 from .timing import check_device, machine_description, quartiles, time_calls
@@ -59,6 +59,8 @@ class BenchmarkArguments:
             raise ValueError(f"`batch_sizes` must be >= 1, got {self.batch_sizes}.")
         if self.repeats < 1:
             raise ValueError(f"`repeats` must be >= 1, got {self.repeats}.")
+        if self.warmup < 0:
+            raise ValueError(f"`warmup` must be >= 0, got {self.warmup}.")
         check_device(self.device)
         check_checkpoints_dir(self.checkpoints_dir)
 
@@ -75,15 +77,27 @@ def load_models(args: BenchmarkArguments):
             drafts[name] = load_draft(checkpoint_path(args.checkpoints_dir, name), "drafts", teacher, args.device)
         except ValueError as error:
             notes.append(f"skipped draft {name!r}: {error}")
+    if args.drafts and not drafts:
+        raise ValueError(f"`drafts`: none of {args.drafts} is a draft in {args.checkpoints_dir!r} ({'; '.join(notes)}).")
     for layers in args.self_speculative_layers:
         drafts[f"self-{layers}L"] = EarlyExitDraft(teacher, layers)
     return teacher, drafts, notes
+
+
+def load_tokenizer(args: BenchmarkArguments, notes: list[str]):
+    """The tokenizer for the sample grids, loaded before any timing (None, with a note, when its folder is missing)."""
+    path = os.path.join(args.checkpoints_dir, args.tokenizer)
+    if not os.path.isdir(path):
+        notes.append(f"no sample grids: no tokenizer folder {path}")
+        return None
+    return load_pretrained(VQTokenizer, path, "tokenizer")
 
 
 def run_benchmark(args: BenchmarkArguments) -> dict:
     """Measure everything; write `results.json`, `results.md` and the plots to `args.output_dir`."""
     torch.manual_seed(args.seed)
     teacher, drafts, notes = load_models(args)
+    tokenizer = load_tokenizer(args, notes)
     config = teacher.config
     new_tokens = config.num_image_tokens
     sampling = dict(do_sample=True, temperature=args.temperature, top_k=args.top_k, cfg_scale=args.cfg_scale)
@@ -163,7 +177,8 @@ def run_benchmark(args: BenchmarkArguments) -> dict:
     from .plots import save_plots, save_sample_grids  # matplotlib only when plotting
 
     save_plots(records, config, drafts, args.output_dir)
-    save_sample_grids(samples, config, os.path.join(args.checkpoints_dir, args.tokenizer), args.output_dir)
+    if tokenizer is not None:
+        save_sample_grids(samples, config, tokenizer, args.output_dir)
     return result
 
 
