@@ -96,6 +96,8 @@ BAD_INPUT = [
     ("distill.py", ["--student_id", "4", "--val_fraction", "0.6", "--test_fraction", "0.5"], ["val_fraction"]),
     ("precompute_tokens.py", ["--tokenizer_path", "{tmp}/missing"], ["tokenizer_path"]),
     ("precompute_tokens.py", ["--dataset", "imagefolder"], ["data_dir"]),
+    ("train_classifier.py", ["--data_dir", "{tmp}"], ["data_dir", "imagefolder"]),
+    ("train_teacher.py", ["--repo_id", "me/my-images"], ["repo_id", "mini-imagenet-dogs"]),
     ("benchmark.py", ["--gammas", "0"], ["gammas"]),
     ("benchmark.py", ["--warmup", "-1"], ["warmup"]),
     ("benchmark.py", ["--drafts", "no-such-draft", "--output_dir", "{tmp}/bench"], ["drafts", "no-such-draft"]),

@@ -4,14 +4,14 @@ from dataclasses import dataclass, field
 
 from datasets import DatasetDict
 
-from .images import DATASETS, check_split_fractions, load_image_dataset
+from .images import DATASETS, DEFAULT_REPO_ID, check_split_fractions, load_image_dataset
 
 
 @dataclass
 class DataArguments:
     dataset: str = field(default="digits", metadata={"help": "digits | photos | mini-imagenet-dogs | imagefolder."})
     data_dir: str | None = field(default=None, metadata={"help": "Folder of class sub-folders, for imagefolder."})
-    repo_id: str = field(default="timm/mini-imagenet", metadata={"help": "Hub dataset for mini-imagenet-dogs."})
+    repo_id: str = field(default=DEFAULT_REPO_ID, metadata={"help": "Hub dataset for mini-imagenet-dogs."})
     crops_per_photo: int = field(default=400, metadata={"help": "photos: square crops cut from each photograph."})
     resolution: int = field(default=32, metadata={"help": "Images are resized to resolution x resolution."})
     val_fraction: float = field(default=0.1, metadata={"help": "Fraction of images held out for validation."})
@@ -24,6 +24,14 @@ class DataArguments:
             raise ValueError(f"`dataset` must be one of {', '.join(DATASETS)}; got {self.dataset!r}.")
         if self.dataset == "imagefolder" and not self.data_dir:
             raise ValueError("`data_dir` is required when `dataset` is imagefolder.")
+        # An option that the chosen dataset does not read is a mistake, not something to ignore silently.
+        if self.data_dir and self.dataset != "imagefolder":
+            raise ValueError(f"`data_dir` is read only with `dataset` imagefolder, got dataset {self.dataset!r}: pass "
+                             "`--dataset imagefolder` to use the folder, or drop `--data_dir`.")
+        if self.repo_id != DEFAULT_REPO_ID and self.dataset != "mini-imagenet-dogs":
+            raise ValueError(f"`repo_id` is read only with `dataset` mini-imagenet-dogs, got dataset {self.dataset!r}.")
+        if not self.repo_id or not isinstance(self.repo_id, str):
+            raise ValueError(f"`repo_id` must be a Hub dataset id such as {DEFAULT_REPO_ID!r}, got {self.repo_id!r}.")
         if self.resolution < 8:
             raise ValueError(f"`resolution` must be >= 8, got {self.resolution}.")
         if not 0 <= self.split_seed < 2**32:

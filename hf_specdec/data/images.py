@@ -18,6 +18,7 @@ from PIL import Image as PILImage
 
 # ImageNet's 118 dog classes are the WordNet ids from n02085620 (Chihuahua) to n02113978 (Mexican hairless): classes
 # 151-268 of the sorted 1000. Mini-ImageNet keeps a subset of them; the seed trained on those.
+DEFAULT_REPO_ID = "timm/mini-imagenet"  # the write-up's dataset on the Hub
 DOG_SYNSET_RANGE = ("n02085620", "n02113978")
 _SYNSET = re.compile(r"n\d{8}")
 
@@ -165,7 +166,7 @@ def filter_dog_classes(dataset: Dataset) -> Dataset:
 
 
 def load_mini_imagenet_dogs(
-    repo_id: str = "timm/mini-imagenet",
+    repo_id: str = DEFAULT_REPO_ID,
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     seed: int = 0,
@@ -205,7 +206,7 @@ def load_image_dataset(
     name: str,
     resolution: int = 32,
     data_dir: str | None = None,
-    repo_id: str = "timm/mini-imagenet",
+    repo_id: str = DEFAULT_REPO_ID,
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     seed: int = 0,
