@@ -16,9 +16,10 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value, c
 from PIL import Image as PILImage
 
 
+DEFAULT_REPO_ID = "timm/mini-imagenet"  # the write-up's dataset on the Hub
+
 # ImageNet's 118 dog classes are the WordNet ids from n02085620 (Chihuahua) to n02113978 (Mexican hairless): classes
 # 151-268 of the sorted 1000. Mini-ImageNet keeps a subset of them; the seed trained on those.
-DEFAULT_REPO_ID = "timm/mini-imagenet"  # the write-up's dataset on the Hub
 DOG_SYNSET_RANGE = ("n02085620", "n02113978")
 _SYNSET = re.compile(r"n\d{8}")
 
