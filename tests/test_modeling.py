@@ -192,6 +192,10 @@ def test_bad_generation_input_names_the_argument(model):
         model.class_prompt([0, 3])
     with pytest.raises(ValueError, match="labels"):
         model.class_prompt([-1])
+    for not_integers in ([1.5], ["1"], [True], torch.tensor([0.0])):  # refused, not truncated or misread
+        with pytest.raises(ValueError, match="labels.*integer"):
+            model.class_prompt(not_integers)
+    assert torch.equal(model.class_prompt(torch.tensor([1], dtype=torch.int32)), model.class_prompt([1]))
     with pytest.raises(ValueError, match="max_new_tokens"):
         model.generate(model.class_prompt([0]), max_new_tokens=model.config.num_image_tokens + 1)
     with pytest.raises(ValueError, match="input_ids"):

@@ -130,6 +130,11 @@ def test_bad_tokenizer_input():
     tokenizer = tiny_vq()
     with pytest.raises(ValueError, match="indices"):
         tokenizer.decode_from_indices(torch.full((1, 8, 8), 16))
+    for not_codes in (torch.full((1, 8, 8), 0.5), torch.zeros(1, 8, 8, dtype=torch.bool), [[[0]]]):
+        with pytest.raises(ValueError, match="indices.*integer"):  # truncated or misread before
+            tokenizer.decode_from_indices(not_codes)
+    images = torch.rand(2, 3, 32, 32) * 2 - 1  # float64 pixels are encoded like float32 ones
+    assert torch.equal(tokenizer.encode_to_indices(images.double()), tokenizer.encode_to_indices(images))
     with pytest.raises(ValueError, match="block_out_channels"):
         VQTokenizer(block_out_channels=(30, 30, 30))
 

@@ -55,7 +55,12 @@ def check_tokenizer_sizes(*, codebook_size, block_out_channels, norm_num_groups,
 
 
 def check_indices(indices: torch.Tensor, codebook_size: int) -> None:
-    """Raise `ValueError` unless `indices` is a `(B, h, w)` grid of codes in `[0, codebook_size)`."""
+    """Raise `ValueError` unless `indices` is a `(B, h, w)` integer grid of codes in `[0, codebook_size)`."""
+    if not isinstance(indices, torch.Tensor) or indices.is_floating_point() or indices.is_complex() or (
+        indices.dtype == torch.bool
+    ):
+        kind = indices.dtype if isinstance(indices, torch.Tensor) else type(indices).__name__
+        raise ValueError(f"`indices` must be an integer tensor of codes (B, h, w), got {kind}.")
     if indices.dim() != 3:
         raise ValueError(f"`indices` must have shape (B, h, w), got {tuple(indices.shape)}.")
     if indices.numel() and (indices.min() < 0 or indices.max() >= codebook_size):
@@ -226,7 +231,7 @@ class VQTokenizer(SafetensorsOnlyMixin, VQModel):
         indices (B, h, w))`. Integer pixels are refused; the value range is checked by `encode_to_indices` only
         (reading it would synchronise every training step)."""
         self._check_images(images)
-        latents = self.encode(images).latents
+        latents = self.encode(images.to(self.dtype)).latents  # float64 pixels are fine; the weights decide
         z_q, vq_loss, (_, _, indices) = self.quantize(latents)
         return z_q, vq_loss, indices.reshape(latents.shape[0], latents.shape[2], latents.shape[3])
 

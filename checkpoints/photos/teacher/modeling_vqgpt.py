@@ -264,7 +264,13 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
             if batch_size is None or batch_size < 1:
                 raise ValueError("`batch_size` must be a positive integer when `labels` is None.")
             return torch.full((batch_size, 1), config.null_token_id, dtype=torch.long, device=device)
-        labels = torch.as_tensor(labels, dtype=torch.long, device=device).reshape(-1)
+        try:  # as given, so that 1.5 or "3" is refused instead of truncated or misread
+            labels = torch.as_tensor(labels, device=device).reshape(-1)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise ValueError(f"`labels` must be integer class ids, got {labels!r}.") from error
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise ValueError(f"`labels` must be integer class ids, got {labels.dtype} values {labels.tolist()}.")
+        labels = labels.long()
         if config.num_classes == 0:
             raise ValueError("`labels` must be None: this model is unconditional (num_classes=0).")
         if labels.numel() == 0 or labels.min() < 0 or labels.max() >= config.num_classes:
