@@ -9,6 +9,9 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
 from hf_specdec.cli import UsageError, parse_args, run
 from hf_specdec.hub import model_card, push_model, upload_plan
 
@@ -19,7 +22,7 @@ class PushArguments:
     checkpoints_dir: str = field(default="checkpoints/digits", metadata={"help": "Folder of model folders."})
     prefix: str = field(default="digits-", metadata={"help": "Repo name prefix: <namespace>/<prefix><model>."})
     models: list[str] = field(default_factory=lambda: ["vq-tokenizer", "teacher", "student-10L", "student-8L", "student-6L", "student-4L", "draft-1L"], metadata={"help": "Model folders to push."})
-    benchmark_results: str | None = field(default="benchmarks/quality/results.json", metadata={"help": "FID/IS to add to the cards."})
+    benchmark_results: str | None = field(default="benchmarks/quality/results.json", metadata={"help": "FID/IS to add to the cards (results.json of evaluate_quality.py; '' for none)."})
     private: bool = field(default=False, metadata={"help": "Create private repos."})
     dry_run: bool = field(default=False, metadata={"help": "Only print what would be uploaded."})
 
@@ -29,12 +32,21 @@ def main(argv=None):
     missing = [name for name in args.models if not os.path.isfile(os.path.join(args.checkpoints_dir, name, "config.json"))]
     if missing:
         raise UsageError(f"`models` {missing} are not model folders in `checkpoints_dir` {args.checkpoints_dir!r}.")
-    quality = {}
-    if args.benchmark_results and os.path.exists(args.benchmark_results):
-        with open(args.benchmark_results) as f:
-            rows = {r["method"]: r for r in json.load(f)["results"]}
-        quality = {"teacher": rows.get("teacher")} | {m: rows.get(f"{m} alone") for m in args.models}
     repo = lambda name: f"{args.namespace}/{args.prefix}{name}"  # noqa: E731
+    for name in args.models:  # every repo id is checked before the first upload
+        try:
+            validate_repo_id(repo(name))
+        except HFValidationError as error:
+            raise UsageError(f"`namespace` / `prefix` give the repo id {repo(name)!r}, which the Hub refuses: {error}")
+    quality = {}
+    if args.benchmark_results:
+        try:
+            with open(args.benchmark_results) as f:
+                rows = {r["method"]: r for r in json.load(f)["results"]}
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise UsageError(f"`benchmark_results` {args.benchmark_results!r} is not the results.json of "
+                             f"scripts/evaluate_quality.py ({type(error).__name__}: {error}).")
+        quality = {"teacher": rows.get("teacher")} | {m: rows.get(f"{m} alone") for m in args.models}
     for name in args.models:
         model_dir = os.path.join(args.checkpoints_dir, name)
         row = quality.get(name)

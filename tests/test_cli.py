@@ -108,6 +108,8 @@ BAD_INPUT = [
     ("evaluate_quality.py", ["--batch_size", "0"], ["batch_size"]),
     ("train_classifier.py", ["--epochs", "0"], ["epochs"]),
     ("push_to_hub.py", ["--checkpoints_dir", "{tmp}/missing", "--dry_run"], ["checkpoints_dir", "models"]),
+    ("push_to_hub.py", ["--namespace", "my org", "--dry_run"], ["namespace", "my org/digits-"]),
+    ("push_to_hub.py", ["--benchmark_results", "{tmp}/missing.json", "--dry_run"], ["benchmark_results", "missing.json"]),
     ("engine_benchmark.py", ["--no_such_option", "1"], ["no_such_option"]),
     ("paired_benchmark.py", ["cpu", "many", "d=checkpoints/digits/draft-1L"], ["reps"]),
     ("paired_benchmark.py", ["cpu", "0", "d=checkpoints/digits/draft-1L"], ["reps"]),
