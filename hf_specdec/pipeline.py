@@ -7,18 +7,36 @@ from .models import VQGPTForCausalLM
 from .speculative import check_sampling_arguments
 
 
-def check_tokenizer_matches(tokenizer, config) -> None:
-    """Raise `ValueError` unless `tokenizer`'s codebook and token grid are those of the model `config`."""
+def check_tokenizer_matches(tokenizer, config, image_size: int | None = None, argument: str = "tokenizer") -> None:
+    """Raise `ValueError` naming `argument` unless `tokenizer`'s codebook, and its token grid for images of
+    `image_size` (default: its own `sample_size`), are those of the model `config`."""
     if tokenizer.codebook_size != config.codebook_size:
         raise ValueError(
-            f"`tokenizer` has {tokenizer.codebook_size} codes but the model's `codebook_size` is "
+            f"`{argument}` has {tokenizer.codebook_size} codes but the model's `codebook_size` is "
             f"{config.codebook_size}: use the tokenizer the model was trained on."
         )
-    if tuple(tokenizer.grid_size()) != (config.grid_h, config.grid_w):
+    grid = tuple(tokenizer.grid_size(image_size))
+    if grid != (config.grid_h, config.grid_w):
+        size = f" from {image_size}x{image_size} images (`resolution`)" if image_size else ""
         raise ValueError(
-            f"`tokenizer` makes a {tokenizer.grid_size()} token grid but the model expects "
-            f"({config.grid_h}, {config.grid_w})."
+            f"`{argument}` makes a {grid} token grid{size} but the model expects ({config.grid_h}, {config.grid_w})."
         )
+
+
+def check_dataset_matches(config, class_names: list[str], argument: str = "dataset") -> None:
+    """Raise `ValueError` naming `argument` unless a dataset with classes `class_names` is the one the model `config`
+    was trained on, as far as the config tells: as many classes, and the same names where the config recorded them
+    (`id2label`, which the training scripts write; transformers' default `LABEL_i` names are not compared)."""
+    if config.num_classes == 0:
+        return
+    if len(class_names) != config.num_classes:
+        raise ValueError(f"`{argument}` has {len(class_names)} classes but the model was trained on "
+                         f"{config.num_classes}: use the dataset the model was trained on.")
+    id2label = {int(k): v for k, v in (config.id2label or {}).items()}
+    recorded = [id2label[i] for i in range(config.num_classes)] if len(id2label) == config.num_classes else []
+    if recorded and recorded != [f"LABEL_{i}" for i in range(config.num_classes)] and recorded != list(class_names):
+        raise ValueError(f"`{argument}` has the classes {list(class_names)[:4]}... but the model was trained on "
+                         f"{recorded[:4]}...: use the dataset the model was trained on.")
 
 
 def class_prompts(model: VQGPTForCausalLM, labels: torch.Tensor | list[int] | int, first: int = 0) -> torch.LongTensor:

@@ -146,6 +146,21 @@ def test_tokenizer_must_match_the_model():
         check_tokenizer_matches(tiny_vq(num_vq_embeddings=32), model.config)
     with pytest.raises(ValueError, match="tokenizer"):
         check_tokenizer_matches(tiny_vq(), tiny_config(codebook_size=16, grid_h=4, grid_w=4))
+    with pytest.raises(ValueError, match="tokenizer_path.*64x64"):  # the data's resolution decides the grid
+        check_tokenizer_matches(tiny_vq(), model.config, image_size=64, argument="tokenizer_path")
+
+
+def test_dataset_must_match_the_model():
+    from hf_specdec.pipeline import check_dataset_matches
+
+    names = [str(i) for i in range(4)]
+    check_dataset_matches(tiny_config(num_classes=4), names)  # transformers' default LABEL_i names: count only
+    check_dataset_matches(tiny_config(num_classes=4, id2label=dict(enumerate(names))), names)
+    check_dataset_matches(tiny_config(num_classes=0), ["anything"])  # unconditional: any images
+    with pytest.raises(ValueError, match="dataset.*3 classes"):
+        check_dataset_matches(tiny_config(num_classes=4), names[:3])
+    with pytest.raises(ValueError, match="dataset.*cat"):
+        check_dataset_matches(tiny_config(num_classes=4, id2label=dict(enumerate(names))), ["cat", "dog", "a", "b"])
 
 
 def test_sample_images_end_to_end():

@@ -17,7 +17,7 @@ from ..images import images_to_tensor, save_image_grid
 from ..metrics import load_metric
 from ..metrics.quality import inception_metrics
 from ..models import VQGPTForCausalLM, VQTokenizer
-from ..pipeline import check_sampling_options, class_prompts, decode_sequences
+from ..pipeline import check_dataset_matches, check_sampling_options, check_tokenizer_matches, class_prompts, decode_sequences
 from ..speculative import latent_neighbours, plain_sample, speculative_sample
 from .timing import check_device
 
@@ -72,6 +72,7 @@ def evaluate_quality(args: QualityArguments, data_args: DataArguments | None = N
     teacher = load(VQGPTForCausalLM, args.teacher, "teacher")
     check_sampling_options(teacher, gamma=args.gamma, temperature=args.temperature, top_k=args.top_k)
     tokenizer = load(VQTokenizer, args.tokenizer, "tokenizer")
+    check_tokenizer_matches(tokenizer, teacher.config, data_args.resolution)
     # Drafts are loaded and checked before any sampling, so a bad one costs no work.
     drafts = {name: load_draft(checkpoint_path(args.checkpoints_dir, name), "drafts", teacher, args.device)
               for name in args.drafts if os.path.isdir(os.path.join(args.checkpoints_dir, name))}
@@ -81,6 +82,7 @@ def evaluate_quality(args: QualityArguments, data_args: DataArguments | None = N
                              "teacher's hidden states); give it as `speculative_draft` instead.")
     classifier_path = os.path.join(args.checkpoints_dir, args.classifier)
     splits = data_args.load()
+    check_dataset_matches(teacher.config, splits["train"].features["label"].names)  # real images of the same classes
     held_out = images_to_tensor(list(splits["validation"][:]["image"]) + list(splits["test"][:]["image"]), data_args.resolution)
     n = min(args.num_images, len(held_out))
     references = held_out[:n]

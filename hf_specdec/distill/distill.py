@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ..data import collate_tokens, drop_class, token_splits
 from ..hub import load_pretrained
 from ..models import STUDENT_IDS, VQGPT_PRESETS, VQGPTForCausalLM, VQTokenizer, make_feature_draft
-from ..pipeline import check_sampling_options, class_prompts
+from ..pipeline import check_dataset_matches, check_sampling_options, check_tokenizer_matches, class_prompts
 from ..speculative import acceptance_alpha, warp_logits
 from .losses import DIVERGENCES, divergence, forward_kl, hybrid_distillation_loss
 
@@ -232,8 +232,11 @@ def run_distillation(data_args, args: DistillArguments, training_args):
     teacher = load_pretrained(VQGPTForCausalLM, args.teacher_path, "teacher_path").requires_grad_(False)
     check_sampling_options(teacher, {"temperature": "gen_temperature", "top_k": "gen_top_k"}, **args.generation_kwargs)
     tokenizer = load_pretrained(VQTokenizer, args.tokenizer_path, "tokenizer_path")
+    # Before the data is tokenized: a tokenizer of another codebook or grid gives the teacher tokens it never saw.
+    check_tokenizer_matches(tokenizer, teacher.config, data_args.resolution, argument="tokenizer_path")
     with accelerator.main_process_first():
         splits = token_splits(data_args, tokenizer)
+    check_dataset_matches(teacher.config, splits["train"].features["label"].names)
     teacher.to(accelerator.device)
     student = make_draft(args, teacher)
     collate = collate_tokens(teacher.config)
