@@ -198,6 +198,8 @@ def test_bad_generation_input_names_the_argument(model):
     assert torch.equal(model.class_prompt(torch.tensor([1], dtype=torch.int32)), model.class_prompt([1]))
     with pytest.raises(ValueError, match="max_new_tokens"):
         model.generate(model.class_prompt([0]), max_new_tokens=model.config.num_image_tokens + 1)
+    with pytest.raises(ValueError, match="max_length"):  # an IndexError in the position embedding before
+        model.generate(model.class_prompt([0]), max_length=model.config.max_position_embeddings + 1)
     with pytest.raises(ValueError, match="input_ids"):
         model.generate(torch.tensor([[5]]), max_new_tokens=3)  # a code, not a class token
     with pytest.raises(ValueError, match="inputs"):

@@ -285,6 +285,8 @@ def test_reachable_through_generate_custom_generate(pair):
     assert torch.equal(sampled, direct.sequences)
     with pytest.raises(ValueError, match="draft_model"):
         teacher.generate(prompt, custom_generate=speculative_generate, do_sample=False)
+    with pytest.raises(ValueError, match="num_beams"):  # returned beams x rows sampled sequences before
+        teacher.generate(prompt, custom_generate=speculative_generate, draft_model=draft, num_beams=2)
 
 
 def test_relaxed_acceptance_is_opt_in_and_accepts_more(pair):

@@ -37,6 +37,9 @@ def speculative_generate(
     """
     if draft_model is None:
         raise ValueError("`draft_model` is required: pass `draft_model=student` to generate().")
+    if (generation_config.num_beams or 1) > 1:
+        raise ValueError(f"speculative_generate samples (or decodes greedily) one sequence per row: `num_beams` must be "
+                         f"1, got {generation_config.num_beams} (beam search is not speculative sampling).")
     unsupported = [type(p).__name__ for p in logits_processor if not isinstance(p, _SUPPORTED_PROCESSORS)]
     if unsupported:
         raise ValueError(

@@ -393,6 +393,10 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         # (checkpoints saved before pad_token_id was unset name the null token as pad).
         kwargs.setdefault("attention_mask", torch.ones_like(input_ids))
         max_length = kwargs.get("max_length", getattr(generation_config, "max_length", None))
+        if max_new_tokens is None and max_length is not None and max_length > self.config.max_position_embeddings:
+            raise ValueError(f"`max_length`={max_length} does not fit the {self.config.grid_h}x{self.config.grid_w} "
+                             f"token grid: a sequence holds at most {self.config.max_position_embeddings} tokens "
+                             "(prompt token + grid).")
         if max_new_tokens is None and max_length is None:
             # Default: the rest of the token grid. Set here rather than as `generation_config.max_length`, which
             # would clash with the `max_new_tokens` that assisted generation passes to its assistant.
