@@ -47,13 +47,28 @@ def from_uint8(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.float() / 127.5 - 1.0
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An 8-bit RGB copy of a PIL image of any mode. `convert("RGB")` clips instead of scaling for images of more than
+    8 bits: 16-bit PNGs (`I;16*`, or `I` holding 16-bit values) came out white and float images (`F`, values in
+    [0, 1]) black. Those are scaled to [0, 255] first; every other mode (palette, grey, CMYK, alpha dropped) goes
+    through `convert("RGB")`."""
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode.startswith("I;16") or (image.mode == "I" and values.size and 255 < values.max() <= 65535):
+            values = values / 257.0  # 16-bit -> 8-bit
+        elif image.mode == "F" and values.size and values.max() <= 1.0:
+            values = values * 255.0  # float images in [0, 1]
+        image = Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8), mode="L")
+    return image.convert("RGB")
+
+
 def images_to_tensor(images, resolution: int) -> torch.Tensor:
     """PIL images -> `(B, 3, resolution, resolution)` float tensor in [-1, 1] (resize + centre crop, RGB)."""
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
         raise ValueError(f"`resolution` must be a positive integer, got {resolution!r}.")
     arrays = []
     for image in images:
-        image = image.convert("RGB")
+        image = to_rgb(image)
         scale = resolution / min(image.size)
         size = (max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale)))
         image = image.resize(size, Image.BICUBIC)

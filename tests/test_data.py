@@ -110,6 +110,25 @@ def image_folder(root, counts: dict[str, int]):
     return root
 
 
+def test_images_of_every_pil_mode_become_the_same_picture():
+    """16-bit and float images are scaled, not clipped, on their way to 8-bit RGB (they came out white and black)."""
+    from hf_specdec.images import images_to_tensor
+
+    gray = np.random.default_rng(0).integers(0, 256, (24, 24)).astype(np.uint8)
+    reference = images_to_tensor([Image.fromarray(gray, mode="L")], 16)
+    variants = {
+        "I;16": Image.fromarray(gray.astype(np.uint16) * 257),
+        "I": Image.fromarray(gray.astype(np.int32) * 257, mode="I"),
+        "F": Image.fromarray(gray.astype(np.float32) / 255.0, mode="F"),
+        "RGBA": Image.fromarray(gray, mode="L").convert("RGBA"),
+        "P": Image.fromarray(gray, mode="L").convert("P"),
+    }
+    for mode, image in variants.items():
+        assert image.mode.startswith(mode[:3]), (mode, image.mode)
+        torch.testing.assert_close(images_to_tensor([image], 16), reference, atol=2 / 127.5, rtol=0, msg=mode)
+    assert images_to_tensor([Image.fromarray(gray, mode="L")], 16).std() > 0.3  # not a flat white or black picture
+
+
 def test_unreadable_image_files_are_named(tmp_path):
     image_folder(tmp_path, {"cat": 10, "dog": 10})
     truncate(tmp_path / "dog" / "3.png")

@@ -9,7 +9,7 @@ import torch
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 import hf_specdec.speculative.sampling as sampling
-from hf_specdec import EarlyExitDraft, speculative_sample
+from hf_specdec import EarlyExitDraft, plain_sample, speculative_sample
 from hf_specdec.speculative import (
     acceptance_alpha,
     choose_gamma,
@@ -175,8 +175,6 @@ def test_speculative_sampling_is_lossless(processing, monkeypatch):
 
 @pytest.mark.parametrize("processing", [{}, {"cfg_scale": 2.0}], ids=["plain", "cfg"])
 def test_plain_loop_samples_the_teacher(processing):
-    from hf_specdec.speculative import plain_sample
-
     teacher, draft = small_pair()
     N, label, K = 40_000, 1, SMALL["codebook_size"]
     _, exact = exact_distribution(teacher, label, processing, 3)
@@ -260,6 +258,9 @@ def test_bad_input_names_the_argument(pair):
         (dict(max_new_tokens=100), "max_new_tokens"),
         (dict(draft=copy.deepcopy(draft).to(torch.float64)), "draft"),  # another dtype than the teacher
         (dict(input_ids=prompt.to("meta")), "input_ids"),  # another device than the models
+        (dict(draft="checkpoints/digits/draft-1L"), "draft.*from_pretrained"),  # a path is not a model
+        (dict(teacher=None), "teacher"),
+        (dict(cost_ratio=0.1), "cost_ratio.*adaptive_gamma"),  # read by adaptive gamma only
     ]
     for overrides, name in cases:
         kwargs = {**dict(teacher=teacher, draft=draft, input_ids=prompt), **overrides}
@@ -267,6 +268,10 @@ def test_bad_input_names_the_argument(pair):
             speculative_sample(**kwargs)
     with pytest.raises(ValueError, match="num_layers"):
         EarlyExitDraft(teacher, 4)
+    with pytest.raises(ValueError, match="at least 2 layers"):
+        EarlyExitDraft(tiny_model(num_hidden_layers=1), 1)
+    with pytest.raises(ValueError, match="model"):
+        plain_sample("checkpoints/digits/teacher", prompt)
 
 
 def test_reachable_through_generate_custom_generate(pair):

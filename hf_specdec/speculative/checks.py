@@ -20,8 +20,21 @@ def check_draft_matches(teacher, draft, argument: str = "draft") -> None:
             )
 
 
-def check_inputs(model, input_ids, max_new_tokens=None, generator=None) -> int:
-    """Check a call's prompt, length and generator; return the number of new tokens (default: the rest of the grid)."""
+def check_model(model, argument: str) -> None:
+    """Raise `ValueError` naming `argument` unless `model` is a loaded VQGPT model (or a draft built on one): a
+    path or Hub id is not loaded for the caller."""
+    config = getattr(model, "config", None)
+    if not isinstance(model, torch.nn.Module) or not all(
+        hasattr(config, name) for name in ("codebook_size", "num_classes", "grid_h", "grid_w")
+    ):
+        hint = " (load it first: `VQGPTForCausalLM.from_pretrained(path_or_hub_id)`)" if isinstance(model, str) else ""
+        raise ValueError(f"`{argument}` must be a VQGPT model, got {type(model).__name__}{hint}.")
+
+
+def check_inputs(model, input_ids, max_new_tokens=None, generator=None, argument: str = "teacher") -> int:
+    """Check a call's model (named `argument`), prompt, length and generator; return the number of new tokens
+    (default: the rest of the grid)."""
+    check_model(model, argument)
     config = model.config
     if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.long, torch.int32):
         raise ValueError("`input_ids` must be an integer tensor of shape (batch, length >= 1), e.g. "
@@ -82,6 +95,7 @@ def check_decoder_arguments(teacher, draft, gamma, batch_size, sampling, mode, r
         raise ValueError("`mode='cuda-graph'` needs the models on a CUDA device; use 'eager' or 'compile' on the CPU.")
     if draft is None:
         return
+    check_model(draft, "draft")
     check_draft_matches(teacher, draft)
     for what, t, d in (("dtype", parameter.dtype, next(draft.parameters()).dtype),
                        ("device", device, next(draft.parameters()).device)):

@@ -110,6 +110,9 @@ class EarlyExitDraft(torch.nn.Module):
 
     def __init__(self, teacher: VQGPTForCausalLM, num_layers: int):
         super().__init__()
+        if teacher.config.num_hidden_layers < 2:
+            raise ValueError(f"`teacher` has {teacher.config.num_hidden_layers} layer: an early-exit draft needs a "
+                             "model of at least 2 layers (it runs the first `num_layers` of them).")
         if not 1 <= num_layers < teacher.config.num_hidden_layers:
             raise ValueError(
                 f"`num_layers` must be in [1, {teacher.config.num_hidden_layers - 1}], got {num_layers}."
@@ -228,9 +231,11 @@ def speculative_sample(
     new_tokens = check_inputs(teacher, input_ids, max_new_tokens, generator)
     batch_size = input_ids.shape[0] if batch_size is None else batch_size
     check_decoder_arguments(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours)
-    decoder = get_decoder(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours)
     if cost_ratio is not None and not (isinstance(cost_ratio, (int, float)) and cost_ratio >= 0):
         raise ValueError(f"`cost_ratio` must be a number >= 0 or None, got {cost_ratio!r}.")
+    if cost_ratio is not None and not adaptive_gamma:
+        raise ValueError("`cost_ratio` is read by adaptive gamma only: pass `adaptive_gamma=True` with it.")
+    decoder = get_decoder(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours)
     record = decoder.decode(input_ids, new_tokens, generator, adaptive_gamma, cost_ratio)
     return SpeculativeOutput.from_record(record, input_ids.shape[1])
 
@@ -257,7 +262,7 @@ def plain_sample(
     `speculative_sample`.
     """
     sampling = SamplingConfig(do_sample, temperature, top_k, top_p, cfg_scale)
-    new_tokens = check_inputs(model, input_ids, max_new_tokens, generator)
+    new_tokens = check_inputs(model, input_ids, max_new_tokens, generator, argument="model")
     batch_size = input_ids.shape[0] if batch_size is None else batch_size
     check_decoder_arguments(model, None, 0, batch_size, sampling, mode)
     decoder = get_decoder(model, None, 0, batch_size, sampling, mode)
