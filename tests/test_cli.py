@@ -44,6 +44,7 @@ BAD_INPUT = [
     ("generate.py", ["--batch_size", "0"], ["batch_size"]),
     ("generate.py", ["--method", "self-speculative", "--self_speculative_layers", "12"], ["self_speculative_layers"]),
     ("generate.py", ["--classes", "12"], ["classes"]),
+    ("generate.py", ["--rows", "2"], ["rows", "unconditional"]),  # was ignored for a class-conditional teacher
     ("generate.py", ["--teacher", "{tmp}/missing"], ["teacher", "missing"]),
     ("generate.py", ["--teacher", "{tmp}/damaged-teacher"], ["teacher", "damaged-teacher/model.safetensors", "again"]),
     ("generate.py", ["--assistant", "checkpoints/digits/vq-tokenizer"], ["assistant"]),

@@ -57,7 +57,7 @@ class SampleGridArguments:
     method: str = field(default="speculative", metadata={"help": "speculative | self-speculative | assisted (HF, one image per call) | plain."})
     classes: list[int] | None = field(default=None, metadata={"help": "Class ids to draw (default: all)."})
     samples_per_class: int = field(default=4, metadata={"help": "Images per class (per row)."})
-    rows: int = field(default=4, metadata={"help": "Unconditional teachers: rows of samples_per_class images."})
+    rows: int | None = field(default=None, metadata={"help": "Unconditional teachers: rows of samples_per_class images (default 4); a class-conditional teacher draws one row per class."})
     gamma: int = field(default=6, metadata={"help": "Drafted tokens per round."})
     self_speculative_layers: int = field(default=2, metadata={"help": "Teacher layers used as draft (self-speculative)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
@@ -79,7 +79,7 @@ class SampleGridArguments:
         if self.method not in METHODS:
             raise ValueError(f"`method` must be one of {', '.join(METHODS)}; got {self.method!r}.")
         for name in ("samples_per_class", "rows", "gamma", "self_speculative_layers"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
         if self.mode not in MODES:
             raise ValueError(f"`mode` must be one of {', '.join(MODES)}; got {self.mode!r}.")
@@ -111,8 +111,12 @@ def run_sample_grid(args: SampleGridArguments) -> dict:
     if num_classes == 0:
         if args.classes:
             raise ValueError(f"`classes` {args.classes} given, but the teacher {args.teacher!r} is unconditional.")
-        labels, nrow, rows = torch.zeros(args.rows * args.samples_per_class, dtype=torch.long), args.samples_per_class, ["unconditional"] * args.rows
+        num_rows = args.rows or 4
+        labels, nrow, rows = torch.zeros(num_rows * args.samples_per_class, dtype=torch.long), args.samples_per_class, ["unconditional"] * num_rows
     else:
+        if args.rows is not None:
+            raise ValueError(f"`rows` is for unconditional teachers: {args.teacher!r} draws one row per class "
+                             "(choose them with `classes`, their length with `samples_per_class`).")
         classes = args.classes if args.classes is not None else list(range(num_classes))
         bad = [c for c in classes if not 0 <= c < num_classes]
         if bad:
