@@ -80,9 +80,14 @@ def write_tokenizer_report(tokenizer: VQTokenizer, images: torch.Tensor, output_
 
 
 def train_tokenizer(data_args: DataArguments, model_args: TokenizerArguments, args: TrainingArguments) -> VQTokenizer:
+    resolution = data_args.resolution
+    factor = 2 ** (len(model_args.block_out_channels) - 1)
+    if resolution % factor:  # before any data is loaded
+        raise ValueError(f"`resolution` must be a multiple of {factor} for a tokenizer of "
+                         f"{len(model_args.block_out_channels)} `block_out_channels` levels (it halves the image "
+                         f"{len(model_args.block_out_channels) - 1} times), got {resolution}.")
     accelerator = make_accelerator(args)
     splits = data_args.load()
-    resolution = data_args.resolution
     tokenizer = model_args.build(resolution)
 
     def collate(rows):
