@@ -101,6 +101,7 @@ BAD_INPUT = [
     ("train_teacher.py", ["--resolution", "64"], ["resolution", "32x32", "--resolution 32"]),
     ("train_teacher.py", ["--resolution", "30"], ["resolution", "32x32"]),
     ("train_vqvae.py", ["--resolution", "30"], ["resolution", "multiple of 4"]),
+    ("precompute_tokens.py", ["--resolution", "64", "--token_cache_dir", "{tmp}/tc"], ["resolution", "32x32"]),
     ("distill.py", ["--student_id", "4", "--val_fraction", "0.6", "--test_fraction", "0.5"], ["val_fraction"]),
     ("precompute_tokens.py", ["--tokenizer_path", "{tmp}/missing"], ["tokenizer_path"]),
     ("precompute_tokens.py", ["--dataset", "imagefolder"], ["data_dir"]),

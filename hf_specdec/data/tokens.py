@@ -98,7 +98,15 @@ def token_sequences(labels: torch.Tensor, codes: torch.Tensor, codebook_size: in
 
 
 def token_splits(data_args: DataArguments, tokenizer) -> DatasetDict:
-    """Precomputed `(label, codes)` splits of the data `data_args` configures (cached by fingerprint)."""
+    """Precomputed `(label, codes)` splits of the data `data_args` configures (cached by fingerprint), checked before
+    any image is loaded: the images' `resolution` must be the one the tokenizer was trained at, so that the token
+    grid is the one every model trained on these tokens (and every later use of them) expects."""
+    side = getattr(tokenizer.config, "sample_size", None)  # a `PaletteTokenizer` pools images of any size
+    if side is not None and data_args.resolution != side:
+        h, w = tokenizer.grid_size()
+        raise ValueError(f"`resolution` {data_args.resolution} is not the {side}x{side} the tokenizer was trained at "
+                         f"({h}x{w} tokens per image): pass `--resolution {side}`, or train a tokenizer at "
+                         f"{data_args.resolution}.")
     return precompute_tokens(data_args.load(), tokenizer, data_args.resolution, cache_dir=data_args.token_cache_dir)
 
 

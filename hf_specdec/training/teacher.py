@@ -51,12 +51,6 @@ def evaluate_loss(model, sequences: torch.Tensor, batch_size: int = 256) -> dict
 def train_teacher(data_args: DataArguments, model_args: TeacherArguments, args: TrainingArguments) -> VQGPTForCausalLM:
     accelerator = make_accelerator(args)
     tokenizer = load_pretrained(VQTokenizer, model_args.tokenizer_path, "tokenizer_path")
-    side = tokenizer.config.sample_size
-    if data_args.resolution != side:  # the grid of every later use of the teacher is the tokenizer's own
-        h, w = tokenizer.grid_size()
-        raise ValueError(f"`resolution` {data_args.resolution} is not the {side}x{side} that `tokenizer_path` "
-                         f"{model_args.tokenizer_path!r} was trained at ({h}x{w} tokens per image): pass "
-                         f"`--resolution {side}`, or train a tokenizer at {data_args.resolution}.")
     with accelerator.main_process_first():  # one process writes the token cache, the others read it
         splits = token_splits(data_args, tokenizer)
     h, w = tokenizer.grid_size(data_args.resolution)
