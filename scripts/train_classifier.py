@@ -38,7 +38,10 @@ def main(argv=None):
     model.save_pretrained(args.output_dir)
     with open(os.path.join(args.output_dir, "metrics.json"), "w") as f:
         json.dump({"validation_accuracy": metrics["validation"], "test_accuracy": metrics["test"],
-                   "parameters": sum(p.numel() for p in model.parameters()), "epochs": args.epochs}, f, indent=2)
+                   "parameters": sum(p.numel() for p in model.parameters()), "epochs": args.epochs,
+                   # what it tells apart, so that evaluate_quality can refuse another dataset's images
+                   "dataset": data_args.dataset, "classes": splits["train"].features["label"].names,
+                   "resolution": data_args.resolution}, f, indent=2)
     print(f"test accuracy {metrics['test']:.3f} (validation {metrics['validation']:.3f})")
 
 

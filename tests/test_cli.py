@@ -117,6 +117,8 @@ BAD_INPUT = [
     ("evaluate_quality.py", ["--batch_size", "0"], ["batch_size"]),
     ("evaluate_quality.py", ["--dataset", "photos", "--crops_per_photo", "10"], ["dataset", "china"]),
     ("evaluate_quality.py", ["--resolution", "64"], ["tokenizer", "resolution"]),
+    ("evaluate_quality.py", ["configs/benchmark/photos-quality.yaml", "--classifier", "../digits/classifier",
+                             "--crops_per_photo", "10"], ["classifier", "digits"]),
     ("train_classifier.py", ["--epochs", "0"], ["epochs"]),
     ("push_to_hub.py", ["--checkpoints_dir", "{tmp}/missing", "--dry_run"], ["checkpoints_dir", "models"]),
     ("push_to_hub.py", ["--namespace", "my org", "--dry_run"], ["namespace", "my org/digits-"]),

@@ -67,6 +67,22 @@ def test_classifier_learns_digits_and_the_pipeline_runs(tmp_path):
     assert "speculative (feature-1L, gamma=4)" in methods and methods[-1].startswith("relaxed speculative")
 
 
+def test_train_classifier_records_what_it_tells_apart(tmp_path):
+    """metrics.json names the dataset, classes and resolution, which evaluate_quality compares with its images."""
+    from hf_specdec.bench.quality import check_classifier
+    from tests.utils import script_main
+
+    script_main("train_classifier.py")(["--epochs", "1", "--output_dir", str(tmp_path / "classifier")])
+    recorded = json.loads((tmp_path / "classifier" / "metrics.json").read_text())
+    digits = [str(i) for i in range(10)]
+    assert recorded["dataset"] == "digits" and recorded["classes"] == digits and recorded["resolution"] == 32
+    check_classifier(str(tmp_path / "classifier"), digits, 32)
+    with pytest.raises(ValueError, match="classifier.*classes"):
+        check_classifier(str(tmp_path / "classifier"), ["cat"] + digits[1:], 32)
+    with pytest.raises(ValueError, match="classifier.*resolution"):
+        check_classifier(str(tmp_path / "classifier"), digits, 64)
+
+
 def test_inception_option_fails_with_guidance_offline():
     """Without torch-fidelity or the Inception weights: a RuntimeError saying what to do. With them: finite numbers,
     and FID near 0 for a set against itself."""

@@ -15,6 +15,7 @@ from ..data import DataArguments
 from ..hub import check_checkpoints_dir, checkpoint_path, load_draft, load_pretrained
 from ..images import images_to_tensor, save_image_grid
 from ..metrics import load_metric
+from ..metrics.classifier import DigitsClassifier
 from ..metrics.quality import inception_metrics
 from ..models import VQGPTForCausalLM, VQTokenizer
 from ..pipeline import check_dataset_matches, check_sampling_options, check_tokenizer_matches, class_prompts, decode_sequences
@@ -66,6 +67,29 @@ def _sample(method, teacher, draft, prompts, args, neighbours=None):
     return torch.cat(out)
 
 
+def check_classifier(classifier_path: str, class_names: list[str], resolution: int) -> None:
+    """Raise `ValueError` naming `classifier` unless `classifier_path` holds a classifier of the dataset's classes
+    with its `metrics.json` (what `scripts/train_classifier.py` writes; the classes and resolution it records are
+    compared where it records them)."""
+    classifier = load_pretrained(DigitsClassifier, classifier_path, "classifier")
+    retrain = "train one on this dataset with scripts/train_classifier.py"
+    if classifier.config.num_classes != len(class_names):
+        raise ValueError(f"`classifier` {classifier_path!r} tells {classifier.config.num_classes} classes apart but the "
+                         f"dataset has {len(class_names)}: {retrain}.")
+    try:
+        with open(os.path.join(classifier_path, "metrics.json")) as f:
+            recorded = json.load(f)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"`classifier` {classifier_path!r} has no readable metrics.json (its test accuracy, which the "
+                         f"results report; {type(error).__name__}): {retrain}.") from error
+    if "classes" in recorded and list(recorded["classes"]) != list(class_names):
+        raise ValueError(f"`classifier` {classifier_path!r} was trained on the classes {recorded['classes'][:4]}... "
+                         f"of {recorded.get('dataset')!r}, not {list(class_names)[:4]}...: {retrain}.")
+    if "resolution" in recorded and recorded["resolution"] != resolution:
+        raise ValueError(f"`classifier` {classifier_path!r} was trained at resolution {recorded['resolution']}, the "
+                         f"images here are {resolution}x{resolution}: {retrain}.")
+
+
 def evaluate_quality(args: QualityArguments, data_args: DataArguments | None = None) -> dict:
     data_args = data_args or DataArguments()
     load = lambda cls, name, argument: load_pretrained(cls, checkpoint_path(args.checkpoints_dir, name), argument, args.device)  # noqa: E731
@@ -82,7 +106,9 @@ def evaluate_quality(args: QualityArguments, data_args: DataArguments | None = N
                              "teacher's hidden states); give it as `speculative_draft` instead.")
     classifier_path = os.path.join(args.checkpoints_dir, args.classifier)
     splits = data_args.load()
-    check_dataset_matches(teacher.config, splits["train"].features["label"].names)  # real images of the same classes
+    class_names = splits["train"].features["label"].names
+    check_dataset_matches(teacher.config, class_names)  # real images of the same classes
+    check_classifier(classifier_path, class_names, data_args.resolution)  # used after all the sampling: checked now
     held_out = images_to_tensor(list(splits["validation"][:]["image"]) + list(splits["test"][:]["image"]), data_args.resolution)
     n = min(args.num_images, len(held_out))
     references = held_out[:n]
