@@ -336,6 +336,7 @@ def test_gpu_benchmark_script_runs_its_cpu_path(tmp_path):
     result = subprocess.run(["bash", "scripts/gpu_engine_benchmark.sh", str(tmp_path), "cpu"],
                             env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "check.json").exists(), f"section 1 wrote nothing:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
     check = json.loads((tmp_path / "check.json").read_text())
     assert check and all(value is True or value == 1.0 for value in check.values()), check
     records = json.loads((tmp_path / "main" / "results.json").read_text())["records"]
