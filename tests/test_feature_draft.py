@@ -47,6 +47,14 @@ def test_loads_only_with_its_teacher(pair, tmp_path):
     other = tiny_model(0, num_hidden_layers=3)
     with pytest.raises(ValueError, match="3 layers"):
         VQGPTFeatureDraft.from_pretrained(tmp_path, teacher=other)
+    with pytest.raises(ValueError, match="`teacher` must be .*from_pretrained"):  # a path: AttributeError before
+        VQGPTFeatureDraft.from_pretrained(tmp_path, teacher=str(tmp_path))
+    with pytest.raises(ValueError, match="`teacher` must be"):
+        loaded.attach_teacher(None)
+    with pytest.raises(ValueError, match="vqgpt_feature_draft"):  # loaded as a randomly initialised VQGPT before
+        type(teacher).from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="cannot generate alone"):
+        loaded.generate(teacher.class_prompt([0]))
     with pytest.raises(ValueError, match="no teacher"):
         VQGPTFeatureDraft(draft.config)(ids)
     with pytest.raises(ValueError, match="feature_layers"):
@@ -65,6 +73,8 @@ def test_load_draft_reads_the_kind_from_the_config(pair, tmp_path):
     assert type(load_draft(str(tmp_path / "plain"), "drafts", teacher)) is VQGPTForCausalLM
     with pytest.raises(ValueError, match="`drafts` .* neither a model folder"):
         load_draft(str(tmp_path / "missing"), "drafts", teacher)
+    with pytest.raises(ValueError, match="`drafts` .* holds no VQGPTFeatureDraft .*3 layers"):  # and says why
+        load_draft(str(tmp_path / "feature"), "drafts", tiny_model(0, num_hidden_layers=3))
 
 
 def test_assisted_generation_refuses_it_with_a_clear_error(pair):

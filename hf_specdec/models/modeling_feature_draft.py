@@ -115,7 +115,12 @@ class VQGPTFeatureDraft(VQGPTPreTrainedModel):
         return model.attach_teacher(teacher)
 
     def attach_teacher(self, teacher: VQGPTForCausalLM) -> "VQGPTFeatureDraft":
-        """Read `teacher`'s embeddings and head from now on; `ValueError` if its shape is not the one trained for."""
+        """Read `teacher`'s embeddings and head from now on; `ValueError` if it is not a loaded VQGPT of the shape
+        this draft was trained for."""
+        # (duck-typed: a teacher loaded through remote code is another class object of the same model)
+        if not isinstance(teacher, torch.nn.Module) or not hasattr(getattr(teacher, "config", None), "codebook_size"):
+            hint = " (load it first: `VQGPTForCausalLM.from_pretrained(path_or_hub_id)`)" if isinstance(teacher, str) else ""
+            raise ValueError(f"`teacher` must be the VQGPTForCausalLM this draft reads, got {type(teacher).__name__}{hint}.")
         config, theirs = self.config, teacher.config
         for name in ("codebook_size", "num_classes", "grid_h", "grid_w", "hidden_size"):
             if getattr(config, name) != getattr(theirs, name):
@@ -133,6 +138,12 @@ class VQGPTFeatureDraft(VQGPTPreTrainedModel):
             raise ValueError("This feature draft has no teacher: call `draft.attach_teacher(teacher)` or load it "
                              "with `VQGPTFeatureDraft.from_pretrained(path, teacher=teacher)`.")
         return self._teacher[0]
+
+    def generate(self, *args, **kwargs):
+        """A feature draft cannot sample alone: it reads the teacher's hidden states at every step."""
+        raise ValueError("A feature-conditioned draft cannot generate alone (it reads the teacher's hidden states): use "
+                         "`speculative_sample(teacher, draft, prompt)`, or `teacher.generate(prompt, "
+                         "custom_generate=speculative_generate, draft_model=draft)`.")
 
     def fuse_features(self, hidden_states: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """The teacher's `hidden_states` (from `output_hidden_states=True`) -> fused features `(B, T, C)`."""

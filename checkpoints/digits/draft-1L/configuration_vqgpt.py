@@ -119,6 +119,17 @@ class VQGPTConfig(PreTrainedConfig):
         return self.grid_h * self.grid_w
 
     @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        """transformers' `get_config_dict`, refusing a checkpoint of another model type (transformers only warns and
+        builds a model with missing weights: a feature draft's folder would load as a randomly initialised VQGPT)."""
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        found = config_dict.get("model_type")
+        if found is not None and found != cls.model_type:
+            raise ValueError(f"{str(pretrained_model_name_or_path)!r} holds a `{found}` model, not `{cls.model_type}`: "
+                             "load it with its own class (`hf_specdec.hub.load_draft` picks the class of a draft).")
+        return config_dict, kwargs
+
+    @classmethod
     def from_preset(cls, preset: str, **kwargs) -> "VQGPTConfig":
         """A config of the named size (`VQGPT_PRESETS`); `kwargs` set the remaining fields."""
         if preset not in VQGPT_PRESETS:
