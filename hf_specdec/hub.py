@@ -22,6 +22,38 @@ def check_checkpoints_dir(checkpoints_dir: str, argument: str = "checkpoints_dir
         raise ValueError(f"`{argument}` {checkpoints_dir!r} is not a folder (it holds the teacher and the drafts).")
 
 
+def check_output_dir(path: str, argument: str = "output_dir") -> None:
+    """Raise `ValueError` naming `argument` unless `path` is a folder or can be made one: checked when the arguments
+    are, so that a file in the way or a read-only place surfaces before the work, not when its results are saved.
+    Makes nothing."""
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"`{argument}` must be a folder path, got {path!r}.")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"`{argument}` {path!r} is a file, not a folder.")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"`{argument}` {path!r} cannot be made: {existing!r} is a file.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"`{argument}` {path!r} cannot be written: {existing!r} is not writable.")
+
+
+def check_output_file(path: str, argument: str = "output") -> None:
+    """`check_output_dir` for a file: its folder can be made and `path` is not a folder."""
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"`{argument}` must be a file path, got {path!r}.")
+    if os.path.isdir(path):
+        raise ValueError(f"`{argument}` {path!r} is a folder, not a file.")
+    existing = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"`{argument}` {path!r} cannot be written: {existing!r} is a file.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"`{argument}` {path!r} cannot be written: {existing!r} is not writable.")
+
+
 def checkpoint_path(checkpoints_dir: str, name: str) -> str:
     """`checkpoints_dir/name` where that folder exists, else `name` itself (a path or a Hub repo id)."""
     local = os.path.join(checkpoints_dir, name)

@@ -14,6 +14,7 @@ import torch
 
 from hf_specdec.cli import parse_args, run
 from hf_specdec.data import DataArguments, images_to_tensor
+from hf_specdec.hub import check_output_dir
 from hf_specdec.metrics.classifier import accuracy, train_classifier
 
 
@@ -24,6 +25,7 @@ class ClassifierArguments:
     seed: int = field(default=0, metadata={"help": "Seed."})
 
     def __post_init__(self):
+        check_output_dir(self.output_dir)
         if self.epochs < 1:
             raise ValueError(f"`epochs` must be >= 1, got {self.epochs}.")
 

@@ -27,6 +27,7 @@ def files(tmp_path_factory):
     }
     for name, text in configs.items():
         (tmp / f"{name}.yaml").write_text(text)
+    (tmp / "a-file").write_text("in the way of an output folder")
     return tmp
 
 
@@ -57,6 +58,15 @@ BAD_INPUT = [
     ("paired_benchmark.py", ["gpu0", "2", "d=checkpoints/digits/draft-1L"], ["device", "gpu0"]),
     ("paired_benchmark.py", ["cpu", "2", "d=checkpoints/digits/draft-1L", "--python_wrapper"], ["python_wrapper"]),
     ("generate.py", ["--output", "{tmp}/grid.txt"], ["output", ".png"]),
+    ("generate.py", ["--output", "{tmp}/a-file/grid.png"], ["output", "a-file", "is a file"]),
+    ("generate.py", ["--output", "{tmp}"], ["output", "is a folder"]),
+    ("train_teacher.py", ["--output_dir", "{tmp}/a-file"], ["output_dir", "is a file"]),
+    ("distill.py", ["--student_id", "4", "--output_dir", "{tmp}/a-file/run"], ["output_dir", "a-file", "is a file"]),
+    ("train_classifier.py", ["--output_dir", "{tmp}/a-file"], ["output_dir", "is a file"]),
+    ("benchmark.py", ["--output_dir", "{tmp}/a-file"], ["output_dir", "is a file"]),
+    ("engine_benchmark.py", ["--output_dir", "{tmp}/a-file"], ["output_dir", "is a file"]),
+    ("evaluate_quality.py", ["--output_dir", "{tmp}/a-file"], ["output_dir", "is a file"]),
+    ("model_size_benchmark.py", ["--output_dir", "{tmp}/a-file"], ["output_dir", "is a file"]),
     ("generate.py", ["--no_such_option", "1"], ["no_such_option"]),
     ("distill.py", ["--student_id", "7"], ["student_id"]),
     ("distill.py", ["{tmp}/float-for-int.yaml"], ["max_steps", "integer", "2.5"]),

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from ..hub import check_checkpoints_dir, checkpoint_path, load_pretrained
+from ..hub import check_checkpoints_dir, check_output_dir, checkpoint_path, load_pretrained
 from ..models import VQGPTForCausalLM
 from ..pipeline import class_prompts
 from ..speculative import EarlyExitDraft, SamplingConfig, SpeculativeOutput, clear_decoders, get_decoder
@@ -85,6 +85,7 @@ class EngineBenchmarkArguments:
             raise ValueError(f"`time_budget_s` must be a finite number >= 0 (0 = none), got {self.time_budget_s}.")
         check_device(self.device)
         check_checkpoints_dir(self.checkpoints_dir)
+        check_output_dir(self.output_dir)
 
 
 def _load(args, name, argument):

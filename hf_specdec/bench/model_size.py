@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from ..hub import check_output_dir
 from ..models import VQGPTConfig, VQGPTForCausalLM
 from ..speculative import RaggedCache
 from ..speculative.sampling import expected_tokens
@@ -46,6 +47,7 @@ class ModelSizeArguments:
     output_dir: str = field(default="benchmarks/model-size-cpu", metadata={"help": "results.json / .md / .png."})
 
     def __post_init__(self):
+        check_output_dir(self.output_dir)
         unknown = [s for s in self.sizes if s not in SIZES]
         if unknown:
             raise ValueError(f"`sizes` {unknown} are unknown; choose from {', '.join(SIZES)}.")

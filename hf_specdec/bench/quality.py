@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..data import DataArguments
-from ..hub import check_checkpoints_dir, checkpoint_path, load_draft, load_pretrained
+from ..hub import check_checkpoints_dir, check_output_dir, checkpoint_path, load_draft, load_pretrained
 from ..images import images_to_tensor, save_image_grid
 from ..metrics import load_metric
 from ..metrics.classifier import DigitsClassifier
@@ -52,6 +52,7 @@ class QualityArguments:
             raise ValueError(f"`relaxed_neighbours` must be >= 0, got {self.relaxed_neighbours}.")
         check_device(self.device)
         check_checkpoints_dir(self.checkpoints_dir)
+        check_output_dir(self.output_dir)
 
 
 def _sample(method, teacher, draft, prompts, args, neighbours=None):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
-from ..hub import load_draft, load_pretrained
+from ..hub import check_output_file, load_draft, load_pretrained
 from ..images import labelled_grid
 from ..models import VQGPTForCausalLM, VQTokenizer
 from ..pipeline import check_sampling_options, check_tokenizer_matches, class_prompts, decode_sequences
@@ -86,6 +86,7 @@ class SampleGridArguments:
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"`batch_size` must be >= 1 (or unset: every image in one batch), got {self.batch_size}.")
         check_device(self.device)
+        check_output_file(self.output)
         if os.path.splitext(self.output)[1].lower() not in Image.registered_extensions():
             raise ValueError(f"`output` {self.output!r} needs an image file extension such as .png.")
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from ..hub import check_checkpoints_dir, checkpoint_path, load_draft, load_pretrained
+from ..hub import check_checkpoints_dir, check_output_dir, checkpoint_path, load_draft, load_pretrained
 from ..models import VQGPTForCausalLM, VQTokenizer
 from ..pipeline import check_sampling_options, class_prompts
 from ..speculative import EarlyExitDraft, expected_speedup, plain_sample, speculative_sample
@@ -63,6 +63,7 @@ class BenchmarkArguments:
             raise ValueError(f"`warmup` must be >= 0, got {self.warmup}.")
         check_device(self.device)
         check_checkpoints_dir(self.checkpoints_dir)
+        check_output_dir(self.output_dir)
 
 
 def load_models(args: BenchmarkArguments):

@@ -18,6 +18,7 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..hub import check_output_dir
 from .checkpoint import (
     check_checkpointing_supported,
     load_checkpoint,
@@ -54,6 +55,7 @@ class TrainingArguments:
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
 
     def __post_init__(self):
+        check_output_dir(self.output_dir)
         for name in ("max_steps", "per_device_batch_size", "gradient_accumulation_steps", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
