@@ -30,13 +30,7 @@ def check_output_dir(path: str, argument: str = "output_dir") -> None:
         raise ValueError(f"`{argument}` must be a folder path, got {path!r}.")
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"`{argument}` {path!r} is a file, not a folder.")
-    existing = os.path.abspath(path)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise ValueError(f"`{argument}` {path!r} cannot be made: {existing!r} is a file.")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"`{argument}` {path!r} cannot be written: {existing!r} is not writable.")
+    _check_can_make(path, argument, "made")
 
 
 def check_output_file(path: str, argument: str = "output") -> None:
@@ -45,13 +39,18 @@ def check_output_file(path: str, argument: str = "output") -> None:
         raise ValueError(f"`{argument}` must be a file path, got {path!r}.")
     if os.path.isdir(path):
         raise ValueError(f"`{argument}` {path!r} is a folder, not a file.")
-    existing = os.path.dirname(os.path.abspath(path))
+    _check_can_make(path, argument, "written")
+
+
+def _check_can_make(path: str, argument: str, what: str) -> None:
+    """The nearest existing folder above `path` must be a writable folder."""
+    existing = os.path.dirname(os.path.abspath(path)) if what == "written" else os.path.abspath(path)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        raise ValueError(f"`{argument}` {path!r} cannot be written: {existing!r} is a file.")
+        raise ValueError(f"`{argument}` {path!r} cannot be {what}: {existing!r} is a file.")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"`{argument}` {path!r} cannot be written: {existing!r} is not writable.")
+        raise ValueError(f"`{argument}` {path!r} cannot be {what}: {existing!r} is not writable.")
 
 
 def checkpoint_path(checkpoints_dir: str, name: str) -> str:
