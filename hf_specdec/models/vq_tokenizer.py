@@ -225,6 +225,10 @@ class VQTokenizer(SafetensorsOnlyMixin, VQModel):
         if images.shape[-1] % self.downsample_factor or images.shape[-2] % self.downsample_factor:
             raise ValueError(f"`images` height and width must be multiples of {self.downsample_factor}, got "
                              f"{tuple(images.shape[-2:])}.")
+        if images.shape[-1] * images.shape[-2] < 2 * self.downsample_factor**2:  # group norm needs 2 values per group
+            f = self.downsample_factor
+            raise ValueError(f"`images` of {tuple(images.shape[-2:])} pixels give a 1x1 token grid; the tokenizer needs "
+                             f"at least two tokens (e.g. {2 * f}x{2 * f} images).")
 
     def quantize_images(self, images: torch.Tensor):
         """Encode and quantize float images `(B, C, H, W)` in [-1, 1]: returns `(z_q (B, D, h, w), vq_loss,
