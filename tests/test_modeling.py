@@ -40,7 +40,8 @@ def test_vocabulary_layout():
 @pytest.mark.parametrize(
     "field, value",
     [("num_classes", -1), ("codebook_size", 0), ("grid_h", 0), ("num_attention_heads", 5), ("dropout", 1.5),
-     ("vocab_size", 7), ("max_position_embeddings", 3)],
+     ("vocab_size", 7), ("max_position_embeddings", 3), ("initializer_range", float("nan")),
+     ("layer_norm_eps", 0.0)],
 )
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field if field != "num_attention_heads" else "num_attention_heads"):

@@ -89,6 +89,10 @@ class VQGPTConfig(PreTrainedConfig):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"`{name}` must be in [0, 1), got {value!r}.")
+        if not self.initializer_range >= 0.0 or self.initializer_range == float("inf"):  # nan fails the first test
+            raise ValueError(f"`initializer_range` must be a finite number >= 0, got {self.initializer_range!r}.")
+        if not 0.0 < self.layer_norm_eps < float("inf"):
+            raise ValueError(f"`layer_norm_eps` must be a finite number > 0, got {self.layer_norm_eps!r}.")
 
         vocab_size = self.codebook_size + self.num_classes + 1
         if self.vocab_size is not None and self.vocab_size != vocab_size:
