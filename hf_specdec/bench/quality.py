@@ -10,6 +10,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 import torch
+from tqdm.auto import tqdm
 
 from ..data import DataArguments
 from ..hub import check_checkpoints_dir, check_output_dir, checkpoint_path, load_draft, load_pretrained
@@ -59,7 +60,7 @@ def _sample(method, teacher, draft, prompts, args, neighbours=None):
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     kwargs = dict(do_sample=True, temperature=args.temperature, top_k=args.top_k, generator=generator)
     out = []
-    for i in range(0, len(prompts), args.batch_size):
+    for i in tqdm(range(0, len(prompts), args.batch_size), desc=f"sampling ({method})", leave=False):
         prompt = prompts[i : i + args.batch_size]
         if method == "alone":
             out.append(plain_sample(draft, prompt, **kwargs))

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from tqdm.auto import tqdm
 
 
 def check_device(device, name: str = "device") -> torch.device:
@@ -68,7 +69,8 @@ def time_interleaved(methods: dict[str, Callable], inputs: list, seeds: list[int
     Returns `(seconds per method, outputs per method)`, one entry per input after the first.
     """
     seconds, outputs = {k: [] for k in methods}, {k: [] for k in methods}
-    for i, (x, seed) in enumerate(zip(inputs, seeds, strict=True)):
+    pairs = list(zip(inputs, seeds, strict=True))
+    for i, (x, seed) in enumerate(tqdm(pairs, desc=f"images x {len(methods)} methods", leave=False)):
         for k, fn in methods.items():
             generator.manual_seed(seed)
             (dt,), (out,) = time_calls(lambda: fn(x), repeats=1, warmup=0, device=device)
