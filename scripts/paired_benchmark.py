@@ -4,7 +4,7 @@
 ratios). One line per method, JSON on stdout.
 
     python scripts/paired_benchmark.py DEVICE REPS name=path [name=path ...] [--teacher PATH] [--block_gamma N]
-                                       [--mode auto|eager|compile] [--gammas 6 8] [--num_drafts 2 3] [--python_wrapper]
+                                       [--mode auto|eager|compile] [--gammas 6 8] [--num_drafts 2 3] [--python_wrapper] [--frozen]
 
     python scripts/paired_benchmark.py cpu 40 draft-1L=checkpoints/digits/draft-1L
     python scripts/paired_benchmark.py cuda 40 old=path/to/other-draft new=checkpoints/digits/draft-1L
@@ -16,7 +16,9 @@ ratios). One line per method, JSON on stdout.
 --gammas: the fixed gammas timed (default 6 8; adaptive gamma goes up to the largest). --num_drafts: also multi-draft
 verification (SpecInfer's multi-step speculative sampling) with this many independent chains, at the largest gamma.
 --python_wrapper (mode compile, CPU): also plain and block (or largest-gamma) decoding compiled with Inductor's Python
-wrapper instead of the default C++ one, in the same run.
+wrapper instead of the default C++ one, in the same run. --frozen (mode compile, CPU): also plain, block (when
+--block_gamma is set) and largest-gamma decoding with the weights compiled in as constants (Inductor's C++ GEMM
+templates; `compile_options={"freeze_weights": True}`), in the same run.
 """
 
 import json
@@ -42,12 +44,14 @@ def main(argv=None):
     parser.add_argument("--gammas", type=int, nargs="+", default=[6, 8])
     parser.add_argument("--num_drafts", type=int, nargs="+", default=[])
     parser.add_argument("--python_wrapper", action="store_true")
+    parser.add_argument("--frozen", action="store_true")
     args = parser.parse_args(argv)
     pairs = [arg.split("=", 1) for arg in args.drafts]
     if any(len(p) != 2 or not all(p) for p in pairs):
         raise UsageError("drafts are given as name=path, e.g. draft-1L=checkpoints/digits/draft-1L")
     print(json.dumps(paired_benchmark(args.device, args.reps, dict(pairs), args.teacher, args.block_gamma, args.mode,
-                                      tuple(args.gammas), tuple(args.num_drafts), args.python_wrapper),
+                                      tuple(args.gammas), tuple(args.num_drafts), args.python_wrapper,
+                                      args.frozen),
                      indent=1))
 
 

@@ -57,6 +57,7 @@ BAD_INPUT = [
     ("evaluate_quality.py", ["--device", "cuda:x"], ["device", "cuda:x"]),
     ("paired_benchmark.py", ["gpu0", "2", "d=checkpoints/digits/draft-1L"], ["device", "gpu0"]),
     ("paired_benchmark.py", ["cpu", "2", "d=checkpoints/digits/draft-1L", "--python_wrapper"], ["python_wrapper"]),
+    ("paired_benchmark.py", ["cpu", "2", "d=checkpoints/digits/draft-1L", "--frozen"], ["frozen", "compile"]),
     ("generate.py", ["--output", "{tmp}/grid.txt"], ["output", ".png"]),
     ("generate.py", ["--output", "{tmp}/a-file/grid.png"], ["output", "a-file", "is a file"]),
     ("generate.py", ["--output", "{tmp}"], ["output", "is a folder"]),

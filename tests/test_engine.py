@@ -315,6 +315,22 @@ def test_decoders_are_reused_across_calls(pair):
     assert torch.equal(plain_sample(teacher, prompt, do_sample=False), plain_sample(teacher, prompt, do_sample=False))
 
 
+def test_frozen_weights_equal_eager_and_refuse_changed_weights():
+    """`compile_options={"freeze_weights": True}` compiles the weights in as constants (Inductor's C++ GEMM
+    templates): the same greedy tokens as eager decoding, and a call after the weights changed is refused."""
+    teacher, draft = tiny_model(0, num_hidden_layers=2), tiny_model(1, num_hidden_layers=1)
+    prompt = teacher.class_prompt([0, 1])
+    greedy = SamplingConfig(do_sample=False)
+    frozen = SpeculativeDecoder(teacher, draft, 3, 2, greedy, "compile", compile_options={"freeze_weights": True})
+    expected = SpeculativeDecoder(teacher, draft, 3, 2, greedy, "eager").generate(prompt)["sequences"]
+    assert torch.equal(frozen.generate(prompt)["sequences"], expected)
+    assert torch.equal(frozen.generate(prompt)["sequences"], expected)  # replayed
+    with torch.no_grad():
+        draft.lm_head.weight.mul_(1.0)  # an in-place write, as an optimizer step makes
+    with pytest.raises(ValueError, match="weights changed"):
+        frozen.generate(prompt)
+
+
 def test_a_cached_decoder_is_rebuilt_when_the_models_change_dtype():
     """The cached decoder's buffers are allocated for the models' dtype and device: after `.to(...)` the next call
     must build a new one (it used to fail in the cache update)."""

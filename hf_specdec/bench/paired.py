@@ -19,7 +19,7 @@ from .timing import check_device, time_interleaved
 
 def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_path: str = "checkpoints/digits/teacher",
                      block_gamma: int | None = None, mode: str = "auto", gammas: tuple[int, ...] = (6, 8),
-                     num_drafts: tuple[int, ...] = (), python_wrapper: bool = False) -> dict:
+                     num_drafts: tuple[int, ...] = (), python_wrapper: bool = False, frozen: bool = False) -> dict:
     """Time plain decoding and, for each draft `{name: folder or Hub id}`, speculative decoding at each of `gammas`
     and with adaptive gamma (up to the largest), one image per call, over `reps` images (plus one warm-up image).
 
@@ -32,6 +32,9 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
         python_wrapper: with `mode="compile"` on the CPU, also plain decoding and each draft's largest fixed gamma
             (block verification when `block_gamma` is set) compiled with Inductor's Python wrapper instead of its C++
             one (`... python-wrapper` methods): what the C++ wrapper gains, in the same run.
+        frozen: with `mode="compile"` on the CPU, also plain decoding and each draft's block verification (or largest
+            fixed gamma) with the weights compiled in as constants (`compile_options={"freeze_weights": True}`;
+            `... frozen` methods); speedups stay against the default plain loop, compare `plain frozen` yourself.
 
     Returns `{"device", "reps", "drafts", "teacher", "mode", "results": {method: {"median_ms", "speedup_vs_plain",
     "alpha", "tokens_per_teacher_call"}}}`.
@@ -47,6 +50,9 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
     on_cpu = check_device(device).type == "cpu"
     if python_wrapper and not (on_cpu and mode == "compile"):
         raise ValueError("`python_wrapper` compares Inductor's wrappers: it needs mode compile on the CPU.")
+    if frozen and not (on_cpu and mode == "compile"):
+        raise ValueError("`frozen` compiles the weights into Inductor's CPU GEMM templates: it needs mode compile on "
+                         "the CPU.")
     teacher = load_pretrained(VQGPTForCausalLM, teacher_path, "teacher_path", device)
     models = {name: load_draft(path, f"draft {name}", teacher, device) for name, path in drafts.items()}
     g = torch.Generator(device=device)
@@ -79,6 +85,14 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
                     draft, block_gamma, compile_options=slow, verification="block")
             else:
                 methods[f"{name} g{max(gammas)} python-wrapper"] = decoder_method(draft, max(gammas), compile_options=slow)
+    if frozen:
+        freeze = {"freeze_weights": True}
+        methods["plain frozen"] = decoder_method(None, compile_options=freeze)
+        for name, draft in models.items():
+            if block_gamma:
+                methods[f"{name} block g{block_gamma} frozen"] = decoder_method(
+                    draft, block_gamma, compile_options=freeze, verification="block")
+            methods[f"{name} g{max(gammas)} frozen"] = decoder_method(draft, max(gammas), compile_options=freeze)
     # Image -1 is the warm-up; the class cycles with the image.
     prompts = [class_prompts(teacher, 1, first=rep) for rep in range(-1, reps)]
     times, outputs = time_interleaved(methods, prompts, [1000 + rep for rep in range(-1, reps)], g, device)
@@ -91,4 +105,4 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
                for k, v in times.items()}
     device_name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     return {"device": device_name, "reps": reps, "drafts": drafts, "teacher": teacher_path, "mode": mode, "gammas": list(gammas),
-            "num_drafts": list(num_drafts), "python_wrapper": python_wrapper, "results": results}
+            "num_drafts": list(num_drafts), "python_wrapper": python_wrapper, "frozen": frozen, "results": results}

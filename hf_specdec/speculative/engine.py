@@ -73,6 +73,9 @@ class SpeculativeDecoder:
         relaxed_neighbours: LOSSY `(K, k)` latent-neighbour table for `relaxed_accept`, or None (exact).
         compile_options: extra keyword arguments for `torch.compile` (e.g. `backend=...` in tests). On the CPU, Inductor
             runs with its C++ wrapper (`options={"cpp_wrapper": True}`) unless these say otherwise.
+            `{"freeze_weights": True}` also compiles the models' weights in as constants, packed into Inductor's C++
+            GEMM templates with their epilogues fused (CPU; a first compile of a few minutes, autotuned; BENCHMARKS.md,
+            "Frozen weights"); a call after the weights changed in place raises instead of using stale ones.
     """
 
     def __init__(
@@ -145,6 +148,7 @@ class SpeculativeDecoder:
                 torch._dynamo.mark_static_address(tensor)
         self._rounds: dict[int, callable] = {}
         self._graphs: list = []  # keeps captured graphs (and their memory pools) alive
+        self._frozen_versions: int | None = None  # with frozen weights: the weights' versions they were compiled at
         self.cost_ratio: float | None = None
         # Adaptive gamma: the running acceptance, kept across calls (Beta(1, 1) prior), and how many rounds run
         # between two host reads of it (the first call starts from the prior, so it must look early).
@@ -375,22 +379,53 @@ class SpeculativeDecoder:
             # One code object serves every decoder and gamma: allow a recompile per (decoder, gamma), shapes static.
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
             options = {"fullgraph": True, "dynamic": False, **self.compile_options}
+            freeze = options.pop("freeze_weights", False)
             # (`torch.compile` takes either a mode or options; a backend other than Inductor has no wrapper)
             if self.device.type == "cpu" and "backend" not in options and "mode" not in options:
                 # Inductor's C++ wrapper: the round's ~100-300 kernel calls are made from C++ instead of a Python
                 # wrapper, 20-25 % faster per round on 2 CPU cores for plain and speculative decoding alike
                 # (BENCHMARKS.md), for a longer first compile (about a minute per draft length, then cached on disk).
                 options["options"] = {"cpp_wrapper": True, **options.get("options", {})}
+            if freeze:
+                options["options"] = {**options.get("options", {}), **FROZEN_INDUCTOR_OPTIONS}
             compiled = torch.compile(self.round, **options)
 
             def run_compiled():
                 with torch.inference_mode():
                     compiled(gamma)
 
+            if freeze:
+                run_compiled = self._frozen(run_compiled)
+
             # On CUDA, Inductor's fused kernels are captured as one graph per round, like the eager ones: the same
             # capture as `cuda-graph` mode, which `reduce-overhead` (cudagraph trees) did not give the whole round.
             return self._capture(run_compiled) if self.device.type == "cuda" else run_compiled
         return self._capture(run)
+
+    def _frozen(self, run):
+        """`run` whose first call, the one that compiles, traces the models' parameters as constants (dynamo's
+        `inline_inbuilt_nn_modules=False`) that Inductor folds and packs (`freezing`) into its C++ GEMM templates
+        (`max_autotune` with the `CPP` backend), the GEMMs fused with their epilogues: no oneDNN call per matrix
+        product. The weights are then part of the compiled round: `decode` refuses to run after they change."""
+        compiled_once = False
+
+        def call():
+            nonlocal compiled_once
+            if compiled_once:
+                return run()
+            with torch._dynamo.config.patch(inline_inbuilt_nn_modules=False), torch._inductor.config.patch(
+                **FROZEN_INDUCTOR_OPTIONS
+            ):
+                run()
+            compiled_once = True
+            self._frozen_versions = self._weight_versions()
+
+        return call
+
+    def _weight_versions(self) -> int:
+        """Sum of the in-place version counters of both models' parameters: it moves when any weight is written."""
+        models = [self.teacher] + ([self.draft] if self.draft is not None else [])
+        return sum(p._version for model in models for p in model.parameters())
 
     def _capture(self, run):
         """Warm up on a side stream (library handles, allocator), then capture one round as a CUDA graph. The
@@ -491,6 +526,10 @@ class SpeculativeDecoder:
         rounds, where `R` is the most tokens any row still needs (each of those rounds is needed by that row), or,
         while prompts wait for a row, the fewest tokens any row still needs (no row can finish sooner, and the
         first one that does is refilled at once)."""
+        if self._frozen_versions is not None and self._weight_versions() != self._frozen_versions:
+            raise ValueError("The models' weights changed after this decoder compiled them in as constants "
+                             "(`compile_options={'freeze_weights': True}`): build a new decoder after "
+                             "`torch._dynamo.reset()`, or decode without `freeze_weights`.")
         N, P = input_ids.shape
         B = self.batch_size
         total = P + max_new_tokens
@@ -592,6 +631,12 @@ def _copy_rows(buffers: list[torch.Tensor], source: torch.Tensor, slots: torch.T
         source, rows, slots = torch.cat([source, source + R]), torch.cat([rows, rows + R]), torch.cat([slots, slots])
     for buffer in buffers:
         buffer[rows[:, None], :, slots] = buffer[source[:, None], :, slots]
+
+
+# Inductor settings of `compile_options={"freeze_weights": True}` (CPU): weights as constants, packed into Inductor's
+# C++ GEMM templates with their epilogues fused (BENCHMARKS.md, "Frozen weights").
+FROZEN_INDUCTOR_OPTIONS = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN",
+                           "max_autotune_report_choices_stats": False, "autotune_num_choices_displayed": 0}
 
 
 def _synchronize(device: torch.device) -> None:
