@@ -325,6 +325,10 @@ def test_frozen_weights_equal_eager_and_refuse_changed_weights():
     expected = SpeculativeDecoder(teacher, draft, 3, 2, greedy, "eager").generate(prompt)["sequences"]
     assert torch.equal(frozen.generate(prompt)["sequences"], expected)
     assert torch.equal(frozen.generate(prompt)["sequences"], expected)  # replayed
+    out = speculative_sample(teacher, draft, prompt, gamma=3, do_sample=False, mode="compile", freeze_weights=True)
+    assert torch.equal(out.sequences, expected)  # the entry point's own (cached) frozen decoder
+    with pytest.raises(ValueError, match="freeze_weights.*compile"):
+        plain_sample(teacher, prompt, freeze_weights=True)  # eager: nothing to freeze into
     with torch.no_grad():
         draft.lm_head.weight.mul_(1.0)  # an in-place write, as an optimizer step makes
     with pytest.raises(ValueError, match="weights changed"):

@@ -135,24 +135,33 @@ MAX_CACHED_DECODERS = 8
 
 
 def get_decoder(teacher, draft, gamma: int, batch_size: int, sampling: SamplingConfig, mode: str = "auto",
-                relaxed_neighbours: torch.Tensor | None = None) -> SpeculativeDecoder:
+                relaxed_neighbours: torch.Tensor | None = None, freeze_weights: bool = False) -> SpeculativeDecoder:
     """The `SpeculativeDecoder` for this setting, built on first use and kept (the last `MAX_CACHED_DECODERS`),
     so that later calls replay its compiled rounds or CUDA graphs. `clear_decoders()` frees them."""
     # The models' device and dtype are in the key: a decoder's buffers and caches are allocated for them, so after
     # `teacher.to(...)` the next call builds a new decoder instead of mixing dtypes or devices.
     key = (id(teacher), id(draft), _placement(teacher), _placement(draft), gamma, batch_size, sampling, mode,
-           None if relaxed_neighbours is None else id(relaxed_neighbours))
+           None if relaxed_neighbours is None else id(relaxed_neighbours), freeze_weights)
     decoder = _DECODERS.get(key)
     if decoder is not None and decoder.teacher is teacher and decoder.draft is draft and (
         relaxed_neighbours is None or decoder.relaxed_neighbours is relaxed_neighbours
     ):
         _DECODERS.move_to_end(key)
         return decoder
-    decoder = SpeculativeDecoder(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours)
+    decoder = SpeculativeDecoder(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours,
+                                 compile_options={"freeze_weights": True} if freeze_weights else None)
     _DECODERS[key] = decoder
     while len(_DECODERS) > MAX_CACHED_DECODERS:
         _DECODERS.popitem(last=False)
     return decoder
+
+
+def check_freeze_weights(freeze_weights, mode: str) -> None:
+    """`freeze_weights` is a bool and only set with `mode="compile"` (the weights go into the compiled rounds)."""
+    if not isinstance(freeze_weights, bool):
+        raise ValueError(f"`freeze_weights` must be True or False, got {freeze_weights!r}.")
+    if freeze_weights and mode != "compile":
+        raise ValueError(f"`freeze_weights` compiles the weights into the rounds: it needs mode='compile', got {mode!r}.")
 
 
 def _placement(model) -> tuple | None:
@@ -191,6 +200,7 @@ def speculative_sample(
     num_drafts: int = 1,
     tree_depth: int = 1,
     batch_size: int | None = None,
+    freeze_weights: bool = False,
 ) -> SpeculativeOutput:
     """Sample image tokens from `teacher` with `draft` proposing `gamma` tokens per round (Leviathan et al. 2023).
 
@@ -226,6 +236,9 @@ def speculative_sample(
         batch_size: rows decoded at once (default: every prompt). Fewer than the prompts streams them: a row
             whose image is done takes the next prompt (continuous batching), so rows that
             finish early do not wait for the slowest one.
+        freeze_weights: with `mode="compile"`, compile the models' weights in as constants (Inductor's C++ GEMM
+            templates on the CPU: plain decoding ~1.6x faster on 2 cores, BENCHMARKS.md "Frozen weights"; the first
+            call autotunes for minutes; a call after the weights changed raises).
     """
     sampling = SamplingConfig(do_sample, temperature, top_k, top_p, cfg_scale, verification, num_drafts, tree_depth)
     new_tokens = check_inputs(teacher, input_ids, max_new_tokens, generator)
@@ -235,7 +248,8 @@ def speculative_sample(
         raise ValueError(f"`cost_ratio` must be a number >= 0 or None, got {cost_ratio!r}.")
     if cost_ratio is not None and not adaptive_gamma:
         raise ValueError("`cost_ratio` is read by adaptive gamma only: pass `adaptive_gamma=True` with it.")
-    decoder = get_decoder(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours)
+    check_freeze_weights(freeze_weights, mode)
+    decoder = get_decoder(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours, freeze_weights)
     record = decoder.decode(input_ids, new_tokens, generator, adaptive_gamma, cost_ratio)
     return SpeculativeOutput.from_record(record, input_ids.shape[1])
 
@@ -253,17 +267,19 @@ def plain_sample(
     generator: torch.Generator | None = None,
     mode: str = "auto",
     batch_size: int | None = None,
+    freeze_weights: bool = False,
 ) -> torch.LongTensor:
     """Autoregressive sampling of `model` (a VQGPT or `EarlyExitDraft`) after `input_ids` `(B, P)`: the decoding
     engine with no draft, so the baseline runs exactly the machinery (caches, graphs) the speculative sampler runs.
 
     Distributed exactly as `model.generate(input_ids, do_sample=..., temperature=..., top_k=..., top_p=...,
-    cfg_scale=...)`. Returns `(B, P + max_new_tokens)`. `batch_size`: rows decoded at once, as in
-    `speculative_sample`.
+    cfg_scale=...)`. Returns `(B, P + max_new_tokens)`. `batch_size`: rows decoded at once, and
+    `freeze_weights`, as in `speculative_sample`.
     """
     sampling = SamplingConfig(do_sample, temperature, top_k, top_p, cfg_scale)
     new_tokens = check_inputs(model, input_ids, max_new_tokens, generator, argument="model")
     batch_size = input_ids.shape[0] if batch_size is None else batch_size
     check_decoder_arguments(model, None, 0, batch_size, sampling, mode)
-    decoder = get_decoder(model, None, 0, batch_size, sampling, mode)
+    check_freeze_weights(freeze_weights, mode)
+    decoder = get_decoder(model, None, 0, batch_size, sampling, mode, freeze_weights=freeze_weights)
     return decoder.decode(input_ids, new_tokens, generator)["sequences"]
