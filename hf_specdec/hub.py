@@ -30,7 +30,7 @@ def check_output_dir(path: str, argument: str = "output_dir") -> None:
         raise ValueError(f"`{argument}` must be a folder path, got {path!r}.")
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"`{argument}` {path!r} is a file, not a folder.")
-    _check_can_make(path, argument, "made")
+    _check_writable_ancestor(os.path.abspath(path), path, argument, "made")
 
 
 def check_output_file(path: str, argument: str = "output") -> None:
@@ -39,12 +39,13 @@ def check_output_file(path: str, argument: str = "output") -> None:
         raise ValueError(f"`{argument}` must be a file path, got {path!r}.")
     if os.path.isdir(path):
         raise ValueError(f"`{argument}` {path!r} is a folder, not a file.")
-    _check_can_make(path, argument, "written")
+    _check_writable_ancestor(os.path.dirname(os.path.abspath(path)), path, argument, "written")
 
 
-def _check_can_make(path: str, argument: str, what: str) -> None:
-    """The nearest existing folder above `path` must be a writable folder."""
-    existing = os.path.dirname(os.path.abspath(path)) if what == "written" else os.path.abspath(path)
+def _check_writable_ancestor(start: str, path: str, argument: str, what: str) -> None:
+    """The nearest existing folder at or above `start` (absolute) must be a writable folder, or `path` cannot be
+    `what` (made, written)."""
+    existing = start
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):

@@ -23,6 +23,16 @@ def check_tokenizer_matches(tokenizer, config, image_size: int | None = None, ar
         )
 
 
+def recorded_class_names(config) -> list[str] | None:
+    """The class names a model `config` recorded (`id2label`, which the training scripts write), or None where it
+    recorded none: no entry per class, or transformers' default `LABEL_i` names."""
+    id2label = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
+    if config.num_classes == 0 or len(id2label) != config.num_classes or set(id2label) != set(range(config.num_classes)):
+        return None
+    names = [str(id2label[i]) for i in range(config.num_classes)]
+    return None if names == [f"LABEL_{i}" for i in range(config.num_classes)] else names
+
+
 def check_dataset_matches(config, class_names: list[str], argument: str = "dataset") -> None:
     """Raise `ValueError` naming `argument` unless a dataset with classes `class_names` is the one the model `config`
     was trained on, as far as the config tells: as many classes, and the same names where the config recorded them
@@ -32,9 +42,8 @@ def check_dataset_matches(config, class_names: list[str], argument: str = "datas
     if len(class_names) != config.num_classes:
         raise ValueError(f"`{argument}` has {len(class_names)} classes but the model was trained on "
                          f"{config.num_classes}: use the dataset the model was trained on.")
-    id2label = {int(k): v for k, v in (config.id2label or {}).items()}
-    recorded = [id2label[i] for i in range(config.num_classes)] if len(id2label) == config.num_classes else []
-    if recorded and recorded != [f"LABEL_{i}" for i in range(config.num_classes)] and recorded != list(class_names):
+    recorded = recorded_class_names(config)
+    if recorded is not None and recorded != list(class_names):
         raise ValueError(f"`{argument}` has the classes {list(class_names)[:4]}... but the model was trained on "
                          f"{recorded[:4]}...: use the dataset the model was trained on.")
 

@@ -372,6 +372,7 @@ def test_gpu_benchmark_script_runs_its_cpu_path(tmp_path):
         (lambda t, d: SpeculativeDecoder(t, d, batch_size=0), "batch_size"),
         (lambda t, d: SpeculativeDecoder(t, d, mode="cuda-graph"), "mode"),
         (lambda t, d: SpeculativeDecoder(t, d, mode="fast"), "mode"),
+        (lambda t, d: SpeculativeDecoder(t, d, compile_options={"freeze_weights": True}), "freeze_weights"),
         (lambda t, d: SpeculativeDecoder(t, tiny_model(codebook_size=32), 2), "draft"),
         (lambda t, d: SamplingConfig(temperature=float("nan")), "temperature"),
         (lambda t, d: SamplingConfig(temperature=0), "temperature"),

@@ -76,23 +76,22 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
             methods[f"{name} block g{block_gamma}"] = decoder_method(draft, block_gamma, verification="block")
         for k in num_drafts:
             methods[f"{name} {k} chains g{max(gammas)}"] = decoder_method(draft, max(gammas), num_drafts=k)
+    def add_variant(suffix, compile_options, fixed_gamma_too):
+        """Plain decoding and each draft's block verification (when `block_gamma` is set) and/or largest fixed gamma,
+        compiled with `compile_options`, as `... {suffix}` methods."""
+        methods[f"plain {suffix}"] = decoder_method(None, compile_options=compile_options)
+        for name, draft in models.items():
+            if block_gamma:
+                methods[f"{name} block g{block_gamma} {suffix}"] = decoder_method(
+                    draft, block_gamma, compile_options=compile_options, verification="block")
+            if fixed_gamma_too or not block_gamma:
+                methods[f"{name} g{max(gammas)} {suffix}"] = decoder_method(draft, max(gammas),
+                                                                           compile_options=compile_options)
+
     if python_wrapper:
-        slow = {"options": {"cpp_wrapper": False}}
-        methods["plain python-wrapper"] = decoder_method(None, compile_options=slow)
-        for name, draft in models.items():
-            if block_gamma:
-                methods[f"{name} block g{block_gamma} python-wrapper"] = decoder_method(
-                    draft, block_gamma, compile_options=slow, verification="block")
-            else:
-                methods[f"{name} g{max(gammas)} python-wrapper"] = decoder_method(draft, max(gammas), compile_options=slow)
+        add_variant("python-wrapper", {"options": {"cpp_wrapper": False}}, fixed_gamma_too=False)
     if frozen:
-        freeze = {"freeze_weights": True}
-        methods["plain frozen"] = decoder_method(None, compile_options=freeze)
-        for name, draft in models.items():
-            if block_gamma:
-                methods[f"{name} block g{block_gamma} frozen"] = decoder_method(
-                    draft, block_gamma, compile_options=freeze, verification="block")
-            methods[f"{name} g{max(gammas)} frozen"] = decoder_method(draft, max(gammas), compile_options=freeze)
+        add_variant("frozen", {"freeze_weights": True}, fixed_gamma_too=True)
     # Image -1 is the warm-up; the class cycles with the image.
     prompts = [class_prompts(teacher, 1, first=rep) for rep in range(-1, reps)]
     times, outputs = time_interleaved(methods, prompts, [1000 + rep for rep in range(-1, reps)], g, device)

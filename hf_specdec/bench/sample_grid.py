@@ -21,10 +21,10 @@ from PIL import Image
 from ..hub import check_output_file, load_draft, load_pretrained
 from ..images import labelled_grid
 from ..models import VQGPTForCausalLM, VQTokenizer
-from ..pipeline import check_sampling_options, check_tokenizer_matches, class_prompts, decode_sequences
+from ..pipeline import (check_sampling_options, check_tokenizer_matches, class_prompts, decode_sequences,
+                        recorded_class_names)
 from ..speculative import EarlyExitDraft, check_draft_matches, plain_sample, speculative_sample
-from ..speculative.checks import MODES
-from ..speculative.decoding import check_freeze_weights
+from ..speculative.checks import MODES, check_freeze_weights
 from .timing import check_device, time_interleaved
 
 
@@ -96,9 +96,8 @@ class SampleGridArguments:
 
 def row_labels(teacher, classes: list[int]) -> list[str]:
     """Names for the grid's rows: the teacher's `id2label` where it was trained with class names, else `class c`."""
-    names = getattr(teacher.config, "id2label", None) or {}
-    named = len(names) == teacher.config.num_classes and not all(str(v).startswith("LABEL_") for v in names.values())
-    return [str(names[c]) if named else f"class {c}" for c in classes]
+    names = recorded_class_names(teacher.config)
+    return [names[c] if names else f"class {c}" for c in classes]
 
 
 def run_sample_grid(args: SampleGridArguments) -> dict:

@@ -117,10 +117,9 @@ class VQGPTFeatureDraft(VQGPTPreTrainedModel):
     def attach_teacher(self, teacher: VQGPTForCausalLM) -> "VQGPTFeatureDraft":
         """Read `teacher`'s embeddings and head from now on; `ValueError` if it is not a loaded VQGPT of the shape
         this draft was trained for."""
-        # (duck-typed: a teacher loaded through remote code is another class object of the same model)
-        if not isinstance(teacher, torch.nn.Module) or not hasattr(getattr(teacher, "config", None), "codebook_size"):
-            hint = " (load it first: `VQGPTForCausalLM.from_pretrained(path_or_hub_id)`)" if isinstance(teacher, str) else ""
-            raise ValueError(f"`teacher` must be the VQGPTForCausalLM this draft reads, got {type(teacher).__name__}{hint}.")
+        from ..speculative.checks import check_model  # (the speculative package imports the models)
+
+        check_model(teacher, "teacher")  # duck-typed: a teacher loaded through remote code is another class
         config, theirs = self.config, teacher.config
         for name in ("codebook_size", "num_classes", "grid_h", "grid_w", "hidden_size"):
             if getattr(config, name) != getattr(theirs, name):

@@ -79,7 +79,16 @@ def check_sampling_arguments(
     return check_inputs(model, input_ids, max_new_tokens, generator)
 
 
-def check_decoder_arguments(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours=None) -> None:
+def check_freeze_weights(freeze_weights, mode: str) -> None:
+    """`freeze_weights` is a bool and only set with `mode="compile"` (the weights go into the compiled rounds)."""
+    if not isinstance(freeze_weights, bool):
+        raise ValueError(f"`freeze_weights` must be True or False, got {freeze_weights!r}.")
+    if freeze_weights and mode != "compile":
+        raise ValueError(f"`freeze_weights` compiles the weights into the rounds: it needs mode='compile', got {mode!r}.")
+
+
+def check_decoder_arguments(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours=None,
+                            freeze_weights=False) -> None:
     """What a `SpeculativeDecoder` needs before it allocates anything."""
     if not isinstance(sampling, SamplingConfig):
         raise ValueError(f"`sampling` must be a SamplingConfig, got {type(sampling).__name__}.")
@@ -89,6 +98,7 @@ def check_decoder_arguments(teacher, draft, gamma, batch_size, sampling, mode, r
         raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}.")
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {', '.join(MODES)}, got {mode!r}.")
+    check_freeze_weights(freeze_weights, mode)
     parameter = next(teacher.parameters())
     device = parameter.device
     if mode == "cuda-graph" and device.type != "cuda":

@@ -156,14 +156,6 @@ def get_decoder(teacher, draft, gamma: int, batch_size: int, sampling: SamplingC
     return decoder
 
 
-def check_freeze_weights(freeze_weights, mode: str) -> None:
-    """`freeze_weights` is a bool and only set with `mode="compile"` (the weights go into the compiled rounds)."""
-    if not isinstance(freeze_weights, bool):
-        raise ValueError(f"`freeze_weights` must be True or False, got {freeze_weights!r}.")
-    if freeze_weights and mode != "compile":
-        raise ValueError(f"`freeze_weights` compiles the weights into the rounds: it needs mode='compile', got {mode!r}.")
-
-
 def _placement(model) -> tuple | None:
     """`(device, dtype)` of a model's first parameter (None without a model)."""
     if model is None:
@@ -243,12 +235,11 @@ def speculative_sample(
     sampling = SamplingConfig(do_sample, temperature, top_k, top_p, cfg_scale, verification, num_drafts, tree_depth)
     new_tokens = check_inputs(teacher, input_ids, max_new_tokens, generator)
     batch_size = input_ids.shape[0] if batch_size is None else batch_size
-    check_decoder_arguments(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours)
+    check_decoder_arguments(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours, freeze_weights)
     if cost_ratio is not None and not (isinstance(cost_ratio, (int, float)) and cost_ratio >= 0):
         raise ValueError(f"`cost_ratio` must be a number >= 0 or None, got {cost_ratio!r}.")
     if cost_ratio is not None and not adaptive_gamma:
         raise ValueError("`cost_ratio` is read by adaptive gamma only: pass `adaptive_gamma=True` with it.")
-    check_freeze_weights(freeze_weights, mode)
     decoder = get_decoder(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours, freeze_weights)
     record = decoder.decode(input_ids, new_tokens, generator, adaptive_gamma, cost_ratio)
     return SpeculativeOutput.from_record(record, input_ids.shape[1])
@@ -279,7 +270,6 @@ def plain_sample(
     sampling = SamplingConfig(do_sample, temperature, top_k, top_p, cfg_scale)
     new_tokens = check_inputs(model, input_ids, max_new_tokens, generator, argument="model")
     batch_size = input_ids.shape[0] if batch_size is None else batch_size
-    check_decoder_arguments(model, None, 0, batch_size, sampling, mode)
-    check_freeze_weights(freeze_weights, mode)
+    check_decoder_arguments(model, None, 0, batch_size, sampling, mode, freeze_weights=freeze_weights)
     decoder = get_decoder(model, None, 0, batch_size, sampling, mode, freeze_weights=freeze_weights)
     return decoder.decode(input_ids, new_tokens, generator)["sequences"]

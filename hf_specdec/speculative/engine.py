@@ -89,7 +89,8 @@ class SpeculativeDecoder:
         relaxed_neighbours: torch.Tensor | None = None,
         compile_options: dict | None = None,
     ):
-        check_decoder_arguments(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours)
+        check_decoder_arguments(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours,
+                                (compile_options or {}).get("freeze_weights", False))
         config = teacher.config
         self.teacher, self.draft = teacher, draft
         self.gamma = gamma if draft is not None else 0
@@ -386,7 +387,8 @@ class SpeculativeDecoder:
                 # wrapper, 20-25 % faster per round on 2 CPU cores for plain and speculative decoding alike
                 # (BENCHMARKS.md), for a longer first compile (about a minute per draft length, then cached on disk).
                 options["options"] = {"cpp_wrapper": True, **options.get("options", {})}
-            if freeze:
+            if freeze:  # also patched around the compiling call (`_frozen`); in the options they make the frozen rounds
+                # a backend of their own, so that they never share compiled entries of `round` with unfrozen ones
                 options["options"] = {**options.get("options", {}), **FROZEN_INDUCTOR_OPTIONS}
             compiled = torch.compile(self.round, **options)
 
