@@ -3,9 +3,11 @@ a round, lossless on the compiled path, and the edge cases of batches, guidance,
 
 import pytest
 import torch
+from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 from torch._dynamo.testing import CompileCounter
 from transformers import DynamicCache
 
+import hf_specdec.speculative.engine as engine
 import hf_specdec.speculative.sampling as sampling
 from hf_specdec import EarlyExitDraft, RaggedCache, plain_sample, speculative_sample
 from hf_specdec.speculative import SamplingConfig, SpeculativeDecoder, SpeculativeOutput, clear_decoders
@@ -67,15 +69,51 @@ def test_inductor_compiled_rounds_equal_eager(pair):
 
 def test_cpu_rounds_compile_with_the_cpp_wrapper_unless_told_otherwise(pair, monkeypatch):
     """On the CPU, Inductor's C++ wrapper is the default (measured faster, BENCHMARKS.md); a backend, a mode or
-    Inductor options of the caller take precedence."""
+    Inductor options of the caller take precedence. Guards are filtered to the global-state one unless the caller
+    asks for dynamo's guards or gives a mode (which `torch.compile` takes only without options)."""
     teacher, draft = pair
     seen = []
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: seen.append(kwargs) or fn)
-    for options in (None, {"options": {"cpp_wrapper": False}}, {"backend": "eager"}, {"mode": "max-autotune"}):
+    for options in (None, {"options": {"cpp_wrapper": False}}, {"backend": "eager"}, {"mode": "max-autotune"},
+                    {"skip_guards": False}):
         SpeculativeDecoder(teacher, draft, 2, 1, mode="compile", compile_options=options)._round_fn(2)
-    assert seen[0]["options"] == {"cpp_wrapper": True} and seen[0]["fullgraph"] is True
-    assert seen[1]["options"] == {"cpp_wrapper": False}
-    assert "options" not in seen[2] and "options" not in seen[3]
+    guards = {"guard_filter_fn": engine._global_state_guards}
+    assert seen[0]["options"] == {"cpp_wrapper": True, **guards} and seen[0]["fullgraph"] is True
+    assert seen[1]["options"] == {"cpp_wrapper": False, **guards}
+    assert seen[2]["options"] == guards and "options" not in seen[3]
+    assert seen[4]["options"] == {"cpp_wrapper": True} and "skip_guards" not in seen[4]
+
+
+def test_guard_free_rounds_are_each_decoders_own():
+    """Without dynamo's guards a compiled round must never run another decoder's compiled entry: decoders of the
+    same shapes and gamma over different teachers each give their own teacher's tokens, and each compiled round is
+    one entry of a code object of its own."""
+    greedy = SamplingConfig(do_sample=False)
+    teachers = [tiny_model(seed, num_hidden_layers=2) for seed in (0, 1)]
+    prompt = teachers[0].class_prompt([1, 2])
+    draft = tiny_model(2, num_hidden_layers=1)
+    decoders = [SpeculativeDecoder(t, draft, 3, 2, greedy, "compile", compile_options={"backend": "eager"})
+                for t in teachers]
+    for _ in range(2):  # the second time replays
+        for teacher, decoder in zip(teachers, decoders):
+            assert torch.equal(decoder.generate(prompt)["sequences"], teacher.generate(prompt, do_sample=False))
+    codes = [decoder._round_codes[3] for decoder in decoders]
+    assert codes[0] is not codes[1] and all(len(_debug_get_cache_entry_list(code)) == 1 for code in codes)
+
+
+def test_a_decoder_refuses_models_moved_after_it_was_built():
+    """Its buffers and compiled rounds are made for the models' dtype and device (no dynamo guard checks it)."""
+    teacher, draft = tiny_model(0, num_hidden_layers=2), tiny_model(1, num_hidden_layers=1)
+    prompt = teacher.class_prompt([0])
+    for mode in ("eager", "compile"):
+        decoder = SpeculativeDecoder(teacher, draft, 2, 1, mode=mode, compile_options=None)
+        decoder.generate(prompt)
+        draft.to(torch.float64)
+        with pytest.raises(ValueError, match="draft moved to torch.float64"):
+            decoder.generate(prompt)
+        draft.to(torch.float32)
+    with pytest.raises(ValueError, match="skip_guards"):
+        SpeculativeDecoder(teacher, draft, 2, 1, mode="compile", compile_options={"skip_guards": "yes"})
 
 
 @pytest.mark.parametrize("processing", [{}, {"cfg_scale": 2.0}], ids=["plain", "cfg"])

@@ -34,8 +34,10 @@ drawn from the caller's generator into a fixed buffer before each round, so the 
 rounds draw the same samples.
 """
 
+import functools
 import math
 import time
+import types
 
 import torch
 
@@ -76,6 +78,8 @@ class SpeculativeDecoder:
             `{"freeze_weights": True}` also compiles the models' weights in as constants, packed into Inductor's C++
             GEMM templates with their epilogues fused (CPU; a first compile of a few minutes, autotuned; BENCHMARKS.md,
             "Frozen weights"); a call after the weights changed in place raises instead of using stale ones.
+            Each round is compiled for this decoder alone and runs without dynamo's guard checks (once per call the
+            decoder checks the models' dtype and device instead); `{"skip_guards": False}` keeps dynamo's guards.
     """
 
     def __init__(
@@ -103,6 +107,9 @@ class SpeculativeDecoder:
         self.mode = resolve_mode(mode, self.device)
         self.relaxed_neighbours = relaxed_neighbours
         self.compile_options = compile_options or {}
+        if not isinstance(self.compile_options.get("skip_guards", True), bool):
+            raise ValueError(f"`compile_options['skip_guards']` must be True or False, got "
+                             f"{self.compile_options['skip_guards']!r}.")
         self.max_position = config.max_position_embeddings - 1
         # Positions are slots: one slot per grid position, rounded up to 8 so that attention needs no padded copy of
         # the mask (the extra slots are never visible: no query sits there).
@@ -149,7 +156,8 @@ class SpeculativeDecoder:
                 torch._dynamo.mark_static_address(tensor)
         self._rounds: dict[int, callable] = {}
         self._graphs: list = []  # keeps captured graphs (and their memory pools) alive
-        self._frozen_versions: int | None = None  # with frozen weights: the weights' versions they were compiled at
+        self._round_codes: dict = {}  # gamma -> the code object of the round compiled for this decoder alone
+        self._frozen_versions: tuple | None = None  # with frozen weights: the weights' versions they were compiled at
         self.cost_ratio: float | None = None
         # Adaptive gamma: the running acceptance, kept across calls (Beta(1, 1) prior), and how many rounds run
         # between two host reads of it (the first call starts from the prior, so it must look early).
@@ -377,11 +385,13 @@ class SpeculativeDecoder:
         if self.mode == "eager":
             return run
         if self.mode == "compile":
-            # One code object serves every decoder and gamma: allow a recompile per (decoder, gamma), shapes static.
+            # With dynamo's guards one code object serves every decoder and gamma: allow a recompile per (decoder,
+            # gamma), shapes static.
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
             options = {"fullgraph": True, "dynamic": False, **self.compile_options}
             freeze = options.pop("freeze_weights", False)
             # (`torch.compile` takes either a mode or options; a backend other than Inductor has no wrapper)
+            skip_guards = options.pop("skip_guards", True) and "mode" not in options
             if self.device.type == "cpu" and "backend" not in options and "mode" not in options:
                 # Inductor's C++ wrapper: the round's ~100-300 kernel calls are made from C++ instead of a Python
                 # wrapper, 20-25 % faster per round on 2 CPU cores for plain and speculative decoding alike
@@ -390,7 +400,17 @@ class SpeculativeDecoder:
             if freeze:  # also patched around the compiling call (`_frozen`); in the options they make the frozen rounds
                 # a backend of their own, so that they never share compiled entries of `round` with unfrozen ones
                 options["options"] = {**options.get("options", {}), **FROZEN_INDUCTOR_OPTIONS}
-            compiled = torch.compile(self.round, **options)
+            if skip_guards:
+                # The round compiled for this decoder and gamma alone (a code object of its own, so one compiled
+                # entry) with dynamo's guards filtered down to the global-state one: checking ~2,000 guards (every
+                # parameter, buffer and module attribute) before each call cost 15-25 % of a compiled plain step on 2
+                # CPU cores (BENCHMARKS.md). What they protected is checked once per call instead (`_check_models`).
+                options["options"] = {**options.get("options", {}), "guard_filter_fn": _global_state_guards}
+                round_fn = _own_code(SpeculativeDecoder.round)
+                self._round_codes[gamma] = round_fn.__code__
+                compiled = functools.partial(torch.compile(round_fn, **options), self)
+            else:
+                compiled = torch.compile(self.round, **options)
 
             def run_compiled():
                 with torch.inference_mode():
@@ -405,29 +425,45 @@ class SpeculativeDecoder:
         return self._capture(run)
 
     def _frozen(self, run):
-        """`run` whose first call, the one that compiles, traces the models' parameters as constants (dynamo's
-        `inline_inbuilt_nn_modules=False`) that Inductor folds and packs (`freezing`) into its C++ GEMM templates
-        (`max_autotune` with the `CPP` backend), the GEMMs fused with their epilogues: no oneDNN call per matrix
-        product. The weights are then part of the compiled round: `decode` refuses to run after they change."""
+        """`run` whose first call, the one that compiles, runs with Inductor's `freezing` and `max_autotune` set in its
+        global config (as compile options alone they leave the parameters graph inputs and the `addmm` calls in
+        place): the models' parameters become constants that Inductor folds and packs into its C++ GEMM templates
+        (the `CPP` backend), the GEMMs fused with their epilogues, no oneDNN call per matrix product. The weights are
+        then part of the compiled round: `decode` refuses to run after they change."""
         compiled_once = False
 
         def call():
             nonlocal compiled_once
             if compiled_once:
                 return run()
-            with torch._dynamo.config.patch(inline_inbuilt_nn_modules=False), torch._inductor.config.patch(
-                **FROZEN_INDUCTOR_OPTIONS
-            ):
+            with torch._inductor.config.patch(**FROZEN_INDUCTOR_OPTIONS):
                 run()
             compiled_once = True
             self._frozen_versions = self._weight_versions()
 
         return call
 
-    def _weight_versions(self) -> int:
-        """Sum of the in-place version counters of both models' parameters: it moves when any weight is written."""
+    def _weight_versions(self) -> tuple:
+        """The models' parameters (identity) and the sum of their in-place version counters, which moves when any
+        weight is written."""
         models = [self.teacher] + ([self.draft] if self.draft is not None else [])
-        return sum(p._version for model in models for p in model.parameters())
+        parameters = [p for model in models for p in model.parameters()]
+        return tuple(map(id, parameters)), sum(p._version for p in parameters)
+
+    def _check_models(self) -> None:
+        """Once per call, what the compiled rounds rely on: the models' dtype and device are the decoder's (the
+        buffers and compiled kernels are made for them), and frozen weights are the ones compiled in."""
+        for name, model in (("teacher", self.teacher), ("draft", self.draft)):
+            if model is None:
+                continue
+            parameter = next(model.parameters())
+            if (parameter.dtype, parameter.device) != (self.dtype, self.device):
+                raise ValueError(f"The {name} moved to {parameter.dtype} on {parameter.device} after this decoder was "
+                                 f"built for {self.dtype} on {self.device}: build a new decoder for it.")
+        if self._frozen_versions is not None and self._weight_versions() != self._frozen_versions:
+            raise ValueError("The models' weights changed after this decoder compiled them in as constants "
+                             "(`compile_options={'freeze_weights': True}`): build a new decoder after "
+                             "`torch._dynamo.reset()`, or decode without `freeze_weights`.")
 
     def _capture(self, run):
         """Warm up on a side stream (library handles, allocator), then capture one round as a CUDA graph. The
@@ -528,10 +564,7 @@ class SpeculativeDecoder:
         rounds, where `R` is the most tokens any row still needs (each of those rounds is needed by that row), or,
         while prompts wait for a row, the fewest tokens any row still needs (no row can finish sooner, and the
         first one that does is refilled at once)."""
-        if self._frozen_versions is not None and self._weight_versions() != self._frozen_versions:
-            raise ValueError("The models' weights changed after this decoder compiled them in as constants "
-                             "(`compile_options={'freeze_weights': True}`): build a new decoder after "
-                             "`torch._dynamo.reset()`, or decode without `freeze_weights`.")
+        self._check_models()
         N, P = input_ids.shape
         B = self.batch_size
         total = P + max_new_tokens
@@ -644,3 +677,18 @@ FROZEN_INDUCTOR_OPTIONS = {"freezing": True, "max_autotune": True, "max_autotune
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _own_code(function):
+    """A copy of `function` with a code object of its own: dynamo keeps compiled entries per code object, so the copy's
+    entries are never shared with another decoder's (its guards can then be filtered to almost nothing)."""
+    code = function.__code__.replace(co_name=f"{function.__name__}_{next(_copies)}")
+    return types.FunctionType(code, function.__globals__, code.co_name, function.__defaults__, function.__closure__)
+
+
+_copies = iter(range(1 << 62))
+
+
+def _global_state_guards(guard_entries):
+    """Keep only dynamo's global-state guard (grad mode, autocast, ...) of a round compiled for one decoder and gamma."""
+    return [entry.guard_type == "GLOBAL_STATE" for entry in guard_entries]
