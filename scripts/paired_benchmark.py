@@ -5,6 +5,7 @@ ratios). One line per method, JSON on stdout.
 
     python scripts/paired_benchmark.py DEVICE REPS name=path [name=path ...] [--teacher PATH] [--block_gamma N]
                                        [--mode auto|eager|compile] [--gammas 6 8] [--num_drafts 2 3] [--python_wrapper] [--frozen]
+                                       [--dynamo_guards]
 
     python scripts/paired_benchmark.py cpu 40 draft-1L=checkpoints/digits/draft-1L
     python scripts/paired_benchmark.py cuda 40 old=path/to/other-draft new=checkpoints/digits/draft-1L
@@ -18,7 +19,9 @@ verification (SpecInfer's multi-step speculative sampling) with this many indepe
 --python_wrapper (mode compile, CPU): also plain and block (or largest-gamma) decoding compiled with Inductor's Python
 wrapper instead of the default C++ one, in the same run. --frozen (mode compile, CPU): also plain, block (when
 --block_gamma is set) and largest-gamma decoding with the weights compiled in as constants (Inductor's C++ GEMM
-templates; `compile_options={"freeze_weights": True}`), in the same run.
+templates; `compile_options={"freeze_weights": True}`), in the same run. --dynamo_guards (mode compile): also plain,
+block and largest-gamma decoding with dynamo's guards checked before every round (the engine skips them by default;
+`compile_options={"skip_guards": False}`), in the same run.
 """
 
 import json
@@ -45,13 +48,14 @@ def main(argv=None):
     parser.add_argument("--num_drafts", type=int, nargs="+", default=[])
     parser.add_argument("--python_wrapper", action="store_true")
     parser.add_argument("--frozen", action="store_true")
+    parser.add_argument("--dynamo_guards", action="store_true")
     args = parser.parse_args(argv)
     pairs = [arg.split("=", 1) for arg in args.drafts]
     if any(len(p) != 2 or not all(p) for p in pairs):
         raise UsageError("drafts are given as name=path, e.g. draft-1L=checkpoints/digits/draft-1L")
     print(json.dumps(paired_benchmark(args.device, args.reps, dict(pairs), args.teacher, args.block_gamma, args.mode,
                                       tuple(args.gammas), tuple(args.num_drafts), args.python_wrapper,
-                                      args.frozen),
+                                      args.frozen, args.dynamo_guards),
                      indent=1))
 
 

@@ -59,6 +59,7 @@ BAD_INPUT = [
     ("paired_benchmark.py", ["gpu0", "2", "d=checkpoints/digits/draft-1L"], ["device", "gpu0"]),
     ("paired_benchmark.py", ["cpu", "2", "d=checkpoints/digits/draft-1L", "--python_wrapper"], ["python_wrapper"]),
     ("paired_benchmark.py", ["cpu", "2", "d=checkpoints/digits/draft-1L", "--frozen"], ["frozen", "compile"]),
+    ("paired_benchmark.py", ["cpu", "2", "d=checkpoints/digits/draft-1L", "--dynamo_guards"], ["dynamo_guards", "compile"]),
     ("generate.py", ["--output", "{tmp}/grid.txt"], ["output", ".png"]),
     ("generate.py", ["--output", "{tmp}/a-file/grid.png"], ["output", "a-file", "is a file"]),
     ("generate.py", ["--output", "{tmp}"], ["output", "is a folder"]),

@@ -19,7 +19,8 @@ from .timing import check_device, time_interleaved
 
 def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_path: str = "checkpoints/digits/teacher",
                      block_gamma: int | None = None, mode: str = "auto", gammas: tuple[int, ...] = (6, 8),
-                     num_drafts: tuple[int, ...] = (), python_wrapper: bool = False, frozen: bool = False) -> dict:
+                     num_drafts: tuple[int, ...] = (), python_wrapper: bool = False, frozen: bool = False,
+                     dynamo_guards: bool = False) -> dict:
     """Time plain decoding and, for each draft `{name: folder or Hub id}`, speculative decoding at each of `gammas`
     and with adaptive gamma (up to the largest), one image per call, over `reps` images (plus one warm-up image).
 
@@ -35,6 +36,9 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
         frozen: with `mode="compile"` on the CPU, also plain decoding and each draft's block verification (or largest
             fixed gamma) with the weights compiled in as constants (`compile_options={"freeze_weights": True}`;
             `... frozen` methods); speedups stay against the default plain loop, compare `plain frozen` yourself.
+        dynamo_guards: with `mode="compile"`, also plain decoding, each draft's block verification (when set) and
+            largest fixed gamma compiled with dynamo's guards checked before every round (`compile_options=
+            {"skip_guards": False}`; `... dynamo-guards` methods): what skipping them gains, in the same run.
 
     Returns `{"device", "reps", "drafts", "teacher", "mode", "results": {method: {"median_ms", "speedup_vs_plain",
     "alpha", "tokens_per_teacher_call"}}}`.
@@ -50,6 +54,9 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
     on_cpu = check_device(device).type == "cpu"
     if python_wrapper and not (on_cpu and mode == "compile"):
         raise ValueError("`python_wrapper` compares Inductor's wrappers: it needs mode compile on the CPU.")
+    if dynamo_guards and mode != "compile":
+        raise ValueError("`dynamo_guards` compares compiled rounds with and without dynamo's guards: it needs mode "
+                         "compile.")
     if frozen and not (on_cpu and mode == "compile"):
         raise ValueError("`frozen` compiles the weights into Inductor's CPU GEMM templates: it needs mode compile on "
                          "the CPU.")
@@ -92,6 +99,8 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
         add_variant("python-wrapper", {"options": {"cpp_wrapper": False}}, fixed_gamma_too=False)
     if frozen:
         add_variant("frozen", {"freeze_weights": True}, fixed_gamma_too=True)
+    if dynamo_guards:
+        add_variant("dynamo-guards", {"skip_guards": False}, fixed_gamma_too=True)
     # Image -1 is the warm-up; the class cycles with the image.
     prompts = [class_prompts(teacher, 1, first=rep) for rep in range(-1, reps)]
     times, outputs = time_interleaved(methods, prompts, [1000 + rep for rep in range(-1, reps)], g, device)
@@ -104,4 +113,5 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
                for k, v in times.items()}
     device_name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     return {"device": device_name, "reps": reps, "drafts": drafts, "teacher": teacher_path, "mode": mode, "gammas": list(gammas),
-            "num_drafts": list(num_drafts), "python_wrapper": python_wrapper, "frozen": frozen, "results": results}
+            "num_drafts": list(num_drafts), "python_wrapper": python_wrapper, "frozen": frozen,
+            "dynamo_guards": dynamo_guards, "results": results}
