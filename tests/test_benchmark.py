@@ -122,3 +122,21 @@ def test_engine_benchmark_streams_images_through_a_batch(tmp_path):
         records["plain-stream/eager"]["ms_per_image"] / stream["ms_per_image"])
     assert 1 <= stream["tokens_per_teacher_call"] <= 4
     assert "5 images streamed" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_engine_benchmark_times_the_frozen_engine_on_the_cpu(tmp_path):
+    """`--methods compile-frozen`: plain and speculative with the weights compiled in (CPU), the same random numbers
+    as eager so the same tokens, and the fastest plain loop chosen among every mode's."""
+    from hf_specdec.bench.engine_speed import EngineBenchmarkArguments, run_engine_benchmark
+
+    tiny_model(0, num_hidden_layers=2).save_pretrained(tmp_path / "teacher")
+    tiny_model(1, num_hidden_layers=1).save_pretrained(tmp_path / "draft")
+    args = EngineBenchmarkArguments(checkpoints_dir=str(tmp_path), draft="draft", gamma=2, extra_gammas=[],
+                                    batch_sizes=[1], methods=["eager", "compile-frozen"], extras=False, reps=1,
+                                    output_dir=str(tmp_path / "out"))
+    records = {r["method"]: r for r in run_engine_benchmark(args)["records"]}
+    assert set(records) == {"plain/eager", "speculative/eager", "plain/compile-frozen", "speculative/compile-frozen"}
+    for family in ("plain", "speculative"):
+        frozen = records[f"{family}/compile-frozen"]
+        assert "error" not in frozen and frozen["tokens_equal_to_" + f"{family}/eager"] > 0.9
+        assert frozen["fastest_plain"] in ("plain/eager", "plain/compile-frozen")

@@ -355,10 +355,18 @@ def test_decoders_are_reused_across_calls(pair):
 
 def test_frozen_weights_equal_eager_and_refuse_changed_weights():
     """`compile_options={"freeze_weights": True}` compiles the weights in as constants (Inductor's C++ GEMM
-    templates): the same greedy tokens as eager decoding, and a call after the weights changed is refused."""
+    templates): the same tokens as eager decoding, greedy and sampled (the same random numbers before every round,
+    which must not be frozen with the weights), at any length, and a call after the weights changed is refused."""
     teacher, draft = tiny_model(0, num_hidden_layers=2), tiny_model(1, num_hidden_layers=1)
     prompt = teacher.class_prompt([0, 1])
     greedy = SamplingConfig(do_sample=False)
+    for model in (None, draft):
+        sampled = SpeculativeDecoder(teacher, model, 3, 2, mode="compile", compile_options={"freeze_weights": True})
+        eager = SpeculativeDecoder(teacher, model, 3, 2, mode="eager")
+        for seed, new_tokens in ((0, None), (1, None), (2, 5)):
+            out, expected = (decoder.generate(prompt, new_tokens, torch.Generator().manual_seed(seed))["sequences"]
+                             for decoder in (sampled, eager))
+            assert torch.equal(out, expected)
     frozen = SpeculativeDecoder(teacher, draft, 3, 2, greedy, "compile", compile_options={"freeze_weights": True})
     expected = SpeculativeDecoder(teacher, draft, 3, 2, greedy, "eager").generate(prompt)["sequences"]
     assert torch.equal(frozen.generate(prompt)["sequences"], expected)

@@ -9,6 +9,8 @@ Methods (`--methods`):
     legacy        the loops before the engine (`speculative/legacy.py`): eager, one host sync per round
     eager         the engine, eager
     compile       the engine, each round `torch.compile(fullgraph=True)`, captured as a CUDA graph on CUDA
+    compile-frozen  the same with the weights compiled in as constants (`freeze_weights=True`: Inductor's C++ GEMM
+                  templates, CPU only; minutes of autotuning in the warm-up call)
     cuda-graph    the engine, each round one captured CUDA graph (CUDA only)
     hf-generate   `teacher.generate()` (DynamicCache), plain only
     hf-static     `teacher.generate(cache_implementation="static")`, which transformers compiles itself on CUDA
@@ -32,7 +34,8 @@ from ..speculative import EarlyExitDraft, SamplingConfig, SpeculativeOutput, cle
 from ..speculative.legacy import legacy_plain_sample, legacy_speculative_sample
 from .timing import check_device, machine_description, quartiles, synchronize
 
-METHODS = ("legacy", "eager", "compile", "cuda-graph", "hf-generate", "hf-static", "hf-assisted")
+METHODS = ("legacy", "eager", "compile", "compile-frozen", "cuda-graph", "hf-generate", "hf-static", "hf-assisted")
+ENGINE_MODES = ("eager", "compile", "compile-frozen", "cuda-graph")  # methods that are the engine in a mode
 
 
 @dataclass
@@ -98,11 +101,15 @@ def _methods(args, teacher, draft, B):
     config = teacher.config
     sampling = SamplingConfig()  # temperature 1, no top-k: the teacher's own distribution
     methods = {}
-    for mode in ("eager", "compile", "cuda-graph"):
-        if mode not in args.methods or (mode == "cuda-graph" and device.type != "cuda"):
+    for mode in ENGINE_MODES:
+        if mode not in args.methods or (mode == "cuda-graph" and device.type != "cuda") or (
+            mode == "compile-frozen" and device.type != "cpu"
+        ):
             continue
-        plain = get_decoder(teacher, None, 0, B, sampling, mode)
-        spec = get_decoder(teacher, draft, args.gamma, B, sampling, mode)
+        frozen = mode == "compile-frozen"
+        engine_mode = "compile" if frozen else mode
+        plain = get_decoder(teacher, None, 0, B, sampling, engine_mode, freeze_weights=frozen)
+        spec = get_decoder(teacher, draft, args.gamma, B, sampling, engine_mode, freeze_weights=frozen)
         new = config.max_position_embeddings - 1
         methods[f"plain/{mode}"] = lambda prompt, g, d=plain: d.generate(prompt, new, g)["sequences"]
         methods[f"speculative/{mode}"] = lambda prompt, g, d=spec: SpeculativeOutput.from_record(
@@ -230,7 +237,7 @@ def run_engine_benchmark(args: EngineBenchmarkArguments) -> dict:
                 record["fastest_plain"] = fastest_plain
             reference = next((f"{family}/{m}" for m in ("cuda-graph", "eager") if f"{family}/{m}" in times
                               and f"{family}/{m}" not in failed), None)
-            if reference is not None and reference != name and mode in ("eager", "compile", "cuda-graph"):
+            if reference is not None and reference != name and mode in ENGINE_MODES:
                 # the engine's modes draw the same random numbers: their images should agree token for token
                 pairs = list(zip(outputs[name], outputs[reference]))
                 equal = [(_tokens(a) == _tokens(b)).float().mean().item() for a, b in pairs]

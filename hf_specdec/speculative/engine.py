@@ -151,7 +151,11 @@ class SpeculativeDecoder:
             self.features = torch.zeros(rows, self.cache_length + G + 2, config.hidden_size, dtype=self.dtype,
                                         device=device)
             self.n_prev = torch.zeros(R, dtype=torch.long, device=device)  # n before the last round
-        if self.mode == "compile":  # fixed addresses: mutating them in place does not stop CUDA graphs
+        # Fixed addresses: mutating them in place does not stop CUDA graphs. Not with frozen weights: Inductor's
+        # freezing turns every static input that a round only reads into a constant of the compiled round, and the
+        # round's random numbers and the call's length are written between rounds (they were frozen at their values
+        # of the compiling call: every round drew the same noise).
+        if self.mode == "compile" and not self.compile_options.get("freeze_weights", False):
             for tensor in self._buffers():
                 torch._dynamo.mark_static_address(tensor)
         self._rounds: dict[int, callable] = {}
