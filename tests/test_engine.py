@@ -353,6 +353,17 @@ def test_decoders_are_reused_across_calls(pair):
     assert torch.equal(plain_sample(teacher, prompt, do_sample=False), plain_sample(teacher, prompt, do_sample=False))
 
 
+def test_frozen_weights_path_is_lossless():
+    """The exact-distribution test on Inductor's frozen-weights rounds (`freeze_weights=True`): the weights are
+    constants of the compiled round, the random numbers of every round must not be (they were, once)."""
+    teacher, draft = small_pair()
+    N, label, K = 40_000, 1, SMALL["codebook_size"]
+    _, exact = exact_distribution(teacher, label, {}, 3)
+    decoder = SpeculativeDecoder(teacher, draft, 2, N, mode="compile", compile_options={"freeze_weights": True})
+    out = run(decoder, teacher.class_prompt([label] * N), 3, seed=0)
+    assert 0.5 * (empirical_distribution(out.sequences[:, 1:], K) - exact).abs().sum().item() < tv_bound(len(exact), N)
+
+
 def test_frozen_weights_equal_eager_and_refuse_changed_weights():
     """`compile_options={"freeze_weights": True}` compiles the weights in as constants (Inductor's C++ GEMM
     templates): the same tokens as eager decoding, greedy and sampled (the same random numbers before every round,
