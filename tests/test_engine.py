@@ -10,6 +10,7 @@ from transformers import DynamicCache
 import hf_specdec.speculative.engine as engine
 import hf_specdec.speculative.sampling as sampling
 from hf_specdec import EarlyExitDraft, RaggedCache, plain_sample, speculative_sample
+from hf_specdec.models import make_feature_draft
 from hf_specdec.speculative import SamplingConfig, SpeculativeDecoder, SpeculativeOutput, clear_decoders
 from tests.conftest import HostSyncCounter, tiny_model
 from tests.test_speculative import SMALL, empirical_distribution, exact_distribution, small_pair, tv_bound
@@ -362,6 +363,20 @@ def test_frozen_weights_path_is_lossless():
     decoder = SpeculativeDecoder(teacher, draft, 2, N, mode="compile", compile_options={"freeze_weights": True})
     out = run(decoder, teacher.class_prompt([label] * N), 3, seed=0)
     assert 0.5 * (empirical_distribution(out.sequences[:, 1:], K) - exact).abs().sum().item() < tv_bound(len(exact), N)
+
+
+def test_frozen_weights_sample_like_eager_on_every_round_kind():
+    """Feature draft, block verification, two chains and guidance with frozen weights: the same sampled tokens as
+    eager rounds given the same random numbers (each kind has buffers of its own that must stay inputs)."""
+    teacher, draft = tiny_model(0, num_hidden_layers=3), tiny_model(1, num_hidden_layers=1)
+    feature = make_feature_draft(teacher, 1, init=False).eval()
+    prompt = teacher.class_prompt([0, 1])
+    for model, setting in ((feature, SamplingConfig()), (draft, SamplingConfig(verification="block")),
+                           (draft, SamplingConfig(num_drafts=2)), (draft, SamplingConfig(cfg_scale=2.0))):
+        out, expected = (SpeculativeDecoder(teacher, model, 3, 2, setting, mode, compile_options=options).generate(
+            prompt, None, torch.Generator().manual_seed(0))["sequences"]
+            for mode, options in (("compile", {"freeze_weights": True}), ("eager", None)))
+        assert torch.equal(out, expected), setting
 
 
 def test_frozen_weights_equal_eager_and_refuse_changed_weights():
