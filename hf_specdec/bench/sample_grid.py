@@ -68,7 +68,7 @@ class SampleGridArguments:
     seed: int = field(default=0, metadata={"help": "Seed."})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda."})
     mode: str = field(default="auto", metadata={"help": "Decoding engine mode for the teacher alone and speculative decoding: auto (CUDA graphs on a GPU, eager on the CPU) | eager | compile (faster on the CPU after ~25 s of compilation per batch size) | cuda-graph."})
-    freeze_weights: bool = field(default=False, metadata={"help": "With --mode compile: the weights compiled in as constants (Inductor's C++ GEMM templates; plain decoding ~1.6x faster on 2 CPU cores, minutes of autotuned compilation per round shape the first time)."})
+    freeze_weights: bool = field(default=False, metadata={"help": "With --mode compile: the weights compiled in as constants (Inductor's C++ GEMM templates; plain decoding ~1.5x faster on 2 CPU cores, minutes of autotuned compilation per round shape the first time)."})
     output: str = field(default="samples.png", metadata={"help": "Where the PNG grid goes."})
 
     def __post_init__(self):

@@ -22,7 +22,7 @@ import torch
 
 from ..models import VQGPTForCausalLM
 from .checks import check_decoder_arguments, check_draft_matches, check_inputs  # noqa: F401 (re-exported)
-from .engine import SpeculativeDecoder
+from .engine import SpeculativeDecoder, placement
 from .sampling import SamplingConfig
 
 
@@ -140,7 +140,7 @@ def get_decoder(teacher, draft, gamma: int, batch_size: int, sampling: SamplingC
     so that later calls replay its compiled rounds or CUDA graphs. `clear_decoders()` frees them."""
     # The models' device and dtype are in the key: a decoder's buffers and caches are allocated for them, so after
     # `teacher.to(...)` the next call builds a new decoder instead of mixing dtypes or devices.
-    key = (id(teacher), id(draft), _placement(teacher), _placement(draft), gamma, batch_size, sampling, mode,
+    key = (id(teacher), id(draft), placement(teacher), placement(draft), gamma, batch_size, sampling, mode,
            None if relaxed_neighbours is None else id(relaxed_neighbours), freeze_weights)
     decoder = _DECODERS.get(key)
     if decoder is not None and decoder.teacher is teacher and decoder.draft is draft and (
@@ -154,14 +154,6 @@ def get_decoder(teacher, draft, gamma: int, batch_size: int, sampling: SamplingC
     while len(_DECODERS) > MAX_CACHED_DECODERS:
         _DECODERS.popitem(last=False)
     return decoder
-
-
-def _placement(model) -> tuple | None:
-    """`(device, dtype)` of a model's first parameter (None without a model)."""
-    if model is None:
-        return None
-    parameter = next(model.parameters())
-    return parameter.device, parameter.dtype
 
 
 def clear_decoders() -> None:
@@ -229,7 +221,7 @@ def speculative_sample(
             whose image is done takes the next prompt (continuous batching), so rows that
             finish early do not wait for the slowest one.
         freeze_weights: with `mode="compile"`, compile the models' weights in as constants (Inductor's C++ GEMM
-            templates on the CPU: plain decoding ~1.6x faster on 2 cores, BENCHMARKS.md "Frozen weights"; the first
+            templates on the CPU: plain decoding ~1.5x faster on 2 cores, BENCHMARKS.md "Frozen weights"; the first
             call autotunes for minutes; a call after the weights changed raises).
     """
     sampling = SamplingConfig(do_sample, temperature, top_k, top_p, cfg_scale, verification, num_drafts, tree_depth)

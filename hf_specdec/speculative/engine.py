@@ -35,6 +35,7 @@ rounds draw the same samples.
 """
 
 import functools
+import itertools
 import math
 import time
 import types
@@ -93,8 +94,9 @@ class SpeculativeDecoder:
         relaxed_neighbours: torch.Tensor | None = None,
         compile_options: dict | None = None,
     ):
+        compile_options = compile_options or {}
         check_decoder_arguments(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours,
-                                (compile_options or {}).get("freeze_weights", False))
+                                compile_options.get("freeze_weights", False))
         config = teacher.config
         self.teacher, self.draft = teacher, draft
         self.gamma = gamma if draft is not None else 0
@@ -102,11 +104,11 @@ class SpeculativeDecoder:
         self.num_chains = sampling.num_drafts**sampling.tree_depth if draft is not None else 1  # per row
         self.rows = batch_size * self.num_chains  # one buffer row per draft chain
         self.sampling = sampling
-        parameter = next(teacher.parameters())
-        self.device, self.dtype = parameter.device, parameter.dtype
+        self.device, self.dtype = placement(teacher)
         self.mode = resolve_mode(mode, self.device)
         self.relaxed_neighbours = relaxed_neighbours
-        self.compile_options = compile_options or {}
+        self.compile_options = compile_options
+        self.freeze_weights = compile_options.get("freeze_weights", False)
         if not isinstance(self.compile_options.get("skip_guards", True), bool):
             raise ValueError(f"`compile_options['skip_guards']` must be True or False, got "
                              f"{self.compile_options['skip_guards']!r}.")
@@ -155,7 +157,7 @@ class SpeculativeDecoder:
         # freezing turns every static input that a round only reads into a constant of the compiled round, and the
         # round's random numbers and the call's length are written between rounds (they were frozen at their values
         # of the compiling call: every round drew the same noise).
-        if self.mode == "compile" and not self.compile_options.get("freeze_weights", False):
+        if self.mode == "compile" and not self.freeze_weights:
             for tensor in self._buffers():
                 torch._dynamo.mark_static_address(tensor)
         self._rounds: dict[int, callable] = {}
@@ -393,7 +395,7 @@ class SpeculativeDecoder:
             # gamma), shapes static.
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
             options = {"fullgraph": True, "dynamic": False, **self.compile_options}
-            freeze = options.pop("freeze_weights", False)
+            options.pop("freeze_weights", None)  # `self.freeze_weights`
             # (`torch.compile` takes either a mode or options; a backend other than Inductor has no wrapper)
             skip_guards = options.pop("skip_guards", True) and "mode" not in options
             if self.device.type == "cpu" and "backend" not in options and "mode" not in options:
@@ -401,7 +403,7 @@ class SpeculativeDecoder:
                 # wrapper, 20-25 % faster per round on 2 CPU cores for plain and speculative decoding alike
                 # (BENCHMARKS.md), for a longer first compile (about a minute per draft length, then cached on disk).
                 options["options"] = {"cpp_wrapper": True, **options.get("options", {})}
-            if freeze:  # also patched around the compiling call (`_frozen`); in the options they make the frozen rounds
+            if self.freeze_weights:  # also patched around the compiling call (`_frozen`); in the options they make the frozen rounds
                 # a backend of their own, so that they never share compiled entries of `round` with unfrozen ones
                 options["options"] = {**options.get("options", {}), **FROZEN_INDUCTOR_OPTIONS}
             if skip_guards:
@@ -420,7 +422,7 @@ class SpeculativeDecoder:
                 with torch.inference_mode():
                     compiled(gamma)
 
-            if freeze:
+            if self.freeze_weights:
                 run_compiled = self._frozen(run_compiled)
 
             # On CUDA, Inductor's fused kernels are captured as one graph per round, like the eager ones: the same
@@ -460,10 +462,10 @@ class SpeculativeDecoder:
         for name, model in (("teacher", self.teacher), ("draft", self.draft)):
             if model is None:
                 continue
-            parameter = next(model.parameters())
-            if (parameter.dtype, parameter.device) != (self.dtype, self.device):
-                raise ValueError(f"The {name} moved to {parameter.dtype} on {parameter.device} after this decoder was "
-                                 f"built for {self.dtype} on {self.device}: build a new decoder for it.")
+            device, dtype = placement(model)
+            if (device, dtype) != (self.device, self.dtype):
+                raise ValueError(f"The {name} moved to {dtype} on {device} after this decoder was built for "
+                                 f"{self.dtype} on {self.device}: build a new decoder for it.")
         if self._frozen_versions is not None and self._weight_versions() != self._frozen_versions:
             raise ValueError("The models' weights changed after this decoder compiled them in as constants "
                              "(`compile_options={'freeze_weights': True}`): build a new decoder after "
@@ -678,6 +680,14 @@ FROZEN_INDUCTOR_OPTIONS = {"freezing": True, "max_autotune": True, "max_autotune
                            "max_autotune_report_choices_stats": False, "autotune_num_choices_displayed": 0}
 
 
+def placement(model) -> tuple | None:
+    """`(device, dtype)` of a model's first parameter (None without a model)."""
+    if model is None:
+        return None
+    parameter = next(model.parameters())
+    return parameter.device, parameter.dtype
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -690,7 +700,7 @@ def _own_code(function):
     return types.FunctionType(code, function.__globals__, code.co_name, function.__defaults__, function.__closure__)
 
 
-_copies = iter(range(1 << 62))
+_copies = itertools.count()
 
 
 def _global_state_guards(guard_entries):
