@@ -39,6 +39,7 @@ BAD_INPUT = [
     ("generate.py", ["--top_k", "2.5"], ["top_k", "invalid int"]),
     ("generate.py", ["--gamma", "0"], ["gamma"]),
     ("generate.py", ["--mode", "fast"], ["mode"]),
+    ("generate.py", ["--verification", "tree"], ["verification", "block"]),
     ("generate.py", ["--freeze_weights", "true"], ["freeze_weights", "compile"]),
     ("generate.py", ["--gamma", "65"], ["gamma", "64"]),
     ("generate.py", ["--guidance_scale", "inf"], ["guidance_scale"]),

@@ -79,3 +79,17 @@ def test_main_job_takes_the_feature_draft_and_refuses_it_for_assisted_generation
     assert result["images"] == 2 and 0 < result["alpha"] <= 1 and result["per_image"]["speedup"] > 0
     with pytest.raises(ValueError, match="`assistant` .* feature-conditioned draft: `--method assisted`"):
         run_sample_grid(SampleGridArguments(assistant=feature, method="assisted", output=str(tmp_path / "a.png")))
+
+
+def test_main_job_runs_block_verification_and_refuses_it_where_nothing_is_drafted(tmp_path):
+    import pytest
+
+    paths = _tiny_set(tmp_path)
+    out = tmp_path / "block.png"
+    result = run_sample_grid(SampleGridArguments(**paths, classes=[1], samples_per_class=2, gamma=5,
+                                                 verification="block", output=str(out)))
+    assert result["images"] == 2 and 0 <= result["alpha"] <= 1 and result["tokens_per_teacher_call"] >= 1
+    assert result["whole_grid"]["speedup"] > 0 and out.stat().st_size > 0
+    for method in ("assisted", "plain"):
+        with pytest.raises(ValueError, match=f"`verification` 'block' is for `method` speculative .*{method!r}"):
+            SampleGridArguments(**paths, method=method, verification="block", output=str(out))

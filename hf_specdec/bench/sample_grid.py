@@ -25,6 +25,7 @@ from ..pipeline import (check_sampling_options, check_tokenizer_matches, class_p
                         recorded_class_names)
 from ..speculative import EarlyExitDraft, check_draft_matches, plain_sample, speculative_sample
 from ..speculative.checks import MODES, check_freeze_weights
+from ..speculative.sampling import VERIFICATIONS
 from .timing import check_device, time_interleaved
 
 
@@ -60,6 +61,7 @@ class SampleGridArguments:
     samples_per_class: int = field(default=4, metadata={"help": "Images per class (per row)."})
     rows: int | None = field(default=None, metadata={"help": "Unconditional teachers: rows of samples_per_class images (default 4); a class-conditional teacher draws one row per class."})
     gamma: int = field(default=6, metadata={"help": "Drafted tokens per round."})
+    verification: str = field(default="token", metadata={"help": "speculative / self-speculative: token (Leviathan et al.: each drafted token tested in turn) | block (Sun et al. 2025: the block tested jointly; as exact, more tokens per teacher call at long gammas, e.g. --gamma 12)."})
     self_speculative_layers: int = field(default=2, metadata={"help": "Teacher layers used as draft (self-speculative)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
     top_k: int | None = field(default=None, metadata={"help": "Top-k (None = off)."})
@@ -67,7 +69,7 @@ class SampleGridArguments:
     batch_size: int | None = field(default=None, metadata={"help": "Whole grid: rows decoded at once (default: every image in one batch); fewer streams the images through them, a row taking the next image when its own is done."})
     seed: int = field(default=0, metadata={"help": "Seed."})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda."})
-    mode: str = field(default="auto", metadata={"help": "Decoding engine mode for the teacher alone and speculative decoding: auto (CUDA graphs on a GPU, eager on the CPU) | eager | compile (faster on the CPU after ~25 s of compilation per batch size) | cuda-graph."})
+    mode: str = field(default="auto", metadata={"help": "Decoding engine mode for the teacher alone and speculative decoding: auto (CUDA graphs on a GPU, eager on the CPU) | eager | compile (faster on the CPU after about a minute of compilation per round shape the first time, cached on disk) | cuda-graph."})
     freeze_weights: bool = field(default=False, metadata={"help": "With --mode compile: the weights compiled in as constants (Inductor's C++ GEMM templates; plain decoding ~1.5x faster on 2 CPU cores, minutes of autotuned compilation per round shape the first time)."})
     output: str = field(default="samples.png", metadata={"help": "Where the PNG grid goes."})
 
@@ -85,6 +87,11 @@ class SampleGridArguments:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
         if self.mode not in MODES:
             raise ValueError(f"`mode` must be one of {', '.join(MODES)}; got {self.mode!r}.")
+        if self.verification not in VERIFICATIONS:
+            raise ValueError(f"`verification` must be one of {', '.join(VERIFICATIONS)}; got {self.verification!r}.")
+        if self.verification != "token" and self.method not in ("speculative", "self-speculative"):
+            raise ValueError(f"`verification` {self.verification!r} is for `method` speculative or self-speculative; "
+                             f"{self.method!r} {'verifies token by token (transformers)' if self.method == 'assisted' else 'drafts nothing'}.")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"`batch_size` must be >= 1 (or unset: every image in one batch), got {self.batch_size}.")
         check_device(self.device)
@@ -160,7 +167,8 @@ def run_sample_grid(args: SampleGridArguments) -> dict:
             return teacher.generate(prompt, assistant_model=draft, do_sample=True, temperature=args.temperature,
                                     top_k=args.top_k, cfg_scale=args.guidance_scale)
         return speculative_sample(teacher, draft, prompt, gamma=args.gamma, generator=generator, mode=args.mode,
-                                  batch_size=batch_size(prompt), freeze_weights=args.freeze_weights, **sampling)
+                                  batch_size=batch_size(prompt), freeze_weights=args.freeze_weights,
+                                  verification=args.verification, **sampling)
 
     def batch_size(prompt):  # the whole grid streams through `args.batch_size` rows; single images run alone
         return min(args.batch_size, len(prompt)) if args.batch_size else len(prompt)
@@ -187,8 +195,9 @@ def run_sample_grid(args: SampleGridArguments) -> dict:
     alpha = statistics.mean(out.alpha for out in speculative) if speculative else None
     per_call = statistics.mean(out.tokens_per_teacher_call for out in speculative) if speculative else None
     images = decode_sequences(tokenizer, sequences, teacher.config)
-    what = {"speculative": f"speculative ({os.path.basename(args.assistant.rstrip('/'))}, gamma {args.gamma})",
-            "self-speculative": f"self-speculative ({args.self_speculative_layers} teacher layers, gamma {args.gamma})",
+    block = ", block verification" if args.verification == "block" else ""
+    what = {"speculative": f"speculative ({os.path.basename(args.assistant.rstrip('/'))}, gamma {args.gamma}{block})",
+            "self-speculative": f"self-speculative ({args.self_speculative_layers} teacher layers, gamma {args.gamma}{block})",
             "assisted": f"HF assisted generation (gamma {args.gamma})", "plain": "teacher alone"}[args.method]
     title = f"{what}, T={args.temperature:g}" + (f": {per_image['speedup']:.2f}x per image" if args.method != "plain" else "")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
