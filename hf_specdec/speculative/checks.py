@@ -87,6 +87,14 @@ def check_freeze_weights(freeze_weights, mode: str) -> None:
         raise ValueError(f"`freeze_weights` compiles the weights into the rounds: it needs mode='compile', got {mode!r}.")
 
 
+def placement(model) -> tuple | None:
+    """`(device, dtype)` of a model's first parameter (None without a model)."""
+    if model is None:
+        return None
+    parameter = next(model.parameters())
+    return parameter.device, parameter.dtype
+
+
 def check_decoder_arguments(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours=None,
                             freeze_weights=False) -> None:
     """What a `SpeculativeDecoder` needs before it allocates anything."""
@@ -99,16 +107,15 @@ def check_decoder_arguments(teacher, draft, gamma, batch_size, sampling, mode, r
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {', '.join(MODES)}, got {mode!r}.")
     check_freeze_weights(freeze_weights, mode)
-    parameter = next(teacher.parameters())
-    device = parameter.device
+    device, dtype = placement(teacher)
     if mode == "cuda-graph" and device.type != "cuda":
         raise ValueError("`mode='cuda-graph'` needs the models on a CUDA device; use 'eager' or 'compile' on the CPU.")
     if draft is None:
         return
     check_model(draft, "draft")
     check_draft_matches(teacher, draft)
-    for what, t, d in (("dtype", parameter.dtype, next(draft.parameters()).dtype),
-                       ("device", device, next(draft.parameters()).device)):
+    draft_device, draft_dtype = placement(draft)
+    for what, t, d in (("dtype", dtype, draft_dtype), ("device", device, draft_device)):
         if t != d:
             raise ValueError(f"`draft` has {what} {d} but the teacher {t}: both models must have the same {what} "
                              f"(e.g. `draft.to(teacher.device, teacher.dtype)`).")

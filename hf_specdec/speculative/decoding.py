@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 
 from ..models import VQGPTForCausalLM
-from .checks import check_decoder_arguments, check_draft_matches, check_inputs  # noqa: F401 (re-exported)
-from .engine import SpeculativeDecoder, placement
+from .checks import check_decoder_arguments, check_draft_matches, check_inputs, placement  # noqa: F401 (re-exported)
+from .engine import SpeculativeDecoder
 from .sampling import SamplingConfig
 
 

@@ -44,7 +44,7 @@ import torch
 
 from . import sampling
 from .cache import RaggedCache
-from .checks import check_decoder_arguments, check_inputs
+from .checks import check_decoder_arguments, check_inputs, placement
 from .sampling import SamplingConfig
 
 
@@ -678,14 +678,6 @@ def _copy_rows(buffers: list[torch.Tensor], source: torch.Tensor, slots: torch.T
 # C++ GEMM templates with their epilogues fused (BENCHMARKS.md, "Frozen weights").
 FROZEN_INDUCTOR_OPTIONS = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN",
                            "max_autotune_report_choices_stats": False, "autotune_num_choices_displayed": 0}
-
-
-def placement(model) -> tuple | None:
-    """`(device, dtype)` of a model's first parameter (None without a model)."""
-    if model is None:
-        return None
-    parameter = next(model.parameters())
-    return parameter.device, parameter.dtype
 
 
 def _synchronize(device: torch.device) -> None:
