@@ -93,3 +93,17 @@ def test_main_job_runs_block_verification_and_refuses_it_where_nothing_is_drafte
     for method in ("assisted", "plain"):
         with pytest.raises(ValueError, match=f"`verification` 'block' is for `method` speculative .*{method!r}"):
             SampleGridArguments(**paths, method=method, verification="block", output=str(out))
+
+
+def test_each_checkpoint_set_brings_its_decoding_defaults_and_flags_replace_them(tmp_path):
+    from hf_specdec.bench.sample_grid import CHECKPOINT_SETS
+
+    out = str(tmp_path / "grid.png")
+    for name, shipped in CHECKPOINT_SETS.items():
+        args = SampleGridArguments(checkpoints=name, output=out)
+        assert (args.gamma, args.verification) == (shipped.gamma, shipped.verification)
+        args = SampleGridArguments(checkpoints=name, gamma=9, verification="token", output=out)
+        assert (args.gamma, args.verification) == (9, "token")
+        # transformers' assisted generation verifies token by token: the set's block default does not apply to it
+        assert SampleGridArguments(checkpoints=name, method="assisted", output=out).verification == "token"
+    assert SampleGridArguments(checkpoints="photos-uncond", method="self-speculative", output=out).verification == "block"

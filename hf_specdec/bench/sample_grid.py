@@ -35,16 +35,24 @@ class CheckpointSet:
     assistant: str
     tokenizer: str
     description: str
+    gamma: int  # the set's decoding defaults: the draft's acceptance decides how many tokens a round can afford
+    verification: str
 
 
-# The shipped checkpoint sets, by name (folders relative to the repository root, where the scripts run).
+# The shipped checkpoint sets, by name (folders relative to the repository root, where the scripts run). Their
+# decoding defaults: block verification (Sun et al. 2025) accepts at least as many tokens per round as token-wise
+# at the same cost, and the photographs' weaker drafts (alpha ~0.7 against ~0.86) pay for shorter rounds; measured
+# for each set on 2 CPU cores in BENCHMARKS.md ("The main job's defaults").
 CHECKPOINT_SETS = {
     "digits": CheckpointSet("checkpoints/digits/teacher", "checkpoints/digits/draft-1L",
-                            "checkpoints/digits/vq-tokenizer", "handwritten digits, 8x8 tokens, 10 classes"),
+                            "checkpoints/digits/vq-tokenizer", "handwritten digits, 8x8 tokens, 10 classes",
+                            gamma=6, verification="block"),
     "photos": CheckpointSet("checkpoints/photos/teacher", "checkpoints/photos/draft-1L",
-                            "checkpoints/photos/vq-tokenizer", "crops of ten photographs, 8x8 tokens, 10 classes"),
+                            "checkpoints/photos/vq-tokenizer", "crops of ten photographs, 8x8 tokens, 10 classes",
+                            gamma=4, verification="block"),
     "photos-uncond": CheckpointSet("checkpoints/photos/teacher-uncond", "checkpoints/photos/draft-uncond-1L",
-                                   "checkpoints/photos/vq-tokenizer", "crops of ten photographs, unconditional"),
+                                   "checkpoints/photos/vq-tokenizer", "crops of ten photographs, unconditional",
+                                   gamma=4, verification="block"),
 }
 
 METHODS = ("speculative", "self-speculative", "assisted", "plain")
@@ -60,8 +68,8 @@ class SampleGridArguments:
     classes: list[int] | None = field(default=None, metadata={"help": "Class ids to draw (default: all)."})
     samples_per_class: int = field(default=4, metadata={"help": "Images per class (per row)."})
     rows: int | None = field(default=None, metadata={"help": "Unconditional teachers: rows of samples_per_class images (default 4); a class-conditional teacher draws one row per class."})
-    gamma: int = field(default=6, metadata={"help": "Drafted tokens per round."})
-    verification: str = field(default="token", metadata={"help": "speculative / self-speculative: token (Leviathan et al.: each drafted token tested in turn) | block (Sun et al. 2025: the block tested jointly; as exact, more tokens per teacher call at long gammas, e.g. --gamma 12)."})
+    gamma: int | None = field(default=None, metadata={"help": f"Drafted tokens per round (default: the set's; {', '.join(f'{k} {v.gamma}' for k, v in CHECKPOINT_SETS.items())})."})
+    verification: str | None = field(default=None, metadata={"help": "speculative / self-speculative: token (Leviathan et al.: each drafted token tested in turn) | block (Sun et al. 2025: the block tested jointly; as exact, never fewer tokens per teacher call at the same cost). Default: the set's (block) for speculative and self-speculative, token for assisted (transformers verifies token by token)."})
     self_speculative_layers: int = field(default=2, metadata={"help": "Teacher layers used as draft (self-speculative)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
     top_k: int | None = field(default=None, metadata={"help": "Top-k (None = off)."})
@@ -77,11 +85,13 @@ class SampleGridArguments:
         if self.checkpoints not in CHECKPOINT_SETS:
             raise ValueError(f"`checkpoints` must be one of {', '.join(CHECKPOINT_SETS)}; got {self.checkpoints!r}.")
         shipped = CHECKPOINT_SETS[self.checkpoints]
-        for name in ("teacher", "assistant", "tokenizer"):
+        for name in ("teacher", "assistant", "tokenizer", "gamma"):
             if getattr(self, name) is None:
                 setattr(self, name, getattr(shipped, name))
         if self.method not in METHODS:
             raise ValueError(f"`method` must be one of {', '.join(METHODS)}; got {self.method!r}.")
+        if self.verification is None:
+            self.verification = shipped.verification if self.method in ("speculative", "self-speculative") else "token"
         for name in ("samples_per_class", "rows", "gamma", "self_speculative_layers"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
