@@ -3,6 +3,7 @@ templates in `model_cards/` (shipped as package data) with `model-index` results
 
 import json
 import os
+import tempfile
 
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -40,11 +41,19 @@ def check_output_file(path: str, argument: str = "output") -> None:
     if os.path.isdir(path):
         raise ValueError(f"`{argument}` {path!r} is a folder, not a file.")
     _check_writable_ancestor(os.path.dirname(os.path.abspath(path)), path, argument, "written")
+    if os.path.exists(path):
+        try:
+            with open(path, "r+b"):  # opened for writing, left unchanged
+                pass
+        except OSError as error:
+            raise ValueError(f"`{argument}` {path!r} cannot be written ({type(error).__name__}: "
+                             f"{error.strerror or error}).") from None
 
 
 def _check_writable_ancestor(start: str, path: str, argument: str, what: str) -> None:
-    """The nearest existing folder at or above `start` (absolute) must be a writable folder, or `path` cannot be
-    `what` (made, written)."""
+    """The nearest existing folder at or above `start` (absolute) must be a folder where a file can really be made
+    (a probe file is made and removed: `os.access` says yes to root on read-only and virtual file systems such as
+    /sys), or `path` cannot be `what` (made, written). Called before any work, so that none is done for nothing."""
     existing = start
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
@@ -52,6 +61,13 @@ def _check_writable_ancestor(start: str, path: str, argument: str, what: str) ->
         raise ValueError(f"`{argument}` {path!r} cannot be {what}: {existing!r} is a file.")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"`{argument}` {path!r} cannot be {what}: {existing!r} is not writable.")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".write-test-", dir=existing)
+        os.close(handle)
+        os.remove(probe)
+    except OSError as error:
+        raise ValueError(f"`{argument}` {path!r} cannot be {what}: nothing can be written in {existing!r} "
+                         f"({type(error).__name__}: {error.strerror or error}).") from None
 
 
 def checkpoint_path(checkpoints_dir: str, name: str) -> str:
@@ -68,6 +84,13 @@ def load_pretrained(cls, name: str, argument: str, device: str | torch.device | 
     """
     try:
         model = cls.from_pretrained(name, **kwargs)
+    except RuntimeError as error:  # transformers: weights of other shapes than the config.json describes
+        if "mismatched" not in str(error) and "size mismatch" not in str(error):
+            raise
+        has_config = not os.path.isdir(name) or os.path.exists(os.path.join(name, "config.json"))
+        raise ValueError(f"`{argument}` {name!r} holds weights whose shapes do not fit "
+                         f"{'its config.json' if has_config else 'the default config: it has no config.json'} "
+                         f"(a {cls.__name__} saved with another configuration, or an edited config.json).") from None
     except (OSError, ValueError, SafetensorError) as error:
         folder = weights_folder(name)
         damaged = damaged_safetensors(folder) if folder else []

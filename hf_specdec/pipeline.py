@@ -1,6 +1,8 @@
 """Glue between a tokenizer and a VQGPT: compatibility checks, class prompts for a batch, token sequences ->
 images, `sample_images` (prompts -> `generate` -> images), and the sampling options of a script checked up front."""
 
+import numbers
+
 import torch
 
 from .models import VQGPTForCausalLM
@@ -48,6 +50,14 @@ def check_dataset_matches(config, class_names: list[str], argument: str = "datas
                          f"{recorded[:4]}...: use the dataset the model was trained on.")
 
 
+# `generate` arguments that set the sequence length: `sample_images` always draws whole images.
+LENGTH_ARGUMENTS = frozenset({"max_new_tokens", "max_length", "min_new_tokens", "min_length"})
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def class_prompts(model: VQGPTForCausalLM, labels: torch.Tensor | list[int] | int, first: int = 0) -> torch.LongTensor:
     """Prompts `(B, 1)` for a batch, on the model's device.
 
@@ -59,16 +69,45 @@ def class_prompts(model: VQGPTForCausalLM, labels: torch.Tensor | list[int] | in
     An unconditional model (`num_classes=0`) gets `B` null prompts either way.
     """
     num_classes = model.config.num_classes
-    if isinstance(labels, int):
+    if isinstance(labels, bool):
+        raise ValueError(f"`labels` must be class ids or a batch size (an integer >= 1), got {labels!r}.")
+    if isinstance(labels, int):  # a Python int only: a tensor or NumPy scalar is a class id, as before
+        if labels < 1:
+            raise ValueError(f"`labels` as a batch size must be an integer >= 1, got {labels!r}.")
+        if not _is_int(first):
+            raise ValueError(f"`first` must be an integer class id, got {first!r}.")
         labels = (first + torch.arange(labels)) % max(num_classes, 1)
     if num_classes == 0:
-        return model.class_prompt(None, batch_size=len(labels))
+        try:
+            batch = len(labels)
+        except TypeError:
+            batch = 0
+        if batch < 1:
+            raise ValueError(f"`labels` must be a batch size (an integer >= 1) or a non-empty batch of class ids, got "
+                             f"{labels!r}.")
+        return model.class_prompt(None, batch_size=batch)
     return model.class_prompt(labels)
 
 
 def sequence_codes(sequences: torch.LongTensor, config) -> torch.LongTensor:
-    """Token sequences `(B, 1 + h*w)` (prompt token, then the codes) -> code grids `(B, h, w)`."""
-    return sequences[:, 1:].reshape(-1, config.grid_h, config.grid_w)
+    """Token sequences `(B, 1 + h*w)` (prompt token, then the codes) -> code grids `(B, h, w)`.
+
+    Raises `ValueError` naming `sequences` unless they are whole sequences of the model `config`'s grid: an integer
+    tensor `(B, 1 + grid_h * grid_w)` whose codes are in `[0, codebook_size)` (e.g. not cut short by a
+    `max_new_tokens`)."""
+    length = 1 + config.grid_h * config.grid_w
+    if not isinstance(sequences, torch.Tensor) or sequences.dim() != 2 or sequences.shape[1] != length:
+        shape = tuple(sequences.shape) if isinstance(sequences, torch.Tensor) else type(sequences).__name__
+        raise ValueError(f"`sequences` must be whole token sequences (B, {length}) (prompt token + the "
+                         f"{config.grid_h}x{config.grid_w} grid's codes), got {shape}: generate the whole grid "
+                         "(no shorter `max_new_tokens` / `max_length`).")
+    if sequences.is_floating_point() or sequences.is_complex() or sequences.dtype == torch.bool:
+        raise ValueError(f"`sequences` must be integer token ids, got {sequences.dtype}.")
+    codes = sequences[:, 1:]
+    if codes.numel() and (codes.min() < 0 or codes.max() >= config.codebook_size):
+        raise ValueError(f"`sequences` hold codes outside [0, {config.codebook_size}) after the prompt token (min "
+                         f"{int(codes.min())}, max {int(codes.max())}): not sequences of this model's codebook.")
+    return codes.reshape(-1, config.grid_h, config.grid_w)
 
 
 @torch.no_grad()
@@ -84,11 +123,28 @@ def sample_images(
 ) -> tuple[torch.Tensor, torch.LongTensor]:
     """Sample images for class ids `labels` (or `num_images` unconditional ones) with `model.generate`.
 
-    `generate_kwargs` go to `generate` (`do_sample`, `top_k`, `cfg_scale`, `assistant_model`, ...).
+    `generate_kwargs` go to `generate` (`do_sample`, `top_k`, `cfg_scale`, `assistant_model`, ...); the whole grid is
+    always drawn, so length arguments (`max_new_tokens`, `max_length`, ...) are refused. `num_images` with `labels`
+    must be their number (one image per label).
     Returns `(images (B, 3, H, W) in [-1, 1], codes (B, h, w))`.
     """
+    if num_images is not None and (not _is_int(num_images) or num_images < 1):
+        raise ValueError(f"`num_images` must be an integer >= 1 or None, got {num_images!r}.")
+    lengths = sorted(LENGTH_ARGUMENTS & set(generate_kwargs))
+    if lengths:
+        raise ValueError(f"`{lengths[0]}` is not an argument of `sample_images`: it always draws the whole "
+                         f"{model.config.grid_h}x{model.config.grid_w} grid of every image.")
     check_tokenizer_matches(tokenizer, model.config)
-    prompt = model.class_prompt(labels, batch_size=num_images)
+    if labels is None:
+        if num_images is None:
+            raise ValueError("`sample_images` needs `labels` (class ids, one image each) or `num_images` (that many "
+                             "unconditional images); got neither.")
+        prompt = model.class_prompt(None, batch_size=num_images)
+    else:
+        prompt = model.class_prompt(labels)
+        if num_images is not None and num_images != len(prompt):
+            raise ValueError(f"`num_images` {num_images} disagrees with the {len(prompt)} `labels` (one image per "
+                             "label): give one of them, or as many labels as images.")
     sequences = model.generate(prompt, **generate_kwargs)  # the default max_length is the whole grid
     return decode_sequences(tokenizer, sequences, model.config), sequence_codes(sequences, model.config)
 

@@ -7,6 +7,8 @@ metrics of `hf_specdec.metrics`; `scripts/evaluate_quality.py` is its command li
 
 import json
 import os
+import re
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -18,7 +20,7 @@ from ..images import images_to_tensor, save_image_grid
 from ..metrics import load_metric
 from ..metrics.classifier import DigitsClassifier
 from ..metrics.quality import inception_metrics
-from ..models import VQGPTForCausalLM, VQTokenizer
+from ..models import VQGPT_PRESETS, VQGPTForCausalLM, VQTokenizer
 from ..pipeline import check_dataset_matches, check_sampling_options, check_tokenizer_matches, class_prompts, decode_sequences
 from ..speculative import latent_neighbours, plain_sample, speculative_sample
 from .timing import check_device
@@ -30,7 +32,7 @@ class QualityArguments:
     teacher: str = field(default="teacher", metadata={"help": "Teacher sub-folder."})
     tokenizer: str = field(default="vq-tokenizer", metadata={"help": "Tokenizer sub-folder."})
     classifier: str = field(default="classifier", metadata={"help": "DigitsClassifier sub-folder (FID/IS features)."})
-    drafts: list[str] = field(default_factory=lambda: ["draft-1L", "student-4L", "student-10L"], metadata={"help": "Students scored alone."})
+    drafts: list[str] = field(default_factory=lambda: ["draft-1L", "student-4L", "student-10L"], metadata={"help": "Students scored alone: sub-folders, folder paths or Hub repo ids; a size preset's name (student-4L, ...) with no folder is skipped with a note, any other unknown name is refused."})
     speculative_draft: str = field(default="draft-1L", metadata={"help": "Draft of the speculative runs; `none` scores "
                                    "the teacher (and the drafts alone) only, e.g. to compare teachers."})
     gamma: int = field(default=4, metadata={"help": "Draft length of the speculative runs."})
@@ -92,6 +94,67 @@ def check_classifier(classifier_path: str, class_names: list[str], resolution: i
                          f"images here are {resolution}x{resolution}: {retrain}.")
 
 
+def resolve_drafts(names: list[str], checkpoints_dir: str, notes: list[str]) -> list[str]:
+    """The `drafts` to score alone, each a folder under `checkpoints_dir`, an existing folder (absolute, or relative
+    to the working directory) or a Hub repo id (`owner/name`); `load_draft` then refuses one that holds no draft.
+
+    A size preset's name (`VQGPT_PRESETS`: `student-4L`, ...; the default list's students, which may not be trained
+    yet) with no folder under `checkpoints_dir` is skipped with a warning and a note in `notes` (the results report
+    it). Any other name raises `ValueError` naming `drafts`, before anything is sampled: a typo would otherwise
+    vanish from the results without a word."""
+    if isinstance(names, str) or not isinstance(names, (list, tuple)):
+        raise ValueError(f"`drafts` must be a list of draft names, got {names!r}.")
+    kept = []
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"`drafts` must hold draft folder names, got {name!r} in {list(names)}.")
+        if os.path.isdir(os.path.join(checkpoints_dir, name)) or os.path.isdir(name):
+            kept.append(name)
+        elif name in VQGPT_PRESETS:
+            note = f"skipped draft {name!r}: no folder {os.path.join(checkpoints_dir, name)} (not trained yet?)"
+            warnings.warn(note, stacklevel=3)
+            notes.append(note)
+        elif os.path.exists(name) or os.path.exists(os.path.join(checkpoints_dir, name)):
+            raise ValueError(f"`drafts` {name!r} is a file, not a model folder.")
+        elif _HUB_ID.fullmatch(name):
+            kept.append(name)  # a Hub repo id: load_draft downloads it or says why not
+        else:
+            available = sorted(d for d in os.listdir(checkpoints_dir) if os.path.isdir(os.path.join(checkpoints_dir, d)))
+            raise ValueError(f"`drafts` {name!r} is neither a folder in {checkpoints_dir!r} ({', '.join(available) or 'none'}) "
+                             "nor an existing folder path or a Hub repo id (owner/name).")
+    return kept
+
+
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+def check_relaxed_neighbours(k, tokenizer) -> None:
+    """Raise `ValueError` naming `relaxed_neighbours` unless it is 0 (no relaxed run) or a number of latent
+    neighbours the tokenizer's codebook has (1..K, the code itself included)."""
+    K = tokenizer.quantize.embedding.weight.shape[0]
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= K:
+        raise ValueError(f"`relaxed_neighbours` must be an integer in [0, {K}] (0 = no relaxed run; the tokenizer has "
+                         f"{K} codes), got {k!r}.")
+
+
+def _file_stem(name: str) -> str:
+    """A file name (no folder) for a draft given as a name, a path or a Hub repo id."""
+    return os.path.basename(os.path.normpath(name)).replace(" ", "-") or "draft"
+
+
+def _grid_files(stems: dict[str, str]) -> dict[str, str]:
+    """method -> `<stem>.png`, a bare file name (it lands in output_dir/samples), unique among the methods."""
+    files, used = {}, set()
+    for method, stem in stems.items():
+        stem = os.path.basename(stem) or "samples"
+        file, i = f"{stem}.png", 2
+        while file in used:
+            file, i = f"{stem}-{i}.png", i + 1
+        used.add(file)
+        files[method] = file
+    return files
+
+
 def evaluate_quality(args: QualityArguments, data_args: DataArguments | None = None) -> dict:
     data_args = data_args or DataArguments()
     load = lambda cls, name, argument: load_pretrained(cls, checkpoint_path(args.checkpoints_dir, name), argument, args.device)  # noqa: E731
@@ -99,13 +162,20 @@ def evaluate_quality(args: QualityArguments, data_args: DataArguments | None = N
     check_sampling_options(teacher, gamma=args.gamma, temperature=args.temperature, top_k=args.top_k)
     tokenizer = load(VQTokenizer, args.tokenizer, "tokenizer")
     check_tokenizer_matches(tokenizer, teacher.config, data_args.resolution)
+    check_relaxed_neighbours(args.relaxed_neighbours, tokenizer)
     # Drafts are loaded and checked before any sampling, so a bad one costs no work.
-    drafts = {name: load_draft(checkpoint_path(args.checkpoints_dir, name), "drafts", teacher, args.device)
-              for name in args.drafts if os.path.isdir(os.path.join(args.checkpoints_dir, name))}
+    notes = []
+    drafts = {}
+    for name in resolve_drafts(args.drafts, args.checkpoints_dir, notes):
+        drafts[name] = load_draft(checkpoint_path(args.checkpoints_dir, name), "drafts", teacher, args.device)
     for name, model in drafts.items():
         if getattr(model, "reads_features", False):
             raise ValueError(f"`drafts` {name!r} is a feature-conditioned draft: it cannot sample alone (it reads the "
                              "teacher's hidden states); give it as `speculative_draft` instead.")
+    draft = None
+    if args.speculative_draft.lower() != "none":
+        draft = drafts[args.speculative_draft] if args.speculative_draft in drafts else load_draft(
+            checkpoint_path(args.checkpoints_dir, args.speculative_draft), "speculative_draft", teacher, args.device)
     classifier_path = os.path.join(args.checkpoints_dir, args.classifier)
     splits = data_args.load()
     class_names = splits["train"].features["label"].names
@@ -120,17 +190,17 @@ def evaluate_quality(args: QualityArguments, data_args: DataArguments | None = N
     methods = {"real (train split)": train_images}
     decode = lambda sequences: decode_sequences(tokenizer, sequences, teacher.config).clamp(-1, 1).cpu()  # noqa: E731
     methods["teacher"] = decode(_sample("alone", teacher, teacher, prompts, args))
+    grid_names = {}  # method -> sample grid file stem, where the method's name does not give it
     for name, model in drafts.items():
         methods[f"{name} alone"] = decode(_sample("alone", teacher, model, prompts, args))
-    draft = None
-    if args.speculative_draft.lower() != "none":
-        draft = drafts.get(args.speculative_draft) or load_draft(
-            checkpoint_path(args.checkpoints_dir, args.speculative_draft), "speculative_draft", teacher, args.device)
+        grid_names[f"{name} alone"] = _file_stem(name) + "-alone"
+    if draft is not None:
         methods[f"speculative ({args.speculative_draft}, gamma={args.gamma})"] = decode(_sample("speculative", teacher, draft, prompts, args))
     if args.relaxed_neighbours and draft is not None:
         neighbours = latent_neighbours(tokenizer.quantize.embedding.weight.detach(), args.relaxed_neighbours)
         methods[f"relaxed speculative (k={args.relaxed_neighbours}, LOSSY)"] = decode(_sample("speculative", teacher, draft, prompts, args, neighbours))
 
+    grid_files = _grid_files({name: grid_names.get(name) or name.split(" (")[0].replace(" ", "-") for name in methods})
     fid = load_metric("fid")
     inception_score = load_metric("inception_score")
     os.makedirs(os.path.join(args.output_dir, "samples"), exist_ok=True)
@@ -143,10 +213,11 @@ def evaluate_quality(args: QualityArguments, data_args: DataArguments | None = N
         if args.inception:
             f.update(inception_metrics(images, references))
         results.append({"method": name, **f, **s})
-        save_image_grid(images[:80], os.path.join(args.output_dir, "samples", name.split(" (")[0].replace(" ", "-") + ".png"), nrow=10)
+        save_image_grid(images[:80], os.path.join(args.output_dir, "samples", grid_files[name]), nrow=10)
     with open(os.path.join(classifier_path, "metrics.json")) as f_:
         classifier_metrics = json.load(f_)
-    summary = {"args": asdict(args), "classifier": classifier_metrics, "num_images": n, "results": results}
+    summary = {"args": asdict(args), "classifier": classifier_metrics, "num_images": n, "results": results,
+               "notes": notes}
     with open(os.path.join(args.output_dir, "results.json"), "w") as f_:
         json.dump(summary, f_, indent=1)
     lines = [f"FID / IS on classifier features (test accuracy {classifier_metrics['test_accuracy']:.3f}), {n} images per method, "
@@ -154,6 +225,7 @@ def evaluate_quality(args: QualityArguments, data_args: DataArguments | None = N
              "| method | FID | IS |", "| --- | --- | --- |"]
     lines += [f"| {r['method']} | {r['fid']:.2f} ({r['fid_low']:.2f}-{r['fid_high']:.2f}) | "
               f"{r['inception_score']:.2f} ({r['inception_score_low']:.2f}-{r['inception_score_high']:.2f}) |" for r in results]
+    lines += [""] + [f"Note: {note}" for note in notes] if notes else []
     with open(os.path.join(args.output_dir, "results.md"), "w") as f_:
         f_.write("\n".join(lines) + "\n")
     return summary

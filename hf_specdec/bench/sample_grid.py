@@ -104,7 +104,10 @@ class SampleGridArguments:
                              f"{self.method!r} {'verifies token by token (transformers)' if self.method == 'assisted' else 'drafts nothing'}.")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"`batch_size` must be >= 1 (or unset: every image in one batch), got {self.batch_size}.")
-        check_device(self.device)
+        device = check_device(self.device)
+        if self.mode == "cuda-graph" and device.type != "cuda":  # what the engine refuses, before any model loads
+            raise ValueError(f"`mode` cuda-graph needs a CUDA `device`, got {self.device!r}: use auto, eager or "
+                             "compile there.")
         check_freeze_weights(self.freeze_weights, self.mode)
         check_output_file(self.output)
         if os.path.splitext(self.output)[1].lower() not in Image.registered_extensions():
@@ -210,7 +213,13 @@ def run_sample_grid(args: SampleGridArguments) -> dict:
             "self-speculative": f"self-speculative ({args.self_speculative_layers} teacher layers, gamma {args.gamma}{block})",
             "assisted": f"HF assisted generation (gamma {args.gamma})", "plain": "teacher alone"}[args.method]
     title = f"{what}, T={args.temperature:g}" + (f": {per_image['speedup']:.2f}x per image" if args.method != "plain" else "")
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    labelled_grid(images, nrow, rows, title).save(args.output)
+    grid = labelled_grid(images, nrow, rows, title)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        grid.save(args.output)
+    except OSError as error:  # e.g. a full disk, or a place that refuses writes only when written to
+        raise ValueError(f"`output` {args.output!r} could not be saved ({type(error).__name__}: "
+                         f"{error.strerror or error}); the grid was drawn and timed, but this run's image is lost: "
+                         f"give another `output`. The speedup was {per_image['speedup']:.2f}x per image.") from None
     return {"images": len(labels), "method": args.method, "output": args.output, "alpha": alpha,
             "tokens_per_teacher_call": per_call, "per_image": per_image, "whole_grid": whole_grid}

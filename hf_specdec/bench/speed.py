@@ -69,6 +69,12 @@ class BenchmarkArguments:
 def load_models(args: BenchmarkArguments):
     """Teacher and the drafts that exist: `{name: model}`, plus notes on the missing ones."""
     teacher = load_pretrained(VQGPTForCausalLM, checkpoint_path(args.checkpoints_dir, args.teacher), "teacher", args.device)
+    self_drafts = {}
+    for layers in args.self_speculative_layers:  # before the other drafts load: the option named, not the library's
+        try:
+            self_drafts[f"self-{layers}L"] = EarlyExitDraft(teacher, layers)
+        except ValueError as error:
+            raise ValueError(str(error).replace("`num_layers`", "`self_speculative_layers`")) from None
     drafts, notes = {}, []
     for name in args.drafts:
         if not os.path.isdir(os.path.join(args.checkpoints_dir, name)) and "/" not in name:
@@ -80,8 +86,7 @@ def load_models(args: BenchmarkArguments):
             notes.append(f"skipped draft {name!r}: {error}")
     if args.drafts and not drafts:
         raise ValueError(f"`drafts`: none of {args.drafts} is a draft in {args.checkpoints_dir!r} ({'; '.join(notes)}).")
-    for layers in args.self_speculative_layers:
-        drafts[f"self-{layers}L"] = EarlyExitDraft(teacher, layers)
+    drafts.update(self_drafts)
     return teacher, drafts, notes
 
 

@@ -9,6 +9,7 @@ at generation time.
 """
 
 import json
+import math
 import os
 import random
 from dataclasses import dataclass, field
@@ -71,10 +72,12 @@ class DistillArguments:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"`{name}` must be in [0, 1], got {getattr(self, name)}.")
         for name in ("kd_temperature", "gen_temperature"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"`{name}` must be > 0, got {getattr(self, name)}.")
-        if not self.kl_weight >= 0:
-            raise ValueError(f"`kl_weight` must be >= 0, got {self.kl_weight}.")
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ValueError(f"`{name}` must be a finite number > 0, got {getattr(self, name)}.")
+        if not (math.isfinite(self.kl_weight) and self.kl_weight >= 0):
+            raise ValueError(f"`kl_weight` must be a finite number >= 0, got {self.kl_weight}.")
+        if self.cfg_scale is not None and not math.isfinite(self.cfg_scale):
+            raise ValueError(f"`cfg_scale` must be a finite number (or unset: no guidance), got {self.cfg_scale}.")
         if self.feature_draft and self.lmbda > 0:
             raise ValueError("`lmbda` must be 0 with `feature_draft`: a feature draft cannot sample on its own (it "
                              "reads the teacher's features); train it on teacher samples (data_source=teacher).")

@@ -56,6 +56,7 @@ class SafetensorsOnlyMixin:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         kwargs.setdefault("use_safetensors", True)
+        cls._check_saved_class(pretrained_model_name_or_path, kwargs)
         try:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         except (SafetensorError, OSError) as error:  # diffusers wraps the SafetensorError in an OSError naming no cause
@@ -64,3 +65,18 @@ class SafetensorsOnlyMixin:
             if not damaged:
                 raise
             raise OSError(f"Cannot load {cls.__name__}: {damaged_weights_message(folder, damaged)}") from error
+
+    @classmethod
+    def _check_saved_class(cls, pretrained_model_name_or_path, kwargs) -> None:
+        """A `ValueError` when the folder's config was saved by another model class (e.g. a classifier's folder
+        given as a tokenizer): diffusers would build this class from it and initialise every weight at random."""
+        names = {"subfolder", "cache_dir", "revision", "token", "local_files_only", "force_download", "proxies"}
+        try:
+            config = cls.load_config(pretrained_model_name_or_path, **{k: v for k, v in kwargs.items() if k in names})
+        except (OSError, ValueError):
+            return  # no readable config: `from_pretrained` raises its own error
+        saved = config.get("_class_name") if isinstance(config, dict) else None
+        accepted = {c.__name__ for c in cls.__mro__ if isinstance(c, type) and hasattr(c, "load_config")}
+        if saved is not None and saved not in accepted:
+            raise ValueError(f"{str(pretrained_model_name_or_path)!r} holds a {saved}, not a {cls.__name__} (its config.json "
+                             f"names `_class_name` {saved!r}).")

@@ -4,7 +4,7 @@ sized. Sampling settings are checked by `SamplingConfig` itself."""
 
 import torch
 
-from .sampling import SamplingConfig, _is_int
+from .sampling import SamplingConfig, _is_int, _is_number
 
 MODES = ("auto", "eager", "compile", "cuda-graph")
 
@@ -31,10 +31,23 @@ def check_model(model, argument: str) -> None:
         raise ValueError(f"`{argument}` must be a VQGPT model, got {type(model).__name__}{hint}.")
 
 
+def check_generator_model(model, argument: str) -> None:
+    """A model that samples the output (the teacher): loaded, able to run alone, and in eval mode where dropout would
+    otherwise make every pass a different model (the output would follow no fixed distribution, and speculative
+    sampling's verify passes would not be the teacher's)."""
+    check_model(model, argument)
+    if getattr(model, "reads_features", False):
+        raise ValueError(f"`{argument}` is a feature-conditioned draft: it reads its teacher's hidden states and cannot "
+                         f"generate alone; pass the teacher as `{argument}` and this model as the draft.")
+    if model.training and getattr(model.config, "dropout", 0.0) > 0:
+        raise ValueError(f"`{argument}` is in training mode with dropout {model.config.dropout}: its samples would not "
+                         f"follow the model's distribution; call `{argument}.eval()` first.")
+
+
 def check_inputs(model, input_ids, max_new_tokens=None, generator=None, argument: str = "teacher") -> int:
     """Check a call's model (named `argument`), prompt, length and generator; return the number of new tokens
     (default: the rest of the grid)."""
-    check_model(model, argument)
+    check_generator_model(model, argument)
     config = model.config
     if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.long, torch.int32):
         raise ValueError("`input_ids` must be an integer tensor of shape (batch, length >= 1), e.g. "
@@ -79,6 +92,16 @@ def check_sampling_arguments(
     return check_inputs(model, input_ids, max_new_tokens, generator)
 
 
+def check_adaptive_gamma(adaptive_gamma, cost_ratio) -> None:
+    """`adaptive_gamma` is a bool; `cost_ratio` (read by adaptive gamma only) a finite number >= 0 or None."""
+    if not isinstance(adaptive_gamma, bool):
+        raise ValueError(f"`adaptive_gamma` must be True or False, got {adaptive_gamma!r}.")
+    if cost_ratio is not None and not (_is_number(cost_ratio) and cost_ratio >= 0):
+        raise ValueError(f"`cost_ratio` must be a finite number >= 0 or None, got {cost_ratio!r}.")
+    if cost_ratio is not None and not adaptive_gamma:
+        raise ValueError("`cost_ratio` is read by adaptive gamma only: pass `adaptive_gamma=True` with it.")
+
+
 def check_freeze_weights(freeze_weights, mode: str) -> None:
     """`freeze_weights` is a bool and only set with `mode="compile"` (the weights go into the compiled rounds)."""
     if not isinstance(freeze_weights, bool):
@@ -95,9 +118,21 @@ def placement(model) -> tuple | None:
     return parameter.device, parameter.dtype
 
 
+def checked_placement(model, argument: str) -> tuple:
+    """`placement(model)`, after a `ValueError` naming `argument` if its floating-point parameters are split over
+    several devices or dtypes (a half-moved model fails deep inside a matmul otherwise)."""
+    placements = {(p.device, p.dtype) for p in model.parameters() if p.is_floating_point()}
+    if len(placements) > 1:
+        found = ", ".join(sorted(f"{d} {t}" for d, t in placements))
+        raise ValueError(f"`{argument}` has parameters on several devices or dtypes ({found}): move the whole model "
+                         f"with `{argument}.to(device, dtype)`.")
+    return placement(model)
+
+
 def check_decoder_arguments(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours=None,
                             freeze_weights=False) -> None:
     """What a `SpeculativeDecoder` needs before it allocates anything."""
+    check_generator_model(teacher, "teacher")
     if not isinstance(sampling, SamplingConfig):
         raise ValueError(f"`sampling` must be a SamplingConfig, got {type(sampling).__name__}.")
     if sampling.guided and teacher.config.num_classes == 0:
@@ -107,14 +142,14 @@ def check_decoder_arguments(teacher, draft, gamma, batch_size, sampling, mode, r
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {', '.join(MODES)}, got {mode!r}.")
     check_freeze_weights(freeze_weights, mode)
-    device, dtype = placement(teacher)
+    device, dtype = checked_placement(teacher, "teacher")
     if mode == "cuda-graph" and device.type != "cuda":
         raise ValueError("`mode='cuda-graph'` needs the models on a CUDA device; use 'eager' or 'compile' on the CPU.")
     if draft is None:
         return
     check_model(draft, "draft")
     check_draft_matches(teacher, draft)
-    draft_device, draft_dtype = placement(draft)
+    draft_device, draft_dtype = checked_placement(draft, "draft")
     for what, t, d in (("dtype", dtype, draft_dtype), ("device", device, draft_device)):
         if t != d:
             raise ValueError(f"`draft` has {what} {d} but the teacher {t}: both models must have the same {what} "
@@ -131,6 +166,12 @@ def check_decoder_arguments(teacher, draft, gamma, batch_size, sampling, mode, r
             relaxed_neighbours.shape[0] != K
         ):
             raise ValueError(f"`relaxed_neighbours` must be a ({K}, k) table from `latent_neighbours`.")
+        if relaxed_neighbours.dtype not in (torch.long, torch.int32) or relaxed_neighbours.shape[1] < 1 or (
+            relaxed_neighbours.min() < 0 or relaxed_neighbours.max() >= K
+        ):
+            raise ValueError(f"`relaxed_neighbours` must hold code indices in [0, {K}) (an integer ({K}, k >= 1) table "
+                             f"from `latent_neighbours`), got {relaxed_neighbours.dtype} of shape "
+                             f"{tuple(relaxed_neighbours.shape)}.")
         if sampling.verification == "block":
             raise ValueError("`relaxed_neighbours` (lossy) and `verification='block'` cannot be combined.")
         if sampling.num_drafts > 1:

@@ -40,6 +40,12 @@ def speculative_generate(
     if (generation_config.num_beams or 1) > 1:
         raise ValueError(f"speculative_generate samples (or decodes greedily) one sequence per row: `num_beams` must be "
                          f"1, got {generation_config.num_beams} (beam search is not speculative sampling).")
+    wanted = [name for name in ("return_dict_in_generate", "output_scores", "output_logits", "output_attentions",
+                                "output_hidden_states") if getattr(generation_config, name, False)]
+    if wanted:
+        raise ValueError(f"speculative_generate returns the sequences only; {', '.join(f'`{n}`' for n in wanted)} "
+                         "cannot be honoured: leave them unset, or call `speculative_sample(teacher, draft, prompt)`, "
+                         "whose output also holds the acceptance statistics.")
     unsupported = [type(p).__name__ for p in logits_processor if not isinstance(p, _SUPPORTED_PROCESSORS)]
     if unsupported:
         raise ValueError(

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 import torch
 
 from ..models import VQGPTForCausalLM
-from .checks import check_decoder_arguments, check_draft_matches, check_inputs, placement  # noqa: F401 (re-exported)
+from .checks import (check_adaptive_gamma, check_decoder_arguments, check_draft_matches, check_inputs,  # noqa: F401 (re-exported)
+                     check_model, placement)
 from .engine import SpeculativeDecoder
-from .sampling import SamplingConfig
+from .sampling import SamplingConfig, _is_int
 
 
 @dataclass
@@ -110,6 +111,11 @@ class EarlyExitDraft(torch.nn.Module):
 
     def __init__(self, teacher: VQGPTForCausalLM, num_layers: int):
         super().__init__()
+        check_model(teacher, "teacher")
+        if getattr(teacher, "reads_features", False) or isinstance(teacher, EarlyExitDraft):
+            raise ValueError(f"`teacher` must be the full teacher model, got a {type(teacher).__name__} (a draft).")
+        if not _is_int(num_layers):
+            raise ValueError(f"`num_layers` must be an integer, got {num_layers!r}.")
         if teacher.config.num_hidden_layers < 2:
             raise ValueError(f"`teacher` has {teacher.config.num_hidden_layers} layer: an early-exit draft needs a "
                              "model of at least 2 layers (it runs the first `num_layers` of them).")
@@ -226,12 +232,12 @@ def speculative_sample(
     """
     sampling = SamplingConfig(do_sample, temperature, top_k, top_p, cfg_scale, verification, num_drafts, tree_depth)
     new_tokens = check_inputs(teacher, input_ids, max_new_tokens, generator)
+    if draft is None:
+        raise ValueError("`draft` must be a draft model (a small VQGPTForCausalLM, a feature draft or an "
+                         "`EarlyExitDraft`); for the teacher alone use `plain_sample(teacher, input_ids)`.")
     batch_size = input_ids.shape[0] if batch_size is None else batch_size
     check_decoder_arguments(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours, freeze_weights)
-    if cost_ratio is not None and not (isinstance(cost_ratio, (int, float)) and cost_ratio >= 0):
-        raise ValueError(f"`cost_ratio` must be a number >= 0 or None, got {cost_ratio!r}.")
-    if cost_ratio is not None and not adaptive_gamma:
-        raise ValueError("`cost_ratio` is read by adaptive gamma only: pass `adaptive_gamma=True` with it.")
+    check_adaptive_gamma(adaptive_gamma, cost_ratio)
     decoder = get_decoder(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours, freeze_weights)
     record = decoder.decode(input_ids, new_tokens, generator, adaptive_gamma, cost_ratio)
     return SpeculativeOutput.from_record(record, input_ids.shape[1])

@@ -44,7 +44,7 @@ import torch
 
 from . import sampling
 from .cache import RaggedCache
-from .checks import check_decoder_arguments, check_inputs, placement
+from .checks import check_adaptive_gamma, check_decoder_arguments, check_inputs, placement
 from .sampling import SamplingConfig
 
 
@@ -559,8 +559,7 @@ class SpeculativeDecoder:
         `(N, P + new)`, per-round starts / accepted `(rounds, batch_size)` and the gamma of each round
         (`SpeculativeOutput.from_record` turns it into statistics)."""
         max_new_tokens = check_inputs(self.teacher, input_ids, max_new_tokens, generator)
-        if cost_ratio is not None and not (isinstance(cost_ratio, (int, float)) and cost_ratio >= 0):
-            raise ValueError(f"`cost_ratio` must be a number >= 0 or None, got {cost_ratio!r}.")
+        check_adaptive_gamma(adaptive_gamma, cost_ratio)
         return self.decode(input_ids, max_new_tokens, generator, adaptive_gamma, cost_ratio)
 
     def decode(self, input_ids, max_new_tokens: int, generator=None, adaptive_gamma=False, cost_ratio=None) -> dict:

@@ -9,8 +9,10 @@ The output is distributed exactly as `p`, and the expected acceptance per token 
 """
 
 import math
+import numbers
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -208,8 +210,13 @@ def latent_neighbours(codebook: torch.Tensor, k: int, max_distance: float | None
     `codebook` `(K, D)`, e.g. `tokenizer.quantize.embedding.weight`. Neighbours farther than `max_distance` are
     replaced by the code itself, which bounds how far a relaxed acceptance can move the distribution.
     """
-    if not 1 <= k <= codebook.shape[0]:
-        raise ValueError(f"`k` must be in [1, {codebook.shape[0]}], got {k}.")
+    if not isinstance(codebook, torch.Tensor) or codebook.dim() != 2 or not codebook.is_floating_point():
+        raise ValueError("`codebook` must be a floating-point (K, D) tensor of code vectors, e.g. "
+                         f"`tokenizer.quantize.embedding.weight`; got {getattr(codebook, 'shape', type(codebook).__name__)}.")
+    if not _is_int(k) or not 1 <= k <= codebook.shape[0]:
+        raise ValueError(f"`k` must be an integer in [1, {codebook.shape[0]}], got {k!r}.")
+    if max_distance is not None and not (_is_number(max_distance) and max_distance >= 0):
+        raise ValueError(f"`max_distance` must be a finite number >= 0 or None, got {max_distance!r}.")
     distances = torch.cdist(codebook.float(), codebook.float())
     distances.fill_diagonal_(-1.0)  # itself first, whatever the rounding
     nearest = distances.topk(k, largest=False)
@@ -330,11 +337,13 @@ VERIFICATIONS = ("token", "block")
 
 
 def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer (Python's or numpy's), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite real number (Python's or numpy's), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
 
 
 @dataclass(frozen=True)

@@ -184,15 +184,70 @@ def checkpoint_problems(path: str) -> list[str]:
     problems = [f"{os.path.join(path, name)} is missing" for name in CHECKPOINT_FILES
                 if not os.path.isfile(os.path.join(path, name))]
     problems += damaged_safetensors(path)
-    for name in ("optimizer.json", "trainer_state.json"):
+    for name, check in (("optimizer.json", _optimizer_json_problem), ("trainer_state.json", _trainer_state_problem)):
         file = os.path.join(path, name)
         if os.path.isfile(file):
             try:
                 with open(file) as f:
-                    json.load(f)
+                    problem = check(json.load(f))
             except (OSError, ValueError) as error:
-                problems.append(f"{file} ({error})")
+                problem = str(error)
+            if problem:
+                problems.append(f"{file} ({problem})")
     return problems
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _json_kind(value) -> str:
+    """How JSON calls the kind of a parsed value: null, a boolean, a number, a string, an array, an object."""
+    if value is None:
+        return "null"
+    kinds = ((bool, "a boolean"), ((int, float), "a number"), (str, "a string"), (list, "an array"), (dict, "an object"))
+    return next((kind for types, kind in kinds if isinstance(value, types)), type(value).__name__)
+
+
+def _optimizer_json_problem(metadata) -> str | None:
+    """What is wrong with the parsed `optimizer.json` (what `optimizer_state_to_tensors` writes), or None."""
+    if not isinstance(metadata, dict):
+        return f"holds {_json_kind(metadata)}, not an object with param_groups and scalars"
+    version = metadata.get("version", 1)
+    if not _is_int(version) or version not in (1, FORMAT_VERSION):
+        return f"version {version!r} is not one this code reads (1 or {FORMAT_VERSION})"
+    groups = metadata.get("param_groups")
+    if not isinstance(groups, list) or not groups or not all(isinstance(g, dict) and isinstance(g.get("params"), list)
+                                                             for g in groups):
+        return "param_groups is missing or not a list of parameter groups with their params"
+    scalars = metadata.get("scalars")
+    if not isinstance(scalars, dict):
+        return "scalars is missing or not an object"
+    separator = "." if version == 1 else "/"
+    bad = [key for key in scalars if separator not in key]
+    if bad:
+        return f"scalars key {bad[0]!r} is not '<parameter>{separator}<name>'"
+    return None
+
+
+def _trainer_state_problem(state) -> str | None:
+    """What is wrong with the parsed `trainer_state.json` (what `save_checkpoint` writes), or None."""
+    if not isinstance(state, dict):
+        return f"holds {_json_kind(state)}, not an object with global_step, scheduler and rng"
+    missing = [key for key in ("global_step", "scheduler", "rng") if key not in state]
+    if missing:
+        return f"has no {', '.join(missing)}"
+    step = state["global_step"]
+    if not _is_int(step) or step < 0:
+        return f"global_step must be an integer >= 0, got {step!r}"
+    if not isinstance(state["scheduler"], dict):
+        return f"scheduler must be an object (the scheduler's state), got {_json_kind(state['scheduler'])}"
+    rng = state["rng"]
+    if not (isinstance(rng, dict) and isinstance(rng.get("python"), list) and len(rng["python"]) == 3
+            and isinstance(rng["python"][1], list) and isinstance(rng.get("numpy"), list) and len(rng["numpy"]) == 5
+            and isinstance(rng["numpy"][1], list)):
+        return "rng must hold the Python ([version, state, gauss]) and NumPy (5 fields) random states"
+    return None
 
 
 def resolve_checkpoint(resume_from_checkpoint: str | None, checkpoints_dir: str) -> str | None:
@@ -231,6 +286,10 @@ def load_checkpoint(accelerator, model, optimizer, scheduler, path: str) -> int:
 
     Every rank must call it: each reads the full states and keeps what it holds (its shard under FSDP)."""
     check_checkpointing_supported(accelerator)
+    problems = checkpoint_problems(path)  # resolve_checkpoint checked it too; this is for callers that did not
+    if problems:
+        raise ValueError(f"`resume_from_checkpoint` {path!r} is not a usable checkpoint: {', '.join(problems)}. "
+                         "Resume from an older checkpoint (`latest` skips damaged ones) or delete this one.")
     try:
         set_model_state_dict(model, load_file(os.path.join(path, "model.safetensors")), options=_FULL)
         with open(os.path.join(path, "optimizer.json")) as f:
@@ -244,10 +303,24 @@ def load_checkpoint(accelerator, model, optimizer, scheduler, path: str) -> int:
     except (RuntimeError, KeyError, ValueError) as error:  # a checkpoint of another model: shapes or names differ
         raise ValueError(f"`resume_from_checkpoint` {path!r} does not fit this model and optimizer (a run with other "
                          f"settings?): {' '.join(str(error).split())[:500]}") from error
-    with open(os.path.join(path, "trainer_state.json")) as f:
-        state = json.load(f)
-    scheduler.load_state_dict(state["scheduler"])
-    _restore_python_numpy_rng(state["rng"])
+    file = os.path.join(path, "trainer_state.json")
+    try:
+        with open(file) as f:
+            state = json.load(f)
+        problem = _trainer_state_problem(state)
+        if problem is None:
+            # LRScheduler.load_state_dict takes any dict: one without its position would silently restart the schedule
+            missing = [key for key in ("base_lrs", "last_epoch") if key in scheduler.state_dict() and key not in state["scheduler"]]
+            if missing:
+                problem = f"the scheduler state has no {', '.join(missing)}"
+        if problem is None:
+            scheduler.load_state_dict(state["scheduler"])
+            _restore_python_numpy_rng(state["rng"])
+    except (OSError, ValueError, TypeError, KeyError, IndexError, OverflowError) as error:
+        problem = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+    if problem is not None:
+        raise ValueError(f"`resume_from_checkpoint` {path!r} is not a usable checkpoint: {file} ({problem}). Resume "
+                         "from an older checkpoint (`latest` skips damaged ones) or delete this one.")
     rng_file = os.path.join(path, f"rng-{accelerator.process_index}.safetensors")
     if os.path.exists(rng_file):
         rng = load_file(rng_file)
@@ -255,4 +328,4 @@ def load_checkpoint(accelerator, model, optimizer, scheduler, path: str) -> int:
         cuda_states = [rng[k] for k in sorted(k for k in rng if k.startswith("cuda."))]
         if cuda_states and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(cuda_states)
-    return int(state["global_step"])
+    return state["global_step"]

@@ -64,16 +64,16 @@ class TrainingArguments:
                 raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
         if not 0 <= self.seed < 2**32:  # what `set_seed` / numpy accept
             raise ValueError(f"`seed` must be in [0, 2**32), got {self.seed}.")
-        if not self.learning_rate > 0:  # `not >` also refuses NaN
-            raise ValueError(f"`learning_rate` must be > 0, got {self.learning_rate}.")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):  # NaN and inf would train a NaN model
+            raise ValueError(f"`learning_rate` must be a finite number > 0, got {self.learning_rate}.")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"`min_lr_ratio` must be in [0, 1], got {self.min_lr_ratio}.")
         for name in ("adam_beta1", "adam_beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"`{name}` must be in [0, 1), got {getattr(self, name)}.")
         for name in ("weight_decay", "max_grad_norm"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"`{name}` must be a finite number >= 0, got {getattr(self, name)}.")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"`mixed_precision` must be one of no, fp16, bf16; got {self.mixed_precision!r}.")
         if self.report_to not in ("wandb", "tensorboard", "none"):

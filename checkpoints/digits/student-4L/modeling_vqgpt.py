@@ -11,6 +11,7 @@ This file imports nothing from `hf_specdec` except its config, so it loads with 
 """
 
 import math
+import numbers
 import os
 
 import torch
@@ -212,6 +213,14 @@ def guided_logits(logits: torch.Tensor, cfg_scale: float) -> torch.Tensor:
     return uncond + cfg_scale * (cond - uncond)
 
 
+def check_cfg_scale(cfg_scale) -> None:
+    """`cfg_scale` is None or a finite real number (NaN or inf would give NaN logits, a string a deep TypeError)."""
+    if cfg_scale is not None and (
+        not isinstance(cfg_scale, numbers.Real) or isinstance(cfg_scale, bool) or not math.isfinite(cfg_scale)
+    ):
+        raise ValueError(f"`cfg_scale` must be a finite number (or None: no guidance), got {cfg_scale!r}.")
+
+
 def _cached_rows(cache: Cache | None) -> int:
     """Rows a cache holds, -1 if empty. Static caches record it (`batch_size`); a `DynamicCache` does not, so its
     first layer's keys are asked (a shape, not a value: no host sync)."""
@@ -260,9 +269,13 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         """
         config = self.config
         device = self.lm_head.weight.device
+        if batch_size is not None and (
+            not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1
+        ):
+            raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
         if labels is None:
-            if batch_size is None or batch_size < 1:
-                raise ValueError("`batch_size` must be a positive integer when `labels` is None.")
+            if batch_size is None:
+                raise ValueError("`batch_size` must be a positive integer when `labels` is None (null-token prompts).")
             return torch.full((batch_size, 1), config.null_token_id, dtype=torch.long, device=device)
         try:  # as given, so that 1.5 or "3" is refused instead of truncated or misread
             labels = torch.as_tensor(labels, device=device).reshape(-1)
@@ -271,6 +284,8 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
             raise ValueError(f"`labels` must be integer class ids, got {labels.dtype} values {labels.tolist()}.")
         labels = labels.long()
+        if batch_size is not None and batch_size != labels.numel():
+            raise ValueError(f"`batch_size` {batch_size} disagrees with the {labels.numel()} `labels`: give one of them.")
         if config.num_classes == 0:
             raise ValueError("`labels` must be None: this model is unconditional (num_classes=0).")
         if labels.numel() == 0 or labels.min() < 0 or labels.max() >= config.num_classes:
@@ -280,8 +295,15 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
     def check_prompt(self, input_ids: torch.Tensor, max_new_tokens: int | None = None) -> None:
         """Raise `ValueError` unless `input_ids` is `[class or null token, codes...]` and fits the grid."""
         config = self.config
-        if input_ids.dim() != 2 or input_ids.shape[1] < 1:
-            raise ValueError(f"`input_ids` must have shape (batch, length >= 1), got {tuple(input_ids.shape)}.")
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.long, torch.int32):
+            raise ValueError("`input_ids` must be an integer tensor of shape (batch, length >= 1), e.g. "
+                             f"`model.class_prompt(labels)`; got {getattr(input_ids, 'dtype', type(input_ids).__name__)}.")
+        if input_ids.dim() != 2 or input_ids.shape[0] < 1 or input_ids.shape[1] < 1:
+            raise ValueError(f"`input_ids` must have shape (batch >= 1, length >= 1), got {tuple(input_ids.shape)}.")
+        if max_new_tokens is not None and (
+            not isinstance(max_new_tokens, numbers.Integral) or isinstance(max_new_tokens, bool)
+        ):
+            raise ValueError(f"`max_new_tokens` must be an integer, got {max_new_tokens!r}.")
         first = input_ids[:, 0]
         if (first < config.codebook_size).any() or (first > config.null_token_id).any():
             raise ValueError(
@@ -326,6 +348,7 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         """
         guided = cfg_scale is not None and cfg_scale != 1.0
         if guided:
+            check_cfg_scale(cfg_scale)
             input_ids, attention_mask, position_ids = self._double_for_guidance(
                 input_ids, cache, attention_mask, position_ids
             )
@@ -385,10 +408,7 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         if max_new_tokens is None and generation_config is not None:
             max_new_tokens = generation_config.max_new_tokens
         self.check_prompt(input_ids, max_new_tokens)
-        if getattr(kwargs.get("assistant_model"), "reads_features", False):
-            raise ValueError("`assistant_model` is a feature-conditioned draft: assisted generation passes an assistant "
-                             "token ids only, never this model's hidden states. Use hf_specdec's "
-                             "`speculative_sample(teacher, draft, prompt)` for it.")
+        self._check_generate_kwargs(generation_config, kwargs)
         # Every prompt token is real; an explicit mask keeps `generate()` from inferring padding from token ids
         # (checkpoints saved before pad_token_id was unset name the null token as pad).
         kwargs.setdefault("attention_mask", torch.ones_like(input_ids))
@@ -402,6 +422,40 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
             # would clash with the `max_new_tokens` that assisted generation passes to its assistant.
             kwargs["max_new_tokens"] = self.config.max_position_embeddings - input_ids.shape[1]
         return super().generate(inputs, generation_config=generation_config, **kwargs)
+
+    def _check_generate_kwargs(self, generation_config, kwargs) -> None:
+        """What `generate` would otherwise misread: transformers' `guidance_scale` without the unconditional prompt
+        (its unbatched processor reruns this model on the last token alone, so the guidance cancels out), an unusable `cfg_scale`, guidance with
+        beam search, and an assistant that is not a matching VQGPT model."""
+        guidance_scale = kwargs.get("guidance_scale", getattr(generation_config, "guidance_scale", None))
+        if guidance_scale not in (None, 1, 1.0) and kwargs.get("negative_prompt_ids") is None:
+            raise ValueError("`guidance_scale` without `negative_prompt_ids`: transformers' guidance would rerun this "
+                             "model on the last token alone and cancel out. Pass `cfg_scale=s` (guidance inside the "
+                             "model's forward), or `negative_prompt_ids=model.class_prompt(None, batch_size=B)`.")
+        cfg_scale = kwargs.get("cfg_scale")
+        check_cfg_scale(cfg_scale)
+        num_beams = kwargs.get("num_beams", getattr(generation_config, "num_beams", None)) or 1
+        if cfg_scale is not None and cfg_scale != 1.0 and num_beams > 1:
+            raise ValueError(f"`cfg_scale` cannot be combined with beam search (`num_beams`={num_beams}): guidance "
+                             "doubles the rows, beam search reorders them. Use num_beams=1.")
+        assistant = kwargs.get("assistant_model")
+        if assistant is None:
+            return
+        if getattr(assistant, "reads_features", False):
+            raise ValueError("`assistant_model` is a feature-conditioned draft: assisted generation passes an assistant "
+                             "token ids only, never this model's hidden states. Use hf_specdec's "
+                             "`speculative_sample(teacher, draft, prompt)` for it.")
+        # by model type, not class: with remote code each repo's VQGPTForCausalLM is a class of its own
+        if not isinstance(assistant, PreTrainedModel) or getattr(assistant.config, "model_type", None) != self.config.model_type:
+            hint = {"EarlyExitDraft": ": a self-speculative draft runs in hf_specdec's `speculative_sample(teacher, "
+                                      "EarlyExitDraft(teacher, n), prompt)`",
+                    "str": ": load it first with `VQGPTForCausalLM.from_pretrained(path_or_hub_id)`"}.get(
+                        type(assistant).__name__, "")
+            raise ValueError(f"`assistant_model` must be a VQGPTForCausalLM, got {type(assistant).__name__}{hint}.")
+        for name in ("codebook_size", "num_classes", "grid_h", "grid_w"):
+            if getattr(assistant.config, name) != getattr(self.config, name):
+                raise ValueError(f"`assistant_model` does not match this model: {name} is "
+                                 f"{getattr(assistant.config, name)} in the assistant and {getattr(self.config, name)} here.")
 
 
 VQGPTConfig.register_for_auto_class()
