@@ -1,11 +1,10 @@
 """Glue between a tokenizer and a VQGPT: compatibility checks, class prompts for a batch, token sequences ->
 images, `sample_images` (prompts -> `generate` -> images), and the sampling options of a script checked up front."""
 
-import numbers
-
 import torch
 
 from .models import VQGPTForCausalLM
+from .speculative.sampling import _is_int
 from .speculative import check_sampling_arguments
 
 
@@ -52,10 +51,6 @@ def check_dataset_matches(config, class_names: list[str], argument: str = "datas
 
 # `generate` arguments that set the sequence length: `sample_images` always draws whole images.
 LENGTH_ARGUMENTS = frozenset({"max_new_tokens", "max_length", "min_new_tokens", "min_length"})
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def class_prompts(model: VQGPTForCausalLM, labels: torch.Tensor | list[int] | int, first: int = 0) -> torch.LongTensor:

@@ -4,20 +4,10 @@ sized. Sampling settings are checked by `SamplingConfig` itself."""
 
 import torch
 
+from ..models.modeling_vqgpt import check_draft_matches  # noqa: F401 (re-exported)
 from .sampling import SamplingConfig, _is_int, _is_number
 
 MODES = ("auto", "eager", "compile", "cuda-graph")
-
-
-def check_draft_matches(teacher, draft, argument: str = "draft") -> None:
-    """Raise `ValueError` naming `argument` unless `draft` shares the teacher's codebook, classes and grid."""
-    t, d = teacher.config, draft.config
-    for name in ("codebook_size", "num_classes", "grid_h", "grid_w"):
-        if getattr(t, name) != getattr(d, name):
-            raise ValueError(
-                f"`{argument}` does not match the teacher: {name} is {getattr(d, name)} in the draft and "
-                f"{getattr(t, name)} in the teacher."
-            )
 
 
 def check_model(model, argument: str) -> None:
@@ -49,6 +39,8 @@ def check_inputs(model, input_ids, max_new_tokens=None, generator=None, argument
     (default: the rest of the grid)."""
     check_generator_model(model, argument)
     config = model.config
+    # The type, shape and device first: `check_prompt` reads the tokens' values, which a tensor on another device
+    # (e.g. meta) cannot give.
     if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.long, torch.int32):
         raise ValueError("`input_ids` must be an integer tensor of shape (batch, length >= 1), e.g. "
                          "`teacher.class_prompt(labels)`.")

@@ -12,7 +12,6 @@ import math
 import numbers
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 
@@ -338,12 +337,12 @@ VERIFICATIONS = ("token", "block")
 
 def _is_int(value) -> bool:
     """An integer (Python's or numpy's), not a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _is_number(value) -> bool:
     """A finite real number (Python's or numpy's), not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)

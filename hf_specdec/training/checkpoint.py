@@ -307,13 +307,12 @@ def load_checkpoint(accelerator, model, optimizer, scheduler, path: str) -> int:
     try:
         with open(file) as f:
             state = json.load(f)
-        problem = _trainer_state_problem(state)
-        if problem is None:
-            # LRScheduler.load_state_dict takes any dict: one without its position would silently restart the schedule
-            missing = [key for key in ("base_lrs", "last_epoch") if key in scheduler.state_dict() and key not in state["scheduler"]]
-            if missing:
-                problem = f"the scheduler state has no {', '.join(missing)}"
-        if problem is None:
+        problem = None  # its shape was checked above (`checkpoint_problems`)
+        # LRScheduler.load_state_dict takes any dict: one without its position would silently restart the schedule
+        missing = [key for key in ("base_lrs", "last_epoch") if key in scheduler.state_dict() and key not in state["scheduler"]]
+        if missing:
+            problem = f"the scheduler state has no {', '.join(missing)}"
+        else:
             scheduler.load_state_dict(state["scheduler"])
             _restore_python_numpy_rng(state["rng"])
     except (OSError, ValueError, TypeError, KeyError, IndexError, OverflowError) as error:

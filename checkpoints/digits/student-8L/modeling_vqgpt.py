@@ -221,6 +221,17 @@ def check_cfg_scale(cfg_scale) -> None:
         raise ValueError(f"`cfg_scale` must be a finite number (or None: no guidance), got {cfg_scale!r}.")
 
 
+def check_draft_matches(teacher, draft, argument: str = "draft") -> None:
+    """Raise `ValueError` naming `argument` unless `draft` shares the teacher's codebook, classes and grid."""
+    t, d = teacher.config, draft.config
+    for name in ("codebook_size", "num_classes", "grid_h", "grid_w"):
+        if getattr(t, name) != getattr(d, name):
+            raise ValueError(
+                f"`{argument}` does not match the teacher: {name} is {getattr(d, name)} in the draft and "
+                f"{getattr(t, name)} in the teacher."
+            )
+
+
 def _cached_rows(cache: Cache | None) -> int:
     """Rows a cache holds, -1 if empty. Static caches record it (`batch_size`); a `DynamicCache` does not, so its
     first layer's keys are asked (a shape, not a value: no host sync)."""
@@ -452,10 +463,7 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
                     "str": ": load it first with `VQGPTForCausalLM.from_pretrained(path_or_hub_id)`"}.get(
                         type(assistant).__name__, "")
             raise ValueError(f"`assistant_model` must be a VQGPTForCausalLM, got {type(assistant).__name__}{hint}.")
-        for name in ("codebook_size", "num_classes", "grid_h", "grid_w"):
-            if getattr(assistant.config, name) != getattr(self.config, name):
-                raise ValueError(f"`assistant_model` does not match this model: {name} is "
-                                 f"{getattr(assistant.config, name)} in the assistant and {getattr(self.config, name)} here.")
+        check_draft_matches(self, assistant, argument="assistant_model")
 
 
 VQGPTConfig.register_for_auto_class()
