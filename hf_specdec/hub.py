@@ -76,6 +76,73 @@ def checkpoint_path(checkpoints_dir: str, name: str) -> str:
     return local if os.path.isdir(local) else name
 
 
+STORAGE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def check_weights_folder(folder: str, argument: str = "folder") -> list[str]:
+    """The safetensors files of the model folder `folder`; `ValueError` naming `argument` when it is not a folder
+    with config.json and undamaged .safetensors weights."""
+    if not isinstance(folder, str) or not os.path.isdir(folder) or not os.path.isfile(os.path.join(folder, "config.json")):
+        raise ValueError(f"`{argument}` {folder!r} is not a model folder (no config.json).")
+    files = sorted(f for f in os.listdir(folder) if f.endswith(".safetensors") and not f.startswith("."))
+    if not files:
+        raise ValueError(f"`{argument}` {folder!r} holds no .safetensors weights.")
+    damaged = damaged_safetensors(folder)
+    if damaged:
+        raise ValueError(f"`{argument}` {folder!r}: {damaged_weights_message(folder, damaged)}")
+    return files
+
+
+def compact_weights(folder: str, dtype: str = "float16", argument: str = "folder") -> dict:
+    """Store the floating-point weights of the model folder `folder` in `dtype` ("float16" or "bfloat16"), halving
+    its safetensors files; config.json is left as it is, so `from_pretrained` still builds the model in the dtype the
+    config names (float32: the weights are widened on load, to values exactly representable in `dtype`).
+
+    For drafts and students this changes nothing that matters for the product: speculative sampling is exact for any
+    draft, only its acceptance can move (measure it). Raises `ValueError` naming `argument` for a folder without
+    config.json and safetensors weights, and naming the tensor when a weight does not fit `dtype` (no file is
+    rewritten then). Files are replaced atomically. Returns the sizes before and after and the largest change of a
+    weight.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"`dtype` must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}.")
+    target = STORAGE_DTYPES[dtype]
+    files = check_weights_folder(folder, argument)
+    compacted, before, max_change = {}, 0, 0.0
+    for name in files:  # every tensor is checked before any file is rewritten
+        path = os.path.join(folder, name)
+        before += os.path.getsize(path)
+        with safe_open(path, "pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+        for key, tensor in tensors.items():
+            if not tensor.is_floating_point() or torch.finfo(tensor.dtype).bits <= torch.finfo(target).bits:
+                continue
+            narrow = tensor.to(target)
+            if not torch.isfinite(narrow).all() and torch.isfinite(tensor).all():
+                raise ValueError(f"`{argument}` {folder!r}: weight {key!r} in {name} holds values beyond {dtype}'s "
+                                 f"range (largest {tensor.abs().max().item():.3g}); keep this model in "
+                                 f"{str(tensor.dtype).removeprefix('torch.')}.")
+            max_change = max(max_change, (narrow.to(tensor.dtype) - tensor).abs().max().item() if tensor.numel() else 0.0)
+            tensors[key] = narrow
+        compacted[name] = (tensors, {**metadata, "format": "pt"})
+    for name, (tensors, metadata) in compacted.items():
+        path = os.path.join(folder, name)
+        handle, temporary = tempfile.mkstemp(prefix=".compact-", suffix=".safetensors", dir=folder)
+        os.close(handle)
+        try:
+            save_file(tensors, temporary, metadata=metadata)
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+    after = sum(os.path.getsize(os.path.join(folder, name)) for name in files)
+    return {"bytes_before": before, "bytes_after": after, "max_abs_change": max_change}
+
+
 def load_pretrained(cls, name: str, argument: str, device: str | torch.device | None = None, **kwargs):
     """`cls.from_pretrained(name, **kwargs)` in eval mode (on `device` if given), for a model folder or a Hub repo id.
 

@@ -10,11 +10,13 @@ for id in 1 2 3 4; do
   layers=$((12 - 2 * id))
   $launch scripts/distill.py configs/distill/digits.yaml --student_id "$id" --output_dir "checkpoints/digits/student-${layers}L"
 done
+python scripts/compact_checkpoints.py --folders checkpoints/digits/student-{10,8,6,4}L \
+  --teacher_path checkpoints/digits/teacher   # float16 storage: half the bytes, alpha within 1e-5
 $launch scripts/distill.py configs/distill/digits-draft.yaml
 $launch scripts/distill.py configs/distill/digits-draft.yaml --student_preset draft-2L \
   --max_steps 3000 --eval_every 500 --output_dir checkpoints/digits/draft-2L
 $launch scripts/distill.py configs/distill/digits-feature-draft.yaml   # reads the teacher's features
 $launch scripts/distill.py configs/distill/digits-feature-draft.yaml --student_preset draft-2L \
-  --output_dir checkpoints/digits/feature-2L
+  --num_teacher_samples 24576 --max_steps 6000 --eval_every 1000 --output_dir checkpoints/digits/feature-2L
 python scripts/train_classifier.py      # FID/IS features, not a generator
 python scripts/summarize_checkpoints.py checkpoints/digits
