@@ -3,12 +3,15 @@ templates in `model_cards/` (shipped as package data) with `model-index` results
 
 import json
 import os
+import re
 import tempfile
+import warnings
 
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors import SafetensorError
 
+from .models.configuration_vqgpt import VQGPT_PRESETS
 from .models.safetensors_only import damaged_safetensors, damaged_weights_message, weights_folder
 
 # Package data: `hf_specdec/model_cards` links to the repository's `model_cards/` (their home), and the templates are
@@ -141,6 +144,40 @@ def compact_weights(folder: str, dtype: str = "float16", argument: str = "folder
                 os.remove(temporary)
     after = sum(os.path.getsize(os.path.join(folder, name)) for name in files)
     return {"bytes_before": before, "bytes_after": after, "max_abs_change": max_change}
+
+
+def resolve_drafts(names: list[str], checkpoints_dir: str, notes: list[str]) -> list[str]:
+    """The `drafts` (benchmarked or scored alone), each a folder under `checkpoints_dir`, an existing folder (absolute, or relative
+    to the working directory) or a Hub repo id (`owner/name`); `load_draft` then refuses one that holds no draft.
+
+    A size preset's name (`VQGPT_PRESETS`: `student-4L`, ...; the default list's students, which may not be trained
+    yet) with no folder under `checkpoints_dir` is skipped with a warning and a note in `notes` (the results report
+    it). Any other name raises `ValueError` naming `drafts`, before anything is sampled: a typo would otherwise
+    vanish from the results without a word."""
+    if isinstance(names, str) or not isinstance(names, (list, tuple)):
+        raise ValueError(f"`drafts` must be a list of draft names, got {names!r}.")
+    kept = []
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"`drafts` must hold draft folder names, got {name!r} in {list(names)}.")
+        if os.path.isdir(os.path.join(checkpoints_dir, name)) or os.path.isdir(name):
+            kept.append(name)
+        elif name in VQGPT_PRESETS:
+            note = f"skipped draft {name!r}: no folder {os.path.join(checkpoints_dir, name)} (not trained yet?)"
+            warnings.warn(note, stacklevel=3)
+            notes.append(note)
+        elif os.path.exists(name) or os.path.exists(os.path.join(checkpoints_dir, name)):
+            raise ValueError(f"`drafts` {name!r} is a file, not a model folder.")
+        elif _HUB_ID.fullmatch(name):
+            kept.append(name)  # a Hub repo id: load_draft downloads it or says why not
+        else:
+            available = sorted(d for d in os.listdir(checkpoints_dir) if os.path.isdir(os.path.join(checkpoints_dir, d)))
+            raise ValueError(f"`drafts` {name!r} is neither a folder in {checkpoints_dir!r} ({', '.join(available) or 'none'}) "
+                             "nor an existing folder path or a Hub repo id (owner/name).")
+    return kept
+
+
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
 def load_pretrained(cls, name: str, argument: str, device: str | torch.device | None = None, **kwargs):

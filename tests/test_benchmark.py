@@ -19,9 +19,13 @@ def test_quick_benchmark_on_tiny_models(tmp_path):
     args = BenchmarkArguments(checkpoints_dir=str(tmp_path), drafts=["draft-1L", "missing"], gammas=[2, 4],
                               batch_sizes=[1, 3], repeats=1, warmup=0, output_dir=str(tmp_path / "out"),
                               adaptive_gamma_max=4)
-    result = run_benchmark(args)
+    with pytest.raises(ValueError, match="`drafts` 'missing' is neither a folder"):  # a typo: refused before timing
+        run_benchmark(args)
+    args.drafts = ["draft-1L", "student-4L"]  # a size preset not trained yet: skipped with a note
+    with pytest.warns(UserWarning, match="skipped draft 'student-4L'"):
+        result = run_benchmark(args)
     records = result["records"]
-    assert any("missing" in note for note in result["notes"])
+    assert any("student-4L" in note for note in result["notes"])
     methods = {r["method"] for r in records}
     assert methods == {"teacher-hf-generate", "teacher-plain", "draft-alone", "hf-assisted", "speculative",
                        "speculative-adaptive"}

@@ -7,20 +7,18 @@ metrics of `hf_specdec.metrics`; `scripts/evaluate_quality.py` is its command li
 
 import json
 import os
-import re
-import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
 from ..data import DataArguments
-from ..hub import check_checkpoints_dir, check_output_dir, checkpoint_path, load_draft, load_pretrained
+from ..hub import check_checkpoints_dir, check_output_dir, checkpoint_path, load_draft, load_pretrained, resolve_drafts
 from ..images import images_to_tensor, save_image_grid
 from ..metrics import load_metric
 from ..metrics.classifier import DigitsClassifier
 from ..metrics.quality import inception_metrics
-from ..models import VQGPT_PRESETS, VQGPTForCausalLM, VQTokenizer
+from ..models import VQGPTForCausalLM, VQTokenizer
 from ..pipeline import check_dataset_matches, check_sampling_options, check_tokenizer_matches, class_prompts, decode_sequences
 from ..speculative import latent_neighbours, plain_sample, speculative_sample
 from .timing import check_device
@@ -92,40 +90,6 @@ def check_classifier(classifier_path: str, class_names: list[str], resolution: i
     if "resolution" in recorded and recorded["resolution"] != resolution:
         raise ValueError(f"`classifier` {classifier_path!r} was trained at resolution {recorded['resolution']}, the "
                          f"images here are {resolution}x{resolution}: {retrain}.")
-
-
-def resolve_drafts(names: list[str], checkpoints_dir: str, notes: list[str]) -> list[str]:
-    """The `drafts` to score alone, each a folder under `checkpoints_dir`, an existing folder (absolute, or relative
-    to the working directory) or a Hub repo id (`owner/name`); `load_draft` then refuses one that holds no draft.
-
-    A size preset's name (`VQGPT_PRESETS`: `student-4L`, ...; the default list's students, which may not be trained
-    yet) with no folder under `checkpoints_dir` is skipped with a warning and a note in `notes` (the results report
-    it). Any other name raises `ValueError` naming `drafts`, before anything is sampled: a typo would otherwise
-    vanish from the results without a word."""
-    if isinstance(names, str) or not isinstance(names, (list, tuple)):
-        raise ValueError(f"`drafts` must be a list of draft names, got {names!r}.")
-    kept = []
-    for name in names:
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"`drafts` must hold draft folder names, got {name!r} in {list(names)}.")
-        if os.path.isdir(os.path.join(checkpoints_dir, name)) or os.path.isdir(name):
-            kept.append(name)
-        elif name in VQGPT_PRESETS:
-            note = f"skipped draft {name!r}: no folder {os.path.join(checkpoints_dir, name)} (not trained yet?)"
-            warnings.warn(note, stacklevel=3)
-            notes.append(note)
-        elif os.path.exists(name) or os.path.exists(os.path.join(checkpoints_dir, name)):
-            raise ValueError(f"`drafts` {name!r} is a file, not a model folder.")
-        elif _HUB_ID.fullmatch(name):
-            kept.append(name)  # a Hub repo id: load_draft downloads it or says why not
-        else:
-            available = sorted(d for d in os.listdir(checkpoints_dir) if os.path.isdir(os.path.join(checkpoints_dir, d)))
-            raise ValueError(f"`drafts` {name!r} is neither a folder in {checkpoints_dir!r} ({', '.join(available) or 'none'}) "
-                             "nor an existing folder path or a Hub repo id (owner/name).")
-    return kept
-
-
-_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
 def check_relaxed_neighbours(k, tokenizer) -> None:

@@ -153,10 +153,7 @@ def run_sample_grid(args: SampleGridArguments) -> dict:
                            generator=generator, **sampling)
     draft = None
     if args.method == "self-speculative":
-        try:
-            draft = EarlyExitDraft(teacher, args.self_speculative_layers)
-        except ValueError as error:
-            raise ValueError(str(error).replace("`num_layers`", "`self_speculative_layers`")) from None
+        draft = EarlyExitDraft(teacher, args.self_speculative_layers, argument="self_speculative_layers")
     tokenizer = load_pretrained(VQTokenizer, args.tokenizer, "tokenizer", args.device)
     check_tokenizer_matches(tokenizer, teacher.config)
     if args.method in ("speculative", "assisted"):

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from ..hub import check_checkpoints_dir, check_output_dir, checkpoint_path, load_draft, load_pretrained
+from ..hub import check_checkpoints_dir, check_output_dir, checkpoint_path, load_draft, load_pretrained, resolve_drafts
 from ..models import VQGPTForCausalLM, VQTokenizer
 from ..pipeline import check_sampling_options, class_prompts
 from ..speculative import EarlyExitDraft, expected_speedup, plain_sample, speculative_sample
@@ -30,7 +30,7 @@ class BenchmarkArguments:
     tokenizer: str = field(default="vq-tokenizer", metadata={"help": "Tokenizer sub-folder, for sample grids."})
     drafts: list[str] = field(
         default_factory=lambda: ["draft-1L", "student-4L", "student-6L", "student-8L", "student-10L"],
-        metadata={"help": "Draft sub-folders (missing ones are skipped with a note)."},
+        metadata={"help": "Drafts: sub-folders, folder paths or Hub repo ids; a size preset's name (student-4L, ...) with no folder is skipped with a note, any other unknown name is refused."},
     )
     self_speculative_layers: list[int] = field(default_factory=lambda: [2], metadata={"help": "Early-exit drafts."})
     gammas: list[int] = field(default_factory=lambda: [1, 2, 4, 6, 8], metadata={"help": "Fixed draft lengths."})
@@ -71,19 +71,10 @@ def load_models(args: BenchmarkArguments):
     teacher = load_pretrained(VQGPTForCausalLM, checkpoint_path(args.checkpoints_dir, args.teacher), "teacher", args.device)
     self_drafts = {}
     for layers in args.self_speculative_layers:  # before the other drafts load: the option named, not the library's
-        try:
-            self_drafts[f"self-{layers}L"] = EarlyExitDraft(teacher, layers)
-        except ValueError as error:
-            raise ValueError(str(error).replace("`num_layers`", "`self_speculative_layers`")) from None
+        self_drafts[f"self-{layers}L"] = EarlyExitDraft(teacher, layers, argument="self_speculative_layers")
     drafts, notes = {}, []
-    for name in args.drafts:
-        if not os.path.isdir(os.path.join(args.checkpoints_dir, name)) and "/" not in name:
-            notes.append(f"skipped draft {name!r}: no folder {os.path.join(args.checkpoints_dir, name)}")
-            continue
-        try:
-            drafts[name] = load_draft(checkpoint_path(args.checkpoints_dir, name), "drafts", teacher, args.device)
-        except ValueError as error:
-            notes.append(f"skipped draft {name!r}: {error}")
+    for name in resolve_drafts(args.drafts, args.checkpoints_dir, notes):
+        drafts[name] = load_draft(checkpoint_path(args.checkpoints_dir, name), "drafts", teacher, args.device)
     if args.drafts and not drafts:
         raise ValueError(f"`drafts`: none of {args.drafts} is a draft in {args.checkpoints_dir!r} ({'; '.join(notes)}).")
     drafts.update(self_drafts)

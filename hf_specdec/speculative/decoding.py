@@ -106,22 +106,23 @@ class SpeculativeOutput:
 class EarlyExitDraft(torch.nn.Module):
     """Self-speculative draft: the teacher's first `num_layers` blocks, its final norm and its head.
 
-    Shares every weight with the teacher; nothing to train. Pass it as `draft` to `speculative_sample`.
+    Shares every weight with the teacher; nothing to train. Pass it as `draft` to `speculative_sample`. Errors name
+    `argument`: the option a script's user set (`self_speculative_layers`), `num_layers` for a direct caller.
     """
 
-    def __init__(self, teacher: VQGPTForCausalLM, num_layers: int):
+    def __init__(self, teacher: VQGPTForCausalLM, num_layers: int, *, argument: str = "num_layers"):
         super().__init__()
         check_model(teacher, "teacher")
         if getattr(teacher, "reads_features", False) or isinstance(teacher, EarlyExitDraft):
             raise ValueError(f"`teacher` must be the full teacher model, got a {type(teacher).__name__} (a draft).")
         if not _is_int(num_layers):
-            raise ValueError(f"`num_layers` must be an integer, got {num_layers!r}.")
+            raise ValueError(f"`{argument}` must be an integer, got {num_layers!r}.")
         if teacher.config.num_hidden_layers < 2:
             raise ValueError(f"`teacher` has {teacher.config.num_hidden_layers} layer: an early-exit draft needs a "
-                             "model of at least 2 layers (it runs the first `num_layers` of them).")
+                             f"model of at least 2 layers (it runs the first `{argument}` of them).")
         if not 1 <= num_layers < teacher.config.num_hidden_layers:
             raise ValueError(
-                f"`num_layers` must be in [1, {teacher.config.num_hidden_layers - 1}], got {num_layers}."
+                f"`{argument}` must be in [1, {teacher.config.num_hidden_layers - 1}], got {num_layers}."
             )
         self.teacher = teacher
         self.num_layers = num_layers
