@@ -133,6 +133,42 @@ def test_damaged_checkpoints_are_named_and_latest_skips_them(tmp_path):
         resolve_checkpoint("latest", str(checkpoints))
 
 
+def test_resuming_with_other_settings_is_refused_before_any_step(tmp_path):
+    """The saved optimizer state carries the learning rate and the data order follows the batch size and seed: a
+    resumed run that asks for other values would silently get the checkpoint's (or a mixed run), so it is refused;
+    `max_steps` may grow but not fall below the checkpoint's step."""
+    batch = torch.cat([16 + torch.arange(8)[:, None] % 3, torch.randint(0, 16, (8, 16))], dim=1)
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=4, per_device_batch_size=4, eval_every=0,
+                             save_every=2, log_every=1, learning_rate=1e-3)
+    calls = []
+
+    def loss(model, ids, step):
+        calls.append(step)
+        return model(ids, labels=ids, use_cache=False).loss, {}
+
+    train(tiny_model(0), list(batch), loss, args, collate_fn=torch.stack)
+    state = json.loads((tmp_path / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["settings"]["learning_rate"] == 1e-3 and state["settings"]["per_device_batch_size"] == 4
+    calls.clear()
+    for change, match in [({"learning_rate": 1e-2}, r"`learning_rate` 0\.01 \(the checkpoint's: 0\.001\)"),
+                          ({"per_device_batch_size": 2, "seed": 7}, r"`per_device_batch_size` 2 .*`seed` 7"),
+                          ({"max_steps": 2}, r"`max_steps` 2 is below the step .* \(4\)")]:
+        resumed = TrainingArguments(**{**vars(args), "max_steps": 6, **change, "resume_from_checkpoint": "latest"})
+        with pytest.raises(ValueError, match=match):
+            train(tiny_model(0), list(batch), loss, resumed, collate_fn=torch.stack)
+    assert calls == []  # refused before any step
+    train(tiny_model(0), list(batch), loss, TrainingArguments(**{**vars(args), "max_steps": 6,
+                                                                 "resume_from_checkpoint": "latest"}), collate_fn=torch.stack)
+    assert len(calls) == 2  # steps 5 and 6 only
+
+    # a checkpoint written before the settings were recorded is compared by step only
+    state = json.loads((tmp_path / "checkpoints" / "checkpoint-6" / "trainer_state.json").read_text())
+    del state["settings"]
+    (tmp_path / "checkpoints" / "checkpoint-6" / "trainer_state.json").write_text(json.dumps(state))
+    train(tiny_model(0), list(batch), loss, TrainingArguments(**{**vars(args), "max_steps": 7, "seed": 3,
+                                                                 "resume_from_checkpoint": "latest"}), collate_fn=torch.stack)
+
+
 def test_teacher_overfits_one_small_batch(tmp_path):
     """The seed's verify_teacher.py: a tiny teacher must drive the loss on one batch close to zero."""
     model = tiny_model(0, num_hidden_layers=2)

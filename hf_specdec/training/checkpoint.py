@@ -111,8 +111,37 @@ def check_checkpointing_supported(accelerator) -> None:
         )
 
 
-def save_checkpoint(accelerator, model, optimizer, scheduler, step: int, checkpoints_dir: str, total_limit: int | None):
-    """Write `checkpoints_dir/checkpoint-<step>` atomically; keep at most `total_limit` checkpoints.
+# The training settings that the saved optimizer state, schedule position and data order depend on: a resumed run
+# must ask for the same ones (the optimizer's saved learning rate would otherwise silently win over a new one).
+RESUME_SETTINGS = ("learning_rate", "per_device_batch_size", "gradient_accumulation_steps", "warmup_steps", "min_lr_ratio",
+                   "weight_decay", "adam_beta1", "adam_beta2", "seed")
+
+
+def check_resume_settings(path: str, settings: dict, max_steps: int) -> None:
+    """Raise `ValueError` before any work when resuming from the checkpoint `path` cannot give the run asked for:
+    `max_steps` below the checkpoint's step, or a setting of `RESUME_SETTINGS` other than the checkpoint's (each
+    named with both values). Checkpoints written before the settings were recorded are compared by step only."""
+    with open(os.path.join(path, "trainer_state.json")) as f:
+        state = json.load(f)
+    step = state["global_step"]
+    if max_steps < step:
+        raise ValueError(f"`max_steps` {max_steps} is below the step of `resume_from_checkpoint` {path!r} ({step}): "
+                         "raise `max_steps` to train on, or give another `output_dir` to start a new run.")
+    saved = state.get("settings")
+    if not isinstance(saved, dict):
+        return
+    changed = [f"`{key}` {settings[key]!r} (the checkpoint's: {saved[key]!r})" for key in settings
+               if key in saved and saved[key] != settings[key]]
+    if changed:
+        raise ValueError(f"`resume_from_checkpoint` {path!r} was trained with other settings: {', '.join(changed)}. "
+                         "Resume with the checkpoint's values (its optimizer state, schedule and data order depend on "
+                         "them), or give another `output_dir` to start a new run with these.")
+
+
+def save_checkpoint(accelerator, model, optimizer, scheduler, step: int, checkpoints_dir: str, total_limit: int | None,
+                    settings: dict | None = None):
+    """Write `checkpoints_dir/checkpoint-<step>` atomically; keep at most `total_limit` checkpoints. `settings` (the
+    run's `RESUME_SETTINGS`) are recorded for `check_resume_settings`.
 
     Every rank must call it: under FSDP, model and optimizer states are gathered from all ranks (rank 0 writes).
     """
@@ -135,7 +164,7 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, step: int, checkpo
             json.dump(metadata, f)
         with open(os.path.join(tmp, "trainer_state.json"), "w") as f:
             json.dump({"global_step": step, "scheduler": scheduler.state_dict(), "rng": _python_numpy_rng(),
-                       "num_processes": accelerator.num_processes}, f)
+                       "num_processes": accelerator.num_processes, "settings": settings or {}}, f)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         shutil.rmtree(final, ignore_errors=True)

@@ -20,7 +20,9 @@ from tqdm.auto import tqdm
 
 from ..hub import check_output_dir
 from .checkpoint import (
+    RESUME_SETTINGS,
     check_checkpointing_supported,
+    check_resume_settings,
     load_checkpoint,
     resolve_checkpoint,
     save_checkpoint,
@@ -46,7 +48,9 @@ class TrainingArguments:
     save_every: int = field(default=500, metadata={"help": "Checkpoint every N optimizer steps (0 = never)."})
     checkpoints_total_limit: int = field(default=2, metadata={"help": "Keep at most this many checkpoints."})
     resume_from_checkpoint: str | None = field(
-        default=None, metadata={"help": "'latest' (newest in output_dir/checkpoints, if any) or a checkpoint path."}
+        default=None, metadata={"help": "'latest' (newest in output_dir/checkpoints, if any) or a checkpoint path. The "
+                                        "run must keep the checkpoint's learning rate, batch size, accumulation, warmup, "
+                                        "weight decay, betas and seed; max_steps may grow."}
     )
     report_to: str = field(default="none", metadata={"help": "wandb | tensorboard | none. wandb runs offline without credentials."})
     project_name: str = field(default="hf-specdec", metadata={"help": "Tracker project name."})
@@ -144,6 +148,9 @@ def train(
     os.makedirs(args.output_dir, exist_ok=True)
     checkpoints_dir = os.path.join(args.output_dir, "checkpoints")
     checkpoint = resolve_checkpoint(args.resume_from_checkpoint, checkpoints_dir)  # a damaged one fails here, early
+    settings = {key: getattr(args, key) for key in RESUME_SETTINGS}
+    if checkpoint is not None:
+        check_resume_settings(checkpoint, settings, args.max_steps)
 
     dataloader = DataLoader(
         train_dataset,
@@ -216,7 +223,8 @@ def train(
                 accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=step)
                 accelerator.print(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
             if args.save_every and (step % args.save_every == 0 or step == args.max_steps):
-                save_checkpoint(accelerator, model, optimizer, scheduler, step, checkpoints_dir, args.checkpoints_total_limit)
+                save_checkpoint(accelerator, model, optimizer, scheduler, step, checkpoints_dir, args.checkpoints_total_limit,
+                                settings)
             if step >= args.max_steps:
                 break
         epoch, skip = epoch + 1, 0
