@@ -42,8 +42,8 @@ def check_inputs(model, input_ids, max_new_tokens=None, generator=None, argument
     # The type, shape and device first: `check_prompt` reads the tokens' values, which a tensor on another device
     # (e.g. meta) cannot give.
     if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.long, torch.int32):
-        raise ValueError("`input_ids` must be an integer tensor of shape (batch, length >= 1), e.g. "
-                         "`teacher.class_prompt(labels)`.")
+        raise ValueError("`input_ids` must be a torch.long (or int32) tensor of shape (batch, length >= 1), e.g. "
+                         f"`teacher.class_prompt(labels)`; got {getattr(input_ids, 'dtype', type(input_ids).__name__)}.")
     if input_ids.dim() != 2 or input_ids.shape[0] < 1 or input_ids.shape[1] < 1:
         raise ValueError(f"`input_ids` must have shape (batch, length >= 1), got {tuple(input_ids.shape)}.")
     if max_new_tokens is not None and (not _is_int(max_new_tokens) or max_new_tokens < 1):

@@ -307,7 +307,7 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         """Raise `ValueError` unless `input_ids` is `[class or null token, codes...]` and fits the grid."""
         config = self.config
         if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.long, torch.int32):
-            raise ValueError("`input_ids` must be an integer tensor of shape (batch, length >= 1), e.g. "
+            raise ValueError("`input_ids` must be a torch.long (or int32) tensor of shape (batch, length >= 1), e.g. "
                              f"`model.class_prompt(labels)`; got {getattr(input_ids, 'dtype', type(input_ids).__name__)}.")
         if input_ids.dim() != 2 or input_ids.shape[0] < 1 or input_ids.shape[1] < 1:
             raise ValueError(f"`input_ids` must have shape (batch >= 1, length >= 1), got {tuple(input_ids.shape)}.")
