@@ -31,6 +31,8 @@ def check_images(images, channels: int = 3, argument: str = "images", check_rang
         raise ValueError(f"`{argument}` must be {expected}, got shape {tuple(images.shape)}.")
     if check_range and images.numel():
         low, high = (float(v) for v in images.detach().aminmax())
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ValueError(f"`{argument}` must be {expected}, got values in [{low:.4g}, {high:.4g}]: NaN or infinite values.")
         if not (low >= -1 - RANGE_TOLERANCE and high <= 1 + RANGE_TOLERANCE):
             raise ValueError(f"`{argument}` must be {expected}, got values in [{low:.4g}, {high:.4g}]: convert pixels "
                              "in [0, 255] with `hf_specdec.images.from_uint8(pixels)`, clamp decoded images with "
@@ -63,11 +65,22 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def images_to_tensor(images, resolution: int) -> torch.Tensor:
-    """PIL images -> `(B, 3, resolution, resolution)` float tensor in [-1, 1] (resize + centre crop, RGB)."""
+    """PIL images (a list, or one image) -> `(B, 3, resolution, resolution)` float tensor in [-1, 1] (resize + centre
+    crop, RGB, any PIL mode)."""
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
         raise ValueError(f"`resolution` must be a positive integer, got {resolution!r}.")
+    if isinstance(images, Image.Image):
+        images = [images]
+    if isinstance(images, (str, bytes, np.ndarray, torch.Tensor)) or not hasattr(images, "__iter__"):
+        raise ValueError(f"`images` must be a list of PIL images, got a {type(images).__name__} (tensors in [-1, 1] "
+                         "need no conversion; uint8 arrays: `Image.fromarray(array)` each).")
     arrays = []
-    for image in images:
+    for index, image in enumerate(images):
+        if not isinstance(image, Image.Image):
+            raise ValueError(f"`images[{index}]` must be a PIL image, got a {type(image).__name__} (uint8 HWC arrays: "
+                             "`Image.fromarray(array)`; files: `Image.open(path)`).")
+        if image.width < 1 or image.height < 1:
+            raise ValueError(f"`images[{index}]` is empty ({image.width}x{image.height}).")
         image = to_rgb(image)
         scale = resolution / min(image.size)
         size = (max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale)))

@@ -272,3 +272,22 @@ def test_output_that_cannot_be_written_is_refused_up_front_and_at_save_time(tmp_
     with pytest.raises(ValueError, match=r"`output` .*grid\.png' could not be saved \(OSError: No space left on device\)"
                                          r"; the grid was drawn and timed"):
         run_sample_grid(args)
+
+
+def test_images_to_tensor_takes_pil_images_only_and_says_how_to_convert_the_rest():
+    import numpy as np
+    from PIL import Image
+
+    from hf_specdec.images import check_images, images_to_tensor
+
+    array = (np.random.default_rng(0).random((40, 30, 3)) * 255).astype("uint8")
+    one = images_to_tensor(Image.fromarray(array), 32)  # a single image is a batch of one
+    assert one.shape == (1, 3, 32, 32) and torch.equal(one, images_to_tensor([Image.fromarray(array)], 32))
+    for bad, match in [(array, r"`images` must be a list of PIL images, got a ndarray"),
+                       ([array], r"`images\[0\]` must be a PIL image, got a ndarray.*Image\.fromarray"),
+                       ([Image.fromarray(array), "x.png"], r"`images\[1\]` must be a PIL image, got a str.*Image\.open"),
+                       (torch.zeros(1, 3, 32, 32), r"tensors in \[-1, 1\] need no conversion")]:
+        with pytest.raises(ValueError, match=match):
+            images_to_tensor(bad, 32)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        check_images(torch.full((1, 3, 8, 8), float("nan")))
