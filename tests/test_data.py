@@ -179,3 +179,18 @@ def test_mini_imagenet_offline_fails_fast_with_guidance(tmp_path):
     assert result.returncode != 0
     assert "ConnectionError" in result.stderr
     assert "HF_HUB_OFFLINE" in result.stderr and "imagefolder" in result.stderr
+
+
+def test_one_class_folder_is_one_class_and_loose_images_are_refused(tmp_path):
+    """`datasets` infers labels only from two or more class folders: one class folder came back without a `label`
+    column and was refused as if it had no class folder."""
+    data = load_imagefolder(str(image_folder(tmp_path / "one", {"cat": 10})), val_fraction=0.2, test_fraction=0.2)
+    assert data["train"].features["label"].names == ["cat"]
+    assert {label for split in data.values() for label in split["label"]} == {0}
+    assert sum(len(s) for s in data.values()) == 10
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    Image.new("RGB", (12, 12)).save(loose / "a.png")
+    Image.new("RGB", (12, 12)).save(loose / "b.png")
+    with pytest.raises(ValueError, match="images directly in `data_dir` have no class"):
+        load_imagefolder(str(loose))

@@ -114,6 +114,12 @@ def load_imagefolder(
                          f"({error}).") from None
     for split in loaded.values():
         check_image_files(split)
+    classes = sorted(d for d in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, d))
+                     and d not in ("train", "validation", "test") and not d.startswith("."))
+    if len(classes) == 1 and any("label" not in split.column_names for split in loaded.values()):
+        # `datasets` infers labels only from two or more class folders; one class folder is still one class
+        loaded = DatasetDict({name: split.add_column("label", [0] * len(split)).cast_column(
+            "label", ClassLabel(names=classes)) for name, split in loaded.items()})
     return _merge_and_split(loaded, val_fraction, test_fraction, seed)
 
 
@@ -137,7 +143,8 @@ def _merge_and_split(loaded: DatasetDict, val_fraction: float, test_fraction: fl
     parts = [loaded[name] for name in sorted(loaded)]
     dataset = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     if "label" not in dataset.column_names:
-        raise ValueError("The images need class sub-folders (`data_dir/<class>/<image>`) to get a `label` column.")
+        raise ValueError("The images need class sub-folders (`data_dir/<class>/<image>`, one or more) to get a "
+                         "`label` column; images directly in `data_dir` have no class.")
     dataset = dataset.add_column("id", list(range(len(dataset))))
     return split_dataset(dataset, val_fraction, test_fraction, seed)
 
