@@ -188,6 +188,9 @@ def test_one_class_folder_is_one_class_and_loose_images_are_refused(tmp_path):
     assert data["train"].features["label"].names == ["cat"]
     assert {label for split in data.values() for label in split["label"]} == {0}
     assert sum(len(s) for s in data.values()) == 10
+    split = load_imagefolder(str(image_folder(tmp_path / "split" / "train", {"cat": 10}).parent), val_fraction=0.2,
+                             test_fraction=0.2)  # the same inside a train/ split folder
+    assert split["train"].features["label"].names == ["cat"]
     loose = tmp_path / "loose"
     loose.mkdir()
     Image.new("RGB", (12, 12)).save(loose / "a.png")

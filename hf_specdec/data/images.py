@@ -114,13 +114,24 @@ def load_imagefolder(
                          f"({error}).") from None
     for split in loaded.values():
         check_image_files(split)
-    classes = sorted(d for d in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, d))
-                     and d not in ("train", "validation", "test") and not d.startswith("."))
-    if len(classes) == 1 and any("label" not in split.column_names for split in loaded.values()):
-        # `datasets` infers labels only from two or more class folders; one class folder is still one class
-        loaded = DatasetDict({name: split.add_column("label", [0] * len(split)).cast_column(
-            "label", ClassLabel(names=classes)) for name, split in loaded.items()})
+    if any("label" not in split.column_names for split in loaded.values()):
+        loaded = _label_by_class_folder(loaded, data_dir)
     return _merge_and_split(loaded, val_fraction, test_fraction, seed)
+
+
+def _label_by_class_folder(loaded: DatasetDict, data_dir: str) -> DatasetDict:
+    """`loaded` with a `label` column from each image's folder, where `datasets` gave none: it infers labels only
+    from two or more class folders, so one class folder (`data_dir/cat/`, `data_dir/train/cat/`) came back without
+    labels. Images straight in `data_dir` or in a split folder have no class: `loaded` is returned as it is."""
+    unlabelled = {os.path.abspath(data_dir)} | {os.path.abspath(os.path.join(data_dir, s)) for s in loaded}
+    folders = {name: [os.path.dirname(os.path.abspath(file["path"]))
+                      for file in split.cast_column("image", Image(decode=False))["image"]]
+               for name, split in loaded.items()}
+    if any(folder in unlabelled for paths in folders.values() for folder in paths):
+        return loaded
+    names = sorted({os.path.basename(folder) for paths in folders.values() for folder in paths})
+    return DatasetDict({name: split.add_column("label", [names.index(os.path.basename(f)) for f in folders[name]])
+                        .cast_column("label", ClassLabel(names=names)) for name, split in loaded.items()})
 
 
 def check_image_files(dataset: Dataset) -> None:
