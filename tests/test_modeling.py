@@ -7,7 +7,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, StaticCache
 
 from hf_specdec import STUDENT_IDS, VQGPT_PRESETS, VQGPTConfig, VQGPTForCausalLM
-from tests.utils import HIDE_HF_SPECDEC, python_env, run_python, tiny_config, tiny_model
+from tests.utils import CHECKPOINTS, HIDE_HF_SPECDEC, python_env, run_python, tiny_config, tiny_model
 
 
 def random_sequences(config, batch_size=2, length=None, seed=0):
@@ -46,6 +46,25 @@ def test_vocabulary_layout():
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field if field != "num_attention_heads" else "num_attention_heads"):
         tiny_config(**{field: value})
+
+
+@pytest.mark.parametrize("key, use", [("n_layer", "num_hidden_layers"), ("num_hidden_layer", "num_hidden_layers"),
+                                      ("n_embd", "hidden_size"), ("grid_size", "grid_h"), ("codebok_size", "codebook_size")])
+def test_config_refuses_other_names_for_its_fields(key, use):
+    # a config keeps unknown keys as attributes: `n_layer=2` used to build a 12-layer model without a word
+    with pytest.raises(ValueError, match=f"`{key}` is not a VQGPTConfig field: use `{use}"):
+        tiny_config(**{key: 2})
+    from hf_specdec.models.modeling_feature_draft import VQGPTFeatureDraftConfig
+    with pytest.raises(ValueError, match="use `feature_layers`"):
+        VQGPTFeatureDraftConfig(feature_layer=[1])
+
+
+def test_config_keeps_unrelated_keys_and_loads_saved_configs(tmp_path, caplog):
+    config = tiny_config(my_note="x", torch_dtype="float32", do_sample=True)  # kept, as transformers keeps them
+    assert config.my_note == "x" and config.num_hidden_layers == tiny_config().num_hidden_layers
+    config.save_pretrained(tmp_path)
+    assert VQGPTConfig.from_pretrained(tmp_path).to_dict() == config.to_dict()
+    assert AutoConfig.from_pretrained(CHECKPOINTS / "teacher", trust_remote_code=True).num_hidden_layers == 12
 
 
 def test_presets_and_students_share_width():

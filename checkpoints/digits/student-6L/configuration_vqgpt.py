@@ -13,7 +13,13 @@ This file must import nothing from `hf_specdec`: it is copied next to saved weig
 with `trust_remote_code=True` where the library is not installed.
 """
 
-from transformers import PreTrainedConfig
+import difflib
+
+from transformers import GenerationConfig, PreTrainedConfig
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
 
 
 # Named sizes (LlamaGen-style registry). A preset fixes the depth; width and heads come from the config it is
@@ -29,6 +35,19 @@ VQGPT_PRESETS: dict[str, dict] = {
 }
 # The seed's `--student_id` numbering.
 STUDENT_IDS: dict[int, str] = {1: "student-10L", 2: "student-8L", 3: "student-6L", 4: "student-4L"}
+# Names other GPT configs use for these fields (GPT-2's, and plain synonyms): refused with the name to use, since a
+# config keeps unknown keys as attributes and would otherwise build a model of the default size without a word.
+FIELD_SYNONYMS: dict[str, str] = {
+    "n_layer": "num_hidden_layers", "n_layers": "num_hidden_layers", "num_layers": "num_hidden_layers",
+    "n_embd": "hidden_size", "d_model": "hidden_size", "n_head": "num_attention_heads", "n_heads": "num_attention_heads",
+    "num_heads": "num_attention_heads", "n_inner": "intermediate_size", "ffn_dim": "intermediate_size",
+    "vocab_size_codes": "codebook_size", "n_codes": "codebook_size", "num_codes": "codebook_size",
+    "n_classes": "num_classes", "grid_size": "grid_h` and `grid_w", "resid_pdrop": "dropout",
+    "layer_norm_epsilon": "layer_norm_eps",
+}
+# Keys that transformers itself passes to a config (loading, saving, the Hub) besides its fields.
+_TRANSFORMERS_KEYS = {"model_type", "auto_map", "name_or_path", "torch_dtype", "num_labels", "output_attentions",
+                      "output_hidden_states", "return_dict", "attn_implementation", "problem_type"}
 
 
 class VQGPTConfig(PreTrainedConfig):
@@ -70,6 +89,7 @@ class VQGPTConfig(PreTrainedConfig):
     eos_token_id: int | list[int] | None = None
 
     def __post_init__(self, **kwargs):
+        self._check_unknown_keys(kwargs)
         for name in ("codebook_size", "grid_h", "grid_w", "hidden_size", "num_hidden_layers", "num_attention_heads"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -112,6 +132,22 @@ class VQGPTConfig(PreTrainedConfig):
         self.pad_token_id = None
         self.bos_token_id = self.null_token_id
         super().__post_init__(**kwargs)
+
+    def _check_unknown_keys(self, kwargs: dict) -> None:
+        """Refuse a key that is another name for a field or a near miss of one (`n_layer`, `num_hidden_layer`): the
+        config would keep it as an attribute and build a model of the default size. Other unknown keys are kept, as
+        transformers keeps them, with a warning."""
+        fields = [f for f in self.__dataclass_fields__ if not f.startswith("_")]
+        unknown = [k for k in kwargs if not k.startswith("_") and k not in _TRANSFORMERS_KEYS and k not in fields
+                   and k not in GenerationConfig._get_default_generation_params()]
+        for key in unknown:
+            use = FIELD_SYNONYMS.get(key) or next(iter(difflib.get_close_matches(key, fields, n=1, cutoff=0.85)), None)
+            if use is not None:
+                raise ValueError(f"`{key}` is not a {type(self).__name__} field: use `{use}`.")
+        if unknown:
+            own = sorted({f for cls in type(self).__mro__ if issubclass(cls, VQGPTConfig) for f in cls.__annotations__})
+            logger.warning(f"{type(self).__name__} has no fields {unknown}: kept as attributes, with no effect on the "
+                           f"model. Its fields: {own}.")
 
     @property
     def null_token_id(self) -> int:
