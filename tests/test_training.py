@@ -135,8 +135,9 @@ def test_damaged_checkpoints_are_named_and_latest_skips_them(tmp_path):
 
 def test_resuming_with_other_settings_is_refused_before_any_step(tmp_path):
     """The saved optimizer state carries the learning rate and the data order follows the batch size and seed: a
-    resumed run that asks for other values would silently get the checkpoint's (or a mixed run), so it is refused;
-    `max_steps` may grow but not fall below the checkpoint's step."""
+    resumed run that asks for other values would silently get the checkpoint's (or a mixed run), so it is refused,
+    as is another loss, data set or model setting of the script's dataclasses; `max_steps` may grow but not fall
+    below the checkpoint's step."""
     batch = torch.cat([16 + torch.arange(8)[:, None] % 3, torch.randint(0, 16, (8, 16))], dim=1)
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=4, per_device_batch_size=4, eval_every=0,
                              save_every=2, log_every=1, learning_rate=1e-3)
@@ -146,19 +147,30 @@ def test_resuming_with_other_settings_is_refused_before_any_step(tmp_path):
         calls.append(step)
         return model(ids, labels=ids, use_cache=False).loss, {}
 
-    train(tiny_model(0), list(batch), loss, args, collate_fn=torch.stack)
+    run = {"distill": {"loss": "tv", "lmbda": 0.0, "teacher_layers": [0, 2], "teacher_path": "/old/teacher"},
+           "data": {"dataset": "digits", "data_dir": None}}
+    train(tiny_model(0), list(batch), loss, args, collate_fn=torch.stack, run_config=run)
     state = json.loads((tmp_path / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["settings"]["learning_rate"] == 1e-3 and state["settings"]["per_device_batch_size"] == 4
+    assert state["settings"]["distill.loss"] == "tv" and "distill.teacher_path" not in state["settings"]
     calls.clear()
+    for other_run, match in [({**run, "distill": {**run["distill"], "loss": "hybrid"}}, r"`loss` 'hybrid' \(the checkpoint's: 'tv'\)"),
+                             ({**run, "distill": {**run["distill"], "teacher_layers": (0, 3)}}, r"`teacher_layers` \[0, 3\]"),
+                             ({**run, "data": {"dataset": "photos"}}, r"`dataset` 'photos'")]:
+        resumed = TrainingArguments(**{**vars(args), "max_steps": 6, "resume_from_checkpoint": "latest"})
+        with pytest.raises(ValueError, match=match):
+            train(tiny_model(0), list(batch), loss, resumed, collate_fn=torch.stack, run_config=other_run)
     for change, match in [({"learning_rate": 1e-2}, r"`learning_rate` 0\.01 \(the checkpoint's: 0\.001\)"),
                           ({"per_device_batch_size": 2, "seed": 7}, r"`per_device_batch_size` 2 .*`seed` 7"),
                           ({"max_steps": 2}, r"`max_steps` 2 is below the step .* \(4\)")]:
         resumed = TrainingArguments(**{**vars(args), "max_steps": 6, **change, "resume_from_checkpoint": "latest"})
         with pytest.raises(ValueError, match=match):
-            train(tiny_model(0), list(batch), loss, resumed, collate_fn=torch.stack)
+            train(tiny_model(0), list(batch), loss, resumed, collate_fn=torch.stack, run_config=run)
     assert calls == []  # refused before any step
+    moved = {**run, "distill": {**run["distill"], "teacher_path": "/new/teacher"}, "data": {**run["data"], "data_dir": "x"}}
     train(tiny_model(0), list(batch), loss, TrainingArguments(**{**vars(args), "max_steps": 6,
-                                                                 "resume_from_checkpoint": "latest"}), collate_fn=torch.stack)
+                                                                 "resume_from_checkpoint": "latest"}), collate_fn=torch.stack,
+          run_config=moved)  # folders may move between runs
     assert len(calls) == 2  # steps 5 and 6 only
 
     # a checkpoint written before the settings were recorded is compared by step only

@@ -117,10 +117,28 @@ RESUME_SETTINGS = ("learning_rate", "per_device_batch_size", "gradient_accumulat
                    "weight_decay", "adam_beta1", "adam_beta2", "seed")
 
 
+# Fields of a script's other dataclasses (data, model, distillation) that do not change what is trained: folders a
+# run may find elsewhere when resumed, and evaluation-only sizes. Every other field is recorded and compared.
+RESUME_IGNORED = ("data_dir", "token_cache_dir", "tokenizer_path", "teacher_path", "num_alpha_prefixes",
+                  "num_entropy_samples")
+
+
+def resume_settings(training_args, run_config: dict | None = None) -> dict:
+    """What a checkpoint records for `check_resume_settings`: the trainer's `RESUME_SETTINGS` and, named
+    `<group>.<field>`, every field of `run_config`'s groups (`{"data": vars(data_args), "distill": vars(args)}`)
+    except `RESUME_IGNORED`; as JSON gives them back (tuples as lists)."""
+    settings = {key: getattr(training_args, key) for key in RESUME_SETTINGS}
+    for group, fields in (run_config or {}).items():
+        if isinstance(fields, dict):
+            settings.update({f"{group}.{key}": value for key, value in fields.items() if key not in RESUME_IGNORED})
+    return json.loads(json.dumps(settings, default=str))
+
+
 def check_resume_settings(path: str, settings: dict, max_steps: int) -> None:
     """Raise `ValueError` before any work when resuming from the checkpoint `path` cannot give the run asked for:
-    `max_steps` below the checkpoint's step, or a setting of `RESUME_SETTINGS` other than the checkpoint's (each
-    named with both values). Checkpoints written before the settings were recorded are compared by step only."""
+    `max_steps` below the checkpoint's step, or a recorded setting (`resume_settings`: the trainer's, the data's, the
+    model's or the distillation's) other than the checkpoint's, each named with both values. Checkpoints written
+    before the settings were recorded are compared by step only; settings a checkpoint did not record, not at all."""
     with open(os.path.join(path, "trainer_state.json")) as f:
         state = json.load(f)
     step = state["global_step"]
@@ -130,7 +148,7 @@ def check_resume_settings(path: str, settings: dict, max_steps: int) -> None:
     saved = state.get("settings")
     if not isinstance(saved, dict):
         return
-    changed = [f"`{key}` {settings[key]!r} (the checkpoint's: {saved[key]!r})" for key in settings
+    changed = [f"`{key.split('.')[-1]}` {settings[key]!r} (the checkpoint's: {saved[key]!r})" for key in settings
                if key in saved and saved[key] != settings[key]]
     if changed:
         raise ValueError(f"`resume_from_checkpoint` {path!r} was trained with other settings: {', '.join(changed)}. "
@@ -141,7 +159,7 @@ def check_resume_settings(path: str, settings: dict, max_steps: int) -> None:
 def save_checkpoint(accelerator, model, optimizer, scheduler, step: int, checkpoints_dir: str, total_limit: int | None,
                     settings: dict | None = None):
     """Write `checkpoints_dir/checkpoint-<step>` atomically; keep at most `total_limit` checkpoints. `settings` (the
-    run's `RESUME_SETTINGS`) are recorded for `check_resume_settings`.
+    run's `resume_settings`) are recorded for `check_resume_settings`.
 
     Every rank must call it: under FSDP, model and optimizer states are gathered from all ranks (rank 0 writes).
     """

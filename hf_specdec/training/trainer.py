@@ -20,11 +20,11 @@ from tqdm.auto import tqdm
 
 from ..hub import check_output_dir
 from .checkpoint import (
-    RESUME_SETTINGS,
     check_checkpointing_supported,
     check_resume_settings,
     load_checkpoint,
     resolve_checkpoint,
+    resume_settings,
     save_checkpoint,
     unsharded_model,
 )
@@ -50,7 +50,8 @@ class TrainingArguments:
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "'latest' (newest in output_dir/checkpoints, if any) or a checkpoint path. The "
                                         "run must keep the checkpoint's learning rate, batch size, accumulation, warmup, "
-                                        "weight decay, betas and seed; max_steps may grow."}
+                                        "weight decay, betas, seed and its data, model and distillation settings "
+                                        "(folders may move); max_steps may grow."}
     )
     report_to: str = field(default="none", metadata={"help": "wandb | tensorboard | none. wandb runs offline without credentials."})
     project_name: str = field(default="hf-specdec", metadata={"help": "Tracker project name."})
@@ -148,7 +149,7 @@ def train(
     os.makedirs(args.output_dir, exist_ok=True)
     checkpoints_dir = os.path.join(args.output_dir, "checkpoints")
     checkpoint = resolve_checkpoint(args.resume_from_checkpoint, checkpoints_dir)  # a damaged one fails here, early
-    settings = {key: getattr(args, key) for key in RESUME_SETTINGS}
+    settings = resume_settings(args, run_config)
     if checkpoint is not None:
         check_resume_settings(checkpoint, settings, args.max_steps)
 
