@@ -132,18 +132,37 @@ def compact_weights(folder: str, dtype: str = "float16", argument: str = "folder
             max_change = max(max_change, (narrow.to(tensor.dtype) - tensor).abs().max().item() if tensor.numel() else 0.0)
             tensors[key] = narrow
         compacted[name] = (tensors, {**metadata, "format": "pt"})
+    index_file = os.path.join(folder, "model.safetensors.index.json")
+    index = None
+    if os.path.isfile(index_file):  # a sharded checkpoint: its index states the weights' total size in bytes
+        with open(index_file) as f:
+            index = json.load(f)
+        index.setdefault("metadata", {})["total_size"] = sum(
+            t.numel() * t.element_size() for tensors, _ in compacted.values() for t in tensors.values())
     for name, (tensors, metadata) in compacted.items():
-        path = os.path.join(folder, name)
-        handle, temporary = tempfile.mkstemp(prefix=".compact-", suffix=".safetensors", dir=folder)
-        os.close(handle)
-        try:
-            save_file(tensors, temporary, metadata=metadata)
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
+        _replace_atomically(os.path.join(folder, name), lambda path: save_file(tensors, path, metadata=metadata))
+    if index is not None:
+        _replace_atomically(index_file, lambda path: _write_json(index, path))
     after = sum(os.path.getsize(os.path.join(folder, name)) for name in files)
     return {"bytes_before": before, "bytes_after": after, "max_abs_change": max_change}
+
+
+def _replace_atomically(path: str, write) -> None:
+    """`write(temporary)` next to `path`, then rename it over `path`: a kill leaves the old file or the new one."""
+    handle, temporary = tempfile.mkstemp(prefix=".compact-", suffix=os.path.splitext(path)[1], dir=os.path.dirname(path))
+    os.close(handle)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def _write_json(data, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
 
 
 def resolve_drafts(names: list[str], checkpoints_dir: str, notes: list[str]) -> list[str]:

@@ -45,6 +45,25 @@ def test_compacted_draft_loads_in_float32_with_rounded_weights_and_sampling_stay
     assert again["bytes_after"] == again["bytes_before"] and again["max_abs_change"] == 0.0
 
 
+def test_sharded_checkpoint_keeps_a_true_index(tmp_path):
+    draft = tiny_model(seed=1, num_hidden_layers=2)
+    draft.save_pretrained(tmp_path, max_shard_size="20KB")
+    index_file = tmp_path / "model.safetensors.index.json"
+    shards = sorted(p.name for p in tmp_path.glob("*.safetensors"))
+    assert len(shards) > 1 and index_file.exists()
+    compact_weights(str(tmp_path), "float16")
+    index = json.loads(index_file.read_text())
+    stored = 0
+    for shard in shards:
+        with safe_open(tmp_path / shard, "pt") as f:
+            stored += sum(f.get_tensor(k).numel() * 2 for k in f.keys())
+    assert index["metadata"]["total_size"] == stored == sum(p.numel() * 2 for p in draft.state_dict().values())
+    assert set(index["weight_map"].values()) == set(shards) and not list(tmp_path.glob(".compact-*"))
+    loaded = VQGPTForCausalLM.from_pretrained(tmp_path)
+    for (name, original), (_, reloaded) in zip(draft.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(reloaded, original.half().float()), name
+
+
 def test_weights_beyond_half_range_are_refused_and_no_file_changes(tmp_path):
     model = tiny_model()
     with torch.no_grad():
