@@ -7,7 +7,8 @@
     python scripts/generate.py --teacher org/teacher --assistant org/draft --tokenizer org/vq --device cuda
 
 Prints two speedups, measured in the same run: per image (batch 1: each image drawn by the teacher alone and by the
-method back to back, median over the images; the latency a user waits for one picture) and whole grid (every image
+method back to back, median over the images; the latency a user waits for one picture; `--repeats 3` times every
+image three times, for a steadier figure on a noisy machine) and whole grid (every image
 in one batch, or streamed through `--batch_size` rows: throughput), and the acceptance alpha. The PNG has one
 labelled row per class.
 """
@@ -25,6 +26,8 @@ def main(argv=None):
     one = result["per_image"]
     print(f"{'per image (batch 1, median)':28}{one['teacher_ms']:>12.1f} ms{one['method_ms']:>15.1f} ms"
           f"{one['speedup']:>9.2f}x")
+    if len(one["speedup_per_pass"]) > 1:
+        print(f"{'':28}per pass: {', '.join(f'{x:.2f}x' for x in one['speedup_per_pass'])} (medians over all passes above)")
     grid = result["whole_grid"]
     if grid:
         label = f"whole grid (batch {grid['batch_size']}{', streamed' if grid['streamed'] else ''})"

@@ -45,6 +45,7 @@ BAD_INPUT = [
     ("generate.py", ["--guidance_scale", "inf"], ["guidance_scale"]),
     ("generate.py", ["--samples_per_class", "0"], ["samples_per_class"]),
     ("generate.py", ["--batch_size", "0"], ["batch_size"]),
+    ("generate.py", ["--repeats", "0"], ["repeats", ">= 1"]),
     ("generate.py", ["--method", "self-speculative", "--self_speculative_layers", "12"], ["self_speculative_layers"]),
     ("generate.py", ["--classes", "12"], ["classes"]),
     ("generate.py", ["--rows", "2"], ["rows", "unconditional"]),  # was ignored for a class-conditional teacher

@@ -31,6 +31,19 @@ def _tiny_set(tmp_path, **overrides):
     return dict(teacher=str(tmp_path / "teacher"), assistant=str(tmp_path / "draft"), tokenizer=str(tmp_path / "vq"))
 
 
+def test_repeats_time_every_image_again_and_report_each_pass(tmp_path):
+    paths = _tiny_set(tmp_path)
+    result = run_sample_grid(SampleGridArguments(**paths, classes=[0, 1], samples_per_class=2, repeats=3,
+                                                 gamma=3, output=str(tmp_path / "grid.png")))
+    per_image = result["per_image"]
+    assert len(per_image["speedup_per_pass"]) == 3 and all(x > 0 for x in per_image["speedup_per_pass"])
+    assert per_image["timed_calls"] == 3 * 4  # every image in every pass
+    assert abs(per_image["speedup"] - per_image["teacher_ms"] / per_image["method_ms"]) < 1e-9
+    one = run_sample_grid(SampleGridArguments(**paths, classes=[0, 1], samples_per_class=2, gamma=3,  # default: one pass
+                                              output=str(tmp_path / "one.png")))
+    assert len(one["per_image"]["speedup_per_pass"]) == 1 and one["per_image"]["timed_calls"] == 4
+
+
 def test_unconditional_teacher_draws_rows_of_null_prompts(tmp_path):
     paths = _tiny_set(tmp_path, num_classes=0)
     out = tmp_path / "uncond.png"

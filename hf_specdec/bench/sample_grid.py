@@ -75,6 +75,9 @@ class SampleGridArguments:
     top_k: int | None = field(default=None, metadata={"help": "Top-k (None = off)."})
     guidance_scale: float | None = field(default=None, metadata={"help": "Classifier-free guidance scale."})
     batch_size: int | None = field(default=None, metadata={"help": "Whole grid: rows decoded at once (default: every image in one batch); fewer streams the images through them, a row taking the next image when its own is done."})
+    repeats: int = field(default=1, metadata={"help": "Passes of the per-image timing (each image, teacher then method, "
+                                                       "every pass; medians over all passes, each pass's speedup reported): "
+                                                       "on a noisy machine 3-5 give a steadier figure than one."})
     seed: int = field(default=0, metadata={"help": "Seed."})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda."})
     mode: str = field(default="auto", metadata={"help": "Decoding engine mode for the teacher alone and speculative decoding: auto (CUDA graphs on a GPU, eager on the CPU) | eager | compile (faster on the CPU after about a minute of compilation per round shape the first time, cached on disk) | cuda-graph."})
@@ -102,6 +105,8 @@ class SampleGridArguments:
         if self.verification != "token" and self.method not in ("speculative", "self-speculative"):
             raise ValueError(f"`verification` {self.verification!r} is for `method` speculative or self-speculative; "
                              f"{self.method!r} {'verifies token by token (transformers)' if self.method == 'assisted' else 'drafts nothing'}.")
+        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
+            raise ValueError(f"`repeats` must be an integer >= 1 (passes of the per-image timing), got {self.repeats!r}.")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"`batch_size` must be >= 1 (or unset: every image in one batch), got {self.batch_size}.")
         device = check_device(self.device)
@@ -125,7 +130,7 @@ def run_sample_grid(args: SampleGridArguments) -> dict:
 
     Every argument is checked against the teacher (the sampler's own `check_sampling_arguments`) before the other
     models load and before anything is drawn or timed. Returns `{"images", "method", "output", "alpha",
-    "tokens_per_teacher_call", "per_image": {"teacher_ms", "method_ms", "speedup"}, "whole_grid": {"batch_size",
+    "tokens_per_teacher_call", "per_image": {"teacher_ms", "method_ms", "speedup", "speedup_per_pass", "timed_calls"}, "whole_grid": {"batch_size",
     "teacher_seconds", "method_seconds", "speedup", "teacher_images_per_second", "method_images_per_second"}}`
     (`whole_grid` is None for `assisted`, which draws one image per call, and for `plain`).
     """
@@ -183,14 +188,24 @@ def run_sample_grid(args: SampleGridArguments) -> dict:
     def batch_size(prompt):  # the whole grid streams through `args.batch_size` rows; single images run alone
         return min(args.batch_size, len(prompt)) if args.batch_size else len(prompt)
 
-    # Per image: each image drawn by the teacher alone and by the method back to back (image -1 is the warm-up).
+    # Per image: each image drawn by the teacher alone and by the method back to back (image -1 is the warm-up),
+    # `repeats` passes over the same images and seeds; the grid shows the first pass's images.
     inputs = [prompt[max(i, 0) : max(i, 0) + 1] for i in range(-1, len(labels))]
-    times, outs = time_interleaved({"teacher": teacher_alone, "method": method}, inputs,
-                                   [args.seed + i for i in range(-1, len(labels))], generator, args.device)
-    rows_out = outs["method"]
+    seeds = [args.seed + i for i in range(-1, len(labels))]
+    times = {"teacher": [], "method": []}
+    passes = []
+    for repeat in range(args.repeats):
+        pass_times, outs = time_interleaved({"teacher": teacher_alone, "method": method}, inputs, seeds, generator,
+                                            args.device)
+        if repeat == 0:
+            rows_out = outs["method"]
+        passes.append(statistics.median(pass_times["teacher"]) / statistics.median(pass_times["method"]))
+        for key in times:
+            times[key] += pass_times[key]
     per_image = {"teacher_ms": 1000 * statistics.median(times["teacher"]),
                  "method_ms": 1000 * statistics.median(times["method"])}
     per_image["speedup"] = per_image["teacher_ms"] / per_image["method_ms"]
+    per_image.update(speedup_per_pass=passes, timed_calls=len(times["method"]))
     whole_grid, outputs = None, rows_out
     if args.method in ("speculative", "self-speculative"):
         # Whole grid: one call each, after a first, untimed pair of calls at this batch size.
