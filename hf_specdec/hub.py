@@ -257,8 +257,9 @@ METRICS = {
 
 def model_card(model_dir: str, repo_id: str, dataset: str = "scikit-learn digits", extra_metrics: dict | None = None,
                teacher_repo: str | None = None, draft_repo: str | None = None) -> ModelCard:
-    """A `ModelCard` for the saved model in `model_dir`, with the metrics its training wrote (and `extra_metrics`,
-    e.g. FID or measured speedup) as `model-index` eval results."""
+    """A `ModelCard` for the saved model in `model_dir` (a VQGPT teacher or draft, a feature draft or a VQ tokenizer),
+    with the metrics its training wrote (and `extra_metrics`, e.g. FID or measured speedup) as `model-index` eval
+    results. `ValueError` naming `model_dir` for any other folder (e.g. the FID classifier: an evaluation tool)."""
     metrics = {}
     for name in ("training_metrics.json", "distill_metrics.json"):
         path = os.path.join(model_dir, name)
@@ -268,7 +269,11 @@ def model_card(model_dir: str, repo_id: str, dataset: str = "scikit-learn digits
     metrics.update(extra_metrics or {})
     with open(os.path.join(model_dir, "config.json")) as f:
         config = json.load(f)
-    is_tokenizer = "_class_name" in config
+    is_tokenizer = config.get("_class_name") == "VQTokenizer"
+    if not is_tokenizer and config.get("model_type") not in ("vqgpt", "vqgpt_feature_draft"):
+        kind = config.get("_class_name") or config.get("model_type") or "no model type"
+        raise ValueError(f"`model_dir` {model_dir!r} holds {kind!r}, not a VQGPT model, feature draft or VQ tokenizer: "
+                         "there is no model card for it.")
     results = [
         EvalResult(task_type="image-generation" if not is_tokenizer else "image-to-image", dataset_type=dataset,
                    dataset_name=dataset, dataset_split="validation", metric_type=METRICS[key][0],
@@ -286,6 +291,8 @@ def model_card(model_dir: str, repo_id: str, dataset: str = "scikit-learn digits
     training = (f"Distilled from the teacher with the `{metrics['loss']}` objective, on-policy fraction lmbda="
                 f"{metrics['lmbda']}, data: {metrics['data_source']}, {metrics['steps']} steps."
                 if "loss" in metrics else f"Next-code cross-entropy, {metrics.get('steps')} steps.")
+    num_classes = config["num_classes"]
+    prompt = "teacher.class_prompt([0, 1, 2, 3])" if num_classes else "teacher.class_prompt(batch_size=4)"
     if config.get("model_type") == "vqgpt_feature_draft":
         return ModelCard.from_template(
             card_data, template_path=os.path.join(TEMPLATES, "feature_draft.md"), repo_id=repo_id, model_name=repo_id,
@@ -293,14 +300,18 @@ def model_card(model_dir: str, repo_id: str, dataset: str = "scikit-learn digits
             parameters=f"{metrics.get('parameters', 0) / 1e6:.2f}M", grid=f"{config['grid_h']}x{config['grid_w']}",
             codebook_size=config["codebook_size"], feature_layers=config["feature_layers"], dataset=dataset,
             training=training + f" Draft steps unrolled in training: {metrics.get('ttt_steps')}.",
-            results=table, teacher_repo=teacher_repo or "<the teacher's repo>")
+            results=table, teacher_repo=teacher_repo or "<the teacher's repo>", prompt=prompt)
+    conditioning = (f"A class-conditional GPT over VQ image codes ({num_classes} classes + a null class for "
+                    "classifier-free guidance)" if num_classes else
+                    "An unconditional GPT over VQ image codes (every sequence starts with the null token)")
     return ModelCard.from_template(
         card_data, template_path=os.path.join(TEMPLATES, "vqgpt.md"), repo_id=repo_id, model_name=repo_id,
         description="A draft model for speculative decoding." if "alpha" in metrics else "The teacher model.",
-        num_layers=config["num_hidden_layers"], hidden_size=config["hidden_size"],
+        conditioning=conditioning, num_layers=config["num_hidden_layers"], hidden_size=config["hidden_size"],
         parameters=f"{metrics.get('parameters', 0) / 1e6:.2f}M", grid=f"{config['grid_h']}x{config['grid_w']}",
-        codebook_size=config["codebook_size"], num_classes=config["num_classes"], dataset=dataset, training=training,
-        results=table, teacher_repo=teacher_repo or repo_id, draft_repo=draft_repo or repo_id,
+        codebook_size=config["codebook_size"], dataset=dataset, training=training, results=table,
+        teacher_repo=teacher_repo or repo_id, draft_repo=draft_repo or repo_id,
+        prompt=prompt,
     )
 
 

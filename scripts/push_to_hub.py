@@ -1,8 +1,14 @@
 #!/usr/bin/env python
-"""Push the digit checkpoints to the Hub with model cards (needs `huggingface-cli login` and a network).
+"""Push a checkpoint set to the Hub with model cards (needs `huggingface-cli login` and a network).
 
     python scripts/push_to_hub.py --namespace my-org                 # every model under checkpoints/digits
-    python scripts/push_to_hub.py --namespace my-org --dry_run       # print the files and cards, upload nothing
+    python scripts/push_to_hub.py --namespace my-org --checkpoints_dir checkpoints/photos
+    python scripts/push_to_hub.py --namespace my-org --dry_run       # print the repos, files and cards, upload nothing
+
+Each card names the repos it is used with: a draft's card loads its own teacher (the one it was distilled from,
+`distill_metrics.json`), a teacher's card one of its drafts. FID / IS from `--benchmark_results` go on the cards of
+the models that run measured, and only when it measured this `--checkpoints_dir`. Every card is made before the
+first upload, so a folder without a card (the FID classifier) stops the run before anything is pushed.
 """
 
 import json
@@ -15,47 +21,114 @@ from huggingface_hub.utils import validate_repo_id
 from hf_specdec.cli import UsageError, parse_args, run
 from hf_specdec.hub import model_card, push_model, upload_plan
 
+# Card wording of the shipped checkpoint sets' data (by the folder's name).
+DATASETS = {"digits": "scikit-learn digits",
+            "photos": "crops of ten photographs shipped inside Python packages (hf-specdec's `photos` dataset)"}
+QUALITY_RESULTS = ["benchmarks/quality/results.json", "benchmarks/photos-quality/conditional/results.json",
+                   "benchmarks/photos-quality/unconditional/results.json"]
+NOT_PUSHED = ("classifier",)  # the FID classifier: an evaluation tool, no card
+
 
 @dataclass
 class PushArguments:
     namespace: str = field(default="hf-specdec", metadata={"help": "Hub user or organisation."})
     checkpoints_dir: str = field(default="checkpoints/digits", metadata={"help": "Folder of model folders."})
-    prefix: str = field(default="digits-", metadata={"help": "Repo name prefix: <namespace>/<prefix><model>."})
-    models: list[str] = field(default_factory=lambda: ["vq-tokenizer", "teacher", "student-10L", "student-8L", "student-6L", "student-4L", "draft-1L"], metadata={"help": "Model folders to push."})
-    benchmark_results: str | None = field(default="benchmarks/quality/results.json", metadata={"help": "FID/IS to add to the cards (results.json of evaluate_quality.py; '' for none)."})
+    prefix: str | None = field(default=None, metadata={"help": "Repo name prefix: <namespace>/<prefix><model> (default: "
+                                                             "the folder's name and a dash, e.g. digits-)."})
+    models: list[str] | None = field(default=None, metadata={"help": "Model folders to push (default: every model folder "
+                                                                     "with config.json except the FID classifier)."})
+    dataset: str | None = field(default=None, metadata={"help": "Training data as the cards name it (default: by the "
+                                                              f"folder's name: {', '.join(DATASETS)})."})
+    benchmark_results: list[str] = field(default_factory=lambda: list(QUALITY_RESULTS), metadata={
+        "help": "results.json files of evaluate_quality.py whose FID/IS go on the cards (each used only if it measured "
+                "this checkpoints_dir; '' for none)."})
     private: bool = field(default=False, metadata={"help": "Create private repos."})
     dry_run: bool = field(default=False, metadata={"help": "Only print what would be uploaded."})
 
 
+def read_json(path: str) -> dict:
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def quality_metrics(files: list[str], checkpoints_dir: str) -> dict[str, dict]:
+    """`{model folder name: {"fid", "inception_score"}}` from the runs in `files` that measured `checkpoints_dir`."""
+    quality = {}
+    for path in [f for f in files if f]:
+        try:
+            with open(path) as f:
+                result = json.load(f)
+            rows = {r["method"]: r for r in result["results"]}
+            measured = result["args"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise UsageError(f"`benchmark_results` {path!r} is not the results.json of scripts/evaluate_quality.py "
+                             f"({type(error).__name__}: {error}).")
+        if os.path.realpath(measured.get("checkpoints_dir", "")) != os.path.realpath(checkpoints_dir):
+            continue  # another checkpoint set's run
+        for name, row in [(measured.get("teacher"), rows.get("teacher"))] + [
+                (d, rows.get(f"{d} alone")) for d in measured.get("drafts") or []]:
+            if name and row:
+                quality[name] = {"fid": row["fid"], "inception_score": row["inception_score"]}
+    return quality
+
+
 def main(argv=None):
     (args,) = parse_args((PushArguments,), argv, description=__doc__)
-    missing = [name for name in args.models if not os.path.isfile(os.path.join(args.checkpoints_dir, name, "config.json"))]
-    if missing:
-        raise UsageError(f"`models` {missing} are not model folders in `checkpoints_dir` {args.checkpoints_dir!r}.")
-    repo = lambda name: f"{args.namespace}/{args.prefix}{name}"  # noqa: E731
-    for name in args.models:  # every repo id is checked before the first upload
+    if not os.path.isdir(args.checkpoints_dir):
+        raise UsageError(f"`checkpoints_dir` {args.checkpoints_dir!r} is not a folder (it should hold the `models`).")
+    set_name = os.path.basename(os.path.normpath(args.checkpoints_dir))
+    prefix = args.prefix if args.prefix is not None else f"{set_name}-"
+    dataset = args.dataset or DATASETS.get(set_name, set_name)
+    folders = sorted(f for f in os.listdir(args.checkpoints_dir)
+                     if os.path.isfile(os.path.join(args.checkpoints_dir, f, "config.json")))
+    models = args.models if args.models is not None else [f for f in folders if f not in NOT_PUSHED]
+    missing = [name for name in models if name not in folders]
+    if missing or not models:
+        raise UsageError(f"`models` {missing or models} are not model folders in `checkpoints_dir` "
+                         f"{args.checkpoints_dir!r} (it holds {folders}).")
+    repo = lambda name: f"{args.namespace}/{prefix}{name}"  # noqa: E731
+    for name in models:  # every repo id is checked before the first upload
         try:
             validate_repo_id(repo(name))
         except HFValidationError as error:
             raise UsageError(f"`namespace` / `prefix` give the repo id {repo(name)!r}, which the Hub refuses: {error}")
-    quality = {}
-    if args.benchmark_results:
-        try:
-            with open(args.benchmark_results) as f:
-                rows = {r["method"]: r for r in json.load(f)["results"]}
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise UsageError(f"`benchmark_results` {args.benchmark_results!r} is not the results.json of "
-                             f"scripts/evaluate_quality.py ({type(error).__name__}: {error}).")
-        quality = {"teacher": rows.get("teacher")} | {m: rows.get(f"{m} alone") for m in args.models}
-    for name in args.models:
+    quality = quality_metrics(args.benchmark_results, args.checkpoints_dir)
+
+    # Which teacher each draft was distilled from (a folder of this set), and a draft for each teacher's card.
+    teacher_of = {}
+    for name in folders:
+        source = read_json(os.path.join(args.checkpoints_dir, name, "distill_metrics.json")).get("teacher")
+        if source and os.path.basename(os.path.normpath(source)) in folders:
+            teacher_of[name] = os.path.basename(os.path.normpath(source))
+    plain_drafts = [d for d in sorted(teacher_of, key=lambda d: (not d.startswith("draft"), d))
+                    if read_json(os.path.join(args.checkpoints_dir, d, "config.json")).get("model_type") == "vqgpt"]
+
+    if args.models is None:  # teachers and tokenizers before the drafts whose cards point at them
+        models.sort(key=lambda name: (name in teacher_of, name))
+    cards, links = {}, {}
+    for name in models:  # every card is made before the first upload
         model_dir = os.path.join(args.checkpoints_dir, name)
-        row = quality.get(name)
-        extra = {"fid": row["fid"], "inception_score": row["inception_score"]} if row else None
-        card = model_card(model_dir, repo(name), extra_metrics=extra, teacher_repo=repo("teacher"), draft_repo=repo("draft-1L"))
+        if name in teacher_of:  # a draft or student: used with its own teacher
+            teacher_repo, draft_repo = repo(teacher_of[name]), repo(name)
+        else:
+            draft = next((d for d in plain_drafts if teacher_of[d] == name), None)
+            teacher_repo, draft_repo = repo(name), repo(draft) if draft else None
+        links[name] = f"card: teacher {teacher_repo}, draft {draft_repo}" + (
+            f", FID {quality[name]['fid']:.2f}" if name in quality else "")
+        try:
+            cards[name] = model_card(model_dir, repo(name), dataset=dataset, extra_metrics=quality.get(name),
+                                     teacher_repo=teacher_repo, draft_repo=draft_repo)
+            upload_plan(model_dir)
+        except ValueError as error:
+            raise UsageError(f"`models`: {error}")
+    for name in models:
+        model_dir = os.path.join(args.checkpoints_dir, name)
         if args.dry_run:
-            print(f"{repo(name)}: {', '.join(upload_plan(model_dir))}")
+            print(f"{repo(name)}: {', '.join(upload_plan(model_dir))}\n    {links[name]}")
             continue
-        print(push_model(model_dir, repo(name), card, private=args.private))
+        print(push_model(model_dir, repo(name), cards[name], private=args.private))
 
 
 if __name__ == "__main__":

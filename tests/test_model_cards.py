@@ -54,5 +54,26 @@ def test_upload_plan_is_safetensors_only(tmp_path):
 def test_push_script_dry_run_lists_every_model():
     result = run_script("push_to_hub.py", "--namespace", "org", "--dry_run")
     assert result.returncode == 0, result.stderr[-2000:]
-    for name in ("vq-tokenizer", "teacher", "student-4L", "draft-1L"):
+    for name in ("vq-tokenizer", "teacher", "student-4L", "draft-1L", "draft-2L", "feature-1L", "feature-2L"):
         assert f"org/digits-{name}:" in result.stdout
+    assert "classifier" not in result.stdout  # the FID classifier has no card
+    assert "card: teacher org/digits-teacher, draft org/digits-student-4L, FID 1.08" in result.stdout
+
+
+def test_push_script_links_each_set_s_own_models_and_metrics():
+    """The photographs: repos named after the set, each draft's card loads the teacher it was distilled from (the
+    unconditional one for the unconditional draft), FID from that set's runs only, cards for unconditional models."""
+    result = run_script("push_to_hub.py", "--namespace", "org", "--dry_run", "--checkpoints_dir",
+                        str(CHECKPOINTS.parent / "photos"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert "org/photos-draft-uncond-1L:" in out and "digits" not in out
+    assert "card: teacher org/photos-teacher-uncond, draft org/photos-draft-uncond-1L, FID 16.74" in out
+    assert "card: teacher org/photos-teacher-uncond, draft org/photos-draft-uncond-1L, FID 8.89" in out  # its teacher
+    assert "card: teacher org/photos-teacher, draft org/photos-draft-1L, FID 7.34" in out
+    card = model_card(str(CHECKPOINTS.parent / "photos" / "teacher-uncond"), "org/t", teacher_repo="org/t")
+    assert "class_prompt(batch_size=4)" in card.text and "unconditional" in card.text and "0 classes" not in card.text
+    with pytest.raises(ValueError, match="DigitsClassifier.*no model card"):
+        model_card(str(CHECKPOINTS / "classifier"), "org/c")
+    refused = run_script("push_to_hub.py", "--dry_run", "--models", "teacher", "classifier")
+    assert refused.returncode != 0 and "classifier" in refused.stderr and "digits-teacher" not in refused.stdout
