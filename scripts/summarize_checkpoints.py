@@ -4,7 +4,9 @@ the teacher's entropy per token on its own samples).
 
     python scripts/summarize_checkpoints.py checkpoints/digits
 
-Reads the training_metrics.json / distill_metrics.json that the training scripts write next to each model.
+Reads the training_metrics.json / distill_metrics.json that the training scripts write next to each model; a model
+folder without them (trained elsewhere, downloaded) gets a row with its size only, and a metric a run did not record
+(no evaluation) is left blank.
 """
 
 import json
@@ -12,6 +14,46 @@ import os
 import sys
 
 from hf_specdec.cli import UsageError, run
+
+METRICS_FILES = ("training_metrics.json", "distill_metrics.json")
+
+
+def fmt(value, spec: str, suffix: str = "") -> str:
+    """`value` formatted with `spec`, or "" when the run did not record it."""
+    return f"{value:{spec}}{suffix}" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+
+
+def read_metrics(path: str) -> dict | None:
+    for name in METRICS_FILES:
+        file = os.path.join(path, name)
+        if os.path.exists(file):
+            with open(file) as f:
+                try:
+                    metrics = json.load(f)
+                except json.JSONDecodeError as error:
+                    raise UsageError(f"{file} is not valid JSON ({error}).") from None
+            if not isinstance(metrics, dict):
+                raise UsageError(f"{file} holds {type(metrics).__name__}, not the JSON object the training scripts write.")
+            return metrics
+    return None
+
+
+def row(name: str, size: int, m: dict | None) -> str:
+    size = f"{size / 2**20:.1f} MiB"
+    if m is None:
+        return f"| {name} | | {size} | (no {' / '.join(METRICS_FILES)}) | | | | |"
+    params = fmt(m.get("parameters", 0) / 1e6 if m.get("parameters") else None, ".2f", "M")
+    if "val_psnr_db" in m:  # the tokenizer
+        return (f"| {name} | {params} | {size} | reconstruction + VQ | PSNR {fmt(m['val_psnr_db'], '.1f', ' dB')} | "
+                f"codebook usage {fmt(m.get('usage'), '.0%')}, perplexity {fmt(m.get('perplexity'), '.0f')} | | |")
+    teacher = f" ({os.path.basename(os.path.normpath(m['teacher']))})" if isinstance(m.get("teacher"), str) else ""
+    alpha = f"{fmt(m['alpha'], '.3f')}{teacher}" if m.get("alpha") is not None else "(teacher)" if "loss" not in m else ""
+    method = f"{m['loss']}, lmbda={m.get('lmbda')}, data={m.get('data_source')}" if "loss" in m else "cross-entropy"
+    if m.get("draft_type") == "feature":  # alpha of its first draft step, then of its second (own features)
+        method += f", reads teacher layers {m.get('feature_layers')}, {m.get('ttt_steps')} steps unrolled"
+        alpha = f"{fmt(m.get('alpha'), '.3f')} / {fmt(m.get('alpha_own_features'), '.3f')}{teacher}"
+    return (f"| {name} | {params} | {size} | {method} | {fmt(m.get('val_loss'), '.3f')} | "
+            f"{fmt(m.get('val_perplexity'), '.2f')} | {alpha} | {fmt(m.get('entropy_per_token'), '.2f')} |")
 
 
 def main(argv=None) -> None:
@@ -27,30 +69,17 @@ def main(argv=None) -> None:
     rows = []
     for name in sorted(os.listdir(folder)):
         path = os.path.join(folder, name)
-        size = sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path) if f.endswith(".safetensors")) if os.path.isdir(path) else 0
-        for metrics_file in ("training_metrics.json", "distill_metrics.json"):
-            if os.path.exists(os.path.join(path, metrics_file)):
-                with open(os.path.join(path, metrics_file)) as f:
-                    try:
-                        m = json.load(f)
-                    except json.JSONDecodeError as error:
-                        raise ValueError(f"{os.path.join(path, metrics_file)} is not valid JSON ({error}).") from None
-                if "val_psnr_db" in m:  # the tokenizer
-                    rows.append(f"| {name} | {m['parameters'] / 1e6:.2f}M | {size / 2**20:.1f} MiB | reconstruction + VQ "
-                                f"| PSNR {m['val_psnr_db']:.1f} dB | codebook usage {m['usage']:.0%}, perplexity {m['perplexity']:.0f} | | |")
-                    continue
-                if m.get("alpha") is not None:
-                    teacher = f" ({os.path.basename(os.path.normpath(m['teacher']))})" if m.get("teacher") else ""
-                    alpha = f"{m['alpha']:.3f}{teacher}"
-                else:
-                    alpha = "(teacher)"
-                entropy = f"{m['entropy_per_token']:.2f}" if m.get("entropy_per_token") is not None else ""
-                method = f"{m['loss']}, lmbda={m['lmbda']}, data={m['data_source']}" if "loss" in m else "cross-entropy"
-                if m.get("draft_type") == "feature":  # alpha of its first draft step, then of its second (own features)
-                    method += f", reads teacher layers {m['feature_layers']}, {m['ttt_steps']} steps unrolled"
-                    alpha = f"{m['alpha']:.3f} / {m['alpha_own_features']:.3f}{teacher}"
-                rows.append(f"| {name} | {m['parameters'] / 1e6:.2f}M | {size / 2**20:.1f} MiB | {method} | "
-                            f"{m['val_loss']:.3f} | {m['val_perplexity']:.2f} | {alpha} | {entropy} |")
+        if not os.path.isdir(path):
+            continue
+        metrics = read_metrics(path)
+        is_model = os.path.isfile(os.path.join(path, "config.json"))
+        if metrics is None and not is_model or name == "classifier":  # not a model folder; the FID classifier
+            continue
+        size = sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path) if f.endswith(".safetensors"))
+        rows.append(row(name, size, metrics))
+    if not rows:
+        raise UsageError(f"`folder` {folder!r} holds no model folders (sub-folders with config.json or "
+                         f"{' / '.join(METRICS_FILES)}); give a checkpoint set such as checkpoints/digits.")
     print("| model | parameters | size | objective | val loss | val perplexity | alpha vs teacher | entropy per token (nats) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))

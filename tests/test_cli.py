@@ -1,6 +1,7 @@
 """Every script refuses bad input with one line on stderr naming the option, a non-zero exit status and no traceback;
 YAML values are converted to the dataclass field types and checked."""
 
+import json
 import shutil
 
 import pytest
@@ -18,6 +19,9 @@ def files(tmp_path_factory):
     damaged = tmp / "damaged-teacher"
     shutil.copytree(CHECKPOINTS / "teacher", damaged, ignore=shutil.ignore_patterns("checkpoints"))
     truncate(damaged / "model.safetensors")
+    (tmp / "empty" / "notes").mkdir(parents=True)
+    (tmp / "list-metrics" / "draft").mkdir(parents=True)
+    (tmp / "list-metrics" / "draft" / "distill_metrics.json").write_text("[1, 2]")
     configs = {
         "float-for-int": "student_id: 4\nmax_steps: 2.5\n",
         "word-for-float": "student_id: 4\nlearning_rate: fast\n",
@@ -154,6 +158,8 @@ BAD_INPUT = [
     ("model_size_benchmark.py", ["--draft_layers", "0"], ["draft_layers"]),
     ("model_size_benchmark.py", ["--sizes", "gpt-5"], ["sizes"]),
     ("summarize_checkpoints.py", ["{tmp}/missing"], ["folder"]),
+    ("summarize_checkpoints.py", ["{tmp}/empty"], ["folder", "holds no model folders"]),
+    ("summarize_checkpoints.py", ["{tmp}/list-metrics"], ["distill_metrics.json", "list"]),
 ]
 
 
@@ -222,6 +228,22 @@ def test_command_line_size_replaces_the_configs(tmp_path):
     config.write_text("max_steps: 5\n")
     with pytest.raises(UsageError, match="student_preset"):
         parse_args((DistillArguments, TrainingArguments), [config])
+
+def test_summary_rows_for_models_without_metrics_or_evaluations(tmp_path):
+    """A downloaded model (config.json, no metrics) gets a row with its size; a run that never evaluated
+    (`val_loss` null) leaves that cell blank instead of a TypeError."""
+    shutil.copytree(CHECKPOINTS / "draft-1L", tmp_path / "draft", ignore=shutil.ignore_patterns("checkpoints"))
+    shutil.copytree(CHECKPOINTS / "teacher", tmp_path / "downloaded", ignore=shutil.ignore_patterns("*.json"))
+    (tmp_path / "downloaded" / "config.json").write_text((CHECKPOINTS / "teacher" / "config.json").read_text())
+    metrics = json.loads((tmp_path / "draft" / "distill_metrics.json").read_text())
+    (tmp_path / "draft" / "distill_metrics.json").write_text(json.dumps({**metrics, "val_loss": None, "val_perplexity": None}))
+    result = run_script("summarize_checkpoints.py", tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    downloaded, draft = [line for line in result.stdout.splitlines() if line.startswith(("| draft", "| downloaded"))]
+    assert f"| {metrics['alpha']:.3f} (teacher) |" in draft and "| tv, lmbda=" in draft and "|  |  |" in draft
+    assert "(no training_metrics.json / distill_metrics.json)" in downloaded
+    assert f"{(CHECKPOINTS / 'teacher' / 'model.safetensors').stat().st_size / 2**20:.1f} MiB" in downloaded
+
 
 def test_check_device_names_the_argument():
     from hf_specdec.bench.timing import check_device
