@@ -220,7 +220,7 @@ def load_pretrained(cls, name: str, argument: str, device: str | torch.device | 
         if damaged:
             raise ValueError(f"`{argument}` {name!r}: {damaged_weights_message(folder, damaged)}") from None
         if os.path.isdir(name):
-            reason = (str(error).strip().splitlines() or [""])[0][:300]  # the first line says why (a wrong teacher, ...)
+            reason = (str(error).strip().splitlines() or [""])[0][:300].rstrip(".")  # the first line says why (a wrong teacher, ...)
             raise ValueError(f"`{argument}` {name!r} is a folder but holds no {cls.__name__} ({type(error).__name__}"
                              f"{': ' + reason if reason else ''}).") from None
         raise ValueError(f"`{argument}` {name!r} is neither a model folder nor a reachable Hub repo id ({type(error).__name__}).") from None

@@ -65,6 +65,8 @@ def test_config_keeps_unrelated_keys_and_loads_saved_configs(tmp_path, caplog):
     config.save_pretrained(tmp_path)
     assert VQGPTConfig.from_pretrained(tmp_path).to_dict() == config.to_dict()
     assert AutoConfig.from_pretrained(CHECKPOINTS / "teacher", trust_remote_code=True).num_hidden_layers == 12
+    with pytest.raises(ValueError, match="holds a diffusers `VQTokenizer`, not a `vqgpt` model"):
+        VQGPTForCausalLM.from_pretrained(CHECKPOINTS / "vq-tokenizer")  # it warned about 20 unknown keys, then OSError
 
 
 def test_presets_and_students_share_width():
