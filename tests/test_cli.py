@@ -157,6 +157,8 @@ BAD_INPUT = [
     ("paired_benchmark.py", ["cpu", "2", "d=checkpoints/digits/draft-1L", "--gammas", "0"], ["gammas"]),
     ("model_size_benchmark.py", ["--draft_layers", "0"], ["draft_layers"]),
     ("model_size_benchmark.py", ["--sizes", "gpt-5"], ["sizes"]),
+    ("model_size_benchmark.py", ["--sizes", "digits-12x128", "--draft_layers", "12"], ["draft_layers", "12 layers"]),
+    ("model_size_benchmark.py", ["--gammas", "33"], ["gammas", "at most 32 for digits-12x128"]),
     ("summarize_checkpoints.py", ["{tmp}/missing"], ["folder"]),
     ("summarize_checkpoints.py", ["{tmp}/empty"], ["folder", "holds no model folders"]),
     ("summarize_checkpoints.py", ["{tmp}/list-metrics"], ["distill_metrics.json", "list"]),

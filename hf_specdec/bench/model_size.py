@@ -58,6 +58,16 @@ class ModelSizeArguments:
         for name in ("gammas", "batch_sizes", "draft_layers"):
             if not getattr(self, name) or min(getattr(self, name)) < 1:
                 raise ValueError(f"`{name}` must be integers >= 1, got {getattr(self, name)}.")
+        too_deep = [(s, SIZES[s][0]) for s in self.sizes if max(self.draft_layers) >= SIZES[s][0]]
+        if too_deep:
+            raise ValueError(f"`draft_layers` {self.draft_layers} must stay below each teacher's depth: "
+                             f"{', '.join(f'{s} has {n} layers' for s, n in too_deep)}.")
+        # a verify pass of gamma + 1 tokens is timed from half the grid on: it must fit in the rest of the sequence
+        limits = {s: (SIZES[s][3] ** 2 + 1) - (SIZES[s][3] ** 2 + 1) // 2 - 1 for s in self.sizes}
+        too_long = {s: n for s, n in limits.items() if max(self.gammas) > n}
+        if too_long:
+            raise ValueError(f"`gammas` {self.gammas} must fit in the second half of each grid (timed from its middle): "
+                             f"{', '.join(f'at most {n} for {s}' for s, n in too_long.items())}.")
         if self.repeats < 1:
             raise ValueError(f"`repeats` must be >= 1, got {self.repeats}.")
         check_device(self.device)
