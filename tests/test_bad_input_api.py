@@ -143,6 +143,10 @@ def test_folders_of_another_model_or_config_are_refused(tmp_path):
         VQTokenizer.from_pretrained(tmp_path / "vq")
     with pytest.raises(ValueError, match="`tokenizer` .*DigitsClassifier"):
         load_pretrained(VQTokenizer, str(tmp_path / "vq"), "tokenizer")
+    with pytest.raises(ValueError, match=r"holds a transformers `vqgpt` model \(VQGPTForCausalLM\), not a VQTokenizer"):
+        VQTokenizer.from_pretrained(tmp_path / "teacher")  # and the other way round
+    with pytest.raises(ValueError, match="holds a diffusers `DigitsClassifier`, not a `vqgpt` model"):
+        VQGPTForCausalLM.from_pretrained(tmp_path / "vq")
     shutil.copytree(tmp_path / "teacher", tmp_path / "edited")
     with open(tmp_path / "edited" / "config.json") as f:
         config = json.load(f)

@@ -76,6 +76,10 @@ class SafetensorsOnlyMixin:
         except (OSError, ValueError):
             return  # no readable config: `from_pretrained` raises its own error
         saved = config.get("_class_name") if isinstance(config, dict) else None
+        if saved is None and isinstance(config, dict) and config.get("model_type"):  # a transformers model's folder
+            raise ValueError(f"{str(pretrained_model_name_or_path)!r} holds a transformers `{config['model_type']}` model "
+                             f"({', '.join(config.get('architectures') or []) or 'no architectures named'}), not a "
+                             f"{cls.__name__}.")
         accepted = {c.__name__ for c in cls.__mro__ if isinstance(c, type) and hasattr(c, "load_config")}
         if saved is not None and saved not in accepted:
             raise ValueError(f"{str(pretrained_model_name_or_path)!r} holds a {saved}, not a {cls.__name__} (its config.json "
