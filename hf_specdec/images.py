@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 
 # Resampling (e.g. bicubic) overshoots [-1, 1] a little; pixels in [0, 255] or [0, 1] * 255 do not pass.
@@ -50,10 +50,16 @@ def from_uint8(pixels: torch.Tensor) -> torch.Tensor:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """An 8-bit RGB copy of a PIL image of any mode. `convert("RGB")` clips instead of scaling for images of more than
-    8 bits: 16-bit PNGs (`I;16*`, or `I` holding 16-bit values) came out white and float images (`F`, values in
-    [0, 1]) black. Those are scaled to [0, 255] first; every other mode (palette, grey, CMYK, alpha dropped) goes
-    through `convert("RGB")`."""
+    """An 8-bit RGB copy of a PIL image of any mode, upright and opaque. `convert("RGB")` clips instead of scaling for
+    images of more than 8 bits: 16-bit PNGs (`I;16*`, or `I` holding 16-bit values) came out white and float images
+    (`F`, values in [0, 1]) black. Those are scaled to [0, 255] first; every other mode (palette, grey, CMYK) goes
+    through `convert("RGB")`. A camera's EXIF orientation is applied (as `datasets` does when it decodes a file), and
+    transparent pixels are laid on white (`convert("RGB")` keeps whatever colour they hide, often black)."""
+    if image.getexif().get(0x0112, 1) != 1:  # EXIF Orientation: the pixels are stored rotated or mirrored
+        image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
     if image.mode.startswith("I;16") or image.mode in ("I", "F"):
         values = np.asarray(image, dtype=np.float64)
         if image.mode.startswith("I;16") or (image.mode == "I" and values.size and 255 < values.max() <= 65535):

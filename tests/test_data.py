@@ -129,6 +129,34 @@ def test_images_of_every_pil_mode_become_the_same_picture():
     assert images_to_tensor([Image.fromarray(gray, mode="L")], 16).std() > 0.3  # not a flat white or black picture
 
 
+def test_transparent_and_camera_rotated_images_are_drawn_as_shown():
+    """Transparent pixels are laid on white (they hid black), an EXIF orientation is applied (a phone's JPEG was used
+    lying on its side), for every transparent mode."""
+    import io
+
+    from hf_specdec.images import images_to_tensor, to_rgb
+
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[2:6, 2:6] = [255, 0, 0, 255]  # an opaque red square, the rest transparent black
+    image = Image.fromarray(rgba, "RGBA")
+    palette = image.convert("P")
+    palette.info["transparency"] = palette.getpixel((0, 0))
+    for variant in (image, image.convert("LA"), palette):
+        assert to_rgb(variant).getpixel((0, 0)) == (255, 255, 255), variant.mode
+    assert to_rgb(image).getpixel((3, 3)) == (255, 0, 0)
+    assert images_to_tensor([image], 8)[0, :, 0, 0].tolist() == [1.0, 1.0, 1.0]
+
+    pixels = np.zeros((8, 16, 3), np.uint8)
+    pixels[:, :8] = 255  # stored 16 wide, white on the left
+    stored = Image.fromarray(pixels)
+    exif = stored.getexif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise: 8 wide, 16 high, white on top
+    buffer = io.BytesIO()
+    stored.save(buffer, "PNG", exif=exif)
+    shown = to_rgb(Image.open(io.BytesIO(buffer.getvalue())))
+    assert shown.size == (8, 16) and shown.getpixel((4, 2)) == (255, 255, 255) and shown.getpixel((4, 13)) == (0, 0, 0)
+
+
 def test_unreadable_image_files_are_named(tmp_path):
     image_folder(tmp_path, {"cat": 10, "dog": 10})
     truncate(tmp_path / "dog" / "3.png")
