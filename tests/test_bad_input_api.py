@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from transformers import GenerationConfig
 
 from hf_specdec import VQTokenizer
 from hf_specdec.hub import load_pretrained
@@ -36,6 +37,9 @@ def test_generate_refuses_what_transformers_would_misread(pair):
         (dict(assistant_model=EarlyExitDraft(teacher, 1)), ["assistant_model", "EarlyExitDraft", "speculative_sample"]),
         (dict(assistant_model="checkpoints/digits/draft-1L"), ["assistant_model", "from_pretrained"]),
         (dict(assistant_model=tiny_model(2, codebook_size=24)), ["assistant_model", "codebook_size"]),
+        (dict(prompt_lookup_num_tokens=3), ["prompt_lookup_num_tokens", "4x4", "assistant_model=draft"]),  # IndexError
+        (dict(generation_config=GenerationConfig(prompt_lookup_num_tokens=2)), ["prompt_lookup_num_tokens"]),
+        (dict(assistant_early_exit=1), ["assistant_early_exit", "EarlyExitDraft"]),  # IndexError
     ]
     for kwargs, words in bad:
         with pytest.raises(ValueError) as error:

@@ -437,7 +437,8 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
     def _check_generate_kwargs(self, generation_config, kwargs) -> None:
         """What `generate` would otherwise misread: transformers' `guidance_scale` without the unconditional prompt
         (its unbatched processor reruns this model on the last token alone, so the guidance cancels out), an unusable `cfg_scale`, guidance with
-        beam search, and an assistant that is not a matching VQGPT model."""
+        beam search, an assistant that is not a matching VQGPT model, and transformers' prompt-lookup and early-exit
+        drafting (both failed deep inside with an IndexError)."""
         guidance_scale = kwargs.get("guidance_scale", getattr(generation_config, "guidance_scale", None))
         if guidance_scale not in (None, 1, 1.0) and kwargs.get("negative_prompt_ids") is None:
             raise ValueError("`guidance_scale` without `negative_prompt_ids`: transformers' guidance would rerun this "
@@ -449,6 +450,15 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         if cfg_scale is not None and cfg_scale != 1.0 and num_beams > 1:
             raise ValueError(f"`cfg_scale` cannot be combined with beam search (`num_beams`={num_beams}): guidance "
                              "doubles the rows, beam search reorders them. Use num_beams=1.")
+        if kwargs.get("prompt_lookup_num_tokens", getattr(generation_config, "prompt_lookup_num_tokens", None)):
+            raise ValueError("`prompt_lookup_num_tokens`: transformers' prompt lookup drafts past the end of the "
+                             f"{self.config.grid_h}x{self.config.grid_w} token grid (it caps drafts by the tokens seen, not "
+                             "by the length left), which this model's positions cannot hold. Draft with a small model "
+                             "instead: `assistant_model=draft`, or hf_specdec's `speculative_sample(teacher, draft, prompt)`.")
+        if kwargs.get("assistant_early_exit", getattr(generation_config, "assistant_early_exit", None)):
+            raise ValueError("`assistant_early_exit`: transformers' early-exit drafting needs a model that can stop after "
+                             "n layers and reuse them, which this one does not expose to `generate()`. Use hf_specdec's "
+                             "`speculative_sample(teacher, EarlyExitDraft(teacher, n), prompt)` (self-speculative).")
         assistant = kwargs.get("assistant_model")
         if assistant is None:
             return
