@@ -89,7 +89,8 @@ def test_another_file_version_warns(monkeypatch):
 
 
 @pytest.mark.parametrize("kwargs, match", [({"resolution": 4}, "resolution"), ({"crops_per_photo": 5}, "crops_per_photo"),
-                                           ({"min_scale": 0.8, "max_scale": 0.5}, "min_scale")])
+                                           ({"min_scale": 0.8, "max_scale": 0.5}, "min_scale"),
+                                           ({"resolution": 4096}, r"`resolution` must be at most 150 \(the smallest crop")])
 def test_bad_arguments_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         load_photos_dataset(**kwargs)

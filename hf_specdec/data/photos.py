@@ -124,8 +124,13 @@ def load_photos_dataset(
         raise ValueError(f"`crops_per_photo` must be >= 10 (each split needs every class), got {crops_per_photo}.")
     if not 0.0 < min_scale <= max_scale <= 1.0:
         raise ValueError(f"Need 0 < min_scale <= max_scale <= 1, got {min_scale}, {max_scale}.")
+    photographs = load_photographs()
+    largest = int(min(min(photo.size) for photo in photographs.values()) * min_scale)
+    if resolution > largest:  # beyond it every crop of the smallest photograph would be upsampled (and slow)
+        raise ValueError(f"`resolution` must be at most {largest} (the smallest crop, {min_scale:g} of the shortest "
+                         f"photograph side, {min(min(p.size) for p in photographs.values())} px), got {resolution}.")
     images, labels = [], []
-    for label, (name, photo) in enumerate(load_photographs().items()):
+    for label, (name, photo) in enumerate(photographs.items()):
         rng = np.random.default_rng([seed, label])
         for box in crop_boxes(*photo.size, crops_per_photo, min_scale, max_scale, rng):
             images.append(photo.resize((resolution, resolution), PILImage.BICUBIC, box=tuple(box)))
