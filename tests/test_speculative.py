@@ -331,3 +331,25 @@ def test_plain_loop_equals_generate(pair):
     with torch.no_grad():
         logits = teacher(early[:, :-1], num_layers=2, use_cache=False).logits
     assert torch.equal(early[:, 1:], logits.argmax(-1))  # each token is the 2-layer model's argmax
+
+
+def test_a_global_default_dtype_changes_no_token(pair):
+    """`torch.set_default_dtype(torch.float64)` (a scientific user's global) made the statistics fail with an
+    index_put dtype error, and the draws would have come from another stream: now the same generator gives the same
+    tokens whatever the default dtype, for every verification."""
+    teacher, draft = pair
+    prompt = teacher.class_prompt([0, 1, 2])
+
+    def draw():
+        runs = [speculative_sample(teacher, draft, prompt, gamma=3, generator=torch.Generator().manual_seed(0), **kw)
+                for kw in ({}, {"verification": "block"}, {"num_drafts": 2})]
+        return [run.sequences for run in runs] + [plain_sample(teacher, prompt, generator=torch.Generator().manual_seed(0))]
+
+    expected = draw()
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        got = draw()
+    finally:
+        torch.set_default_dtype(default)
+    assert all(torch.equal(a, b) for a, b in zip(expected, got))

@@ -88,7 +88,7 @@ class SpeculativeOutput:
         was_accepted = (offsets < accepted[..., None]) & in_image
         was_tested = (offsets <= accepted[..., None]) & in_image
         slots = (starts[..., None] + offsets).clamp(max=total - 1) - prompt_length
-        by_position = lambda counts: torch.zeros(total - prompt_length, device=device).index_put_(  # noqa: E731
+        by_position = lambda counts: torch.zeros(total - prompt_length, dtype=torch.float32, device=device).index_put_(  # noqa: E731
             (slots[in_image],), counts[in_image].float(), accumulate=True).cpu()
         return cls(
             sequences=record["sequences"],

@@ -128,7 +128,7 @@ class SpeculativeDecoder:
         self.n = torch.ones(R, dtype=torch.long, device=device)  # tokens so far, per row (and chain)
         self.total = torch.full((), self.cache_length, dtype=torch.long, device=device)  # tokens at the end
         self.round_index = torch.zeros((), dtype=torch.long, device=device)
-        self.noise = torch.zeros(R, G * K + G + K, device=device)  # one round's U[0, 1) draws
+        self.noise = torch.zeros(R, G * K + G + K, dtype=torch.float32, device=device)  # one round's U[0, 1) draws
         self.round_starts = torch.zeros(self.cache_length, B, dtype=torch.long, device=device)  # n before round r
         self.round_accepted = torch.zeros(self.cache_length, B, dtype=torch.long, device=device)
         self.arange = torch.arange(self.cache_length, device=device)

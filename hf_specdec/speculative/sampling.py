@@ -82,7 +82,7 @@ def speculative_accept(
     p_draft = p[:, :gamma].gather(-1, draft_tokens[..., None]).squeeze(-1)  # p(x_i), (B, gamma)
     q_draft = q.gather(-1, draft_tokens[..., None]).squeeze(-1)  # q(x_i)
     if r is None:
-        r = torch.rand(B, gamma, device=p.device, generator=generator)
+        r = torch.rand(B, gamma, device=p.device, generator=generator, dtype=torch.float32)
     accepted = r * q_draft < p_draft  # r < p/q without dividing by q
     n = accepted.long().cumprod(dim=1).sum(dim=1)  # leading run of acceptances
     return n, sample_residual(p, q, n, generator, exponentials)
@@ -131,7 +131,7 @@ def block_accept(
     B, gamma = draft_tokens.shape
     p_block, h = block_weights(p, q, draft_tokens)
     if eta is None:
-        eta = torch.rand(B, gamma, device=p.device, generator=generator)
+        eta = torch.rand(B, gamma, device=p.device, generator=generator, dtype=torch.float32)
     steps = torch.arange(1, gamma + 1, device=p.device)
     tau = torch.where(eta <= h, steps, torch.zeros_like(steps)).amax(dim=1)  # the last i that passes
     return tau, sample_block_residual(p, q, p_block, tau, generator, exponentials)
@@ -250,7 +250,7 @@ def relaxed_accept(
     p_neighbourhood = (p[:, :gamma] * member[draft_tokens]).sum(-1)  # p(N(x_i)), (B, gamma)
     q_draft = q.gather(-1, draft_tokens[..., None]).squeeze(-1)
     if r is None:
-        r = torch.rand(B, gamma, device=p.device, generator=generator)
+        r = torch.rand(B, gamma, device=p.device, generator=generator, dtype=torch.float32)
     n = (r * q_draft < p_neighbourhood).long().cumprod(dim=1).sum(dim=1)
     return n, sample_residual(p, q, n, generator, exponentials)
 
