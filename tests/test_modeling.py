@@ -60,7 +60,8 @@ def test_config_refuses_other_names_for_its_fields(key, use):
 
 
 def test_config_keeps_unrelated_keys_and_loads_saved_configs(tmp_path, caplog):
-    config = tiny_config(my_note="x", torch_dtype="float32", do_sample=True)  # kept, as transformers keeps them
+    config = tiny_config(my_note="x", torch_dtype="float32", do_sample=True, tie_encoder_decoder=False)  # kept, as
+    # transformers keeps them (a near miss of transformers' own `is_encoder_decoder` is not ours to correct)
     assert config.my_note == "x" and config.num_hidden_layers == tiny_config().num_hidden_layers
     config.save_pretrained(tmp_path)
     assert VQGPTConfig.from_pretrained(tmp_path).to_dict() == config.to_dict()

@@ -134,18 +134,18 @@ class VQGPTConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
 
     def _check_unknown_keys(self, kwargs: dict) -> None:
-        """Refuse a key that is another name for a field or a near miss of one (`n_layer`, `num_hidden_layer`): the
-        config would keep it as an attribute and build a model of the default size. Other unknown keys are kept, as
-        transformers keeps them, with a warning."""
+        """Refuse a key that is another name for one of this model's fields or a near miss of one (`n_layer`,
+        `num_hidden_layer`): the config would keep it as an attribute and build a model of the default size. Other
+        unknown keys are kept, as transformers keeps them, with a warning."""
         fields = [f for f in self.__dataclass_fields__ if not f.startswith("_")]
+        own = sorted({f for cls in type(self).__mro__ if issubclass(cls, VQGPTConfig) for f in cls.__annotations__})
         unknown = [k for k in kwargs if not k.startswith("_") and k not in _TRANSFORMERS_KEYS and k not in fields
                    and k not in GenerationConfig._get_default_generation_params()]
         for key in unknown:
-            use = FIELD_SYNONYMS.get(key) or next(iter(difflib.get_close_matches(key, fields, n=1, cutoff=0.85)), None)
+            use = FIELD_SYNONYMS.get(key) or next(iter(difflib.get_close_matches(key, own, n=1, cutoff=0.85)), None)
             if use is not None:
                 raise ValueError(f"`{key}` is not a {type(self).__name__} field: use `{use}`.")
         if unknown:
-            own = sorted({f for cls in type(self).__mro__ if issubclass(cls, VQGPTConfig) for f in cls.__annotations__})
             logger.warning(f"{type(self).__name__} has no fields {unknown}: kept as attributes, with no effect on the "
                            f"model. Its fields: {own}.")
 
