@@ -85,11 +85,27 @@ def convert_value(name: str, value, annotation, source: str = "the YAML config")
     raise UsageError(problem.format(_type_name(annotation)))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a key given twice in one mapping (PyYAML keeps the last one without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice (which value "
+                                                        "is meant?)", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_config(path: str, dataclass_types) -> dict:
-    """The values of the YAML file `path`, converted to the types of the fields of `dataclass_types`."""
+    """The values of the YAML file `path`, converted to the types of the fields of `dataclass_types`. Keys may be
+    written with dashes, as on the command line (`max-steps`); a key given twice (or once with dashes and once with
+    underscores) is refused."""
     try:
         with open(path) as f:
-            values = yaml.safe_load(f)
+            values = yaml.load(f, Loader=_UniqueKeyLoader)
     except OSError as error:
         raise UsageError(f"cannot read the config file {path!r}: {error.strerror or error}") from None
     except yaml.YAMLError as error:
@@ -97,11 +113,18 @@ def read_config(path: str, dataclass_types) -> dict:
     values = values or {}
     if not isinstance(values, dict):
         raise UsageError(f"the config file {path!r} must hold `key: value` lines, got a {type(values).__name__}.")
+    spellings = {}
+    for key in values:
+        spellings.setdefault(key.replace("-", "_") if isinstance(key, str) else key, []).append(key)
+    twice = [keys for keys in spellings.values() if len(keys) > 1]
+    if twice:
+        raise UsageError(f"the config file {path!r} gives {' and '.join(map(repr, twice[0]))}: one setting, written twice.")
+    values = {key.replace("-", "_") if isinstance(key, str) else key: value for key, value in values.items()}
     fields = {}
     for dtype in dataclass_types:
         hints = typing.get_type_hints(dtype)
         fields.update({f.name: hints[f.name] for f in dtype.__dataclass_fields__.values() if f.init})
-    unknown = sorted(set(values) - set(fields))
+    unknown = sorted(map(str, set(values) - set(fields)))
     if unknown:
         raise UsageError(f"unknown keys in the config file {path!r}: {unknown}. Run with --help for the fields.")
     source = f"the config file {path!r}"

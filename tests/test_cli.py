@@ -209,6 +209,22 @@ def test_yaml_values_take_the_field_types(tmp_path):
     assert issubclass(UsageError, ValueError)
 
 
+def test_yaml_keys_given_twice_are_refused_and_dashes_read_like_the_command_line(tmp_path):
+    """PyYAML keeps the last of two equal keys without a word; `max-steps` (the command line's spelling) was an
+    unknown key."""
+    config = tmp_path / "c.yaml"
+    config.write_text("student_id: 4\nmax-steps: 5\n")
+    assert parse_args((DistillArguments, TrainingArguments), [config])[1].max_steps == 5
+    for text, words in [("max_steps: 5\nmax_steps: 6", "'max_steps' is given twice"),
+                        ("max-steps: 5\nmax_steps: 6", "'max-steps' and 'max_steps'")]:
+        config.write_text(f"student_id: 4\n{text}\n")
+        with pytest.raises(UsageError, match=words):
+            parse_args((DistillArguments, TrainingArguments), [config])
+    config.write_text("base: &base {max_steps: 5}\n")  # anchors and merge keys still load (and are then unknown keys)
+    with pytest.raises(UsageError, match=r"unknown keys .*\['base'\]"):
+        parse_args((DistillArguments, TrainingArguments), [config])
+
+
 
 def test_command_line_size_replaces_the_configs(tmp_path):
     """The student's size is one choice: a config's `student_preset` gives way to `--student_layers` (or the others),
