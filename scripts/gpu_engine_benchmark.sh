@@ -3,8 +3,9 @@
 # 2 in a minute on the CPU (tests/test_engine.py does, so that the script cannot rot).
 #   bash scripts/gpu_engine_benchmark.sh OUTPUT_DIR [cuda|cpu]        (PYTHON=/path/to/python to choose the interpreter)
 # Sections run under their own time limits and each writes its own file, so a slow compile cannot cost the rest.
-# On the lent machine (at most 8 files come back): bash scripts/gpu_engine_benchmark.sh /tmp/engine cuda; \
-#   tar czf $OUT/engine.tgz -C /tmp/engine .       (carry .whl: transformers/diffusers wheels for its offline python)
+# On the lent machine (at most 8 files come back; the outer timeout keeps the tar inside the run's 600 s):
+#   timeout 560 bash scripts/gpu_engine_benchmark.sh /tmp/engine cuda; tar czf $OUT/engine.tgz -C /tmp/engine .
+#   (carry .whl: transformers/diffusers wheels for its offline python)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -44,4 +45,10 @@ timeout "$limit_main" "$PYTHON" scripts/engine_benchmark.py --device "$device" -
 # 4. speed against model size (random weights), CUDA graphs, batch 1 and 16: the costs behind the predicted speedups
 [ "$device" = cuda ] && timeout 150 "$PYTHON" scripts/model_size_benchmark.py --device cuda --batch_sizes 1 16 \
   --output_dir "$out/model-size" 2>&1 | grep -v "it/s\]" | tail -12
+# 5. the drafts side by side at batch 1, CUDA graphs, interleaved image by image: on a launch-bound GPU a draft step
+#    costs about the same for 1 or 2 layers, so the 2-layer and feature drafts' extra tokens per call should pay there
+#    (on 2 CPU cores they do not). Last: the least important section, cut first if the earlier ones ran long.
+[ "$device" = cuda ] && timeout 60 "$PYTHON" scripts/paired_benchmark.py cuda 20 draft-1L=checkpoints/digits/draft-1L \
+  draft-2L=checkpoints/digits/draft-2L feature-2L=checkpoints/digits/feature-2L --gammas 6 8 --block_gamma 12 \
+  > "$out/paired-drafts.json" 2> >(grep -v "it/s\]" | tail -5 >&2)
 ls -la "$out" "$out"/*
