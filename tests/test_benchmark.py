@@ -144,3 +144,24 @@ def test_engine_benchmark_times_the_frozen_engine_on_the_cpu(tmp_path):
         frozen = records[f"{family}/compile-frozen"]
         assert "error" not in frozen and frozen["tokens_equal_to_" + f"{family}/eager"] > 0.9
         assert frozen["fastest_plain"] in ("plain/eager", "plain/compile-frozen")
+
+
+def test_engine_benchmark_times_a_feature_draft(tmp_path):
+    """A feature draft (it loads with its teacher) runs in every engine mode; the rows that cannot take it (the old
+    loops' speculative row, HF assisted generation) are left out with a note instead of refusing the draft."""
+    from hf_specdec.bench.engine_speed import EngineBenchmarkArguments, check_engine, run_engine_benchmark
+    from hf_specdec.models import make_feature_draft
+
+    teacher = tiny_model(0, num_hidden_layers=2)
+    teacher.save_pretrained(tmp_path / "teacher")
+    make_feature_draft(teacher, num_layers=1).save_pretrained(tmp_path / "feature")
+    args = EngineBenchmarkArguments(checkpoints_dir=str(tmp_path), draft="feature", gamma=2, extra_gammas=[],
+                                    batch_sizes=[1], methods=["legacy", "eager", "hf-assisted"], extras=False, reps=1,
+                                    output_dir=str(tmp_path / "out"))
+    result = run_engine_benchmark(args)
+    records = {r["method"]: r for r in result["records"]}
+    assert set(records) == {"plain/eager", "speculative/eager", "plain/legacy"}
+    assert "error" not in records["speculative/eager"] and 0 < records["speculative/eager"]["alpha"] <= 1
+    assert any("reads the teacher's features" in note for note in result["notes"])
+    report = check_engine(args, ["eager"])
+    assert report["greedy speculative/eager cfg=None equals generate()"] is True

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from ..hub import check_checkpoints_dir, check_output_dir, checkpoint_path, load_pretrained
+from ..hub import check_checkpoints_dir, check_output_dir, checkpoint_path, load_draft, load_pretrained
 from ..models import VQGPTForCausalLM
 from ..pipeline import class_prompts
 from ..speculative import EarlyExitDraft, SamplingConfig, SpeculativeOutput, clear_decoders, get_decoder
@@ -42,7 +42,7 @@ ENGINE_MODES = ("eager", "compile", "compile-frozen", "cuda-graph")  # methods t
 class EngineBenchmarkArguments:
     checkpoints_dir: str = field(default="checkpoints/digits", metadata={"help": "Folder with teacher and draft."})
     teacher: str = field(default="teacher", metadata={"help": "Teacher sub-folder (or a path)."})
-    draft: str = field(default="draft-1L", metadata={"help": "Draft sub-folder (or a path)."})
+    draft: str = field(default="draft-1L", metadata={"help": "Draft sub-folder (or a path): a VQGPT or a feature draft."})
     gamma: int = field(default=8, metadata={"help": "Draft tokens per round."})
     extra_gammas: list[int] = field(
         default_factory=lambda: [4, 6, 12],
@@ -95,11 +95,17 @@ def _load(args, name, argument):
     return load_pretrained(VQGPTForCausalLM, checkpoint_path(args.checkpoints_dir, name), argument, args.device)
 
 
+def _load_draft(args, teacher):
+    """The draft: a VQGPT or a feature draft (which loads with its teacher)."""
+    return load_draft(checkpoint_path(args.checkpoints_dir, args.draft), "draft", teacher, args.device)
+
+
 def _methods(args, teacher, draft, B):
     """`{name: fn(prompt, generator) -> SpeculativeOutput | tokens}` for the methods that run at batch size B."""
     device = torch.device(args.device)
     config = teacher.config
     sampling = SamplingConfig()  # temperature 1, no top-k: the teacher's own distribution
+    reads_features = getattr(draft, "reads_features", False)
     methods = {}
     for mode in ENGINE_MODES:
         if mode not in args.methods or (mode == "cuda-graph" and device.type != "cuda") or (
@@ -139,14 +145,15 @@ def _methods(args, teacher, draft, B):
     if B <= args.legacy_max_batch:
         if "legacy" in args.methods:
             methods["plain/legacy"] = lambda prompt, g: legacy_plain_sample(teacher, prompt, generator=g)
-            methods["speculative/legacy"] = lambda prompt, g: legacy_speculative_sample(
-                teacher, draft, prompt, gamma=args.gamma, generator=g)
+            if not reads_features:  # the old loops predate feature drafts
+                methods["speculative/legacy"] = lambda prompt, g: legacy_speculative_sample(
+                    teacher, draft, prompt, gamma=args.gamma, generator=g)
         if "hf-generate" in args.methods:
             methods["plain/hf-generate"] = lambda prompt, g: teacher.generate(prompt, do_sample=True, top_k=None)
         if "hf-static" in args.methods:
             methods["plain/hf-static"] = lambda prompt, g: teacher.generate(
                 prompt, do_sample=True, top_k=None, cache_implementation="static")
-    if B == 1 and "hf-assisted" in args.methods:
+    if B == 1 and "hf-assisted" in args.methods and not reads_features:  # assisted generation passes tokens only
         draft.generation_config.num_assistant_tokens = args.gamma
         methods["speculative/hf-assisted"] = lambda prompt, g: teacher.generate(
             prompt, assistant_model=draft, do_sample=True, top_k=None)
@@ -172,11 +179,15 @@ def _peak_memory(fn, device) -> int | None:
 def run_engine_benchmark(args: EngineBenchmarkArguments) -> dict:
     """Measure; write `results.json` and `results.md` to `args.output_dir`; return the results."""
     device = torch.device(args.device)
-    teacher, draft = _load(args, args.teacher, "teacher"), _load(args, args.draft, "draft")
+    teacher = _load(args, args.teacher, "teacher")
+    draft = _load_draft(args, teacher)
     config = teacher.config
     new_tokens = config.num_image_tokens
     started = time.perf_counter()
     records, notes = [], []
+    if getattr(draft, "reads_features", False):
+        notes.append(f"draft {args.draft!r} reads the teacher's features: no speculative/legacy row (the old loops "
+                     "predate feature drafts) and no hf-assisted row (assisted generation passes tokens only)")
     for B in args.batch_sizes:
         if args.time_budget_s and time.perf_counter() - started > args.time_budget_s:
             notes.append(f"batch {B} skipped: the time budget of {args.time_budget_s:.0f} s was spent")
@@ -297,7 +308,8 @@ def check_engine(args: EngineBenchmarkArguments, modes: list[str]) -> dict:
     `teacher.generate()` token for token (with and without guidance), and do sampled images equal the eager
     engine's for the same generator (same random numbers; float rounding may flip a rare near-tie)?"""
     device = torch.device(args.device)
-    teacher, draft = _load(args, args.teacher, "teacher"), _load(args, args.draft, "draft")
+    teacher = _load(args, args.teacher, "teacher")
+    draft = _load_draft(args, teacher)
     config = teacher.config
     prompt = class_prompts(teacher, 3)
     new = config.max_position_embeddings - 1
