@@ -67,6 +67,29 @@ def test_classifier_learns_digits_and_the_pipeline_runs(tmp_path):
     assert "speculative (feature-1L, gamma=4)" in methods and methods[-1].startswith("relaxed speculative")
 
 
+def test_metric_modules_refuse_pixels_nan_and_another_resolution(tmp_path):
+    """FID / IS modules took uint8-range pixels (an FID of millions), NaN and images of another size than the
+    classifier's without a word; now each is a ValueError naming `predictions` / `references`."""
+    from hf_specdec.bench.quality import load_metric
+
+    DigitsClassifier(num_classes=3).save_pretrained(tmp_path)
+    (tmp_path / "metrics.json").write_text(json.dumps({"test_accuracy": 0.9, "resolution": 16}))
+    fid, inception_score = load_metric("fid"), load_metric("inception_score")
+    g = torch.Generator().manual_seed(0)
+    images = lambda n, size=16: (torch.rand(n, 3, size, size, generator=g) * 2 - 1).numpy()  # noqa: E731
+    assert fid.compute(predictions=images(4), references=images(4), classifier_path=str(tmp_path),
+                       bootstrap_rounds=2)["fid"] >= 0
+    bad = [(dict(predictions=images(4) * 127.5 + 127.5, references=images(4)), "`predictions` .* values in \\[-1, 1\\]"),
+           (dict(predictions=images(4), references=images(4) * float("nan")), "`references` .*NaN"),
+           (dict(predictions=images(4, 32), references=images(4, 32)), "`predictions` are 32x32 .* trained at 16x16"),
+           (dict(predictions=images(1), references=images(1)), "`predictions` must hold at least 2 images")]
+    for kwargs, match in bad:
+        with pytest.raises(ValueError, match=match):
+            fid.compute(classifier_path=str(tmp_path), bootstrap_rounds=2, **kwargs)
+    with pytest.raises(ValueError, match="`predictions` .* values in"):
+        inception_score.compute(predictions=images(4) * 127.5 + 127.5, classifier_path=str(tmp_path), bootstrap_rounds=2)
+
+
 def test_train_classifier_records_what_it_tells_apart(tmp_path):
     """metrics.json names the dataset, classes and resolution, which evaluate_quality compares with its images."""
     from hf_specdec.bench.quality import check_classifier

@@ -4,6 +4,10 @@ Inception weights cannot be downloaded offline, and Inception features of 32x32 
 anyway; a classifier trained on the digits' own train split gives features and class posteriors that do.
 """
 
+import json
+import os
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
@@ -11,7 +15,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from ..hub import load_pretrained
-from ..images import from_uint8
+from ..images import check_images, from_uint8
 from ..models.safetensors_only import SafetensorsOnlyMixin
 
 
@@ -34,6 +38,25 @@ class DigitsClassifier(SafetensorsOnlyMixin, ModelMixin, ConfigMixin):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(images))
+
+
+def metric_images(values, argument: str, classifier_path: str, minimum: int = 1) -> torch.Tensor:
+    """The `predictions` / `references` of the FID and IS metric modules as a float tensor `(N, 3, H, W)` in
+    [-1, 1]; `ValueError` naming `argument` for pixels in [0, 255], NaN, another shape, fewer than `minimum` images,
+    or another resolution than the classifier was trained at (its `metrics.json`, where the folder has one): any of
+    these gave a number (an FID of millions for uint8 pixels) instead of an error."""
+    images = torch.as_tensor(np.asarray(values, dtype=np.float32))
+    check_images(images, argument=argument)
+    if len(images) < minimum:
+        raise ValueError(f"`{argument}` must hold at least {minimum} images, got {len(images)}.")
+    recorded = os.path.join(str(classifier_path), "metrics.json")
+    if os.path.isfile(recorded):
+        with open(recorded) as f:
+            resolution = json.load(f).get("resolution")
+        if resolution and tuple(images.shape[-2:]) != (resolution, resolution):
+            raise ValueError(f"`{argument}` are {images.shape[-2]}x{images.shape[-1]} images, but `classifier_path` "
+                             f"{classifier_path!r} was trained at {resolution}x{resolution}: resize them first.")
+    return images
 
 
 def to_model_range(images: torch.Tensor) -> torch.Tensor:

@@ -2,9 +2,8 @@
 
 import datasets
 import evaluate
-import torch
 
-from hf_specdec.metrics.classifier import ClassifierFeatures
+from hf_specdec.metrics.classifier import ClassifierFeatures, metric_images
 from hf_specdec.metrics.quality import fid_with_ci
 
 _DESCRIPTION = """FID (Heusel et al. 2017) between generated `predictions` and real `references`, images (3, H, W)
@@ -34,8 +33,10 @@ class FID(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, classifier_path, bootstrap_rounds=100, seed=0):
+        predictions = metric_images(predictions, "predictions", classifier_path, minimum=2)  # a covariance each
+        references = metric_images(references, "references", classifier_path, minimum=2)
         extractor = ClassifierFeatures.from_pretrained(classifier_path, "features")
-        fake = extractor((torch.as_tensor(predictions) + 1) / 2)
-        real = extractor((torch.as_tensor(references) + 1) / 2)
+        fake = extractor((predictions + 1) / 2)
+        real = extractor((references + 1) / 2)
         value, (low, high) = fid_with_ci(real, fake, rounds=max(bootstrap_rounds, 1), seed=seed)
         return {"fid": value, "fid_low": low, "fid_high": high}

@@ -2,9 +2,8 @@
 
 import datasets
 import evaluate
-import torch
 
-from hf_specdec.metrics.classifier import ClassifierFeatures
+from hf_specdec.metrics.classifier import ClassifierFeatures, metric_images
 from hf_specdec.metrics.quality import inception_score_with_ci
 
 _DESCRIPTION = """Inception Score (Salimans et al. 2016) of generated `predictions`, images (3, H, W) in [-1, 1],
@@ -34,7 +33,8 @@ class InceptionScoreMetric(evaluate.Metric):
         )
 
     def _compute(self, predictions, classifier_path, splits=1, bootstrap_rounds=100, seed=0):
+        predictions = metric_images(predictions, "predictions", classifier_path)
         extractor = ClassifierFeatures.from_pretrained(classifier_path, "logits")
-        logits = extractor((torch.as_tensor(predictions) + 1) / 2)
+        logits = extractor((predictions + 1) / 2)
         value, (low, high) = inception_score_with_ci(logits, splits=splits, rounds=max(bootstrap_rounds, 1), seed=seed)
         return {"inception_score": value, "inception_score_low": low, "inception_score_high": high}
