@@ -40,11 +40,17 @@ def test_generate_refuses_what_transformers_would_misread(pair):
         (dict(prompt_lookup_num_tokens=3), ["prompt_lookup_num_tokens", "4x4", "assistant_model=draft"]),  # IndexError
         (dict(generation_config=GenerationConfig(prompt_lookup_num_tokens=2)), ["prompt_lookup_num_tokens"]),
         (dict(assistant_early_exit=1), ["assistant_early_exit", "EarlyExitDraft"]),  # IndexError
+        (dict(eos_token_id=3, do_sample=False), ["eos_token_id", "whole 4x4 grid"]),  # filled the image with code 3
+        (dict(generation_config=GenerationConfig(eos_token_id=[3, 4])), ["eos_token_id"]),
     ]
     for kwargs, words in bad:
         with pytest.raises(ValueError) as error:
             teacher.generate(prompt[:1] if "assistant_model" in kwargs else prompt, **kwargs)
         assert all(w in str(error.value) for w in words), (kwargs, str(error.value))
+    teacher.generation_config.eos_token_id = 3  # the model's own generation config is checked too
+    with pytest.raises(ValueError, match="eos_token_id"):
+        teacher.generate(prompt)
+    teacher.generation_config.eos_token_id = None
     for inputs in (prompt.float(), prompt[:0], [[teacher.config.codebook_size]]):
         with pytest.raises(ValueError, match="input_ids"):
             teacher.generate(inputs)

@@ -419,7 +419,7 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         if max_new_tokens is None and generation_config is not None:
             max_new_tokens = generation_config.max_new_tokens
         self.check_prompt(input_ids, max_new_tokens)
-        self._check_generate_kwargs(generation_config, kwargs)
+        self._check_generate_kwargs(generation_config if generation_config is not None else self.generation_config, kwargs)
         # Every prompt token is real; an explicit mask keeps `generate()` from inferring padding from token ids
         # (checkpoints saved before pad_token_id was unset name the null token as pad).
         kwargs.setdefault("attention_mask", torch.ones_like(input_ids))
@@ -437,8 +437,9 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
     def _check_generate_kwargs(self, generation_config, kwargs) -> None:
         """What `generate` would otherwise misread: transformers' `guidance_scale` without the unconditional prompt
         (its unbatched processor reruns this model on the last token alone, so the guidance cancels out), an unusable `cfg_scale`, guidance with
-        beam search, an assistant that is not a matching VQGPT model, and transformers' prompt-lookup and early-exit
-        drafting (both failed deep inside with an IndexError)."""
+        beam search, an assistant that is not a matching VQGPT model, an end-of-sequence token (it silently filled the rest of an
+        image with that code), and transformers' prompt-lookup and early-exit drafting (both failed deep inside with
+        an IndexError)."""
         guidance_scale = kwargs.get("guidance_scale", getattr(generation_config, "guidance_scale", None))
         if guidance_scale not in (None, 1, 1.0) and kwargs.get("negative_prompt_ids") is None:
             raise ValueError("`guidance_scale` without `negative_prompt_ids`: transformers' guidance would rerun this "
@@ -450,6 +451,11 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         if cfg_scale is not None and cfg_scale != 1.0 and num_beams > 1:
             raise ValueError(f"`cfg_scale` cannot be combined with beam search (`num_beams`={num_beams}): guidance "
                              "doubles the rows, beam search reorders them. Use num_beams=1.")
+        eos = kwargs.get("eos_token_id", getattr(generation_config, "eos_token_id", None))
+        if eos is not None and eos != []:
+            raise ValueError(f"`eos_token_id` {eos!r}: an image has no end token, every sequence is the whole "
+                             f"{self.config.grid_h}x{self.config.grid_w} grid. With it, `generate()` stops a row at that "
+                             "code and fills the rest of the image with it; leave `eos_token_id` unset.")
         if kwargs.get("prompt_lookup_num_tokens", getattr(generation_config, "prompt_lookup_num_tokens", None)):
             raise ValueError("`prompt_lookup_num_tokens`: transformers' prompt lookup drafts past the end of the "
                              f"{self.config.grid_h}x{self.config.grid_w} token grid (it caps drafts by the tokens seen, not "
