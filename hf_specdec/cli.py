@@ -14,6 +14,7 @@ import os
 import sys
 import types
 import typing
+from collections.abc import Hashable
 
 import yaml
 from transformers import HfArgumentParser
@@ -86,16 +87,22 @@ def convert_value(name: str, value, annotation, source: str = "the YAML config")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """`yaml.SafeLoader` that refuses a key given twice in one mapping (PyYAML keeps the last one without a word)."""
+    """`yaml.SafeLoader` that refuses a key given twice in one mapping, also once with dashes and once with
+    underscores (`max-steps`, `max_steps`: one setting): PyYAML keeps the last one without a word."""
 
     def construct_mapping(self, node, deep=False):
-        seen = set()
+        seen = {}  # key as the command line reads it -> key as written
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice (which value "
-                                                        "is meant?)", key_node.start_mark)
-            seen.add(key)
+            setting = key.replace("-", "_") if isinstance(key, str) else key
+            if not isinstance(setting, Hashable):
+                continue  # SafeLoader refuses an unhashable key itself
+            if setting in seen:
+                twice = (f"the key {key!r} is given twice" if seen[setting] == key else
+                         f"{seen[setting]!r} and {key!r} are one setting, written twice")
+                raise yaml.constructor.ConstructorError(None, None, f"{twice} (which value is meant?)",
+                                                        key_node.start_mark)
+            seen[setting] = key
         return super().construct_mapping(node, deep=deep)
 
 
@@ -113,12 +120,6 @@ def read_config(path: str, dataclass_types) -> dict:
     values = values or {}
     if not isinstance(values, dict):
         raise UsageError(f"the config file {path!r} must hold `key: value` lines, got a {type(values).__name__}.")
-    spellings = {}
-    for key in values:
-        spellings.setdefault(key.replace("-", "_") if isinstance(key, str) else key, []).append(key)
-    twice = [keys for keys in spellings.values() if len(keys) > 1]
-    if twice:
-        raise UsageError(f"the config file {path!r} gives {' and '.join(map(repr, twice[0]))}: one setting, written twice.")
     values = {key.replace("-", "_") if isinstance(key, str) else key: value for key, value in values.items()}
     fields = {}
     for dtype in dataclass_types:
