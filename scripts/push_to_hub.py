@@ -107,7 +107,7 @@ def main(argv=None):
 
     if args.models is None:  # teachers and tokenizers before the drafts whose cards point at them
         models.sort(key=lambda name: (name in teacher_of, name))
-    cards, links = {}, {}
+    cards, links, plans = {}, {}, {}
     for name in models:  # every card is made before the first upload
         model_dir = os.path.join(args.checkpoints_dir, name)
         if name in teacher_of:  # a draft or student: used with its own teacher
@@ -120,13 +120,13 @@ def main(argv=None):
         try:
             cards[name] = model_card(model_dir, repo(name), dataset=dataset, extra_metrics=quality.get(name),
                                      teacher_repo=teacher_repo, draft_repo=draft_repo)
-            upload_plan(model_dir)
+            plans[name] = upload_plan(model_dir)
         except ValueError as error:
             raise UsageError(f"`models`: {error}")
     for name in models:
         model_dir = os.path.join(args.checkpoints_dir, name)
         if args.dry_run:
-            print(f"{repo(name)}: {', '.join(upload_plan(model_dir))}\n    {links[name]}")
+            print(f"{repo(name)}: {', '.join(plans[name])}\n    {links[name]}")
             continue
         print(push_model(model_dir, repo(name), cards[name], private=args.private))
 

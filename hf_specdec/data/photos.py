@@ -125,10 +125,11 @@ def load_photos_dataset(
     if not 0.0 < min_scale <= max_scale <= 1.0:
         raise ValueError(f"Need 0 < min_scale <= max_scale <= 1, got {min_scale}, {max_scale}.")
     photographs = load_photographs()
-    largest = int(min(min(photo.size) for photo in photographs.values()) * min_scale)
+    shortest = min(min(photo.size) for photo in photographs.values())
+    largest = int(shortest * min_scale)
     if resolution > largest:  # beyond it every crop of the smallest photograph would be upsampled (and slow)
         raise ValueError(f"`resolution` must be at most {largest} (the smallest crop, {min_scale:g} of the shortest "
-                         f"photograph side, {min(min(p.size) for p in photographs.values())} px), got {resolution}.")
+                         f"photograph side, {shortest} px), got {resolution}.")
     images, labels = [], []
     for label, (name, photo) in enumerate(photographs.items()):
         rng = np.random.default_rng([seed, label])

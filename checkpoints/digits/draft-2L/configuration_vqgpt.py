@@ -139,8 +139,9 @@ class VQGPTConfig(PreTrainedConfig):
         unknown keys are kept, as transformers keeps them, with a warning."""
         fields = [f for f in self.__dataclass_fields__ if not f.startswith("_")]
         own = sorted({f for cls in type(self).__mro__ if issubclass(cls, VQGPTConfig) for f in cls.__annotations__})
+        generation = GenerationConfig._get_default_generation_params()  # transformers pops these from configs
         unknown = [k for k in kwargs if not k.startswith("_") and k not in _TRANSFORMERS_KEYS and k not in fields
-                   and k not in GenerationConfig._get_default_generation_params()]
+                   and k not in generation]
         for key in unknown:
             use = FIELD_SYNONYMS.get(key) or next(iter(difflib.get_close_matches(key, own, n=1, cutoff=0.85)), None)
             if use is not None:
