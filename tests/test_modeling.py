@@ -245,6 +245,18 @@ def test_save_load_round_trip(model, tmp_path):
     assert {k: v for k, v in loaded_config.items() if k != "_name_or_path"} == model.config.to_diff_dict()
 
 
+
+
+def test_from_pretrained_overrides_fields_and_names_a_mistyped_one(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    assert VQGPTForCausalLM.from_pretrained(tmp_path, dropout=0.3).config.dropout == 0.3  # a field: overridden
+    # not a field and not a loading argument: transformers passed it on to __init__ -> a bare TypeError
+    for loader in (VQGPTForCausalLM, AutoModelForCausalLM):
+        with pytest.raises(ValueError, match="`num_hidden_layer` is neither an argument of `from_pretrained` nor a "
+                                             "VQGPTConfig field: use `num_hidden_layers`"):
+            loader.from_pretrained(tmp_path, num_hidden_layer=1)
+    with pytest.raises(ValueError, match=r"`colour` is neither .*field\. The fields.*'num_hidden_layers'"):
+        VQGPTForCausalLM.from_pretrained(tmp_path, colour="red")
 def test_remote_code_loads_without_hf_specdec(model, tmp_path):
     model.save_pretrained(tmp_path / "ckpt")
     assert (tmp_path / "ckpt" / "modeling_vqgpt.py").exists()

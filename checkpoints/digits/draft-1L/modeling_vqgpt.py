@@ -13,6 +13,7 @@ This file imports nothing from `hf_specdec` except its config, so it loads with 
 import math
 import numbers
 import os
+import re
 
 import torch
 import torch.nn.functional as F
@@ -122,6 +123,16 @@ class VQGPTPreTrainedModel(PreTrainedModel):
         kwargs.setdefault("use_safetensors", True)
         try:
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except TypeError as error:  # a keyword that is neither `from_pretrained`'s nor a config field reaches __init__
+            key = re.search(r"unexpected keyword argument '(\w+)'", str(error))
+            if key is None:
+                raise
+            use = cls.config_class.field_for(key[1])
+            raise ValueError(
+                f"`{key[1]}` is neither an argument of `from_pretrained` nor a {cls.config_class.__name__} field"
+                + (f": use `{use}`." if use else f". The fields, which `from_pretrained` overrides: "
+                   f"{cls.config_class.field_names()}.")
+            ) from None
         except SafetensorError as error:
             where = os.path.join(str(pretrained_model_name_or_path), "model.safetensors")
             raise OSError(

@@ -138,17 +138,26 @@ class VQGPTConfig(PreTrainedConfig):
         `num_hidden_layer`): the config would keep it as an attribute and build a model of the default size. Other
         unknown keys are kept, as transformers keeps them, with a warning."""
         fields = [f for f in self.__dataclass_fields__ if not f.startswith("_")]
-        own = sorted({f for cls in type(self).__mro__ if issubclass(cls, VQGPTConfig) for f in cls.__annotations__})
         generation = GenerationConfig._get_default_generation_params()  # transformers pops these from configs
         unknown = [k for k in kwargs if not k.startswith("_") and k not in _TRANSFORMERS_KEYS and k not in fields
                    and k not in generation]
         for key in unknown:
-            use = FIELD_SYNONYMS.get(key) or next(iter(difflib.get_close_matches(key, own, n=1, cutoff=0.85)), None)
+            use = self.field_for(key)
             if use is not None:
                 raise ValueError(f"`{key}` is not a {type(self).__name__} field: use `{use}`.")
         if unknown:
             logger.warning(f"{type(self).__name__} has no fields {unknown}: kept as attributes, with no effect on the "
-                           f"model. Its fields: {own}.")
+                           f"model. Its fields: {self.field_names()}.")
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """The fields this config class adds to transformers' (`codebook_size`, `num_hidden_layers`, ...)."""
+        return sorted({f for c in cls.__mro__ if issubclass(c, VQGPTConfig) for f in c.__annotations__})
+
+    @classmethod
+    def field_for(cls, key: str) -> str | None:
+        """The field that `key` most likely means: a synonym from other GPT configs, or a near miss of a field."""
+        return FIELD_SYNONYMS.get(key) or next(iter(difflib.get_close_matches(key, cls.field_names(), n=1, cutoff=0.85)), None)
 
     @property
     def null_token_id(self) -> int:
