@@ -5,7 +5,7 @@ ratios). One line per method, JSON on stdout.
 
     python scripts/paired_benchmark.py DEVICE REPS name=path [name=path ...] [--teacher PATH] [--block_gamma N]
                                        [--mode auto|eager|compile] [--gammas 6 8] [--num_drafts 2 3] [--python_wrapper] [--frozen]
-                                       [--dynamo_guards]
+                                       [--dynamo_guards] [--dtype float32|bfloat16|float16] [--also_dtype bfloat16]
 
     python scripts/paired_benchmark.py cpu 40 draft-1L=checkpoints/digits/draft-1L
     python scripts/paired_benchmark.py cuda 40 old=path/to/other-draft new=checkpoints/digits/draft-1L
@@ -21,13 +21,16 @@ wrapper instead of the default C++ one, in the same run. --frozen (mode compile,
 --block_gamma is set) and largest-gamma decoding with the weights compiled in as constants (Inductor's C++ GEMM
 templates; `compile_options={"freeze_weights": True}`), in the same run. --dynamo_guards (mode compile): also plain,
 block and largest-gamma decoding with dynamo's guards checked before every round (the engine skips them by default;
-`compile_options={"skip_guards": False}`), in the same run.
+`compile_options={"skip_guards": False}`), in the same run. --dtype: the models' dtype for every method (default
+float32; the checkpoints are cast after loading). --also_dtype: also plain, block (when --block_gamma is set) and
+largest-gamma decoding with the models cast to this dtype, in the same run (speedups stay against the plain loop in
+--dtype; each dtype is lossless against its own teacher).
 """
 
 import json
 import sys
 
-from hf_specdec.bench.paired import paired_benchmark
+from hf_specdec.bench.paired import DTYPES, paired_benchmark
 from hf_specdec.cli import ArgumentParser, UsageError, run
 from hf_specdec.speculative.checks import MODES
 
@@ -49,13 +52,15 @@ def main(argv=None):
     parser.add_argument("--python_wrapper", action="store_true")
     parser.add_argument("--frozen", action="store_true")
     parser.add_argument("--dynamo_guards", action="store_true")
+    parser.add_argument("--dtype", default="float32", choices=DTYPES)
+    parser.add_argument("--also_dtype", default=None, choices=DTYPES)
     args = parser.parse_args(argv)
     pairs = [arg.split("=", 1) for arg in args.drafts]
     if any(len(p) != 2 or not all(p) for p in pairs):
         raise UsageError("drafts are given as name=path, e.g. draft-1L=checkpoints/digits/draft-1L")
     print(json.dumps(paired_benchmark(args.device, args.reps, dict(pairs), args.teacher, args.block_gamma, args.mode,
                                       tuple(args.gammas), tuple(args.num_drafts), args.python_wrapper,
-                                      args.frozen, args.dynamo_guards),
+                                      args.frozen, args.dynamo_guards, args.dtype, args.also_dtype),
                      indent=1))
 
 

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from PIL import Image
 
 from hf_specdec.bench.paired import paired_benchmark
@@ -66,6 +67,39 @@ def test_paired_benchmark_interleaves_every_method(tmp_path):
     assert rows["plain"]["speedup_vs_plain"] == 1.0 and rows["plain"]["alpha"] is None
     for name in ("d g6", "d g8", "d adaptive", "f g6", "f g8", "f adaptive"):
         assert rows[name]["median_ms"] > 0 and 0.0 <= rows[name]["alpha"] <= 1.0
+
+
+def test_paired_benchmark_times_another_dtype_in_the_same_run(tmp_path, monkeypatch):
+    import hf_specdec.bench.paired as paired
+
+    teacher = tiny_model(0, num_hidden_layers=2, codebook_size=16, grid_h=4, grid_w=4)
+    teacher.save_pretrained(tmp_path / "teacher")
+    tiny_model(1, num_hidden_layers=1, codebook_size=16, grid_h=4, grid_w=4).save_pretrained(tmp_path / "draft")
+    make_feature_draft(teacher, 1).save_pretrained(tmp_path / "feature")
+    built = []
+
+    class RecordingDecoder(paired.SpeculativeDecoder):
+        def __init__(self, teacher, draft, *args, **kwargs):
+            super().__init__(teacher, draft, *args, **kwargs)
+            built.append((teacher, draft))
+
+    monkeypatch.setattr(paired, "SpeculativeDecoder", RecordingDecoder)
+    drafts = {"d": str(tmp_path / "draft"), "f": str(tmp_path / "feature")}
+    result = paired.paired_benchmark("cpu", 1, drafts, str(tmp_path / "teacher"), block_gamma=3, gammas=(2,),
+                                     also_dtype="bfloat16")
+    rows = result["results"]
+    assert {"plain bfloat16", "d block g3 bfloat16", "d g2 bfloat16", "f block g3 bfloat16", "f g2 bfloat16"} <= set(rows)
+    assert 0.0 <= rows["f g2 bfloat16"]["alpha"] <= 1.0 and result["also_dtype"] == "bfloat16"
+    dtypes = {(t.dtype, d.dtype if d is not None else None) for t, d in built}
+    assert dtypes == {(torch.float32, None), (torch.float32, torch.float32), (torch.bfloat16, None),
+                      (torch.bfloat16, torch.bfloat16)}  # the bfloat16 methods' models are copies, all cast
+    for t, d in built:
+        if getattr(d, "reads_features", False):
+            assert d.teacher is t  # each feature draft reads the teacher it is verified by, in its dtype
+    with pytest.raises(ValueError, match="`also_dtype` must be one of float32, bfloat16, float16, got 'bf16'"):
+        paired.paired_benchmark("cpu", 1, drafts, str(tmp_path / "teacher"), also_dtype="bf16")
+    with pytest.raises(ValueError, match="`also_dtype` adds methods in another dtype"):
+        paired.paired_benchmark("cpu", 1, drafts, str(tmp_path / "teacher"), also_dtype="float32")
 
 
 def test_paired_benchmark_script_takes_the_teacher_and_block_verification(tmp_path, capsys):

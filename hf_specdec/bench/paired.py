@@ -6,6 +6,7 @@ every method back to back, with the same seed and class, the device synchronised
 images; the speedup is the ratio of medians. `scripts/paired_benchmark.py` is its command line.
 """
 
+import copy
 import statistics
 
 import torch
@@ -16,11 +17,13 @@ from ..pipeline import class_prompts
 from ..speculative import SamplingConfig, SpeculativeDecoder, SpeculativeOutput
 from .timing import check_device, time_interleaved
 
+DTYPES = ("float32", "bfloat16", "float16")
+
 
 def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_path: str = "checkpoints/digits/teacher",
                      block_gamma: int | None = None, mode: str = "auto", gammas: tuple[int, ...] = (6, 8),
                      num_drafts: tuple[int, ...] = (), python_wrapper: bool = False, frozen: bool = False,
-                     dynamo_guards: bool = False) -> dict:
+                     dynamo_guards: bool = False, dtype: str = "float32", also_dtype: str | None = None) -> dict:
     """Time plain decoding and, for each draft `{name: folder or Hub id}`, speculative decoding at each of `gammas`
     and with adaptive gamma (up to the largest), one image per call, over `reps` images (plus one warm-up image).
 
@@ -39,6 +42,11 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
         dynamo_guards: with `mode="compile"`, also plain decoding, each draft's block verification (when set) and
             largest fixed gamma compiled with dynamo's guards checked before every round (`compile_options=
             {"skip_guards": False}`; `... dynamo-guards` methods): what skipping them gains, in the same run.
+        dtype: the models' dtype for every method (`float32`, `bfloat16` or `float16`); the checkpoints are cast
+            after loading.
+        also_dtype: also plain decoding and each draft's block verification (when set) and largest fixed gamma with
+            the models cast to this dtype (`... bfloat16` methods), in the same run; speedups stay against the plain
+            loop in `dtype`. Each dtype samples its own teacher's distribution: lossless against that teacher.
 
     Returns `{"device", "reps", "drafts", "teacher", "mode", "results": {method: {"median_ms", "speedup_vs_plain",
     "alpha", "tokens_per_teacher_call"}}}`.
@@ -60,14 +68,20 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
     if frozen and not (on_cpu and mode == "compile"):
         raise ValueError("`frozen` compiles the weights into Inductor's CPU GEMM templates: it needs mode compile on "
                          "the CPU.")
-    teacher = load_pretrained(VQGPTForCausalLM, teacher_path, "teacher_path", device)
-    models = {name: load_draft(path, f"draft {name}", teacher, device) for name, path in drafts.items()}
+    for argument, value in (("dtype", dtype), ("also_dtype", also_dtype)):
+        if value is not None and value not in DTYPES:
+            raise ValueError(f"`{argument}` must be one of {', '.join(DTYPES)}, got {value!r}.")
+    if also_dtype == dtype:
+        raise ValueError(f"`also_dtype` adds methods in another dtype than `dtype` ({dtype}): give another one.")
+    teacher = load_pretrained(VQGPTForCausalLM, teacher_path, "teacher_path", device).to(getattr(torch, dtype))
+    models = {name: load_draft(path, f"draft {name}", teacher, device).to(getattr(torch, dtype))
+              for name, path in drafts.items()}
     g = torch.Generator(device=device)
 
-    def decoder_method(draft, gamma=0, adaptive=False, compile_options=None, **sampling):
+    def decoder_method(draft, gamma=0, adaptive=False, compile_options=None, target=None, **sampling):
         # Each method holds its own decoder: through the shared cache (`get_decoder`, the last 8 settings) more
         # than 8 interleaved settings would evict and rebuild one another on every image.
-        decoder = SpeculativeDecoder(teacher, draft, gamma, 1, SamplingConfig(**sampling), mode,
+        decoder = SpeculativeDecoder(target or teacher, draft, gamma, 1, SamplingConfig(**sampling), mode,
                                      compile_options=compile_options)
         if draft is None:
             return lambda prompt: decoder.generate(prompt, generator=g)["sequences"]
@@ -83,17 +97,17 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
             methods[f"{name} block g{block_gamma}"] = decoder_method(draft, block_gamma, verification="block")
         for k in num_drafts:
             methods[f"{name} {k} chains g{max(gammas)}"] = decoder_method(draft, max(gammas), num_drafts=k)
-    def add_variant(suffix, compile_options, fixed_gamma_too):
+    def add_variant(suffix, compile_options, fixed_gamma_too, target=None, drafts_of_target=None):
         """Plain decoding and each draft's block verification (when `block_gamma` is set) and/or largest fixed gamma,
-        compiled with `compile_options`, as `... {suffix}` methods."""
-        methods[f"plain {suffix}"] = decoder_method(None, compile_options=compile_options)
-        for name, draft in models.items():
+        compiled with `compile_options` (with `target` and its drafts when given), as `... {suffix}` methods."""
+        methods[f"plain {suffix}"] = decoder_method(None, compile_options=compile_options, target=target)
+        for name, draft in (drafts_of_target or models).items():
             if block_gamma:
                 methods[f"{name} block g{block_gamma} {suffix}"] = decoder_method(
-                    draft, block_gamma, compile_options=compile_options, verification="block")
+                    draft, block_gamma, compile_options=compile_options, target=target, verification="block")
             if fixed_gamma_too or not block_gamma:
-                methods[f"{name} g{max(gammas)} {suffix}"] = decoder_method(draft, max(gammas),
-                                                                           compile_options=compile_options)
+                methods[f"{name} g{max(gammas)} {suffix}"] = decoder_method(
+                    draft, max(gammas), compile_options=compile_options, target=target)
 
     if python_wrapper:
         add_variant("python-wrapper", {"options": {"cpp_wrapper": False}}, fixed_gamma_too=False)
@@ -101,6 +115,10 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
         add_variant("frozen", {"freeze_weights": True}, fixed_gamma_too=True)
     if dynamo_guards:
         add_variant("dynamo-guards", {"skip_guards": False}, fixed_gamma_too=True)
+    if also_dtype:
+        cast = copy.deepcopy(teacher).to(getattr(torch, also_dtype))
+        cast_drafts = {name: cast_draft(draft, cast, getattr(torch, also_dtype)) for name, draft in models.items()}
+        add_variant(also_dtype, None, fixed_gamma_too=True, target=cast, drafts_of_target=cast_drafts)
     # Image -1 is the warm-up; the class cycles with the image.
     prompts = [class_prompts(teacher, 1, first=rep) for rep in range(-1, reps)]
     times, outputs = time_interleaved(methods, prompts, [1000 + rep for rep in range(-1, reps)], g, device)
@@ -114,4 +132,12 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
     device_name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     return {"device": device_name, "reps": reps, "drafts": drafts, "teacher": teacher_path, "mode": mode, "gammas": list(gammas),
             "num_drafts": list(num_drafts), "python_wrapper": python_wrapper, "frozen": frozen,
-            "dynamo_guards": dynamo_guards, "results": results}
+            "dynamo_guards": dynamo_guards, "dtype": dtype, "also_dtype": also_dtype, "results": results}
+
+
+def cast_draft(draft, teacher, dtype: torch.dtype):
+    """A copy of `draft` in `dtype`; a feature draft is attached to `teacher` (already in `dtype`) instead of a copy
+    of its own teacher."""
+    if getattr(draft, "reads_features", False):
+        return copy.deepcopy(draft, {id(draft.teacher): teacher}).to(dtype).attach_teacher(teacher)
+    return copy.deepcopy(draft).to(dtype)
