@@ -225,3 +225,27 @@ def test_one_class_folder_is_one_class_and_loose_images_are_refused(tmp_path):
     Image.new("RGB", (12, 12)).save(loose / "b.png")
     with pytest.raises(ValueError, match="images directly in `data_dir` have no class"):
         load_imagefolder(str(loose))
+
+
+def test_the_class_is_the_first_folder_below_data_dir(tmp_path):
+    """`datasets` labelled an image by the folder it sits in: `red/x/`, `green/x/` became one class `x`."""
+    for name, colour in (("red", (255, 0, 0)), ("green", (0, 255, 0))):
+        for sub in ("x", "y"):
+            os.makedirs(tmp_path / "nest" / name / sub)
+            for i in range(3):
+                Image.new("RGB", (12, 12), colour).save(tmp_path / "nest" / name / sub / f"{i}.png")
+    data = load_imagefolder(str(tmp_path / "nest"), val_fraction=0.2, test_fraction=0.2)
+    names = data["train"].features["label"].names
+    assert names == ["green", "red"]
+    for split in data.values():
+        for row in split:
+            assert row["image"].convert("RGB").getpixel((0, 0)) == {"red": (255, 0, 0), "green": (0, 255, 0)}[names[row["label"]]]
+    os.makedirs(tmp_path / "split" / "train")
+    os.rename(tmp_path / "nest" / "red", tmp_path / "split" / "train" / "red")
+    os.rename(tmp_path / "nest" / "green", tmp_path / "split" / "train" / "green")
+    split = load_imagefolder(str(tmp_path / "split"), val_fraction=0.2, test_fraction=0.2)
+    assert split["train"].features["label"].names == ["green", "red"]
+    (tmp_path / "notes" / "a").mkdir(parents=True)
+    (tmp_path / "notes" / "a" / "README.txt").write_text("no images here")
+    with pytest.raises(ValueError, match="`data_dir` .* holds no image files \\(only other files\\)"):
+        load_imagefolder(str(tmp_path / "notes"))

@@ -103,34 +103,54 @@ def load_imagefolder(
 ) -> DatasetDict:
     """A local folder in `datasets`' imagefolder layout (`data_dir/<class name>/<image>`), split like the digits.
 
-    Existing `train`/`validation`/`test` sub-folders are merged first so that every loader splits the same way.
+    The class of an image is the first folder below `data_dir` on its path (as in torchvision's `ImageFolder`):
+    `data_dir/cat/indoor/1.png` is a `cat`. Existing `train`/`validation`/`test` split folders (`data_dir/train/cat/
+    ...`) are merged first, so that every loader splits the same way; the class is then the first folder below the
+    split folder.
     """
     if not os.path.isdir(data_dir):
         raise ValueError(f"`data_dir` {data_dir!r} is not a directory.")
     try:
-        loaded = load_dataset("imagefolder", data_dir=data_dir)
-    except FileNotFoundError as error:  # datasets' EmptyDatasetError: no image files at all
+        # datasets labels an image by the folder it sits in, so sub-folders of a class became classes of their own
+        # (`cat/indoor/`, `dog/indoor/` -> one class `indoor`); the labels are made here instead.
+        loaded = load_dataset("imagefolder", data_dir=data_dir, drop_labels=True)
+    except FileNotFoundError as error:  # datasets' EmptyDatasetError: no files at all
         raise ValueError(f"`data_dir` {data_dir!r} holds no image files: expected `data_dir/<class>/<image>` "
                          f"({error}).") from None
+    except ValueError as error:  # files, but none an image: `Instruction "train" corresponds to no data!`
+        if "corresponds to no data" not in str(error):
+            raise
+        raise ValueError(f"`data_dir` {data_dir!r} holds no image files (only other files): expected "
+                         "`data_dir/<class>/<image>`.") from None
     for split in loaded.values():
         check_image_files(split)
-    if any("label" not in split.column_names for split in loaded.values()):
+    if any("label" not in split.column_names for split in loaded.values()):  # (a metadata file may give labels)
         loaded = _label_by_class_folder(loaded, data_dir)
     return _merge_and_split(loaded, val_fraction, test_fraction, seed)
 
 
+# The folder names that `datasets` reads as splits (`datasets.data_files.SPLIT_KEYWORDS`).
+_SPLIT_FOLDERS = {"train", "training", "validation", "valid", "dev", "val", "test", "testing", "eval", "evaluation"}
+
+
 def _label_by_class_folder(loaded: DatasetDict, data_dir: str) -> DatasetDict:
-    """`loaded` with a `label` column from each image's folder, where `datasets` gave none: it infers labels only
-    from two or more class folders, so one class folder (`data_dir/cat/`, `data_dir/train/cat/`) came back without
-    labels. Images straight in `data_dir` or in a split folder have no class: `loaded` is returned as it is."""
-    unlabelled = {os.path.abspath(data_dir)} | {os.path.abspath(os.path.join(data_dir, s)) for s in loaded}
-    folders = {name: [os.path.dirname(os.path.abspath(file["path"]))
-                      for file in split.cast_column("image", Image(decode=False))["image"]]
-               for name, split in loaded.items()}
-    if any(folder in unlabelled for paths in folders.values() for folder in paths):
-        return loaded
-    names = sorted({os.path.basename(folder) for paths in folders.values() for folder in paths})
-    return DatasetDict({name: split.add_column("label", [names.index(os.path.basename(f)) for f in folders[name]])
+    """`loaded` with a `label` column: each image's first folder below `data_dir`, or below its split folder when
+    the images sit in split folders (`data_dir/train/<class>/...`). Raises `ValueError` naming images that sit
+    directly in `data_dir` (or in a split folder): they have no class."""
+    root = os.path.abspath(data_dir)
+    parts = {name: [os.path.relpath(os.path.abspath(file["path"]), root).split(os.sep)
+                    for file in split.cast_column("image", Image(decode=False))["image"]]
+             for name, split in loaded.items()}
+    every = [p for paths in parts.values() for p in paths]
+    depth = 1 if all(len(p) > 1 and p[0].lower() in _SPLIT_FOLDERS for p in every) else 0
+    loose = [os.path.join(*p) for p in every if len(p) <= depth + 1]
+    if loose:
+        more = f" and {len(loose) - 3} more" if len(loose) > 3 else ""
+        raise ValueError(f"The images need class sub-folders (`data_dir/<class>/<image>`, one or more) to get a "
+                         f"label; images directly in `data_dir`{' or a split folder' if depth else ''} have no class: "
+                         f"{', '.join(loose[:3])}{more} (under {data_dir!r}).")
+    names = sorted({p[depth] for p in every})
+    return DatasetDict({name: split.add_column("label", [names.index(p[depth]) for p in parts[name]])
                         .cast_column("label", ClassLabel(names=names)) for name, split in loaded.items()})
 
 
