@@ -342,3 +342,41 @@ def test_tokenizer_training_reconstructs_digits(tmp_path):
     assert after > 20.0 and after > before + 8.0, (before, after)
     assert tokenizer.codebook_usage(codes)["usage"] > 0.2  # the EMA restarts keep codes alive
     assert (tmp_path / "reconstructions.png").exists()
+
+
+def test_precision_and_trackers_are_checked_before_training_and_wandb_logs_under_output_dir(tmp_path, monkeypatch):
+    from accelerate.state import AcceleratorState
+
+    import hf_specdec.training.trainer as trainer
+
+    reset = lambda: AcceleratorState._reset_state(reset_partial_state=True)  # noqa: E731
+    reset()
+    try:
+        if not torch.cuda.is_available():  # Accelerate took fp16 on the CPU and trained in float32 without a word
+            with pytest.raises(ValueError, match="`mixed_precision` fp16 needs a GPU"):
+                trainer.make_accelerator(TrainingArguments(output_dir=str(tmp_path / "a"), mixed_precision="fp16"))
+        monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what `accelerate launch --mixed_precision` sets
+        assert trainer.make_accelerator(TrainingArguments(output_dir=str(tmp_path / "a"))).mixed_precision == "bf16"
+        reset()
+        given = TrainingArguments(output_dir=str(tmp_path / "a"), mixed_precision="no")  # the option wins
+        assert trainer.make_accelerator(given).mixed_precision == "no"
+    finally:
+        reset()
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION")
+    monkeypatch.setattr(trainer, "is_tensorboard_available", lambda: False)
+    with pytest.raises(ValueError, match="`report_to` tensorboard needs the tensorboard package"):
+        TrainingArguments(output_dir=str(tmp_path / "a"), report_to="tensorboard")  # Accelerate only warned
+    with pytest.warns(UserWarning, match=r"`warmup_steps` \(50\) >= `max_steps` \(2\)"):
+        TrainingArguments(output_dir=str(tmp_path / "a"), max_steps=2, warmup_steps=50)
+
+    # wandb wrote its run folder to ./wandb in the current directory, not next to the run's model
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    batch = torch.cat([16 + torch.arange(4)[:, None] % 3, torch.randint(0, 16, (4, 16))], dim=1)
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), max_steps=1, warmup_steps=0, per_device_batch_size=4,
+                             eval_every=0, save_every=0, log_every=1, report_to="wandb")
+    train(tiny_model(0), list(batch), lambda m, ids, s: (m(ids, labels=ids, use_cache=False).loss, {}), args,
+          collate_fn=torch.stack)
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*")) and not (tmp_path / "cwd" / "wandb").exists()

@@ -9,12 +9,14 @@ GPU, or many GPUs with `accelerate launch` (DDP; FSDP and DeepSpeed configs in `
 
 import math
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.state import AcceleratorState
+from accelerate.utils import DataLoaderConfiguration, is_tensorboard_available, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -43,7 +45,9 @@ class TrainingArguments:
     adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2."})
     warmup_steps: int = field(default=100, metadata={"help": "Linear warmup steps."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Clip the gradient norm to this (0 = off)."})
-    mixed_precision: str = field(default="no", metadata={"help": "no | fp16 | bf16."})
+    mixed_precision: str | None = field(
+        default=None, metadata={"help": "no | fp16 | bf16 (fp16 needs a GPU). Default: `accelerate launch`'s "
+                                        "--mixed_precision or config file, else no; set here, it wins over them."})
     eval_every: int = field(default=200, metadata={"help": "Evaluate every N optimizer steps (0 = only at the end)."})
     save_every: int = field(default=500, metadata={"help": "Checkpoint every N optimizer steps (0 = never)."})
     checkpoints_total_limit: int = field(default=2, metadata={"help": "Keep at most this many checkpoints."})
@@ -79,23 +83,42 @@ class TrainingArguments:
         for name in ("weight_decay", "max_grad_norm"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ValueError(f"`{name}` must be a finite number >= 0, got {getattr(self, name)}.")
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
+        if self.mixed_precision not in (None, "no", "fp16", "bf16"):
             raise ValueError(f"`mixed_precision` must be one of no, fp16, bf16; got {self.mixed_precision!r}.")
         if self.report_to not in ("wandb", "tensorboard", "none"):
             raise ValueError(f"`report_to` must be one of wandb, tensorboard, none; got {self.report_to!r}.")
+        if self.report_to == "tensorboard" and not is_tensorboard_available():  # Accelerate would only warn
+            raise ValueError("`report_to` tensorboard needs the tensorboard package: `pip install tensorboard`, or "
+                             "use `report_to` wandb or none.")
+        if self.warmup_steps >= self.max_steps:
+            warnings.warn(f"`warmup_steps` ({self.warmup_steps}) >= `max_steps` ({self.max_steps}): the learning rate "
+                          f"never reaches `learning_rate` ({self.learning_rate:g}), only {self.max_steps / max(1, self.warmup_steps):.0%} "
+                          "of it.", stacklevel=3)
 
 
 def make_accelerator(args: TrainingArguments) -> Accelerator:
     """An `Accelerator` for `args` (created by the caller's script, never at import time)."""
     if args.report_to == "wandb" and not os.environ.get("WANDB_API_KEY") and not os.path.exists(os.path.expanduser("~/.netrc")):
         os.environ.setdefault("WANDB_MODE", "offline")  # no credentials: log to output_dir/wandb, sync later
-    return Accelerator(
+    accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
+        mixed_precision=args.mixed_precision,  # None: `accelerate launch`'s setting
         log_with=None if args.report_to == "none" else args.report_to,
         project_dir=args.output_dir,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        # Accelerate accepts it and autocast then leaves every op in float32: a run the user believes is fp16.
+        AcceleratorState._reset_state(reset_partial_state=True)
+        raise ValueError("`mixed_precision` fp16 needs a GPU: on the CPU it would train in float32 without a word. "
+                         "Use bf16 or no (`--mixed_precision`, or `accelerate launch --mixed_precision`).")
+    return accelerator
+
+
+def tracker_init_kwargs(args: TrainingArguments) -> dict:
+    """Where each tracker writes: wandb's run folder under `output_dir` (by default it is `./wandb` in the current
+    directory, away from the run's model and mixed with other runs started there)."""
+    return {"wandb": {"dir": args.output_dir}} if args.report_to == "wandb" else {}
 
 
 def cosine_schedule_with_warmup(optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float):
@@ -180,7 +203,9 @@ def train(
         accelerator.print(f"Resumed from {checkpoint} at step {step}.")
     if accelerator.is_main_process and args.report_to != "none":
         config = {**asdict(args), **(run_config or {})}
-        accelerator.init_trackers(args.project_name, config={k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in config.items()})
+        os.makedirs(args.output_dir, exist_ok=True)
+        accelerator.init_trackers(args.project_name, init_kwargs=tracker_init_kwargs(args),
+                                  config={k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in config.items()})
 
     batches_per_epoch = len(dataloader)
     micro_step = step * args.gradient_accumulation_steps
