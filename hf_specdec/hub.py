@@ -12,6 +12,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors import SafetensorError
 
 from .models.configuration_vqgpt import VQGPT_PRESETS
+from .models.modeling_vqgpt import check_model_path
 from .models.safetensors_only import damaged_safetensors, damaged_weights_message, weights_folder
 
 # Package data: `hf_specdec/model_cards` links to the repository's `model_cards/` (their home), and the templates are
@@ -205,6 +206,10 @@ def load_pretrained(cls, name: str, argument: str, device: str | torch.device | 
     Raises `ValueError` naming `argument` (the option the user set) when `name` is neither a folder holding a
     `cls` nor a reachable repo id, or when its weights are damaged (naming the folder and the file).
     """
+    try:
+        check_model_path(name, cls.__name__)  # a file, or a local path that does not exist: said as such
+    except (ValueError, FileNotFoundError) as error:
+        raise ValueError(f"`{argument}`: {error}") from None
     try:
         model = cls.from_pretrained(name, **kwargs)
     except RuntimeError as error:  # transformers: weights of other shapes than the config.json describes

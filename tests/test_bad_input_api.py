@@ -155,7 +155,8 @@ def test_folders_of_another_model_or_config_are_refused(tmp_path):
         load_pretrained(VQTokenizer, str(tmp_path / "vq"), "tokenizer")
     with pytest.raises(ValueError, match=r"holds a transformers `vqgpt` model \(VQGPTForCausalLM\), not a VQTokenizer"):
         VQTokenizer.from_pretrained(tmp_path / "teacher")  # and the other way round
-    with pytest.raises(ValueError, match="holds a diffusers `DigitsClassifier`, not a `vqgpt` model"):
+    with pytest.raises(ValueError, match="holds a diffusers `DigitsClassifier`, not a `vqgpt` model: load it with its "
+                                         "own class \\(`DigitsClassifier.from_pretrained`\\)"):
         VQGPTForCausalLM.from_pretrained(tmp_path / "vq")
     shutil.copytree(tmp_path / "teacher", tmp_path / "edited")
     with open(tmp_path / "edited" / "config.json") as f:
@@ -166,6 +167,30 @@ def test_folders_of_another_model_or_config_are_refused(tmp_path):
     with pytest.raises(ValueError, match="`teacher` .*weights whose shapes do not fit its config.json"):
         load_pretrained(VQGPTForCausalLM, str(tmp_path / "edited"), "teacher")
     assert load_pretrained(VQGPTForCausalLM, str(tmp_path / "teacher"), "teacher").config.hidden_size > 0
+
+
+def test_a_file_or_a_missing_folder_given_as_a_model_is_named_so(tmp_path):
+    tiny_model(0).save_pretrained(tmp_path / "teacher")
+    tiny_vq().save_pretrained(tmp_path / "vq")
+    for cls, folder in ((VQGPTForCausalLM, "teacher"), (VQTokenizer, "vq")):
+        # transformers unpickled the config.json as weights (UnpicklingError); diffusers read it as a shard index
+        with pytest.raises(ValueError, match=f"is a file: give `{cls.__name__}.from_pretrained` the model's folder"):
+            cls.from_pretrained(tmp_path / folder / "config.json")
+        with pytest.raises(FileNotFoundError, match="There is no folder .*not a Hub repo id"):
+            cls.from_pretrained(tmp_path / "missing")  # was "Repo id must be in the form ..." / "Checkout your internet"
+        with pytest.raises(ValueError, match="`tokenizer`: .*is a file"):
+            load_pretrained(cls, str(tmp_path / folder / "config.json"), "tokenizer")
+
+
+def test_the_tokenizer_refuses_keywords_diffusers_would_ignore(tmp_path):
+    tiny_vq().save_pretrained(tmp_path / "vq")
+    with pytest.raises(ValueError, match="`num_vq_embedding` is neither .* VQTokenizer config field: use `num_vq_embeddings`"):
+        VQTokenizer.from_pretrained(tmp_path / "vq", num_vq_embedding=3)
+    with pytest.raises(ValueError, match="`torch_dtype` must be a torch.dtype or its name .* got 'float8'"):
+        VQTokenizer.from_pretrained(tmp_path / "vq", torch_dtype="float8")
+    for name in ("torch_dtype", "dtype"):  # diffusers loaded float32 for the string, with a warning naming float32
+        assert VQTokenizer.from_pretrained(tmp_path / "vq", **{name: "bfloat16"}).dtype == torch.bfloat16
+    assert VQTokenizer.from_pretrained(tmp_path / "vq", local_files_only=True, commitment_beta=0.5).config.commitment_beta == 0.5
 
 
 def test_class_prompt_checks_its_batch_size(pair):

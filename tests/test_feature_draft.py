@@ -71,7 +71,7 @@ def test_load_draft_reads_the_kind_from_the_config(pair, tmp_path):
     loaded = load_draft(str(tmp_path / "feature"), "drafts", teacher)
     assert isinstance(loaded, VQGPTFeatureDraft) and loaded.teacher is teacher and not loaded.training
     assert type(load_draft(str(tmp_path / "plain"), "drafts", teacher)) is VQGPTForCausalLM
-    with pytest.raises(ValueError, match="`drafts` .* neither a model folder"):
+    with pytest.raises(ValueError, match="`drafts`: There is no folder .*missing"):
         load_draft(str(tmp_path / "missing"), "drafts", teacher)
     with pytest.raises(ValueError, match="`drafts` .* holds no VQGPTFeatureDraft .*3 layers"):  # and says why
         load_draft(str(tmp_path / "feature"), "drafts", tiny_model(0, num_hidden_layers=3))

@@ -5,9 +5,16 @@ A truncated `*.safetensors` (an interrupted download, copy or save) makes the sa
 `damaged_weights_message` says which and what to do.
 """
 
+import difflib
+import inspect
 import os
+import re
 
+import torch
+from diffusers import ModelMixin
 from safetensors import SafetensorError, safe_open
+
+from .modeling_vqgpt import check_model_path
 
 
 def damaged_safetensors(folder: str) -> list[str]:
@@ -56,6 +63,8 @@ class SafetensorsOnlyMixin:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         kwargs.setdefault("use_safetensors", True)
+        check_model_path(pretrained_model_name_or_path, cls.__name__)
+        cls._check_keywords(kwargs)
         cls._check_saved_class(pretrained_model_name_or_path, kwargs)
         try:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
@@ -65,6 +74,29 @@ class SafetensorsOnlyMixin:
             if not damaged:
                 raise
             raise OSError(f"Cannot load {cls.__name__}: {damaged_weights_message(folder, damaged)}") from error
+
+    @classmethod
+    def _check_keywords(cls, kwargs: dict) -> None:
+        """Refuse what diffusers would ignore without a word: a keyword that is neither a loading argument of its
+        `from_pretrained` nor a field of this model's config (`num_vq_embedding=...`), and a dtype given as a string
+        (diffusers loads float32 for `torch_dtype="bfloat16"`). A dtype string is turned into the `torch.dtype`."""
+        for name in ("torch_dtype", "dtype"):
+            value = kwargs.get(name)
+            if isinstance(value, str):
+                if not isinstance(getattr(torch, value, None), torch.dtype):
+                    raise ValueError(f"`{name}` must be a torch.dtype or its name (float32, bfloat16, float16, ...), "
+                                     f"got {value!r}.")
+                kwargs[name] = getattr(torch, value)
+        source = inspect.getsource(ModelMixin.from_pretrained)  # what diffusers reads: `kwargs.pop("cache_dir", ...)`
+        loading = set(re.findall(r'kwargs\.pop\(\s*"(\w+)"', source)) | {"trust_remote_code", "return_unused_kwargs"}
+        fields = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
+        for key in kwargs:
+            if key.startswith("_") or key in loading or key in fields:
+                continue
+            close = difflib.get_close_matches(key, [*fields, *loading], n=1, cutoff=0.8)
+            raise ValueError(f"`{key}` is neither an argument of `from_pretrained` nor a {cls.__name__} config field"
+                             + (f": use `{close[0]}`." if close else f". The fields, which `from_pretrained` overrides: "
+                                f"{fields}."))
 
     @classmethod
     def _check_saved_class(cls, pretrained_model_name_or_path, kwargs) -> None:

@@ -107,6 +107,21 @@ class VQGPTBlock(nn.Module):
         return self
 
 
+def check_model_path(name, cls_name: str) -> None:
+    """`ValueError` for a file given where a model folder is expected (transformers read a `config.json` given as
+    the path, then unpickled the same file as weights: `UnpicklingError`), `FileNotFoundError` for a local-looking
+    path that does not exist (reported as a malformed Hub repo id or a network failure)."""
+    if not isinstance(name, (str, os.PathLike)):
+        return
+    path = os.fspath(name)
+    if os.path.isfile(path):
+        raise ValueError(f"{path!r} is a file: give `{cls_name}.from_pretrained` the model's folder "
+                         f"({os.path.dirname(path) or '.'!r}), which holds its config.json and weights.")
+    if not os.path.exists(path) and (os.path.isabs(path) or path.startswith(("./", "../", "~")) or path.count("/") > 1):
+        raise FileNotFoundError(f"There is no folder {path!r}, and it is not a Hub repo id (`name` or "
+                                "`namespace/name`) either.")
+
+
 class VQGPTPreTrainedModel(PreTrainedModel):
     config_class = VQGPTConfig
     config: VQGPTConfig
@@ -121,6 +136,7 @@ class VQGPTPreTrainedModel(PreTrainedModel):
         repo that holds only a pickled `pytorch_model.bin` raises instead of being unpickled. A damaged (truncated)
         safetensors file raises `OSError` naming the model and what to do, not the library's bare header error."""
         kwargs.setdefault("use_safetensors", True)
+        check_model_path(pretrained_model_name_or_path, cls.__name__)
         try:
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         except TypeError as error:  # a keyword that is neither `from_pretrained`'s nor a config field reaches __init__

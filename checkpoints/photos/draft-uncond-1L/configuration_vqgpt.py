@@ -176,7 +176,8 @@ class VQGPTConfig(PreTrainedConfig):
         found = config_dict.get("model_type")
         if found is None and "_class_name" in config_dict:  # a diffusers model's config (the VQ tokenizer)
             raise ValueError(f"{str(pretrained_model_name_or_path)!r} holds a diffusers `{config_dict['_class_name']}`, "
-                             f"not a `{cls.model_type}` model: load it with its own class (`VQTokenizer.from_pretrained`).")
+                             f"not a `{cls.model_type}` model: load it with its own class "
+                             f"(`{config_dict['_class_name']}.from_pretrained`).")
         if found is not None and found != cls.model_type:
             raise ValueError(f"{str(pretrained_model_name_or_path)!r} holds a `{found}` model, not `{cls.model_type}`: "
                              "load it with its own class (`hf_specdec.hub.load_draft` picks the class of a draft).")
