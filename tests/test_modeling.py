@@ -310,3 +310,14 @@ def test_shipped_remote_code_matches_the_package():
     assert len(copies) >= 12  # teacher, five drafts: modeling + configuration each
     stale = [str(c.relative_to(root)) for c in copies if c.read_text() != (package / c.name).read_text()]
     assert not stale, f"re-copy hf_specdec/models/{{modeling,configuration}}_vqgpt.py into: {stale}"
+
+
+def test_labels_of_another_shape_and_numpy_prompts_are_named(model):
+    ids = random_sequences(model.config)
+    for labels, got in ((ids[:, 0], "torch.int64 tensor of shape"), (ids.float(), "torch.float32 tensor"),
+                        (ids.tolist(), "a list")):  # were an IndexError, torch's target-dtype error, an AttributeError
+        with pytest.raises(ValueError, match=f"`labels` must be integer token ids of the same shape as `input_ids`.*{got}"):
+            model(ids, labels=labels)
+    # the dtype of an array (int64) read as if it were the problem
+    with pytest.raises(ValueError, match="`input_ids` must be a torch.long .*got a numpy.ndarray \\(torch.from_numpy"):
+        model.generate(ids[:, :1].numpy(), do_sample=False)

@@ -107,6 +107,15 @@ class VQGPTBlock(nn.Module):
         return self
 
 
+def describe_ids(ids) -> str:
+    """What an argument that should be a tensor of token ids is, for an error message: `a torch.float32 tensor`, or
+    `a numpy.ndarray (torch.from_numpy(...) makes it a tensor)` (its dtype alone, int64, read as if it were right)."""
+    if isinstance(ids, torch.Tensor):
+        return f"a {ids.dtype} tensor"
+    kind = f"{type(ids).__module__}.{type(ids).__qualname__}".removeprefix("builtins.")
+    return f"a {kind}" + (" (torch.from_numpy(...) makes it a tensor)" if kind == "numpy.ndarray" else "")
+
+
 def check_model_path(name, cls_name: str) -> None:
     """`ValueError` for a file given where a model folder is expected (transformers read a `config.json` given as
     the path, then unpickled the same file as weights: `UnpicklingError`), `FileNotFoundError` for a local-looking
@@ -335,7 +344,7 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         config = self.config
         if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.long, torch.int32):
             raise ValueError("`input_ids` must be a torch.long (or int32) tensor of shape (batch, length >= 1), e.g. "
-                             f"`model.class_prompt(labels)`; got {getattr(input_ids, 'dtype', type(input_ids).__name__)}.")
+                             f"`model.class_prompt(labels)`; got {describe_ids(input_ids)}.")
         if input_ids.dim() != 2 or input_ids.shape[0] < 1 or input_ids.shape[1] < 1:
             raise ValueError(f"`input_ids` must have shape (batch >= 1, length >= 1), got {tuple(input_ids.shape)}.")
         if max_new_tokens is not None and (
@@ -406,6 +415,11 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
 
         loss = None
         if labels is not None:
+            if (not isinstance(labels, torch.Tensor) or labels.shape != input_ids.shape or labels.is_floating_point()
+                    or labels.dtype == torch.bool):
+                raise ValueError(f"`labels` must be integer token ids of the same shape as `input_ids` "
+                                 f"{tuple(input_ids.shape)} (usually `labels=input_ids`), got {describe_ids(labels)}"
+                                 f"{' of shape ' + str(tuple(labels.shape)) if hasattr(labels, 'shape') else ''}.")
             if logits.shape[1] != labels.shape[1]:
                 raise ValueError("`labels` needs logits for every position: leave `logits_to_keep` at 0.")
             targets = labels.masked_fill(labels >= self.config.codebook_size, -100)  # class tokens are no targets

@@ -4,7 +4,7 @@ sized. Sampling settings are checked by `SamplingConfig` itself."""
 
 import torch
 
-from ..models.modeling_vqgpt import check_draft_matches  # noqa: F401 (re-exported)
+from ..models.modeling_vqgpt import check_draft_matches, describe_ids  # noqa: F401 (check_draft_matches re-exported)
 from .sampling import SamplingConfig, _is_int, _is_number
 
 MODES = ("auto", "eager", "compile", "cuda-graph")
@@ -43,7 +43,7 @@ def check_inputs(model, input_ids, max_new_tokens=None, generator=None, argument
     # (e.g. meta) cannot give.
     if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.long, torch.int32):
         raise ValueError("`input_ids` must be a torch.long (or int32) tensor of shape (batch, length >= 1), e.g. "
-                         f"`teacher.class_prompt(labels)`; got {getattr(input_ids, 'dtype', type(input_ids).__name__)}.")
+                         f"`teacher.class_prompt(labels)`; got {describe_ids(input_ids)}.")
     if input_ids.dim() != 2 or input_ids.shape[0] < 1 or input_ids.shape[1] < 1:
         raise ValueError(f"`input_ids` must have shape (batch, length >= 1), got {tuple(input_ids.shape)}.")
     if max_new_tokens is not None and (not _is_int(max_new_tokens) or max_new_tokens < 1):
