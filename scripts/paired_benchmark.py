@@ -58,6 +58,10 @@ def main(argv=None):
     pairs = [arg.split("=", 1) for arg in args.drafts]
     if any(len(p) != 2 or not all(p) for p in pairs):
         raise UsageError("drafts are given as name=path, e.g. draft-1L=checkpoints/digits/draft-1L")
+    names = [name for name, _ in pairs]
+    if len(set(names)) < len(names):
+        twice = sorted({name for name in names if names.count(name) > 1})
+        raise UsageError(f"draft name(s) {twice} given twice: each draft needs its own name")
     print(json.dumps(paired_benchmark(args.device, args.reps, dict(pairs), args.teacher, args.block_gamma, args.mode,
                                       tuple(args.gammas), tuple(args.num_drafts), args.python_wrapper,
                                       args.frozen, args.dynamo_guards, args.dtype, args.also_dtype),

@@ -55,6 +55,8 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
         raise ValueError(f"`reps` must be an integer >= 1, got {reps!r}.")
     if not gammas or any(isinstance(g, bool) or not isinstance(g, int) or g < 1 for g in gammas):
         raise ValueError(f"`gammas` must be integers >= 1, got {gammas!r}.")
+    if block_gamma is not None and (isinstance(block_gamma, bool) or not isinstance(block_gamma, int) or block_gamma < 1):
+        raise ValueError(f"`block_gamma` must be an integer >= 1 (or None: no block verification), got {block_gamma!r}.")
     if any(isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= 16 for k in num_drafts):
         raise ValueError(f"`num_drafts` must be integers in [2, 16], got {num_drafts!r}.")
     if not drafts:
@@ -74,6 +76,10 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
     if also_dtype == dtype:
         raise ValueError(f"`also_dtype` adds methods in another dtype than `dtype` ({dtype}): give another one.")
     teacher = load_pretrained(VQGPTForCausalLM, teacher_path, "teacher_path", device).to(getattr(torch, dtype))
+    grid = teacher.config.num_image_tokens
+    for argument, values in (("gammas", gammas), ("block_gamma", [block_gamma] if block_gamma else [])):
+        if any(value > grid for value in values):
+            raise ValueError(f"`{argument}` must be at most the teacher's {grid}-token grid, got {list(values)}.")
     models = {name: load_draft(path, f"draft {name}", teacher, device).to(getattr(torch, dtype))
               for name, path in drafts.items()}
     g = torch.Generator(device=device)
