@@ -249,3 +249,13 @@ def test_the_class_is_the_first_folder_below_data_dir(tmp_path):
     (tmp_path / "notes" / "a" / "README.txt").write_text("no images here")
     with pytest.raises(ValueError, match="`data_dir` .* holds no image files \\(only other files\\)"):
         load_imagefolder(str(tmp_path / "notes"))
+
+
+def test_a_token_cache_dir_that_cannot_be_a_folder_is_refused_with_the_arguments(tmp_path):
+    from hf_specdec.data import DataArguments
+
+    (tmp_path / "afile").write_text("x")  # was a FileExistsError after the data and the tokenizer had loaded
+    with pytest.raises(ValueError, match="`token_cache_dir` .*afile' is a file, not a folder"):
+        DataArguments(token_cache_dir=str(tmp_path / "afile"))
+    with pytest.raises(ValueError, match="`token_cache_dir` .* cannot be made: .*afile' is a file"):
+        DataArguments(token_cache_dir=str(tmp_path / "afile" / "tokens"))

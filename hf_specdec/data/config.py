@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 
 from datasets import DatasetDict
 
+from ..hub import check_output_dir
 from .images import DATASETS, DEFAULT_REPO_ID, check_split_fractions, load_image_dataset
 
 
@@ -39,6 +40,7 @@ class DataArguments:
         if self.crops_per_photo < 1:
             raise ValueError(f"`crops_per_photo` must be >= 1, got {self.crops_per_photo}.")
         check_split_fractions(self.val_fraction, self.test_fraction)  # `split_dataset`'s rule, before any work
+        check_output_dir(self.token_cache_dir, "token_cache_dir")  # a file in the way surfaced after the tokenizer ran
 
     def load(self) -> DatasetDict:
         """The `train` / `validation` / `test` splits of the configured images."""
