@@ -34,6 +34,10 @@ def test_classifier_learns_digits_and_the_pipeline_runs(tmp_path):
     classifier.save_pretrained(tmp_path / "classifier")
     (tmp_path / "classifier" / "metrics.json").write_text(json.dumps({"test_accuracy": 0.9}))
     assert isinstance(DigitsClassifier.from_pretrained(tmp_path / "classifier"), DigitsClassifier)
+    small = train_classifier(x[:10], y[:10], epochs=2)  # fewer images than the batch: made no step, then torch's
+    assert small.config.num_classes == int(y[:10].max()) + 1  # scheduler error naming `total_steps`
+    with pytest.raises(ValueError, match="at least 2 training images, got 1"):
+        train_classifier(x[:1], y[:1])
 
     teacher = tiny_model(0, num_hidden_layers=2, codebook_size=16, grid_h=8, grid_w=8, num_classes=10)
     teacher.save_pretrained(tmp_path / "teacher")

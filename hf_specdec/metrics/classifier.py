@@ -89,10 +89,15 @@ class ClassifierFeatures(nn.Module):
 
 
 def train_classifier(train_images, train_labels, epochs: int = 15, batch_size: int = 64, lr: float = 2e-3, seed: int = 0):
-    """Fit a `DigitsClassifier` on `(N, 3, H, W)` images in [-1, 1] with small random shifts as augmentation."""
+    """Fit a `DigitsClassifier` on `(N, 3, H, W)` images in [-1, 1] with small random shifts as augmentation. Fewer
+    images than `batch_size` train in batches of all of them (a set of 10 images made no step and torch's scheduler
+    failed naming `total_steps`)."""
+    if len(train_images) < 2:
+        raise ValueError(f"The classifier needs at least 2 training images, got {len(train_images)}: add images.")
     torch.manual_seed(seed)
     model = DigitsClassifier(num_classes=int(train_labels.max()) + 1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    batch_size = min(batch_size, len(train_images))
     steps = epochs * (len(train_images) // batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps)
     model.train()
