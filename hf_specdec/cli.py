@@ -10,6 +10,7 @@ the field's type and checked like command-line values (`max_steps: 2.5` is refus
 YAML reads as a string, becomes a float). Every script ends with `run(main)`.
 """
 
+import importlib
 import os
 import sys
 import types
@@ -173,19 +174,45 @@ def parse_args(dataclass_types, argv: list[str] | None = None, description: str 
     return tuple(instances)
 
 
+def hub_errors() -> tuple[type, ...]:
+    """What the Hub client raises for an unreachable or refusing server: the HTTP library's transport errors
+    (`httpx` or, in newer huggingface_hub, `httpx2`: connection refused, timeouts) and `HfHubHTTPError` (401, 403,
+    404, ...). Neither is a `ConnectionError`, so they left a traceback."""
+    errors = []
+    for name in ("httpx", "httpx2"):
+        try:
+            errors.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            pass
+    try:
+        from huggingface_hub.errors import HfHubHTTPError
+
+        errors.append(HfHubHTTPError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
 USER_ERRORS = (ValueError, ConnectionError)
 
 
 def run(main, argv: list[str] | None = None) -> None:
-    """Run a script's `main(argv)`. A user error (`ValueError`, which every argument check raises, or a
-    `ConnectionError` from the Hub) ends the script with one line on stderr, `<script>: error: <message>`, and exit
-    status 2 (a bad argument or config) or 1 (anything else); other exceptions are bugs and keep their traceback.
-    `HF_SPECDEC_TRACEBACK=1` shows the traceback of user errors too."""
+    """Run a script's `main(argv)`. A user error (`ValueError`, which every argument check raises, a
+    `ConnectionError`, or the Hub client's errors for an unreachable or refusing server) ends the script with one line
+    on stderr, `<script>: error: <message>`, and exit status 2 (a bad argument or config) or 1 (anything else); other
+    exceptions are bugs and keep their traceback. `HF_SPECDEC_TRACEBACK=1` shows the traceback of user errors too."""
+    hub = hub_errors()
     try:
         main(argv)
-    except USER_ERRORS as error:
+    except (*USER_ERRORS, *hub) as error:
         if os.environ.get("HF_SPECDEC_TRACEBACK") == "1":
             raise
         script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "hf-specdec"
-        print(f"{script}: error: {' '.join(str(error).split())}", file=sys.stderr)
+        message = " ".join(str(error).split())
+        if isinstance(error, hub) and not isinstance(error, USER_ERRORS + (OSError,)):  # a transport error
+            from huggingface_hub import constants
+
+            message = (f"cannot reach the Hub at {constants.ENDPOINT} ({type(error).__name__}: {message}): check the "
+                       "network or HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use only what is cached")
+        print(f"{script}: error: {message}", file=sys.stderr)
         sys.exit(2 if isinstance(error, UsageError) else 1)

@@ -189,6 +189,16 @@ def test_a_script_run_by_python_prints_one_line():
     ], result.stderr[-3000:]
 
 
+def test_an_unreachable_hub_is_one_line_naming_the_endpoint(tmp_path):
+    """huggingface_hub raises its HTTP library's ConnectError, which is no `ConnectionError`: it left a traceback."""
+    result = run_python(["scripts/push_to_hub.py", "--namespace", "probe-org", "--models", "draft-1L"],
+                        env=python_env(HF_ENDPOINT="http://127.0.0.1:9", HF_TOKEN="x", HF_HOME=str(tmp_path)), timeout=300)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("push_to_hub.py: error: cannot reach the Hub at http://127.0.0.1:9 "
+                                                   "(ConnectError"), result.stderr[-3000:]
+
+
 def test_yaml_values_take_the_field_types(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("student_id: 4\nlearning_rate: 3e-4\nmax_steps: '7'\nteacher_layers: [0, 3]\ncfg_scale: null\n"
