@@ -51,6 +51,10 @@ BAD_INPUT = [
     ("generate.py", ["--batch_size", "0"], ["batch_size"]),
     ("generate.py", ["--repeats", "0"], ["repeats", ">= 1"]),
     ("generate.py", ["--method", "self-speculative", "--self_speculative_layers", "12"], ["self_speculative_layers"]),
+    # options the chosen method does not read (were ignored: a named draft replaced by the teacher's first layers)
+    ("generate.py", ["--method", "self-speculative", "--assistant", "checkpoints/digits/draft-2L"], ["assistant", "self-speculative"]),
+    ("generate.py", ["--method", "plain", "--gamma", "3"], ["gamma", "'plain' does not use it"]),
+    ("generate.py", ["--method", "speculative", "--self_speculative_layers", "3"], ["self_speculative_layers", "drop"]),
     ("generate.py", ["--classes", "12"], ["classes"]),
     ("generate.py", ["--rows", "2"], ["rows", "unconditional"]),  # was ignored for a class-conditional teacher
     ("generate.py", ["--teacher", "{tmp}/missing"], ["teacher", "missing"]),

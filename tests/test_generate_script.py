@@ -105,7 +105,8 @@ def test_main_job_runs_block_verification_and_refuses_it_where_nothing_is_drafte
     assert result["whole_grid"]["speedup"] > 0 and out.stat().st_size > 0
     for method in ("assisted", "plain"):
         with pytest.raises(ValueError, match=f"`verification` 'block' is for `method` speculative .*{method!r}"):
-            SampleGridArguments(**paths, method=method, verification="block", output=str(out))
+            SampleGridArguments(**{**paths, "assistant": paths["assistant"] if method == "assisted" else None},
+                                method=method, verification="block", output=str(out))
 
 
 def test_each_checkpoint_set_brings_its_decoding_defaults_and_flags_replace_them(tmp_path):

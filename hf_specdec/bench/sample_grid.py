@@ -56,6 +56,9 @@ CHECKPOINT_SETS = {
 }
 
 METHODS = ("speculative", "self-speculative", "assisted", "plain")
+# The options that only some methods read.
+METHOD_OPTIONS = {"assistant": ("speculative", "assisted"), "gamma": ("speculative", "self-speculative", "assisted"),
+                  "self_speculative_layers": ("self-speculative",)}
 
 
 @dataclass
@@ -70,7 +73,7 @@ class SampleGridArguments:
     rows: int | None = field(default=None, metadata={"help": "Unconditional teachers: rows of samples_per_class images (default 4); a class-conditional teacher draws one row per class."})
     gamma: int | None = field(default=None, metadata={"help": f"Drafted tokens per round (default: the set's; {', '.join(f'{k} {v.gamma}' for k, v in CHECKPOINT_SETS.items())})."})
     verification: str | None = field(default=None, metadata={"help": "speculative / self-speculative: token (Leviathan et al.: each drafted token tested in turn) | block (Sun et al. 2025: the block tested jointly; as exact, never fewer tokens per teacher call at the same cost). Default: the set's (block) for speculative and self-speculative, token for assisted (transformers verifies token by token)."})
-    self_speculative_layers: int = field(default=2, metadata={"help": "Teacher layers used as draft (self-speculative)."})
+    self_speculative_layers: int | None = field(default=None, metadata={"help": "Teacher layers used as draft (self-speculative; default 2)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
     top_k: int | None = field(default=None, metadata={"help": "Top-k (None = off)."})
     guidance_scale: float | None = field(default=None, metadata={"help": "Classifier-free guidance scale."})
@@ -88,11 +91,19 @@ class SampleGridArguments:
         if self.checkpoints not in CHECKPOINT_SETS:
             raise ValueError(f"`checkpoints` must be one of {', '.join(CHECKPOINT_SETS)}; got {self.checkpoints!r}.")
         shipped = CHECKPOINT_SETS[self.checkpoints]
+        if self.method not in METHODS:
+            raise ValueError(f"`method` must be one of {', '.join(METHODS)}; got {self.method!r}.")
+        # An option that the chosen method does not read is a mistake (a draft named with self-speculative decoding
+        # was replaced by the teacher's first layers without a word), not something to ignore.
+        for name, methods in METHOD_OPTIONS.items():
+            if getattr(self, name) is not None and self.method not in methods:
+                raise ValueError(f"`{name}` is read only with `method` {' or '.join(methods)}; {self.method!r} does not "
+                                 f"use it: drop `--{name}`.")
         for name in ("teacher", "assistant", "tokenizer", "gamma"):
             if getattr(self, name) is None:
                 setattr(self, name, getattr(shipped, name))
-        if self.method not in METHODS:
-            raise ValueError(f"`method` must be one of {', '.join(METHODS)}; got {self.method!r}.")
+        if self.self_speculative_layers is None:
+            self.self_speculative_layers = 2
         if self.verification is None:
             self.verification = shipped.verification if self.method in ("speculative", "self-speculative") else "token"
         for name in ("samples_per_class", "rows", "gamma", "self_speculative_layers"):
