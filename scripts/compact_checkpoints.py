@@ -7,10 +7,13 @@
 config.json is left as it is, so `from_pretrained` still builds a float32 model (the weights widened back). Meant
 for drafts and students: speculative sampling is exact for any draft, only acceptance can move (by ~1e-5 on the
 shipped students, `benchmarks/compact-students/`), so `--teacher_path` measures it before anything is rewritten.
-Teachers and tokenizers define the output: leave them at full precision.
+Teachers and tokenizers define the output: leave them at full precision. A folder that holds one (a diffusers
+tokenizer or classifier, a teacher trained by `train_teacher.py`: its `training_metrics.json`, or the
+`--teacher_path` folder itself) is refused unless `--allow_teacher` is given.
 """
 
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -30,6 +33,7 @@ class CompactArguments:
     teacher_path: str | None = field(default=None, metadata={"help": "Teacher to measure each draft's alpha against, before and after (none: do not measure)."})
     num_sequences: int = field(default=256, metadata={"help": "Teacher samples (classes in turn, seed 1234) for alpha."})
     output_json: str | None = field(default=None, metadata={"help": "Write the sizes (and alphas) here."})
+    allow_teacher: bool = field(default=False, metadata={"help": "Also rewrite teachers and tokenizers (refused by default: rounding them changes the output distribution itself)."})
 
     def __post_init__(self):
         if not self.folders:
@@ -40,6 +44,25 @@ class CompactArguments:
             raise ValueError(f"`num_sequences` must be >= 1, got {self.num_sequences}.")
         if self.output_json is not None:
             check_output_file(self.output_json, "output_json")
+
+
+def check_not_a_teacher(folder: str, args: CompactArguments) -> None:
+    """`ValueError` for a folder that defines the output rather than drafting: rounding it would change what
+    speculative decoding is lossless against. The `--teacher_path` folder is refused even with `--allow_teacher`
+    (alpha against itself measures nothing)."""
+    if args.teacher_path is not None and os.path.realpath(folder) == os.path.realpath(args.teacher_path):
+        raise ValueError(f"`folders` {folder!r} is the `teacher_path` itself: compact drafts and students, measured "
+                         "against their teacher.")
+    if args.allow_teacher:
+        return
+    with open(os.path.join(folder, "config.json")) as f:
+        kind = json.load(f).get("_class_name")  # diffusers models: the VQ tokenizer, the FID classifier
+    trained_as_teacher = (os.path.exists(os.path.join(folder, "training_metrics.json"))
+                          and not os.path.exists(os.path.join(folder, "distill_metrics.json")))
+    if kind or trained_as_teacher:
+        what = f"a {kind}" if kind else "a teacher (its training_metrics.json is train_teacher.py's)"
+        raise ValueError(f"`folders` {folder!r} holds {what}: it defines the output, and rounding its weights would "
+                         "change the distribution speculative decoding reproduces. Pass --allow_teacher to do it anyway.")
 
 
 @torch.no_grad()
@@ -53,6 +76,7 @@ def main(argv=None):
     (args,) = parse_args((CompactArguments,), argv, description=__doc__)
     for folder in args.folders:  # every folder is checked before the first is rewritten
         check_weights_folder(folder, "folders")
+        check_not_a_teacher(folder, args)
     teacher = sequences = None
     if args.teacher_path is not None:
         from hf_specdec.distill import sample_sequences

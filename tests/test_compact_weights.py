@@ -12,7 +12,7 @@ from safetensors import safe_open
 from hf_specdec import VQGPTForCausalLM
 from hf_specdec.hub import compact_weights
 from hf_specdec.speculative import speculative_sample
-from tests.utils import CHECKPOINTS, run_script, tiny_model
+from tests.utils import CHECKPOINTS, run_script, tiny_model, tiny_vq
 
 
 def digest(path) -> str:
@@ -116,3 +116,19 @@ def test_a_draft_of_another_teacher_is_refused_before_anything_is_rewritten(tmp_
     assert result.returncode == 0, result.stderr
     row = json.load(open(tmp_path / "out.json"))["folders"][str(draft)]
     assert 0 < row["alpha_after"] <= 1 and abs(row["alpha_after"] - row["alpha_before"]) < 0.01
+
+
+def test_teachers_and_tokenizers_are_not_rounded_unless_allowed(tmp_path):
+    """They define the output: the script rewrote a teacher (even the `--teacher_path` folder) in place."""
+    teacher, vq = tmp_path / "teacher", tmp_path / "vq"
+    tiny_model().save_pretrained(teacher)
+    (teacher / "training_metrics.json").write_text("{}")  # what train_teacher.py leaves
+    tiny_vq().save_pretrained(vq)
+    before = {p: digest(p / name) for p, name in ((teacher, "model.safetensors"), (vq, "diffusion_pytorch_model.safetensors"))}
+    for folder, words in ((teacher, "a teacher"), (vq, "a VQTokenizer")):
+        result = run_script("compact_checkpoints.py", "--folders", folder)
+        assert result.returncode != 0 and words in result.stderr and "--allow_teacher" in result.stderr, result.stderr
+    result = run_script("compact_checkpoints.py", "--folders", teacher, "--teacher_path", teacher, "--allow_teacher")
+    assert result.returncode != 0 and "is the `teacher_path` itself" in result.stderr, result.stderr
+    assert {p: digest(p / n) for p, n in ((teacher, "model.safetensors"), (vq, "diffusion_pytorch_model.safetensors"))} == before
+    assert run_script("compact_checkpoints.py", "--folders", teacher, "--allow_teacher").returncode == 0
