@@ -259,3 +259,18 @@ def test_a_token_cache_dir_that_cannot_be_a_folder_is_refused_with_the_arguments
         DataArguments(token_cache_dir=str(tmp_path / "afile"))
     with pytest.raises(ValueError, match="`token_cache_dir` .* cannot be made: .*afile' is a file"):
         DataArguments(token_cache_dir=str(tmp_path / "afile" / "tokens"))
+
+
+def test_labels_from_a_metadata_file_are_classes(tmp_path):
+    """datasets' documented way to label an imagefolder (a metadata.csv `label` column) gave a plain column, which
+    the stratified split refused with datasets' own error."""
+    rows = ["file_name,label"]
+    for i in range(12):
+        Image.new("RGB", (12, 12), (255, 0, 0) if i % 2 else (0, 0, 255)).save(tmp_path / f"img{i}.png")
+        rows.append(f"img{i}.png,{'red' if i % 2 else 'blue'}")
+    (tmp_path / "metadata.csv").write_text("\n".join(rows) + "\n")
+    data = load_imagefolder(str(tmp_path), val_fraction=0.25, test_fraction=0.25)
+    names = data["train"].features["label"].names
+    assert names == ["blue", "red"] and sum(len(s) for s in data.values()) == 12
+    for row in data["test"]:
+        assert row["image"].getpixel((0, 0)) == {"red": (255, 0, 0), "blue": (0, 0, 255)}[names[row["label"]]]

@@ -176,6 +176,8 @@ def _merge_and_split(loaded: DatasetDict, val_fraction: float, test_fraction: fl
     if "label" not in dataset.column_names:
         raise ValueError("The images need class sub-folders (`data_dir/<class>/<image>`, one or more) to get a "
                          "`label` column; images directly in `data_dir` have no class.")
+    if not isinstance(dataset.features["label"], ClassLabel):  # labels from a metadata.csv / .jsonl: names or ids
+        dataset = dataset.class_encode_column("label")  # (a plain column cannot be split by class)
     dataset = dataset.add_column("id", list(range(len(dataset))))
     return split_dataset(dataset, val_fraction, test_fraction, seed)
 
