@@ -206,6 +206,10 @@ def load_pretrained(cls, name: str, argument: str, device: str | torch.device | 
     Raises `ValueError` naming `argument` (the option the user set) when `name` is neither a folder holding a
     `cls` nor a reachable repo id, or when its weights are damaged (naming the folder and the file).
     """
+    if device is not None:  # before loading: torch's own errors ("Torch not compiled with CUDA") come after it
+        from .bench.timing import check_device
+
+        check_device(device)
     try:
         check_model_path(name, cls.__name__)  # a file, or a local path that does not exist: said as such
     except (ValueError, FileNotFoundError) as error:

@@ -107,7 +107,10 @@ def sequence_codes(sequences: torch.LongTensor, config) -> torch.LongTensor:
 
 @torch.no_grad()
 def decode_sequences(tokenizer, sequences: torch.LongTensor, config) -> torch.Tensor:
-    """Token sequences `(B, 1 + h*w)` -> images `(B, C, H, W)` (about [-1, 1]) through `tokenizer`, on its device."""
+    """Token sequences `(B, 1 + h*w)` -> images `(B, C, H, W)` (about [-1, 1]) through `tokenizer`, on its device.
+    `ValueError` when `tokenizer` has another codebook or grid than `config` (its codes would be looked up in another
+    codebook)."""
+    check_tokenizer_matches(tokenizer, config)
     device = next(iter(tokenizer.parameters()), torch.empty(0)).device
     return tokenizer.decode_from_indices(sequence_codes(sequences, config).to(device))
 
@@ -129,6 +132,9 @@ def sample_images(
     if lengths:
         raise ValueError(f"`{lengths[0]}` is not an argument of `sample_images`: it always draws the whole "
                          f"{model.config.grid_h}x{model.config.grid_w} grid of every image.")
+    if generate_kwargs.get("return_dict_in_generate"):
+        raise ValueError("`return_dict_in_generate` is not an argument of `sample_images`: it returns the images and "
+                         "their codes; call `model.generate` for generate's output object.")
     check_tokenizer_matches(tokenizer, model.config)
     if labels is None:
         if num_images is None:

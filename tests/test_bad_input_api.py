@@ -180,6 +180,8 @@ def test_a_file_or_a_missing_folder_given_as_a_model_is_named_so(tmp_path):
             cls.from_pretrained(tmp_path / "missing")  # was "Repo id must be in the form ..." / "Checkout your internet"
         with pytest.raises(ValueError, match="`tokenizer`: .*is a file"):
             load_pretrained(cls, str(tmp_path / folder / "config.json"), "tokenizer")
+        with pytest.raises(ValueError, match="`device` must be cpu, cuda, cuda:<index> or mps, got 'gpu'"):
+            load_pretrained(cls, str(tmp_path / folder), "tokenizer", device="gpu")  # torch's error, after loading
 
 
 def test_the_tokenizer_refuses_keywords_diffusers_would_ignore(tmp_path):

@@ -201,9 +201,16 @@ def test_sample_images_honours_or_refuses_its_arguments(pair):
                           (dict(), "needs `labels` .* or `num_images`"),
                           (dict(num_images=True), "`num_images` must be an integer"),
                           (dict(num_images=1.5), "`num_images` must be an integer"),
-                          (dict(num_images=0), "`num_images` must be an integer >= 1")):
+                          (dict(num_images=0), "`num_images` must be an integer >= 1"),
+                          (dict(labels=[]), "`labels` is empty"),  # was "must be integer class ids, got torch.float32"
+                          (dict(labels=[1], do_sample=True, return_dict_in_generate=True),
+                           "`return_dict_in_generate` is not an argument of `sample_images`")):
         with pytest.raises(ValueError, match=match):
             sample_images(model, tokenizer, **kwargs)
+    # another codebook: its codes were looked up in the wrong table without a word
+    with pytest.raises(ValueError, match="`tokenizer` has 32 codes"):
+        decode_sequences(tiny_vq(num_vq_embeddings=32), model.generate(class_prompts(model, 1), do_sample=False),
+                         model.config)
 
 
 def test_class_prompts_refuses_bad_batch_sizes():

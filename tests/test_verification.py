@@ -213,6 +213,7 @@ def test_multi_draft_greedy_equals_the_teacher_and_more_chains_accept_more_draft
     ({"num_drafts": 2, "verification": "block"}, "`num_drafts` > 1 needs `verification='token'`"),
     ({"num_drafts": 4, "tree_depth": 4}, "`num_drafts \\*\\* tree_depth` <= 64 chains"),
     ({"num_drafts": 2, "tree_depth": 0}, "`tree_depth` must be an integer >= 1"),
+    ({"tree_depth": 2}, "`tree_depth` 2 branches among `num_drafts` candidates: it needs `num_drafts` >= 2"),  # ignored
 ])
 def test_bad_num_drafts_are_refused(settings, message):
     teacher, draft = tiny_model(0, num_hidden_layers=2), tiny_model(1, num_hidden_layers=1)

@@ -387,6 +387,9 @@ class SamplingConfig:
         if not _is_int(self.tree_depth) or self.tree_depth < 1 or self.num_drafts**self.tree_depth > 64:
             raise ValueError(f"`tree_depth` must be an integer >= 1 with `num_drafts ** tree_depth` <= 64 chains, got "
                              f"{self.tree_depth!r} (num_drafts {self.num_drafts}).")
+        if self.tree_depth > 1 and self.num_drafts == 1:  # 1 ** depth = one chain: no tree, silently
+            raise ValueError(f"`tree_depth` {self.tree_depth} branches among `num_drafts` candidates: it needs "
+                             "`num_drafts` >= 2 (got 1).")
         if self.num_drafts > 1 and self.verification != "token":
             raise ValueError(f"`num_drafts` > 1 needs `verification='token'` (multi-draft recursive rejection), got "
                              f"{self.verification!r}.")

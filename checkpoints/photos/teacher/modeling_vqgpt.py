@@ -328,6 +328,8 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
             labels = torch.as_tensor(labels, device=device).reshape(-1)
         except (TypeError, ValueError, RuntimeError) as error:
             raise ValueError(f"`labels` must be integer class ids, got {labels!r}.") from error
+        if labels.numel() == 0:  # (before the dtype: torch makes `[]` float32)
+            raise ValueError("`labels` is empty: give at least one class id.")
         if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
             raise ValueError(f"`labels` must be integer class ids, got {labels.dtype} values {labels.tolist()}.")
         labels = labels.long()
