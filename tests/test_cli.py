@@ -205,12 +205,15 @@ def test_an_unreachable_hub_is_one_line_naming_the_endpoint(tmp_path):
 
 def test_yaml_values_take_the_field_types(tmp_path):
     config = tmp_path / "c.yaml"
-    config.write_text("student_id: 4\nlearning_rate: 3e-4\nmax_steps: '7'\nteacher_layers: [0, 3]\ncfg_scale: null\n"
+    config.write_text("student_id: 4\nlearning_rate: 3e-4\nmax_steps: '7'\ncfg_scale: null\n"
                       "init_from_teacher: false\noutput_dir: 2024\n")
     distill, training = parse_args((DistillArguments, TrainingArguments), [config])
     assert training.learning_rate == 3e-4 and isinstance(training.learning_rate, float)  # YAML reads 3e-4 as a str
-    assert training.max_steps == 7 and distill.teacher_layers == [0, 3] and distill.cfg_scale is None
+    assert training.max_steps == 7 and distill.cfg_scale is None
     assert distill.init_from_teacher is False and training.output_dir == "2024"
+    (tmp_path / "layers.yaml").write_text("student_id: 4\nteacher_layers: [0, 3]\n")
+    assert parse_args((DistillArguments, TrainingArguments), [tmp_path / "layers.yaml"])[0].teacher_layers == [0, 3]
+    config.write_text("student_id: 4\nlearning_rate: 3e-4\nmax_steps: '7'\ninit_from_teacher: false\n")
     distill, training = parse_args((DistillArguments, TrainingArguments), [config, "--max_steps", "9"])
     assert training.max_steps == 9  # the command line wins
 

@@ -380,3 +380,17 @@ def test_precision_and_trackers_are_checked_before_training_and_wandb_logs_under
     train(tiny_model(0), list(batch), lambda m, ids, s: (m(ids, labels=ids, use_cache=False).loss, {}), args,
           collate_fn=torch.stack)
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*")) and not (tmp_path / "cwd" / "wandb").exists()
+
+
+@pytest.mark.parametrize("settings, words", [
+    (dict(loss="tv", alpha=0.3), "`alpha` is read only with `loss` hybrid, got loss 'tv'"),
+    (dict(loss="tv", kd_temperature=5.0), "`kd_temperature` is read only with `loss` hybrid"),
+    (dict(loss="hybrid", beta=0.3), "`beta` is read only with `loss` jsd"),
+    (dict(loss="hybrid", kl_weight=0.1), "`kl_weight` is read only with `loss` forward_kl or reverse_kl or jsd or tv"),
+    (dict(loss="tv", init_from_teacher=False, teacher_layers=[5]), "`teacher_layers` .* `init_from_teacher` is false"),
+])
+def test_distillation_settings_the_loss_does_not_read_are_refused(settings, words):
+    """They were ignored: the user believed, e.g., a temperature of 5 shaped a total-variation loss."""
+    with pytest.raises(ValueError, match=words):
+        DistillArguments(student_layers=1, **settings)
+    DistillArguments(student_layers=1, loss="jsd", beta=0.3, kl_weight=0.1)  # both read by jsd

@@ -12,7 +12,7 @@ import json
 import math
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from tqdm.auto import tqdm
@@ -23,6 +23,11 @@ from ..models import STUDENT_IDS, VQGPT_PRESETS, VQGPTForCausalLM, VQTokenizer, 
 from ..pipeline import check_dataset_matches, check_sampling_options, check_tokenizer_matches, class_prompts
 from ..speculative import acceptance_alpha, warp_logits
 from .losses import DIVERGENCES, divergence, forward_kl, hybrid_distillation_loss
+
+
+# The loss settings that only some losses read.
+LOSS_OPTIONS = {"alpha": ("hybrid",), "kd_temperature": ("hybrid",), "beta": ("jsd",),
+                "kl_weight": tuple(DIVERGENCES)}
 
 
 @dataclass
@@ -83,6 +88,15 @@ class DistillArguments:
                              "reads the teacher's features); train it on teacher samples (data_source=teacher).")
         if self.feature_draft and self.loss == "hybrid":
             raise ValueError(f"`loss` must be one of {sorted(DIVERGENCES)} with `feature_draft`, got 'hybrid'.")
+        # A setting the chosen loss does not read is a mistake (the user believes it took effect), not to be ignored.
+        defaults = {f.name: f.default for f in fields(self)}
+        for name, losses in LOSS_OPTIONS.items():
+            if getattr(self, name) != defaults[name] and self.loss not in losses:
+                raise ValueError(f"`{name}` is read only with `loss` {' or '.join(losses)}, got loss {self.loss!r} and "
+                                 f"{name} {getattr(self, name)}: drop it (or set it back to {defaults[name]}).")
+        if self.teacher_layers is not None and not self.init_from_teacher:
+            raise ValueError("`teacher_layers` picks the teacher blocks to copy, but `init_from_teacher` is false: "
+                             "nothing is copied. Drop one of them.")
         if self.student_preset is not None and self.student_preset not in VQGPT_PRESETS:
             raise ValueError(f"`student_preset` must be one of {sorted(VQGPT_PRESETS)}, got {self.student_preset!r}.")
         if self.draft_intermediate_size is not None and self.draft_intermediate_size < 1:
