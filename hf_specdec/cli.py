@@ -158,7 +158,13 @@ def parse_args(dataclass_types, argv: list[str] | None = None, description: str 
     """
     argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     parser = ArgumentParser(dataclass_types, description=description)
-    if argv and argv[0].endswith((".yaml", ".yml")):
+    # A config file later on the line (not an option's value) was "unrecognized", or failed a check first.
+    late = [arg for before, arg in zip(argv, argv[1:])
+            if str(arg).lower().endswith((".yaml", ".yml")) and not str(before).startswith("-")]
+    if late:
+        raise UsageError(f"{late[0]} looks like a config file: it must be the first argument "
+                         "(`script.py config.yaml --field value ...`).")
+    if argv and argv[0].lower().endswith((".yaml", ".yml")):
         config = read_config(argv.pop(0), dataclass_types)
         parser.set_defaults(**without_overridden_choices(config, argv, dataclass_types))
     try:
