@@ -186,15 +186,24 @@ def resolve_drafts(names: list[str], checkpoints_dir: str, notes: list[str]) -> 
             note = f"skipped draft {name!r}: no folder {os.path.join(checkpoints_dir, name)} (not trained yet?)"
             warnings.warn(note, stacklevel=3)
             notes.append(note)
-        elif os.path.exists(name) or os.path.exists(os.path.join(checkpoints_dir, name)):
-            raise ValueError(f"`drafts` {name!r} is a file, not a model folder.")
-        elif _HUB_ID.fullmatch(name):
-            kept.append(name)  # a Hub repo id: load_draft downloads it or says why not
         else:
-            available = sorted(d for d in os.listdir(checkpoints_dir) if os.path.isdir(os.path.join(checkpoints_dir, d)))
-            raise ValueError(f"`drafts` {name!r} is neither a folder in {checkpoints_dir!r} ({', '.join(available) or 'none'}) "
-                             "nor an existing folder path or a Hub repo id (owner/name).")
+            check_checkpoint_name(name, checkpoints_dir, "drafts")
+            kept.append(name)  # a Hub repo id: load_draft downloads it or says why not
     return kept
+
+
+def check_checkpoint_name(name: str, checkpoints_dir: str, argument: str) -> None:
+    """`ValueError` naming `argument` unless `name` is a folder in `checkpoints_dir`, an existing folder path or a
+    Hub repo id (`owner/name`): a typo of a folder name went to the Hub, retrying for half a minute offline."""
+    if os.path.isdir(os.path.join(checkpoints_dir, name)) or os.path.isdir(name):
+        return
+    if os.path.exists(name) or os.path.exists(os.path.join(checkpoints_dir, name)):
+        raise ValueError(f"`{argument}` {name!r} is a file, not a model folder.")
+    if not _HUB_ID.fullmatch(name):
+        available = (sorted(d for d in os.listdir(checkpoints_dir) if os.path.isdir(os.path.join(checkpoints_dir, d)))
+                     if os.path.isdir(checkpoints_dir) else [])
+        raise ValueError(f"`{argument}` {name!r} is neither a folder in {checkpoints_dir!r} ({', '.join(available) or 'none'}) "
+                         "nor an existing folder path or a Hub repo id (owner/name).")
 
 
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")

@@ -103,8 +103,10 @@ def test_evaluate_quality_checks_relaxed_neighbours_against_the_codebook_before_
 
 def test_evaluate_quality_checks_the_speculative_draft_before_sampling(quality_dir, monkeypatch):
     monkeypatch.setattr(quality, "_sample", _no_sampling)
-    with pytest.raises(ValueError, match="`speculative_draft` 'nothing'"):
+    with pytest.raises(ValueError, match="`speculative_draft` 'nothing' is neither a folder in .*draft-1L"):
         evaluate_quality(_quality_args(quality_dir, speculative_draft="nothing"), DataArguments(resolution=32))
+    with pytest.raises(ValueError, match="`teacher` 'teachr' is neither a folder in"):  # went to the Hub, retrying
+        evaluate_quality(_quality_args(quality_dir, teacher="teachr"), DataArguments(resolution=32))
 
 
 # -- training checkpoints whose JSON parses but is not what was saved (item 8) -----------------------------------

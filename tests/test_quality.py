@@ -111,17 +111,20 @@ def test_train_classifier_records_what_it_tells_apart(tmp_path):
 
 
 def test_inception_option_fails_with_guidance_offline():
-    """Without torch-fidelity or the Inception weights: a RuntimeError saying what to do. With them: finite numbers,
-    and FID near 0 for a set against itself."""
+    """Without torch-fidelity or the Inception weights: a ValueError naming `inception` and saying what to do, from
+    `check_inception_available` before any sampling too. With them: finite numbers, and FID near 0 for a set against
+    itself."""
     import math
 
-    from hf_specdec.metrics.quality import inception_metrics
+    from hf_specdec.metrics.quality import check_inception_available, inception_metrics
 
     images = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     try:
         result = inception_metrics(images, images)
-    except RuntimeError as error:
-        assert "--inception" in str(error) and "offline" in str(error)
+    except ValueError as error:
+        assert "`inception` needs torch-fidelity" in str(error) and "run without --inception" in str(error)
+        with pytest.raises(ValueError, match="`inception` needs"):
+            check_inception_available()
     else:
         assert set(result) == {"inception_fid", "inception_is"}
         assert all(math.isfinite(v) for v in result.values()), result

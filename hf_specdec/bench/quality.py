@@ -7,17 +7,19 @@ metrics of `hf_specdec.metrics`; `scripts/evaluate_quality.py` is its command li
 
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
 from ..data import DataArguments
-from ..hub import check_checkpoints_dir, check_output_dir, checkpoint_path, load_draft, load_pretrained, resolve_drafts
+from ..hub import (check_checkpoint_name, check_checkpoints_dir, check_output_dir, checkpoint_path, load_draft,
+                   load_pretrained, resolve_drafts)
 from ..images import images_to_tensor, save_image_grid
 from ..metrics import load_metric
 from ..metrics.classifier import DigitsClassifier
-from ..metrics.quality import inception_metrics
+from ..metrics.quality import check_inception_available, inception_metrics
 from ..models import VQGPTForCausalLM, VQTokenizer
 from ..pipeline import check_dataset_matches, check_sampling_options, check_tokenizer_matches, class_prompts, decode_sequences
 from ..speculative import latent_neighbours, plain_sample, speculative_sample
@@ -121,6 +123,10 @@ def _grid_files(stems: dict[str, str]) -> dict[str, str]:
 
 def evaluate_quality(args: QualityArguments, data_args: DataArguments | None = None) -> dict:
     data_args = data_args or DataArguments()
+    for argument in ("teacher", "tokenizer", "classifier") + (("speculative_draft",) if args.speculative_draft.lower() != "none" else ()):
+        check_checkpoint_name(getattr(args, argument), args.checkpoints_dir, argument)
+    if args.inception:  # its weights are needed after all the sampling: checked first
+        check_inception_available()
     load = lambda cls, name, argument: load_pretrained(cls, checkpoint_path(args.checkpoints_dir, name), argument, args.device)  # noqa: E731
     teacher = load(VQGPTForCausalLM, args.teacher, "teacher")
     check_sampling_options(teacher, gamma=args.gamma, temperature=args.temperature, top_k=args.top_k)
@@ -147,6 +153,11 @@ def evaluate_quality(args: QualityArguments, data_args: DataArguments | None = N
     check_classifier(classifier_path, class_names, data_args.resolution)  # used after all the sampling: checked now
     held_out = images_to_tensor(list(splits["validation"][:]["image"]) + list(splits["test"][:]["image"]), data_args.resolution)
     n = min(args.num_images, len(held_out))
+    if n < args.num_images:
+        note = (f"num_images {args.num_images} capped at the {n} held-out real images (validation + test) the samples "
+                "are compared with")
+        warnings.warn(note, stacklevel=2)
+        notes.append(note)
     references = held_out[:n]
     train_images = images_to_tensor(splits["train"].select(range(n))[:]["image"], data_args.resolution)
 

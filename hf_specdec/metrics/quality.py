@@ -61,15 +61,25 @@ def inception_score_with_ci(logits: torch.Tensor, splits: int = 1, rounds: int =
     return bootstrap(lambda x: _inception_score(x, splits), logits, rounds=rounds, seed=seed)
 
 
+def _inception_modules():
+    try:
+        return FrechetInceptionDistance(feature=2048), InceptionScore()
+    except Exception as error:  # missing package, or no network for the weights
+        raise ValueError(
+            f"`inception` needs torch-fidelity and the Inception weights ({type(error).__name__}: {error}); "
+            "run without --inception to use the offline classifier's features."
+        ) from error
+
+
+def check_inception_available() -> None:
+    """`ValueError` naming `inception` unless torchmetrics' Inception networks can be built here (torch-fidelity and
+    its weights): checked before any sampling, since the metrics are computed after it."""
+    _inception_modules()
+
+
 def inception_metrics(images: torch.Tensor, references: torch.Tensor) -> dict[str, float]:
     """Standard FID / IS with torchmetrics' Inception-v3 features (downloads torch-fidelity's weights once)."""
-    try:
-        fid, score = FrechetInceptionDistance(feature=2048), InceptionScore()
-    except Exception as error:  # missing package, or no network for the weights
-        raise RuntimeError(
-            f"--inception needs torch-fidelity and the Inception weights ({type(error).__name__}: {error}); "
-            "run without --inception to use the offline digits classifier."
-        ) from error
+    fid, score = _inception_modules()
     fid.update(to_uint8(references), real=True)
     fid.update(to_uint8(images), real=False)
     score.update(to_uint8(images))
