@@ -50,7 +50,7 @@ class TrainingArguments:
                                         "--mixed_precision or config file, else no; set here, it wins over them."})
     eval_every: int = field(default=200, metadata={"help": "Evaluate every N optimizer steps (0 = only at the end)."})
     save_every: int = field(default=500, metadata={"help": "Checkpoint every N optimizer steps (0 = never)."})
-    checkpoints_total_limit: int = field(default=2, metadata={"help": "Keep at most this many checkpoints."})
+    checkpoints_total_limit: int = field(default=2, metadata={"help": "Keep at most this many checkpoints (0 = keep every one; --save_every 0 writes none)."})
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "'latest' (newest in output_dir/checkpoints, if any) or a checkpoint path. The "
                                         "run must keep the checkpoint's learning rate, batch size, accumulation, warmup, "
