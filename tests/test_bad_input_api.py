@@ -75,6 +75,13 @@ def test_a_teacher_in_training_mode_with_dropout_is_refused_a_draft_is_not(pair)
         plain_sample(dropping, prompt)
     assert torch.equal(speculative_sample(dropping.eval(), draft, prompt, do_sample=False).sequences,
                        teacher.generate(prompt, do_sample=False))
+    # an early-exit draft of a teacher in eval mode samples alone (it started in training mode, a new Module, and
+    # was refused: the benchmark's self-speculative "draft alone" run failed); of a teacher in training, refused
+    early = EarlyExitDraft(dropping.eval(), 1)
+    assert not early.training and plain_sample(early, prompt).shape == (1, 1 + teacher.config.num_image_tokens)
+    dropping.train()
+    with pytest.raises(ValueError, match=r"`model` is in training mode"):
+        plain_sample(early, prompt)
     train_draft = copy.deepcopy(draft).train()  # the draft's randomness never reaches the output: allowed
     assert torch.equal(speculative_sample(teacher, train_draft, prompt, do_sample=False).sequences,
                        teacher.generate(prompt, do_sample=False))

@@ -29,7 +29,8 @@ def check_generator_model(model, argument: str) -> None:
     if getattr(model, "reads_features", False):
         raise ValueError(f"`{argument}` is a feature-conditioned draft: it reads its teacher's hidden states and cannot "
                          f"generate alone; pass the teacher as `{argument}` and this model as the draft.")
-    if model.training and getattr(model.config, "dropout", 0.0) > 0:
+    runs = model._modules.get("teacher", model) if isinstance(model, torch.nn.Module) else model  # an early-exit
+    if runs.training and getattr(model.config, "dropout", 0.0) > 0:  # draft runs its teacher's layers, in its mode
         raise ValueError(f"`{argument}` is in training mode with dropout {model.config.dropout}: its samples would not "
                          f"follow the model's distribution; call `{argument}.eval()` first.")
 

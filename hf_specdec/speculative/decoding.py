@@ -127,6 +127,7 @@ class EarlyExitDraft(torch.nn.Module):
         self.teacher = teacher
         self.num_layers = num_layers
         self.config = teacher.config
+        self.train(teacher.training)  # a new Module starts in training mode: take the teacher's (its dropout's)
 
     def forward(self, input_ids, **kwargs):
         return self.teacher(input_ids, num_layers=self.num_layers, **kwargs)
