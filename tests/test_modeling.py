@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, StaticCache
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, DynamicCache, StaticCache
 
 from hf_specdec import STUDENT_IDS, VQGPT_PRESETS, VQGPTConfig, VQGPTForCausalLM
 from tests.utils import CHECKPOINTS, HIDE_HF_SPECDEC, python_env, run_python, tiny_config, tiny_model
@@ -241,6 +241,9 @@ def test_save_load_round_trip(model, tmp_path):
         assert isinstance(loaded, VQGPTForCausalLM)
         with torch.no_grad():
             torch.testing.assert_close(loaded(ids).logits, model(ids).logits, atol=0, rtol=0)
+    trunk = AutoModel.from_pretrained(tmp_path).eval()  # registered: the hidden states without the head
+    with torch.no_grad():
+        torch.testing.assert_close(trunk(ids).last_hidden_state, model.transformer(ids).last_hidden_state, atol=0, rtol=0)
     loaded_config = AutoConfig.from_pretrained(tmp_path).to_diff_dict()
     assert {k: v for k, v in loaded_config.items() if k != "_name_or_path"} == model.config.to_diff_dict()
 

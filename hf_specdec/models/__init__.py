@@ -1,6 +1,6 @@
 import importlib
 
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from .configuration_vqgpt import STUDENT_IDS, VQGPT_PRESETS, VQGPTConfig
 from .modeling_feature_draft import VQGPTFeatureDraft, VQGPTFeatureDraftConfig, make_feature_draft
@@ -9,6 +9,7 @@ from .modeling_vqgpt import VQGPTForCausalLM, VQGPTModel
 
 AutoConfig.register(VQGPTConfig.model_type, VQGPTConfig)
 AutoModelForCausalLM.register(VQGPTConfig, VQGPTForCausalLM)
+AutoModel.register(VQGPTConfig, VQGPTModel)  # the trunk: hidden states without the head
 AutoConfig.register(VQGPTFeatureDraftConfig.model_type, VQGPTFeatureDraftConfig)
 
 # The tokenizers are diffusers models: imported on first use (a module `__getattr__`, as transformers' lazy
