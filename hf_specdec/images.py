@@ -99,14 +99,40 @@ def images_to_tensor(images, resolution: int) -> torch.Tensor:
     return from_uint8(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2))
 
 
+def picture_pixels(images, nrow: int | None = None) -> torch.Tensor:
+    """The uint8 pixels `(B, C, H, W)` of images to draw: a float tensor `(B, 1 or 3, H, W)` about
+    [-1, 1] (decoded images may overshoot a little: clamped). `ValueError` naming `images` / `nrow` for what would
+    draw garbage or fail deep inside: uint8 or [0, 255] pixels (read as [-1, 1] they draw white), NaN, another
+    shape, no image, `nrow` < 1."""
+    if nrow is not None and (isinstance(nrow, bool) or not isinstance(nrow, int) or nrow < 1):
+        raise ValueError(f"`nrow` must be an integer >= 1 (images per row), got {nrow!r}.")
+    expected = "a float tensor (B, 1 or 3, H, W) with values in [-1, 1]"
+    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
+        kind = f"dtype {images.dtype}" if isinstance(images, torch.Tensor) else f"a {type(images).__name__}"
+        raise ValueError(f"`images` must be {expected}, got {kind}: convert pixels in [0, 255] with "
+                         "`hf_specdec.images.from_uint8(pixels)`.")
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"`images` must be {expected}, got shape {tuple(images.shape)}.")
+    if images.shape[0] == 0:
+        raise ValueError("`images` is empty.")
+    low, high = (float(v) for v in images.detach().aminmax())
+    if not (math.isfinite(low) and math.isfinite(high)) or low < -2 or high > 2:
+        raise ValueError(f"`images` must be {expected}, got values in [{low:.4g}, {high:.4g}]"
+                         + (": NaN or infinite values." if not (math.isfinite(low) and math.isfinite(high)) else
+                            ": convert pixels in [0, 255] with `hf_specdec.images.from_uint8(pixels)`; clamp "
+                            "decoded images with `.clamp(-1, 1)`."))
+    return to_uint8(images.cpu())
+
+
 def tensor_to_images(images: torch.Tensor) -> list[Image.Image]:
-    """`(B, 3, H, W)` in [-1, 1] -> list of PIL RGB images."""
-    return [Image.fromarray(a) for a in to_uint8(images).permute(0, 2, 3, 1).cpu().numpy()]
+    """`(B, 3, H, W)` (or 1 channel) in [-1, 1] -> list of PIL images (RGB, or L for 1 channel)."""
+    pixels = picture_pixels(images).permute(0, 2, 3, 1).numpy()
+    return [Image.fromarray(a.squeeze(-1) if a.shape[-1] == 1 else a) for a in pixels]
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> Image.Image:
     """`(B, C, H, W)` images in [-1, 1] -> one PIL image with `nrow` images per row."""
-    pixels = to_uint8(images.cpu())
+    pixels = picture_pixels(images, nrow)
     B, C, H, W = pixels.shape
     ncol = min(nrow, B)
     nrows = math.ceil(B / ncol)
@@ -131,14 +157,15 @@ def labelled_grid(images: torch.Tensor, nrow: int, row_labels: list[str] | None 
     `row_labels` written left of the rows and `title` above. Returns a PIL RGB image."""
     from PIL import ImageDraw, ImageFont
 
-    pixels = to_uint8(images.cpu())
+    pixels = picture_pixels(images, nrow)
     B, C, H, W = pixels.shape
-    if B == 0:
-        raise ValueError("`images` is empty.")
     scale = max(1, math.ceil(cell_size / max(H, W)))
     cell_h, cell_w = H * scale, W * scale
     ncol = min(nrow, B)
     nrows = math.ceil(B / ncol)
+    if row_labels is not None and len(row_labels) != nrows:
+        raise ValueError(f"`row_labels` must name each of the {nrows} rows ({B} images, {nrow} per row), got "
+                         f"{len(row_labels)}.")
     font = ImageFont.load_default(size=max(10, min(18, cell_h // 4)))
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     text_width = lambda text: int(measure.textlength(text, font=font))  # noqa: E731

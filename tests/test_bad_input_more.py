@@ -300,3 +300,22 @@ def test_images_to_tensor_takes_pil_images_only_and_says_how_to_convert_the_rest
             images_to_tensor(bad, 32)
     with pytest.raises(ValueError, match="NaN or infinite"):
         check_images(torch.full((1, 3, 8, 8), float("nan")))
+
+
+def test_picture_helpers_refuse_what_they_would_draw_as_garbage():
+    from hf_specdec.images import from_uint8, image_grid, labelled_grid, tensor_to_images
+
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert image_grid(x, nrow=2).size == (2 * 10 + 2, 2 * 10 + 2) and len(tensor_to_images(x[:, :1])) == 4
+    pixels = ((x + 1) * 127.5).round()
+    for call, match in ((lambda: image_grid(x, nrow=0), "`nrow` must be an integer >= 1"),  # ZeroDivisionError
+                        (lambda: labelled_grid(x, nrow=0), "`nrow`"),
+                        (lambda: image_grid(x[:0]), "`images` is empty"),
+                        (lambda: image_grid(x[0]), r"shape \(3, 8, 8\)"),  # "not enough values to unpack"
+                        (lambda: image_grid(pixels), r"values in \[.*from_uint8"),  # drew an all-white grid
+                        (lambda: image_grid(pixels.to(torch.uint8)), "dtype torch.uint8"),  # drew garbage
+                        (lambda: image_grid(torch.full_like(x, float("nan"))), "NaN"),
+                        (lambda: labelled_grid(x, nrow=1, row_labels=["a"]), "`row_labels` must name each of the 4 rows")):
+        with pytest.raises(ValueError, match=match):
+            call()
+    assert image_grid(from_uint8(pixels.to(torch.uint8)), nrow=4).size == (4 * 10 + 2, 12)

@@ -57,7 +57,7 @@ def save_sample_grids(samples: dict, config, tokenizer, output_dir: str) -> list
     for (method, name, gamma, batch), sequences in samples.items():
         if batch != largest or (method == "speculative" and gamma != max(k[2] for k in samples if k[0] == "speculative")):
             continue
-        images = decode_sequences(tokenizer, sequences, config)
+        images = decode_sequences(tokenizer, sequences, config).clamp(-1, 1)
         label = "-".join(str(x) for x in (method, name, gamma) if x is not None)
         paths.append(save_image_grid(images, os.path.join(output_dir, "samples", f"{label}.png"), nrow=8))
     return paths

@@ -230,7 +230,7 @@ def run_sample_grid(args: SampleGridArguments) -> dict:
     speculative = [out for out in rows_out if hasattr(out, "alpha")]  # the per-image (batch 1) calls
     alpha = statistics.mean(out.alpha for out in speculative) if speculative else None
     per_call = statistics.mean(out.tokens_per_teacher_call for out in speculative) if speculative else None
-    images = decode_sequences(tokenizer, sequences, teacher.config)
+    images = decode_sequences(tokenizer, sequences, teacher.config).clamp(-1, 1)
     block = ", block verification" if args.verification == "block" else ""
     what = {"speculative": f"speculative ({os.path.basename(args.assistant.rstrip('/'))}, gamma {args.gamma}{block})",
             "self-speculative": f"self-speculative ({args.self_speculative_layers} teacher layers, gamma {args.gamma}{block})",

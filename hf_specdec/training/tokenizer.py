@@ -75,7 +75,8 @@ def write_tokenizer_report(tokenizer: VQTokenizer, images: torch.Tensor, output_
                "parameters": tokenizer.num_parameters(), "steps": steps}
     with open(os.path.join(output_dir, "training_metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
-    save_image_grid(torch.cat([images[:32], reconstruction[:32]]), os.path.join(output_dir, "reconstructions.png"), nrow=8)
+    save_image_grid(torch.cat([images[:32], reconstruction[:32]]).clamp(-1, 1), os.path.join(output_dir, "reconstructions.png"),
+                    nrow=8)
     return metrics
 
 
