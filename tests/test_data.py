@@ -209,7 +209,7 @@ def test_mini_imagenet_offline_fails_fast_with_guidance(tmp_path):
     assert "HF_HUB_OFFLINE" in result.stderr and "imagefolder" in result.stderr
 
 
-def test_one_class_folder_is_one_class_and_loose_images_are_refused(tmp_path):
+def test_one_class_folder_and_a_flat_folder_are_one_class(tmp_path):
     """`datasets` infers labels only from two or more class folders: one class folder came back without a `label`
     column and was refused as if it had no class folder."""
     data = load_imagefolder(str(image_folder(tmp_path / "one", {"cat": 10})), val_fraction=0.2, test_fraction=0.2)
@@ -219,12 +219,15 @@ def test_one_class_folder_is_one_class_and_loose_images_are_refused(tmp_path):
     split = load_imagefolder(str(image_folder(tmp_path / "split" / "train", {"cat": 10}).parent), val_fraction=0.2,
                              test_fraction=0.2)  # the same inside a train/ split folder
     assert split["train"].features["label"].names == ["cat"]
-    loose = tmp_path / "loose"
-    loose.mkdir()
-    Image.new("RGB", (12, 12)).save(loose / "a.png")
-    Image.new("RGB", (12, 12)).save(loose / "b.png")
-    with pytest.raises(ValueError, match="images directly in `data_dir` have no class"):
-        load_imagefolder(str(loose))
+    flat = tmp_path / "flat"  # a flat folder of pictures (unconditional data, a tokenizer's): one class, its name
+    flat.mkdir()
+    for i in range(10):
+        Image.new("RGB", (12, 12), (i, 0, 0)).save(flat / f"{i}.png")
+    data = load_imagefolder(str(flat), val_fraction=0.2, test_fraction=0.2)
+    assert data["train"].features["label"].names == ["flat"] and sum(len(s) for s in data.values()) == 10
+    image_folder(flat, {"cat": 3})  # some images in a class folder, some not: ambiguous
+    with pytest.raises(ValueError, match="some directly in `data_dir`, which have no class: .*Move them"):
+        load_imagefolder(str(flat))
 
 
 def test_the_class_is_the_first_folder_below_data_dir(tmp_path):

@@ -104,7 +104,8 @@ def load_imagefolder(
     """A local folder in `datasets`' imagefolder layout (`data_dir/<class name>/<image>`), split like the digits.
 
     The class of an image is the first folder below `data_dir` on its path (as in torchvision's `ImageFolder`):
-    `data_dir/cat/indoor/1.png` is a `cat`. Existing `train`/`validation`/`test` split folders (`data_dir/train/cat/
+    `data_dir/cat/indoor/1.png` is a `cat`. A flat folder of images is one class (for tokenizers and unconditional
+    teachers, which need none). Existing `train`/`validation`/`test` split folders (`data_dir/train/cat/
     ...`) are merged first, so that every loader splits the same way; the class is then the first folder below the
     split folder.
     """
@@ -135,8 +136,9 @@ _SPLIT_FOLDERS = {"train", "training", "validation", "valid", "dev", "val", "tes
 
 def _label_by_class_folder(loaded: DatasetDict, data_dir: str) -> DatasetDict:
     """`loaded` with a `label` column: each image's first folder below `data_dir`, or below its split folder when
-    the images sit in split folders (`data_dir/train/<class>/...`). Raises `ValueError` naming images that sit
-    directly in `data_dir` (or in a split folder): they have no class."""
+    the images sit in split folders (`data_dir/train/<class>/...`). A flat folder (every image directly in `data_dir`)
+    is one class named after it. Raises `ValueError` naming the loose images when only some images sit in class
+    folders."""
     root = os.path.abspath(data_dir)
     parts = {name: [os.path.relpath(os.path.abspath(file["path"]), root).split(os.sep)
                     for file in split.cast_column("image", Image(decode=False))["image"]]
@@ -144,11 +146,15 @@ def _label_by_class_folder(loaded: DatasetDict, data_dir: str) -> DatasetDict:
     every = [p for paths in parts.values() for p in paths]
     depth = 1 if all(len(p) > 1 and p[0].lower() in _SPLIT_FOLDERS for p in every) else 0
     loose = [os.path.join(*p) for p in every if len(p) <= depth + 1]
+    if len(loose) == len(every):  # a flat folder of pictures (the usual unconditional data): one class
+        name = os.path.basename(root) or "images"
+        return DatasetDict({split_name: split.add_column("label", [0] * len(split)).cast_column("label", ClassLabel(names=[name]))
+                            for split_name, split in loaded.items()})
     if loose:
         more = f" and {len(loose) - 3} more" if len(loose) > 3 else ""
-        raise ValueError(f"The images need class sub-folders (`data_dir/<class>/<image>`, one or more) to get a "
-                         f"label; images directly in `data_dir`{' or a split folder' if depth else ''} have no class: "
-                         f"{', '.join(loose[:3])}{more} (under {data_dir!r}).")
+        raise ValueError(f"Some images sit in class sub-folders (`data_dir/<class>/<image>`) and some directly in "
+                         f"`data_dir`{' or a split folder' if depth else ''}, which have no class: "
+                         f"{', '.join(loose[:3])}{more} (under {data_dir!r}). Move them into a class folder.")
     names = sorted({p[depth] for p in every})
     return DatasetDict({name: split.add_column("label", [names.index(p[depth]) for p in parts[name]])
                         .cast_column("label", ClassLabel(names=names)) for name, split in loaded.items()})
