@@ -84,6 +84,12 @@ def main(argv=None):
     folders = sorted(f for f in os.listdir(args.checkpoints_dir)
                      if os.path.isfile(os.path.join(args.checkpoints_dir, f, "config.json")))
     models = args.models if args.models is not None else [f for f in folders if f not in NOT_PUSHED]
+    if args.models is None and not models:
+        raise UsageError(f"`checkpoints_dir` {args.checkpoints_dir!r} holds no model folders (sub-folders with a "
+                         "config.json, other than the FID classifier).")
+    twice = sorted({name for name in models if models.count(name) > 1})
+    if twice:
+        raise UsageError(f"`models` names {twice} more than once: each model is pushed once.")
     missing = [name for name in models if name not in folders]
     if missing or not models:
         raise UsageError(f"`models` {missing or models} are not model folders in `checkpoints_dir` "

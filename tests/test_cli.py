@@ -152,6 +152,8 @@ BAD_INPUT = [
                              "--crops_per_photo", "10"], ["classifier", "digits"]),
     ("train_classifier.py", ["--epochs", "0"], ["epochs"]),
     ("push_to_hub.py", ["--checkpoints_dir", "{tmp}/missing", "--dry_run"], ["checkpoints_dir", "models"]),
+    ("push_to_hub.py", ["--checkpoints_dir", "{tmp}/empty", "--dry_run"], ["checkpoints_dir", "holds no model folders"]),
+    ("push_to_hub.py", ["--models", "draft-1L", "draft-1L", "--dry_run"], ["models", "['draft-1L'] more than once"]),
     ("push_to_hub.py", ["--namespace", "my org", "--dry_run"], ["namespace", "my org/digits-"]),
     ("push_to_hub.py", ["--benchmark_results", "{tmp}/missing.json", "--dry_run"], ["benchmark_results", "missing.json"]),
     ("engine_benchmark.py", ["--no_such_option", "1"], ["no_such_option"]),
