@@ -223,6 +223,10 @@ def test_bad_generation_input_names_the_argument(model):
         model.generate(model.class_prompt([0]), max_new_tokens=model.config.num_image_tokens + 1)
     with pytest.raises(ValueError, match="max_length"):  # an IndexError in the position embedding before
         model.generate(model.class_prompt([0]), max_length=model.config.max_position_embeddings + 1)
+    for name, value in (("min_new_tokens", model.config.num_image_tokens + 1),  # silently dropped before
+                        ("min_length", model.config.max_position_embeddings + 1)):
+        with pytest.raises(ValueError, match=f"`{name}`={value} does not fit"):
+            model.generate(model.class_prompt([0]), **{name: value})
     with pytest.raises(ValueError, match="input_ids"):
         model.generate(torch.tensor([[5]]), max_new_tokens=3)  # a code, not a class token
     with pytest.raises(ValueError, match="inputs"):

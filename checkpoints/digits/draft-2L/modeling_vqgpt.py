@@ -466,6 +466,12 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         # Every prompt token is real; an explicit mask keeps `generate()` from inferring padding from token ids
         # (checkpoints saved before pad_token_id was unset name the null token as pad).
         kwargs.setdefault("attention_mask", torch.ones_like(input_ids))
+        grid = self.config.max_position_embeddings
+        for name, room in (("min_new_tokens", grid - input_ids.shape[1]), ("min_length", grid)):
+            value = kwargs.get(name)  # a floor past the grid cannot be met: it was silently dropped
+            if value is not None and value > room:
+                raise ValueError(f"`{name}`={value} does not fit the {self.config.grid_h}x{self.config.grid_w} token "
+                                 f"grid: at most {room} here.")
         max_length = kwargs.get("max_length", getattr(generation_config, "max_length", None))
         if max_new_tokens is None and max_length is not None and max_length > self.config.max_position_embeddings:
             raise ValueError(f"`max_length`={max_length} does not fit the {self.config.grid_h}x{self.config.grid_w} "
