@@ -187,6 +187,14 @@ def test_a_file_or_a_missing_folder_given_as_a_model_is_named_so(tmp_path):
             cls.from_pretrained(tmp_path / "missing")  # was "Repo id must be in the form ..." / "Checkout your internet"
         with pytest.raises(ValueError, match="`tokenizer`: .*is a file"):
             load_pretrained(cls, str(tmp_path / folder / "config.json"), "tokenizer")
+        (tmp_path / f"{folder}-weights-only").mkdir()  # built the default size, then "mismatched sizes"
+        for weights in (tmp_path / folder).glob("*.safetensors"):
+            shutil.copy(weights, tmp_path / f"{folder}-weights-only")
+        with pytest.raises(ValueError, match="holds no config.json: it is not a saved model folder"):
+            cls.from_pretrained(tmp_path / f"{folder}-weights-only")
+        with pytest.raises(FileNotFoundError, match="has no sub-folder 'nope'"):  # "no file named ... in <parent>"
+            cls.from_pretrained(tmp_path, subfolder="nope")
+        assert type(cls.from_pretrained(tmp_path, subfolder=folder)) is cls
         with pytest.raises(ValueError, match="`device` must be cpu, cuda, cuda:<index> or mps, got 'gpu'"):
             load_pretrained(cls, str(tmp_path / folder), "tokenizer", device="gpu")  # torch's error, after loading
 

@@ -63,7 +63,7 @@ class SafetensorsOnlyMixin:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         kwargs.setdefault("use_safetensors", True)
-        check_model_path(pretrained_model_name_or_path, cls.__name__)
+        check_model_path(pretrained_model_name_or_path, cls.__name__, kwargs.get("subfolder"))
         cls._check_keywords(kwargs)
         cls._check_saved_class(pretrained_model_name_or_path, kwargs)
         try:

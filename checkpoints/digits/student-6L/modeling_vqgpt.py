@@ -116,13 +116,23 @@ def describe_ids(ids) -> str:
     return f"a {kind}" + (" (torch.from_numpy(...) makes it a tensor)" if kind == "numpy.ndarray" else "")
 
 
-def check_model_path(name, cls_name: str) -> None:
+def check_model_path(name, cls_name: str, subfolder: str | None = None) -> None:
     """`ValueError` for a file given where a model folder is expected (transformers read a `config.json` given as
-    the path, then unpickled the same file as weights: `UnpicklingError`), `FileNotFoundError` for a local-looking
-    path that does not exist (reported as a malformed Hub repo id or a network failure)."""
+    the path, then unpickled the same file as weights: `UnpicklingError`) and for a folder without config.json (a
+    model of the default size was built and its weights reported as mismatched), `FileNotFoundError` for a
+    local-looking path or `subfolder` that does not exist (reported as a malformed Hub repo id, a network failure or
+    a missing weights file in the parent)."""
     if not isinstance(name, (str, os.PathLike)):
         return
     path = os.fspath(name)
+    if os.path.isdir(path):
+        folder = os.path.join(path, subfolder) if subfolder else path
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"{path!r} has no sub-folder {subfolder!r}.")
+        if not os.path.isfile(os.path.join(folder, "config.json")):
+            raise ValueError(f"{folder!r} holds no config.json: it is not a saved model folder (`{cls_name}."
+                             "save_pretrained` writes config.json next to the weights).")
+        return
     if os.path.isfile(path):
         raise ValueError(f"{path!r} is a file: give `{cls_name}.from_pretrained` the model's folder "
                          f"({os.path.dirname(path) or '.'!r}), which holds its config.json and weights.")
@@ -145,7 +155,7 @@ class VQGPTPreTrainedModel(PreTrainedModel):
         repo that holds only a pickled `pytorch_model.bin` raises instead of being unpickled. A damaged (truncated)
         safetensors file raises `OSError` naming the model and what to do, not the library's bare header error."""
         kwargs.setdefault("use_safetensors", True)
-        check_model_path(pretrained_model_name_or_path, cls.__name__)
+        check_model_path(pretrained_model_name_or_path, cls.__name__, kwargs.get("subfolder"))
         try:
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         except TypeError as error:  # a keyword that is neither `from_pretrained`'s nor a config field reaches __init__
