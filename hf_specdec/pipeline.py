@@ -1,6 +1,8 @@
 """Glue between a tokenizer and a VQGPT: compatibility checks, class prompts for a batch, token sequences ->
 images, `sample_images` (prompts -> `generate` -> images), and the sampling options of a script checked up front."""
 
+import hashlib
+
 import torch
 
 from .models import VQGPTForCausalLM
@@ -8,9 +10,32 @@ from .speculative.sampling import _is_int
 from .speculative import check_sampling_arguments
 
 
+_FINGERPRINTS: dict = {}
+
+
+def tokenizer_weights_fingerprint(tokenizer) -> str | None:
+    """A hash of `tokenizer`'s weights as float32 (not of its config or folder, so it survives a move or a Hub
+    round trip); None for a tokenizer held in another dtype (its rounded weights would hash differently). Cached
+    until a weight changes."""
+    state = tokenizer.state_dict()
+    if any(v.is_floating_point() and v.dtype != torch.float32 for v in state.values()):
+        return None
+    key = (id(tokenizer), tuple((k, v.data_ptr(), v._version) for k, v in state.items()))
+    if key not in _FINGERPRINTS:
+        digest = hashlib.sha256()
+        for name in sorted(state):
+            digest.update(name.encode())
+            digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
+        _FINGERPRINTS.clear()  # one entry: the usual call checks the same tokenizer again and again
+        _FINGERPRINTS[key] = digest.hexdigest()[:16]
+    return _FINGERPRINTS[key]
+
+
 def check_tokenizer_matches(tokenizer, config, image_size: int | None = None, argument: str = "tokenizer") -> None:
     """Raise `ValueError` naming `argument` unless `tokenizer`'s codebook, and its token grid for images of
-    `image_size` (default: its own `sample_size`), are those of the model `config`."""
+    `image_size` (default: its own `sample_size`), are those of the model `config`, and unless its weights are those
+    of the tokenizer the model learned (`config.tokenizer_fingerprint`, where recorded): another tokenizer with the
+    same codebook size and grid decodes the same codes to other pictures, without a word."""
     if tokenizer.codebook_size != config.codebook_size:
         raise ValueError(
             f"`{argument}` has {tokenizer.codebook_size} codes but the model's `codebook_size` is "
@@ -21,6 +46,14 @@ def check_tokenizer_matches(tokenizer, config, image_size: int | None = None, ar
         size = f" from {image_size}x{image_size} images (`resolution`)" if image_size else ""
         raise ValueError(
             f"`{argument}` makes a {grid} token grid{size} but the model expects ({config.grid_h}, {config.grid_w})."
+        )
+    recorded = getattr(config, "tokenizer_fingerprint", None)
+    found = tokenizer_weights_fingerprint(tokenizer) if recorded else None
+    if found is not None and found != recorded:
+        raise ValueError(
+            f"`{argument}` is not the tokenizer the model learned: its weights' fingerprint {found} differs from the "
+            f"{recorded} the model's config records, so its codes would decode to other pictures. Use the model's own "
+            "tokenizer (to decode with this one on purpose, set `model.config.tokenizer_fingerprint = None`)."
         )
 
 

@@ -210,6 +210,21 @@ def test_sample_images_honours_or_refuses_its_arguments(pair):
         with pytest.raises(ValueError, match=match):
             sample_images(model, tokenizer, **kwargs)
     # another codebook: its codes were looked up in the wrong table without a word
+    # another tokenizer of the same codebook size and grid: the same codes decode to other pictures
+    from hf_specdec.pipeline import tokenizer_weights_fingerprint
+
+    sequences = model.generate(class_prompts(model, 1), do_sample=False)
+    model.config.tokenizer_fingerprint = tokenizer_weights_fingerprint(tokenizer)
+    try:
+        assert decode_sequences(tokenizer, sequences, model.config).shape[0] == 1
+        with pytest.raises(ValueError, match="`tokenizer` is not the tokenizer the model learned"):
+            decode_sequences(tiny_vq(seed=1), sequences, model.config)
+        with pytest.raises(ValueError, match="`tokenizer` is not the tokenizer the model learned"):
+            sample_images(model, tiny_vq(seed=1), [0], do_sample=False)
+        assert tokenizer_weights_fingerprint(tokenizer.to(torch.bfloat16)) is None  # rounded weights: not compared
+        tokenizer.float()
+    finally:
+        model.config.tokenizer_fingerprint = None
     with pytest.raises(ValueError, match="`tokenizer` has 32 codes"):
         decode_sequences(tiny_vq(num_vq_embeddings=32), model.generate(class_prompts(model, 1), do_sample=False),
                          model.config)

@@ -11,7 +11,7 @@ from ..data import DataArguments, collate_tokens, drop_class, token_splits
 from ..hub import load_pretrained
 from ..models import VQGPTConfig, VQGPTForCausalLM, VQTokenizer
 from ..distill.distill import predictive_entropy, sample_sequences
-from ..pipeline import check_tokenizer_matches, class_prompts
+from ..pipeline import check_tokenizer_matches, class_prompts, tokenizer_weights_fingerprint
 from .trainer import TrainingArguments, make_accelerator, train
 
 
@@ -66,6 +66,7 @@ def train_teacher(data_args: DataArguments, model_args: TeacherArguments, args: 
         num_attention_heads=model_args.num_attention_heads,
         dropout=model_args.dropout,
         class_dropout_prob=model_args.class_dropout_prob,
+        tokenizer_fingerprint=tokenizer_weights_fingerprint(tokenizer),  # decoding with another one is refused
         **names,
     )
     check_tokenizer_matches(tokenizer, config)

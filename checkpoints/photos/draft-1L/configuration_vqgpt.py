@@ -62,6 +62,10 @@ class VQGPTConfig(PreTrainedConfig):
         class_dropout_prob (`float`): probability with which training replaces the class token by the null token,
             so that the same model also learns the unconditional distribution used by classifier-free guidance.
         layer_norm_eps, initializer_range (`float`): numerics of LayerNorm and the normal init.
+        tokenizer_fingerprint (`str`, *optional*): a hash of the weights of the VQ tokenizer whose codes the model
+            learned (`hf_specdec.pipeline.tokenizer_weights_fingerprint`, written by the training scripts): decoding
+            with another tokenizer of the same codebook size and grid is refused, since its codes mean other
+            pictures. None: not recorded, not checked.
     """
 
     model_type = "vqgpt"
@@ -81,6 +85,7 @@ class VQGPTConfig(PreTrainedConfig):
     initializer_range: float = 0.02
     use_cache: bool = True
     tie_word_embeddings: bool = False
+    tokenizer_fingerprint: str | None = None
     # Derived from the fields above; accepted (and checked) so that saved configs round-trip.
     vocab_size: int | None = None
     max_position_embeddings: int | None = None
