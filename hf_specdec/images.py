@@ -57,11 +57,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
     transparent pixels are laid on white (`convert("RGB")` keeps whatever colour they hide, often black)."""
     if image.getexif().get(0x0112, 1) != 1:  # EXIF Orientation: the pixels are stored rotated or mirrored
         image = ImageOps.exif_transpose(image)
-    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode in ("La", "RGBa"):  # premultiplied alpha: PIL converts these only to their straight forms
+        image = image.convert({"La": "LA", "RGBa": "RGBA"}[image.mode])
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
     if image.mode.startswith("I;16") or image.mode in ("I", "F"):
         values = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(values).all():  # NaN became black without a word
+            raise ValueError(f"A {image.mode} image holds NaN or infinite values: it cannot be shown as pixels.")
         if image.mode.startswith("I;16") or (image.mode == "I" and values.size and 255 < values.max() <= 65535):
             values = values / 257.0  # 16-bit -> 8-bit
         elif image.mode == "F" and values.size and values.max() <= 1.0:

@@ -277,3 +277,12 @@ def test_labels_from_a_metadata_file_are_classes(tmp_path):
     assert names == ["blue", "red"] and sum(len(s) for s in data.values()) == 12
     for row in data["test"]:
         assert row["image"].getpixel((0, 0)) == {"red": (255, 0, 0), "blue": (0, 0, 255)}[names[row["label"]]]
+
+
+def test_premultiplied_alpha_and_nan_images():
+    from hf_specdec.images import to_rgb
+
+    assert to_rgb(Image.new("La", (4, 4))).getpixel((0, 0)) == (255, 255, 255)  # PIL: "conversion from La to L"
+    assert to_rgb(Image.new("RGBa", (4, 4), (10, 20, 30, 255))).getpixel((0, 0)) == (10, 20, 30)
+    with pytest.raises(ValueError, match="F image holds NaN"):  # became black without a word
+        to_rgb(Image.fromarray(np.full((4, 4), np.nan, np.float32), mode="F"))
