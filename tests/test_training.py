@@ -393,6 +393,10 @@ def test_precision_and_trackers_are_checked_before_training_and_wandb_logs_under
     (dict(loss="hybrid", beta=0.3), "`beta` is read only with `loss` jsd"),
     (dict(loss="hybrid", kl_weight=0.1), "`kl_weight` is read only with `loss` forward_kl or reverse_kl or jsd or tv"),
     (dict(loss="tv", init_from_teacher=False, teacher_layers=[5]), "`teacher_layers` .* `init_from_teacher` is false"),
+    # checked after the teacher had loaded before: what needs no model, now with the arguments
+    (dict(gen_top_k=0), "`gen_top_k` must be a positive integer or None"),
+    (dict(teacher_layers=[0, 3]), "`teacher_layers` must list 1 indices, one per student layer"),
+    (dict(loss="tv", feature_draft=True, feature_layers=[-1, 5]), "`feature_layers` must be a non-empty list of layer indices >= 0"),
 ])
 def test_distillation_settings_the_loss_does_not_read_are_refused(settings, words):
     """They were ignored: the user believed, e.g., a temperature of 5 shaped a total-variation loss."""

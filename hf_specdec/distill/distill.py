@@ -99,6 +99,18 @@ class DistillArguments:
                              "nothing is copied. Drop one of them.")
         if self.student_preset is not None and self.student_preset not in VQGPT_PRESETS:
             raise ValueError(f"`student_preset` must be one of {sorted(VQGPT_PRESETS)}, got {self.student_preset!r}.")
+        # What needs no model is checked here, before the teacher loads (the ranges that need it, after).
+        if self.gen_top_k is not None and (isinstance(self.gen_top_k, bool) or self.gen_top_k < 1):
+            raise ValueError(f"`gen_top_k` must be a positive integer or None (off), got {self.gen_top_k}.")
+        for name in ("teacher_layers", "feature_layers"):
+            layers = getattr(self, name)
+            if layers is not None and (not layers or min(layers) < 0):
+                raise ValueError(f"`{name}` must be a non-empty list of layer indices >= 0, got {layers}.")
+        depth = self.student_depth if isinstance(self.student_depth, int) else \
+            VQGPT_PRESETS[self.student_depth]["num_hidden_layers"]
+        if self.teacher_layers is not None and len(self.teacher_layers) != depth:
+            raise ValueError(f"`teacher_layers` must list {depth} indices, one per student layer, got "
+                             f"{self.teacher_layers}.")
         if self.draft_intermediate_size is not None and self.draft_intermediate_size < 1:
             raise ValueError(f"`draft_intermediate_size` must be a positive integer, got {self.draft_intermediate_size}.")
         for name in ("num_teacher_samples", "num_alpha_prefixes", "ttt_steps"):
