@@ -223,6 +223,8 @@ def test_bad_generation_input_names_the_argument(model):
         model.generate(model.class_prompt([0]), max_new_tokens=model.config.num_image_tokens + 1)
     with pytest.raises(ValueError, match="max_length"):  # an IndexError in the position embedding before
         model.generate(model.class_prompt([0]), max_length=model.config.max_position_embeddings + 1)
+    with pytest.raises(ValueError, match="`attention_mask` has a row of zeros"):  # changed the output silently
+        model.generate(model.class_prompt([0, 1]), attention_mask=torch.tensor([[1], [0]]), do_sample=False)
     for name, value in (("min_new_tokens", model.config.num_image_tokens + 1),  # silently dropped before
                         ("min_length", model.config.max_position_embeddings + 1)):
         with pytest.raises(ValueError, match=f"`{name}`={value} does not fit"):

@@ -475,6 +475,10 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         self._check_generate_kwargs(generation_config if generation_config is not None else self.generation_config, kwargs)
         # Every prompt token is real; an explicit mask keeps `generate()` from inferring padding from token ids
         # (checkpoints saved before pad_token_id was unset name the null token as pad).
+        mask = kwargs.get("attention_mask")
+        if isinstance(mask, torch.Tensor) and mask.shape == input_ids.shape and not mask.bool().any(-1).all():
+            raise ValueError("`attention_mask` has a row of zeros: that prompt would be all padding, with no token to "
+                             "start from (image prompts are never padded: leave `attention_mask` out).")
         kwargs.setdefault("attention_mask", torch.ones_like(input_ids))
         grid = self.config.max_position_embeddings
         for name, room in (("min_new_tokens", grid - input_ids.shape[1]), ("min_length", grid)):
