@@ -73,6 +73,8 @@ def test_a_teacher_in_training_mode_with_dropout_is_refused_a_draft_is_not(pair)
         speculative_sample(dropping, draft, prompt, do_sample=False)
     with pytest.raises(ValueError, match=r"`model` is in training mode"):
         plain_sample(dropping, prompt)
+    with pytest.warns(UserWarning, match="in training mode with dropout 0.1: its samples do not follow"):
+        dropping.generate(prompt, do_sample=True)  # transformers' generate: said, not refused (a draft may mean it)
     assert torch.equal(speculative_sample(dropping.eval(), draft, prompt, do_sample=False).sequences,
                        teacher.generate(prompt, do_sample=False))
     # an early-exit draft of a teacher in eval mode samples alone (it started in training mode, a new Module, and

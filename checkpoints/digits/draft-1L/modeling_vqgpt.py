@@ -14,6 +14,7 @@ import math
 import numbers
 import os
 import re
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -473,6 +474,9 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
             max_new_tokens = generation_config.max_new_tokens
         self.check_prompt(input_ids, max_new_tokens)
         self._check_generate_kwargs(generation_config if generation_config is not None else self.generation_config, kwargs)
+        if self.training and self.config.dropout > 0:  # the project's samplers refuse it; a draft may mean it
+            warnings.warn(f"{type(self).__name__} is in training mode with dropout {self.config.dropout}: its samples "
+                          "do not follow the model's distribution (call `model.eval()` first).", stacklevel=2)
         # Every prompt token is real; an explicit mask keeps `generate()` from inferring padding from token ids
         # (checkpoints saved before pad_token_id was unset name the null token as pad).
         mask = kwargs.get("attention_mask")
