@@ -220,7 +220,7 @@ def load_pretrained(cls, name: str, argument: str, device: str | torch.device | 
 
         check_device(device)
     try:
-        check_model_path(name, cls.__name__)  # a file, or a local path that does not exist: said as such
+        check_model_path(name, cls.__name__, kwargs.get("subfolder"))  # a file, or a local path that does not exist
     except (ValueError, FileNotFoundError) as error:
         raise ValueError(f"`{argument}`: {error}") from None
     try:

@@ -87,7 +87,7 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
     def decoder_method(draft, gamma=0, adaptive=False, compile_options=None, target=None, **sampling):
         # Each method holds its own decoder: through the shared cache (`get_decoder`, the last 8 settings) more
         # than 8 interleaved settings would evict and rebuild one another on every image.
-        decoder = SpeculativeDecoder(target or teacher, draft, gamma, 1, SamplingConfig(**sampling), mode,
+        decoder = SpeculativeDecoder(teacher if target is None else target, draft, gamma, 1, SamplingConfig(**sampling), mode,
                                      compile_options=compile_options)
         if draft is None:
             return lambda prompt: decoder.generate(prompt, generator=g)["sequences"]
