@@ -215,8 +215,8 @@ def test_yaml_values_take_the_field_types(tmp_path):
     assert distill.init_from_teacher is False and training.output_dir == "2024"
     with pytest.raises(UsageError, match="c.yaml looks like a config file: it must be the first argument"):
         parse_args((DistillArguments, TrainingArguments), ["--max_steps", "9", config])  # was "unrecognized arguments"
-    (tmp_path / "layers.YAML").write_text("student_id: 4\nteacher_layers: [0, 3]\n")
-    assert parse_args((DistillArguments, TrainingArguments), [tmp_path / "layers.YAML"])[0].teacher_layers == [0, 3]
+    (tmp_path / "layers.YAML").write_text("student_id: 4\nteacher_layers: [0, 3, 7, 11]\n")
+    assert parse_args((DistillArguments, TrainingArguments), [tmp_path / "layers.YAML"])[0].teacher_layers == [0, 3, 7, 11]
     config.write_text("student_id: 4\nlearning_rate: 3e-4\nmax_steps: '7'\ninit_from_teacher: false\n")
     distill, training = parse_args((DistillArguments, TrainingArguments), [config, "--max_steps", "9"])
     assert training.max_steps == 9  # the command line wins

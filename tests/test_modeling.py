@@ -330,3 +330,16 @@ def test_labels_of_another_shape_and_numpy_prompts_are_named(model):
     # the dtype of an array (int64) read as if it were the problem
     with pytest.raises(ValueError, match="`input_ids` must be a torch.long .*got a numpy.ndarray \\(torch.from_numpy"):
         model.generate(ids[:, :1].numpy(), do_sample=False)
+
+
+def test_generate_samples_the_whole_codebook_when_top_k_is_not_given():
+    """transformers 5 fills an unset `top_k` with 50: `generate(do_sample=True)` drew from the 50 likeliest of 128
+    codes, not from the model's distribution (the photographs' teacher has 256)."""
+    model = tiny_model(0, codebook_size=128).eval()
+    with torch.no_grad():
+        model.lm_head.weight.zero_()  # every code equally likely
+    torch.manual_seed(0)
+    first = model.generate(model.class_prompt([0] * 1024), max_new_tokens=1, do_sample=True)[:, 1]
+    assert len(first.unique()) > 100  # 50 with the truncation
+    peaked = tiny_model(0, codebook_size=128).eval()  # distinct logits: a top-k asked for is still applied
+    assert len(peaked.generate(peaked.class_prompt([0] * 256), max_new_tokens=1, do_sample=True, top_k=5)[:, 1].unique()) <= 5

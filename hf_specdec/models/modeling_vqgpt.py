@@ -473,7 +473,12 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         if max_new_tokens is None and generation_config is not None:
             max_new_tokens = generation_config.max_new_tokens
         self.check_prompt(input_ids, max_new_tokens)
-        self._check_generate_kwargs(generation_config if generation_config is not None else self.generation_config, kwargs)
+        config = generation_config if generation_config is not None else self.generation_config
+        self._check_generate_kwargs(config, kwargs)
+        if kwargs.get("do_sample", config.do_sample) and "top_k" not in kwargs and config.top_k is None:
+            # transformers 5 fills an unset top_k with 50: a codebook of more than 50 codes was sampled truncated,
+            # not from the model's distribution (the project's samplers and `top_k=None` elsewhere mean "off").
+            kwargs["top_k"] = 0
         if self.training and self.config.dropout > 0:  # the project's samplers refuse it; a draft may mean it
             warnings.warn(f"{type(self).__name__} is in training mode with dropout {self.config.dropout}: its samples "
                           "do not follow the model's distribution (call `model.eval()` first).", stacklevel=2)
