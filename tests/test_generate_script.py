@@ -11,7 +11,7 @@ from tests.utils import run_script, tiny_model, tiny_vq
 def test_generate_on_shipped_checkpoints_reports_per_image_and_whole_grid_speedups(tmp_path):
     result = run_script("generate.py", "--classes", "0", "7", "--samples_per_class", "2", "--output", tmp_path / "grid.png")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "4 images" in result.stdout and "acceptance alpha " in result.stdout
+    assert "4 images" in result.stdout and "acceptance (block verification, not alpha) " in result.stdout
     per_image = re.search(r"per image \(batch 1, median\)\s+([\d.]+) ms\s+([\d.]+) ms\s+([\d.]+)x", result.stdout)
     whole = re.search(r"whole grid \(batch 4\)\s+([\d.]+) img/s\s+([\d.]+) img/s\s+([\d.]+)x", result.stdout)
     assert per_image and whole, result.stdout
@@ -78,7 +78,7 @@ def test_every_shipped_checkpoint_set_draws(tmp_path):
         out = tmp_path / f"{name}.png"
         result = run_script("generate.py", "--checkpoints", name, *args, "--samples_per_class", "2", "--output", out)
         assert result.returncode == 0, result.stderr[-3000:]
-        assert "2 images" in result.stdout and "acceptance alpha " in result.stdout and out.stat().st_size > 0
+        assert "2 images" in result.stdout and "acceptance (block verification, not alpha) " in result.stdout and out.stat().st_size > 0
 
 
 def test_main_job_takes_the_feature_draft_and_refuses_it_for_assisted_generation(tmp_path):
@@ -103,6 +103,12 @@ def test_main_job_runs_block_verification_and_refuses_it_where_nothing_is_drafte
                                                  verification="block", output=str(out)))
     assert result["images"] == 2 and 0 <= result["alpha"] <= 1 and result["tokens_per_teacher_call"] >= 1
     assert result["whole_grid"]["speedup"] > 0 and out.stat().st_size > 0
+    # block verification's accepted / tested is not the draft's alpha: the printout says which it is
+    args = [a for k, v in paths.items() for a in (f"--{k}", v)] + ["--classes", "1", "--samples_per_class", "1",
+                                                                   "--output", str(out)]
+    for verification, label in (("block", "acceptance (block verification, not alpha) "), ("token", "acceptance alpha ")):
+        printed = run_script("generate.py", *args, "--verification", verification)
+        assert printed.returncode == 0 and label in printed.stdout, printed.stderr[-2000:]
     for method in ("assisted", "plain"):
         with pytest.raises(ValueError, match=f"`verification` 'block' is for `method` speculative .*{method!r}"):
             SampleGridArguments(**{**paths, "assistant": paths["assistant"] if method == "assisted" else None},

@@ -162,7 +162,7 @@ def test_main_job_on_repo_ids_and_unknown_repo_ids(hub):
                       "--tokenizer", "org/digits-vq-tokenizer", "--classes", "0", "1", "--samples_per_class", "1",
                       "--output", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "acceptance alpha " in result.stdout and out.stat().st_size > 0
+    assert "acceptance (block verification, not alpha) " in result.stdout and out.stat().st_size > 0
 
     for flag in ("--teacher", "--assistant", "--tokenizer"):
         result = generate(flag, "org/no-such-model", "--output", str(out))

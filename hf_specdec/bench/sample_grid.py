@@ -244,5 +244,6 @@ def run_sample_grid(args: SampleGridArguments) -> dict:
         raise ValueError(f"`output` {args.output!r} could not be saved ({type(error).__name__}: "
                          f"{error.strerror or error}); the grid was drawn and timed, but this run's image is lost: "
                          f"give another `output`. The speedup was {per_image['speedup']:.2f}x per image.") from None
-    return {"images": len(labels), "method": args.method, "output": args.output, "alpha": alpha,
+    return {"images": len(labels), "method": args.method, "verification": args.verification,
+            "output": args.output, "alpha": alpha,
             "tokens_per_teacher_call": per_call, "per_image": per_image, "whole_grid": whole_grid}
