@@ -14,26 +14,30 @@ from PIL import Image, ImageOps
 RANGE_TOLERANCE = 0.05
 
 
-def check_images(images, channels: int = 3, argument: str = "images", check_range: bool = True) -> None:
-    """Raise `ValueError` naming `argument` unless `images` is a float tensor `(B, channels, H, W)` in [-1, 1].
+def check_images(images, channels: int | tuple[int, ...] = 3, argument: str = "images", check_range: bool = True,
+                 limit: float = 1 + RANGE_TOLERANCE) -> None:
+    """Raise `ValueError` naming `argument` unless `images` is a float tensor `(B, channels, H, W)` in [-1, 1]
+    (`channels` may list the counts allowed).
 
-    Refuses integer pixels (uint8 in [0, 255]: convert them with `from_uint8`) and, when `check_range`, float values
-    outside [-1, 1] (beyond `RANGE_TOLERANCE`), which would otherwise be encoded silently into wrong codes. The range
-    check reads the tensor's minimum and maximum (a host synchronisation): leave it off inside training steps.
+    Refuses integer pixels (uint8 in [0, 255]: convert them with `from_uint8`) and, when `check_range`, NaN and float
+    values beyond +-`limit` (default: [-1, 1] and `RANGE_TOLERANCE`), which would otherwise be encoded silently into
+    wrong codes. The range check reads the tensor's minimum and maximum (a host synchronisation): leave it off inside
+    training steps.
     """
-    expected = f"a float tensor of shape (B, {channels}, H, W) with values in [-1, 1]"
+    allowed = (channels,) if isinstance(channels, int) else tuple(channels)
+    expected = f"a float tensor of shape (B, {' or '.join(map(str, allowed))}, H, W) with values in [-1, 1]"
     if not isinstance(images, torch.Tensor):
         raise ValueError(f"`{argument}` must be {expected}, got a {type(images).__name__}.")
     if not images.is_floating_point():
         raise ValueError(f"`{argument}` must be {expected}, got dtype {images.dtype}: convert pixels in [0, 255] "
                          "with `hf_specdec.images.from_uint8(pixels)`.")
-    if images.dim() != 4 or images.shape[1] != channels:
+    if images.dim() != 4 or images.shape[1] not in allowed:
         raise ValueError(f"`{argument}` must be {expected}, got shape {tuple(images.shape)}.")
     if check_range and images.numel():
         low, high = (float(v) for v in images.detach().aminmax())
         if not (math.isfinite(low) and math.isfinite(high)):
             raise ValueError(f"`{argument}` must be {expected}, got values in [{low:.4g}, {high:.4g}]: NaN or infinite values.")
-        if not (low >= -1 - RANGE_TOLERANCE and high <= 1 + RANGE_TOLERANCE):
+        if not (low >= -limit and high <= limit):
             raise ValueError(f"`{argument}` must be {expected}, got values in [{low:.4g}, {high:.4g}]: convert pixels "
                              "in [0, 255] with `hf_specdec.images.from_uint8(pixels)`, clamp decoded images with "
                              "`.clamp(-1, 1)`.")
@@ -104,27 +108,14 @@ def images_to_tensor(images, resolution: int) -> torch.Tensor:
 
 
 def picture_pixels(images, nrow: int | None = None) -> torch.Tensor:
-    """The uint8 pixels `(B, C, H, W)` of images to draw: a float tensor `(B, 1 or 3, H, W)` about
-    [-1, 1] (decoded images may overshoot a little: clamped). `ValueError` naming `images` / `nrow` for what would
-    draw garbage or fail deep inside: uint8 or [0, 255] pixels (read as [-1, 1] they draw white), NaN, another
-    shape, no image, `nrow` < 1."""
+    """The uint8 pixels `(B, C, H, W)` of images to draw: a float tensor `(B, 1 or 3, H, W)` about [-1, 1] (decoded
+    images may overshoot a little: clamped). `ValueError` naming `images` / `nrow` for what would draw garbage or fail
+    deep inside: uint8 or [0, 255] pixels (read as [-1, 1] they draw white), NaN, another shape, no image, `nrow` < 1."""
     if nrow is not None and (isinstance(nrow, bool) or not isinstance(nrow, int) or nrow < 1):
         raise ValueError(f"`nrow` must be an integer >= 1 (images per row), got {nrow!r}.")
-    expected = "a float tensor (B, 1 or 3, H, W) with values in [-1, 1]"
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-        kind = f"dtype {images.dtype}" if isinstance(images, torch.Tensor) else f"a {type(images).__name__}"
-        raise ValueError(f"`images` must be {expected}, got {kind}: convert pixels in [0, 255] with "
-                         "`hf_specdec.images.from_uint8(pixels)`.")
-    if images.dim() != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"`images` must be {expected}, got shape {tuple(images.shape)}.")
+    check_images(images, channels=(1, 3), limit=2.0)
     if images.shape[0] == 0:
         raise ValueError("`images` is empty.")
-    low, high = (float(v) for v in images.detach().aminmax())
-    if not (math.isfinite(low) and math.isfinite(high)) or low < -2 or high > 2:
-        raise ValueError(f"`images` must be {expected}, got values in [{low:.4g}, {high:.4g}]"
-                         + (": NaN or infinite values." if not (math.isfinite(low) and math.isfinite(high)) else
-                            ": convert pixels in [0, 255] with `hf_specdec.images.from_uint8(pixels)`; clamp "
-                            "decoded images with `.clamp(-1, 1)`."))
     return to_uint8(images.cpu())
 
 
