@@ -10,6 +10,7 @@ the field's type and checked like command-line values (`max_steps: 2.5` is refus
 YAML reads as a string, becomes a float). Every script ends with `run(main)`.
 """
 
+import dataclasses
 import importlib
 import os
 import sys
@@ -178,6 +179,19 @@ def parse_args(dataclass_types, argv: list[str] | None = None, description: str 
     if unknown:
         raise UsageError(f"unrecognized arguments: {' '.join(unknown)}. Run with --help for the fields.")
     return tuple(instances)
+
+
+def check_options_read(args, chosen: str, options: dict[str, tuple[str, ...]]) -> None:
+    """`ValueError` for an option of the dataclass `args` set away from its default while the value of its field
+    `chosen` (a method, a loss) is not one of those that read it (`options`: name -> the values that read it): the
+    user would believe it took effect."""
+    defaults = {f.name: f.default for f in dataclasses.fields(args)}
+    value = getattr(args, chosen)
+    for name, readers in options.items():
+        if getattr(args, name) != defaults[name] and value not in readers:
+            back = f" (or set it back to {defaults[name]})" if defaults[name] is not None else ""
+            raise ValueError(f"`{name}` is read only with `{chosen}` {' or '.join(readers)}, got {chosen} {value!r}: "
+                             f"{value!r} does not use it; drop `--{name}`{back}.")
 
 
 def hub_errors() -> tuple[type, ...]:

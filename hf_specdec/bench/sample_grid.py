@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
+from ..cli import check_options_read
 from ..hub import check_output_file, load_draft, load_pretrained
 from ..images import labelled_grid
 from ..models import VQGPTForCausalLM, VQTokenizer
@@ -95,10 +96,7 @@ class SampleGridArguments:
             raise ValueError(f"`method` must be one of {', '.join(METHODS)}; got {self.method!r}.")
         # An option that the chosen method does not read is a mistake (a draft named with self-speculative decoding
         # was replaced by the teacher's first layers without a word), not something to ignore.
-        for name, methods in METHOD_OPTIONS.items():
-            if getattr(self, name) is not None and self.method not in methods:
-                raise ValueError(f"`{name}` is read only with `method` {' or '.join(methods)}; {self.method!r} does not "
-                                 f"use it: drop `--{name}`.")
+        check_options_read(self, "method", METHOD_OPTIONS)
         for name in ("teacher", "assistant", "tokenizer", "gamma"):
             if getattr(self, name) is None:
                 setattr(self, name, getattr(shipped, name))

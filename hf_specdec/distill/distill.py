@@ -12,11 +12,12 @@ import json
 import math
 import os
 import random
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
+from ..cli import check_options_read
 from ..data import collate_tokens, drop_class, token_splits
 from ..hub import load_pretrained
 from ..models import STUDENT_IDS, VQGPT_PRESETS, VQGPTForCausalLM, VQTokenizer, make_feature_draft
@@ -88,12 +89,7 @@ class DistillArguments:
                              "reads the teacher's features); train it on teacher samples (data_source=teacher).")
         if self.feature_draft and self.loss == "hybrid":
             raise ValueError(f"`loss` must be one of {sorted(DIVERGENCES)} with `feature_draft`, got 'hybrid'.")
-        # A setting the chosen loss does not read is a mistake (the user believes it took effect), not to be ignored.
-        defaults = {f.name: f.default for f in fields(self)}
-        for name, losses in LOSS_OPTIONS.items():
-            if getattr(self, name) != defaults[name] and self.loss not in losses:
-                raise ValueError(f"`{name}` is read only with `loss` {' or '.join(losses)}, got loss {self.loss!r} and "
-                                 f"{name} {getattr(self, name)}: drop it (or set it back to {defaults[name]}).")
+        check_options_read(self, "loss", LOSS_OPTIONS)  # a setting the loss does not read is a mistake, not ignored
         if self.teacher_layers is not None and not self.init_from_teacher:
             raise ValueError("`teacher_layers` picks the teacher blocks to copy, but `init_from_teacher` is false: "
                              "nothing is copied. Drop one of them.")
