@@ -6,6 +6,7 @@ A truncated `*.safetensors` (an interrupted download, copy or save) makes the sa
 """
 
 import difflib
+import functools
 import inspect
 import os
 import re
@@ -55,6 +56,14 @@ def damaged_weights_message(folder: str, damaged: list[str]) -> str:
             "Hub repo), or copy or save it again.")
 
 
+@functools.cache
+def _diffusers_loading_keywords() -> frozenset[str]:
+    """The keywords diffusers' `ModelMixin.from_pretrained` reads (`kwargs.pop("cache_dir", ...)`), read from its
+    source once, so that they follow the installed version."""
+    source = inspect.getsource(ModelMixin.from_pretrained)
+    return frozenset(re.findall(r'kwargs\.pop\(\s*"(\w+)"', source)) | {"trust_remote_code", "return_unused_kwargs"}
+
+
 class SafetensorsOnlyMixin:
     """Put before diffusers' `ModelMixin`: `from_pretrained` defaults to `use_safetensors=True`, so a folder or repo
     holding only a pickled `diffusion_pytorch_model.bin` raises instead of being unpickled; a damaged safetensors
@@ -87,8 +96,7 @@ class SafetensorsOnlyMixin:
                     raise ValueError(f"`{name}` must be a torch.dtype or its name (float32, bfloat16, float16, ...), "
                                      f"got {value!r}.")
                 kwargs[name] = getattr(torch, value)
-        source = inspect.getsource(ModelMixin.from_pretrained)  # what diffusers reads: `kwargs.pop("cache_dir", ...)`
-        loading = set(re.findall(r'kwargs\.pop\(\s*"(\w+)"', source)) | {"trust_remote_code", "return_unused_kwargs"}
+        loading = _diffusers_loading_keywords()
         fields = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
         for key in kwargs:
             if key.startswith("_") or key in loading or key in fields:
