@@ -103,6 +103,68 @@ def test_initialised_draft_starts_as_the_independent_one():
     torch.testing.assert_close(wide.unrolled_logits(ids)[0], independent(ids, use_cache=False).logits)
 
 
+def test_a_block_tiled_k_times_computes_k_copies():
+    """`copy_from` into a block `k` times as wide (`k` times the heads): on `k` copies of an input it returns `k`
+    copies of the source block's output (Net2WiderNet)."""
+    teacher = tiny_model(0, num_hidden_layers=2)
+    source = teacher.transformer.h[1].eval()
+    config = teacher.config.student_config(1)
+    C = config.hidden_size
+    for k in (2, 3):
+        wide_config = type(config)(**{**config.own_fields(), "hidden_size": k * C,
+                                      "num_attention_heads": k * config.num_attention_heads,
+                                      "intermediate_size": k * config.intermediate_size})
+        wide = type(source)(wide_config, 1).eval().copy_from(source)
+        x = torch.randn(2, 7, C)
+        positions = torch.arange(7)[None]
+        with torch.no_grad():
+            torch.testing.assert_close(wide(x.repeat(1, 1, k), None, positions), source(x, None, positions).repeat(1, 1, k),
+                                       atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="multiple"):
+        odd = type(config)(**{**config.own_fields(), "hidden_size": C + C // 2,
+                              "num_attention_heads": 3 * config.num_attention_heads // 2})
+        type(source)(odd, 1).copy_from(source)
+
+
+def test_a_wider_draft_starts_as_the_independent_one_and_keeps_the_engine_exact(tmp_path):
+    """A draft twice its teacher's width (`hidden_size`): it starts (up to the noise that tells its copies apart)
+    as the teacher-initialised independent draft, saves and loads its own `widen` / `narrow`, refuses a width that
+    is not a multiple, and in the engine stays greedy-equal to the teacher, guided or not."""
+    from hf_specdec.distill import make_student
+
+    teacher = tiny_model(0, num_hidden_layers=4)
+    C = teacher.config.hidden_size
+    torch.manual_seed(0)
+    wide = make_feature_draft(teacher, 1, hidden_size=2 * C).eval()
+    assert (wide.config.hidden_size, wide.config.teacher_hidden_size) == (2 * C, C)
+    ids = torch.cat([teacher.class_prompt([0, 2]), torch.randint(0, 16, (2, 16))], dim=1)
+    qkv = wide.h[0].attn.c_attn.weight
+    assert not torch.equal(qkv[:C], qkv[C : 2 * C])  # the two copies of the first heads differ: noise
+    with torch.no_grad():
+        independent = make_student(teacher, 1)(ids, use_cache=False).logits
+        assert not torch.equal(wide.unrolled_logits(ids)[0], independent)
+        wide.h[0].copy_from(teacher.transformer.h[0])  # the same draft without the noise
+        torch.testing.assert_close(wide.unrolled_logits(ids)[0], independent, atol=1e-4, rtol=1e-4)
+        wide.fc.weight.mul_(4)  # and now the features matter
+    wide.save_pretrained(tmp_path)
+    loaded = VQGPTFeatureDraft.from_pretrained(tmp_path, teacher=teacher)
+    torch.testing.assert_close(loaded.unrolled_logits(ids, 2)[1], wide.unrolled_logits(ids, 2)[1])
+    with pytest.raises(ValueError, match="`draft_hidden_size` must be a multiple of the teacher's hidden_size"):
+        make_feature_draft(teacher, 1, hidden_size=C + 8)
+    with pytest.raises(ValueError, match="`intermediate_size` must be >= .*2 times as wide"):
+        make_feature_draft(teacher, 1, hidden_size=2 * C, intermediate_size=teacher.config.intermediate_size)
+    with pytest.raises(ValueError, match="hidden_size=.*made for"):
+        VQGPTFeatureDraft.from_pretrained(tmp_path, teacher=tiny_model(0, num_hidden_layers=4, hidden_size=2 * C))
+    prompt = teacher.class_prompt([0, 1, 2])
+    for cfg_scale in (None, 2.0):
+        expected = teacher.generate(prompt, do_sample=False, cfg_scale=cfg_scale)
+        decoder = SpeculativeDecoder(teacher, loaded, 3, 2, SamplingConfig(do_sample=False, cfg_scale=cfg_scale),
+                                     mode="eager")
+        assert torch.equal(run(decoder, prompt, 16).sequences, expected)
+    with pytest.raises(ValueError, match="feature drafts only"):
+        DistillArguments(student_layers=1, draft_hidden_size=2 * C)
+
+
 # -- inside the engine ------------------------------------------------------------------------------------------
 
 SETTINGS = {

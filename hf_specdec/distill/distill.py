@@ -44,6 +44,8 @@ class DistillArguments:
     teacher_layers: list[int] | None = field(default=None, metadata={"help": "Teacher blocks to copy (default: evenly spaced)."})
     draft_intermediate_size: int | None = field(default=None, metadata={"help": "MLP width of the student (default: the "
         "teacher's). Wider starts as the teacher's block, the extra units' outputs at zero: more capacity at the same depth."})
+    draft_hidden_size: int | None = field(default=None, metadata={"help": "feature_draft: width of the draft "
+        "(default: the teacher's; a multiple of it). Wider starts as the teacher's blocks tiled (Net2WiderNet)."})
     loss: str = field(default="hybrid", metadata={"help": "hybrid | forward_kl | reverse_kl | jsd | tv."})
     alpha: float = field(default=0.5, metadata={"help": "hybrid: weight of the hard cross-entropy term."})
     kd_temperature: float = field(default=2.0, metadata={"help": "hybrid: distillation temperature T."})
@@ -109,6 +111,11 @@ class DistillArguments:
                              f"{self.teacher_layers}.")
         if self.draft_intermediate_size is not None and self.draft_intermediate_size < 1:
             raise ValueError(f"`draft_intermediate_size` must be a positive integer, got {self.draft_intermediate_size}.")
+        if self.draft_hidden_size is not None and not self.feature_draft:
+            raise ValueError("`draft_hidden_size` is read by feature drafts only (`feature_draft: true`); a token-only "
+                             "student has its teacher's width.")
+        if self.draft_hidden_size is not None and (isinstance(self.draft_hidden_size, bool) or self.draft_hidden_size < 1):
+            raise ValueError(f"`draft_hidden_size` must be a positive integer, got {self.draft_hidden_size}.")
         for name in ("num_teacher_samples", "num_alpha_prefixes", "ttt_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
@@ -157,7 +164,7 @@ def make_draft(args: "DistillArguments", teacher: VQGPTForCausalLM):
     depth = args.student_depth
     depth = VQGPT_PRESETS[depth]["num_hidden_layers"] if isinstance(depth, str) else depth
     return make_feature_draft(teacher, depth, args.feature_layers, args.init_from_teacher, args.teacher_layers,
-                              args.draft_intermediate_size)
+                              args.draft_intermediate_size, args.draft_hidden_size)
 
 
 def processed_probs(model, ids: torch.Tensor, temperature=1.0, top_k=None, cfg_scale=None, step: int = 1) -> torch.Tensor:

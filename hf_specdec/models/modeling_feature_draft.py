@@ -29,10 +29,14 @@ from .modeling_vqgpt import VQGPTBlock, VQGPTForCausalLM, VQGPTPreTrainedModel, 
 
 class VQGPTFeatureDraftConfig(VQGPTConfig):
     r"""
-    A `VQGPTConfig` (the teacher's vocabulary, grid and width; `num_hidden_layers` is the draft's depth) plus:
+    A `VQGPTConfig` (the teacher's vocabulary and grid; `num_hidden_layers` is the draft's depth, `hidden_size` its
+    width, by default the teacher's) plus:
 
     Args:
         teacher_num_hidden_layers (`int`): depth of the teacher whose features the draft reads.
+        teacher_hidden_size (`int`, *optional*): width of that teacher, default `hidden_size` (a draft as wide as its
+            teacher). A wider draft maps the teacher's position embedding up (`widen`) and its own output down to the
+            teacher's head (`narrow`).
         feature_layers (`list[int]`, *optional*): indices into the teacher's `hidden_states` (0 = embeddings, `i` =
             output of block `i`, the last after `ln_f`) that are fused; default: a low, the middle and the top one.
     """
@@ -42,6 +46,7 @@ class VQGPTFeatureDraftConfig(VQGPTConfig):
 
     teacher_num_hidden_layers: int = 12
     feature_layers: list[int] | None = None
+    teacher_hidden_size: int | None = None
 
     def __post_init__(self, **kwargs):
         n = self.teacher_num_hidden_layers
@@ -53,15 +58,28 @@ class VQGPTFeatureDraftConfig(VQGPTConfig):
         if not layers or not all(isinstance(i, int) and 0 <= i <= n for i in layers):
             raise ValueError(f"`feature_layers` must be a non-empty list of indices in [0, {n}], got {layers!r}.")
         self.feature_layers = layers
+        if self.teacher_hidden_size is None:
+            self.teacher_hidden_size = self.hidden_size
+        if not isinstance(self.teacher_hidden_size, int) or self.teacher_hidden_size < 1:
+            raise ValueError(f"`teacher_hidden_size` must be a positive integer, got {self.teacher_hidden_size!r}.")
         super().__post_init__(**kwargs)
 
     @classmethod
     def for_teacher(cls, teacher_config: VQGPTConfig, num_layers: int = 1, feature_layers=None,
-                    intermediate_size: int | None = None):
-        """A draft config of `num_layers` blocks (MLP width `intermediate_size`, default the teacher's) for a teacher
-        with `teacher_config`."""
+                    intermediate_size: int | None = None, hidden_size: int | None = None):
+        """A draft config of `num_layers` blocks for a teacher with `teacher_config`: width `hidden_size` (default the
+        teacher's; a multiple of it, with as many more heads of the teacher's head size, so that the draft can start
+        as the teacher's blocks tiled), MLP width `intermediate_size` (default the teacher's, times the width
+        multiple)."""
+        C = teacher_config.hidden_size
+        W = C if hidden_size is None else hidden_size
+        if not isinstance(W, int) or isinstance(W, bool) or W < C or W % C:
+            raise ValueError(f"`draft_hidden_size` must be a multiple of the teacher's hidden_size ({C}), got {W!r}.")
         fields = {**teacher_config.own_fields(), "num_hidden_layers": num_layers,
-                  "teacher_num_hidden_layers": teacher_config.num_hidden_layers, "feature_layers": feature_layers}
+                  "teacher_num_hidden_layers": teacher_config.num_hidden_layers, "feature_layers": feature_layers,
+                  "hidden_size": W, "teacher_hidden_size": C,
+                  "num_attention_heads": teacher_config.num_attention_heads * (W // C),
+                  "intermediate_size": teacher_config.intermediate_size * (W // C)}
         if intermediate_size is not None:
             fields["intermediate_size"] = intermediate_size
         return cls(**fields)
@@ -81,7 +99,8 @@ class FeatureDraftOutput(ModelOutput):
 
 class VQGPTFeatureDraft(VQGPTPreTrainedModel):
     """`fuse` (teacher features -> width), `fc` ([feature; token embedding] -> width), `num_hidden_layers` blocks,
-    `ln_f`; the teacher's `wte`, `wpe` and `lm_head` are read through `attach_teacher`."""
+    `ln_f`; the teacher's `wte`, `wpe` and `lm_head` are read through `attach_teacher` (a draft wider than its
+    teacher also has `widen`, position embedding -> its width, and `narrow`, its width -> the teacher's head)."""
 
     config_class = VQGPTFeatureDraftConfig
     config: VQGPTFeatureDraftConfig
@@ -90,11 +109,13 @@ class VQGPTFeatureDraft(VQGPTPreTrainedModel):
 
     def __init__(self, config: VQGPTFeatureDraftConfig):
         super().__init__(config)
-        C = config.hidden_size
-        self.fuse = nn.Linear(len(config.feature_layers) * C, C)
-        self.fc = nn.Linear(2 * C, C)
+        W, C = config.hidden_size, config.teacher_hidden_size
+        self.fuse = nn.Linear(len(config.feature_layers) * C, W)
+        self.fc = nn.Linear(W + C, W)
         self.h = nn.ModuleList([VQGPTBlock(config, i) for i in range(config.num_hidden_layers)])
-        self.ln_f = nn.LayerNorm(C, eps=config.layer_norm_eps)
+        self.ln_f = nn.LayerNorm(W, eps=config.layer_norm_eps)
+        self.widen = nn.Linear(C, W, bias=False) if W != C else None
+        self.narrow = nn.Linear(W, C, bias=False) if W != C else None
         self._teacher: tuple = ()  # a tuple, so the teacher is neither a submodule nor saved with the draft
         self.post_init()
 
@@ -121,10 +142,11 @@ class VQGPTFeatureDraft(VQGPTPreTrainedModel):
 
         check_model(teacher, "teacher")  # duck-typed: a teacher loaded through remote code is another class
         config, theirs = self.config, teacher.config
-        for name in ("codebook_size", "num_classes", "grid_h", "grid_w", "hidden_size"):
-            if getattr(config, name) != getattr(theirs, name):
+        for name, ours in (("codebook_size",) * 2, ("num_classes",) * 2, ("grid_h",) * 2, ("grid_w",) * 2,
+                           ("hidden_size", "teacher_hidden_size")):
+            if getattr(config, ours) != getattr(theirs, name):
                 raise ValueError(f"`teacher` has {name}={getattr(theirs, name)}, this draft was made for "
-                                 f"{getattr(config, name)}.")
+                                 f"{getattr(config, ours)}.")
         if theirs.num_hidden_layers != config.teacher_num_hidden_layers:
             raise ValueError(f"`teacher` has {theirs.num_hidden_layers} layers, this draft reads the features of a "
                              f"{config.teacher_num_hidden_layers}-layer teacher.")
@@ -217,7 +239,9 @@ class VQGPTFeatureDraft(VQGPTPreTrainedModel):
         if position_ids is None:
             position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
         trunk = teacher.transformer
-        hidden = self.fc(torch.cat([features, trunk.wte(input_ids)], dim=-1)) + trunk.wpe(position_ids)
+        positions = trunk.wpe(position_ids)
+        hidden = self.fc(torch.cat([features, trunk.wte(input_ids)], dim=-1)) + (
+            positions if self.widen is None else self.widen(positions))
         for block in self.h:
             hidden = block(hidden, attention_mask, position_ids, cache if use_cache is not False else None)
         if not return_logits:
@@ -227,7 +251,8 @@ class VQGPTFeatureDraft(VQGPTPreTrainedModel):
 
     def head(self, hidden_states: torch.Tensor, cfg_scale: float | None = None) -> torch.Tensor:
         """Next-code logits `(B, T, K)` from the draft's `hidden_states` `(B', T, C)` (guided: `2B` rows combined)."""
-        logits = self.teacher.lm_head(self.ln_f(hidden_states))
+        hidden_states = self.ln_f(hidden_states)
+        logits = self.teacher.lm_head(hidden_states if self.narrow is None else self.narrow(hidden_states))
         return guided_logits(logits, cfg_scale) if cfg_scale is not None and cfg_scale != 1.0 else logits
 
     def unrolled_logits(self, input_ids: torch.LongTensor, steps: int = 1, cfg_scale: float | None = None,
@@ -246,26 +271,38 @@ def _shift_right(features: torch.Tensor) -> torch.Tensor:
 
 
 def make_feature_draft(teacher: VQGPTForCausalLM, num_layers: int = 1, feature_layers=None, init: bool = True,
-                       teacher_layers: list[int] | None = None, intermediate_size: int | None = None):
+                       teacher_layers: list[int] | None = None, intermediate_size: int | None = None,
+                       hidden_size: int | None = None):
     """A feature draft for `teacher`. With `init`, its blocks start as the teacher's blocks `teacher_layers`
-    (default: the first ones; a wider MLP as in `VQGPTBlock.copy_from`), its final norm as the teacher's, and `fc`
-    passes the token embedding through unchanged: it starts as the teacher-initialised independent draft and learns
-    to read the features from there."""
-    config = VQGPTFeatureDraftConfig.for_teacher(teacher.config, num_layers, feature_layers, intermediate_size)
+    (default: the first ones; a wider MLP or a wider draft as in `VQGPTBlock.copy_from`), its final norm as the
+    teacher's, and `fc` passes the token embedding through unchanged: it starts as the teacher-initialised
+    independent draft and learns to read the features from there. A draft `k` times as wide as its teacher
+    (`hidden_size`) carries `k` copies of the teacher's residual stream (`widen` tiles, `narrow` averages them), so it
+    too starts as that draft; a little noise tells the copies apart (Net2WiderNet, Chen et al. 2016)."""
+    config = VQGPTFeatureDraftConfig.for_teacher(teacher.config, num_layers, feature_layers, intermediate_size,
+                                                 hidden_size)
     draft = VQGPTFeatureDraft(config).attach_teacher(teacher)
     if init:
-        C = config.hidden_size
+        W, C = config.hidden_size, config.teacher_hidden_size
+        tiled = torch.eye(C).repeat(W // C, 1)  # (W, C): k copies
         with torch.no_grad():
             draft.fc.weight.zero_()
-            draft.fc.weight[:, C:].copy_(torch.eye(C))
+            draft.fc.weight[:, W:].copy_(tiled)
             draft.fc.bias.zero_()
+            if draft.widen is not None:
+                draft.widen.weight.copy_(tiled)
+                draft.narrow.weight.copy_(tiled.T / (W // C))
         teacher_layers = list(range(num_layers)) if teacher_layers is None else list(teacher_layers)
         if len(teacher_layers) != num_layers or not all(0 <= i < teacher.config.num_hidden_layers for i in teacher_layers):
             raise ValueError(f"`teacher_layers` must list {num_layers} indices in [0, {teacher.config.num_hidden_layers}), "
                              f"got {teacher_layers}.")
         for block, i in zip(draft.h, teacher_layers):
             block.copy_from(teacher.transformer.h[i])
-        draft.ln_f.load_state_dict(teacher.transformer.ln_f.state_dict())
+        draft.ln_f.load_state_dict({k: v.repeat(W // C) for k, v in teacher.transformer.ln_f.state_dict().items()})
+        if W != C:
+            with torch.no_grad():
+                for p in draft.h.parameters():
+                    p.add_(torch.randn_like(p), alpha=1e-3)
     return draft.to(next(teacher.parameters()).device)
 
 

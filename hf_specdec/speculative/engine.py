@@ -150,7 +150,7 @@ class SpeculativeDecoder:
         self.reads_features = draft is not None and getattr(draft, "reads_features", False)
         if self.reads_features:
             # Fused teacher features by slot: index s + 1 holds slot s's, index 0 the zero feature before slot 0.
-            self.features = torch.zeros(rows, self.cache_length + G + 2, config.hidden_size, dtype=self.dtype,
+            self.features = torch.zeros(rows, self.cache_length + G + 2, draft.config.hidden_size, dtype=self.dtype,
                                         device=device)
             self.n_prev = torch.zeros(R, dtype=torch.long, device=device)  # n before the last round
         # Fixed addresses: mutating them in place does not stop CUDA graphs. Not with frozen weights: Inductor's
@@ -273,7 +273,7 @@ class SpeculativeDecoder:
         round); the catch-up pass re-reads the fixed `gamma_max + 1` slots from there (teacher feature of the slot
         before, token), which covers every slot the last round committed; its output at slot `n - 1` gives the first
         draft. Each later step feeds the draft token with the draft's own hidden state of the slot before."""
-        C = self.teacher.config.hidden_size
+        C = self.draft.config.hidden_size  # the draft's width (features are fused to it)
         positions, masks = self._positions(self.n_prev, self.gamma + 1)
         tokens = self.sequences.gather(1, positions)
         out = self.draft(tokens, self._features_at(positions), cache=self.draft_cache, attention_mask=masks,

@@ -94,11 +94,19 @@ class VQGPTBlock(nn.Module):
     def copy_from(self, source: "VQGPTBlock") -> "VQGPTBlock":
         """Load `source`'s weights. An MLP wider than `source`'s keeps its extra units' (random) input weights and
         gets zero output weights for them (Net2Net-style widening): the block computes what `source` computes and
-        the extra units start learning from there."""
-        n, wide = source.mlp.c_fc.out_features, self.mlp.c_fc.out_features
-        if wide < n:
-            raise ValueError(f"`intermediate_size` must be >= the source block's ({n}) to start from it, got {wide}.")
+        the extra units start learning from there. A block `k` times as wide (`k` times the heads of the same size)
+        gets `source`'s weights tiled: on `k` copies of `source`'s input it returns `k` copies of its output."""
         state = source.state_dict()
+        C, width = source.ln_1.normalized_shape[0], self.ln_1.normalized_shape[0]
+        if width != C:
+            if width % C or self.attn.head_dim != source.attn.head_dim:
+                raise ValueError(f"A block of width {width} starts from one of width {C} only at a multiple of it, "
+                                 "with the same head size.")
+            state = _tiled_block_state(state, width // C)
+        n, wide = state["mlp.c_fc.weight"].shape[0], self.mlp.c_fc.out_features
+        if wide < n:
+            tiled = f", {width // C} times as wide as it" if width != C else ""
+            raise ValueError(f"`intermediate_size` must be >= {n} (the source block's{tiled}) to start from it, got {wide}.")
         if wide > n:
             own = self.state_dict()
             for name in ("mlp.c_fc.weight", "mlp.c_fc.bias"):
@@ -106,6 +114,28 @@ class VQGPTBlock(nn.Module):
             state["mlp.c_proj.weight"] = torch.cat([state["mlp.c_proj.weight"], own["mlp.c_proj.weight"][:, n:].zero_()], 1)
         self.load_state_dict(state)
         return self
+
+
+def _tiled_block_state(state: dict, k: int) -> dict:
+    """A block's weights for `k` copies of its residual stream: every input width `k` times (each copy carries
+    `1 / k` of the sum), every output `k` times, the attention's q, k and v each tiled, so the heads come as `k`
+    groups of the original ones."""
+    def tile(weight, rows, cols):
+        return weight.repeat(rows, cols) / cols
+
+    tiled = {}
+    for name, value in state.items():
+        if name.startswith(("ln_1", "ln_2")):
+            tiled[name] = value.repeat(k)
+        elif name == "attn.c_attn.weight":
+            tiled[name] = torch.cat([tile(w, k, k) for w in value.chunk(3)])
+        elif name == "attn.c_attn.bias":
+            tiled[name] = torch.cat([b.repeat(k) for b in value.chunk(3)])
+        elif name.endswith(".weight"):
+            tiled[name] = tile(value, k, k)
+        else:
+            tiled[name] = value.repeat(k)
+    return tiled
 
 
 def describe_ids(ids) -> str:
