@@ -87,9 +87,9 @@ class VQGPTFeatureDraftConfig(VQGPTConfig):
 
 @dataclass
 class FeatureDraftOutput(ModelOutput):
-    """`logits` `(B, T', K)`; `hidden_states` `(B', T, C)`, the last block's output (the draft's stand-in for the
-    teacher's feature at each slot); unrolled: `unrolled_logits` of every pass and, with `labels`, the `loss` of the
-    first (the next-code cross-entropy, with the teacher's features)."""
+    """`logits` `(B, T', K)`; `hidden_states` `(B', T, hidden_size)`, the last block's output (the draft's stand-in
+    for the teacher's feature at each slot); unrolled: `unrolled_logits` of every pass and, with `labels`, the `loss`
+    of the first (the next-code cross-entropy, with the teacher's features)."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
@@ -188,8 +188,8 @@ class VQGPTFeatureDraft(VQGPTPreTrainedModel):
     ) -> FeatureDraftOutput:
         r"""
         input_ids (`(B, T)`): the tokens `x_s` of slots `s`.
-        features (`(B', T, C)`): for each slot, the fused teacher feature of the slot before (zeros before the first
-            slot) or the draft's own `hidden_states` standing in for it; `B' = 2B` with guidance (the teacher's
+        features (`(B', T, hidden_size)`): for each slot, the fused teacher feature of the slot before (zeros before
+            the first slot) or the draft's own `hidden_states` standing in for it; `B' = 2B` with guidance (the teacher's
             unconditional rows after the conditional ones, as its guided forward returns them). Without `features`,
             `input_ids` are whole sequences from slot 0 and the draft runs `steps` unrolled passes without a cache:
             the first on the teacher's features (`teacher_hidden_states`, or a teacher pass), each later one on the
@@ -250,7 +250,8 @@ class VQGPTFeatureDraft(VQGPTPreTrainedModel):
                                   hidden_states=hidden)
 
     def head(self, hidden_states: torch.Tensor, cfg_scale: float | None = None) -> torch.Tensor:
-        """Next-code logits `(B, T, K)` from the draft's `hidden_states` `(B', T, C)` (guided: `2B` rows combined)."""
+        """Next-code logits `(B, T, K)` from the draft's `hidden_states` `(B', T, hidden_size)` (guided: `2B` rows
+        combined)."""
         hidden_states = self.ln_f(hidden_states)
         logits = self.teacher.lm_head(hidden_states if self.narrow is None else self.narrow(hidden_states))
         return guided_logits(logits, cfg_scale) if cfg_scale is not None and cfg_scale != 1.0 else logits
