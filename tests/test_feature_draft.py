@@ -163,6 +163,12 @@ def test_a_wider_draft_starts_as_the_independent_one_and_keeps_the_engine_exact(
         assert torch.equal(run(decoder, prompt, 16).sequences, expected)
     with pytest.raises(ValueError, match="feature drafts only"):
         DistillArguments(student_layers=1, draft_hidden_size=2 * C)
+    I = teacher.config.intermediate_size
+    for width, least in ((None, I), (2 * C, 2 * I)):  # named as the option the script's user gave
+        args = DistillArguments(student_layers=1, loss="tv", feature_draft=True, draft_hidden_size=width,
+                                draft_intermediate_size=least - 1)
+        with pytest.raises(ValueError, match=f"`draft_intermediate_size` must be >= {least} "):
+            make_draft(args, teacher)
 
 
 # -- inside the engine ------------------------------------------------------------------------------------------
