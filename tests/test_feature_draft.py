@@ -169,6 +169,10 @@ def test_a_wider_draft_starts_as_the_independent_one_and_keeps_the_engine_exact(
                                 draft_intermediate_size=least - 1)
         with pytest.raises(ValueError, match=f"`draft_intermediate_size` must be >= {least} "):
             make_draft(args, teacher)
+    args = DistillArguments(student_layers=1, loss="tv", feature_draft=True, draft_hidden_size=C + C // 2,
+                            draft_intermediate_size=I)  # the width is what is wrong, and what is named
+    with pytest.raises(ValueError, match="`draft_hidden_size` must be a multiple"):
+        make_draft(args, teacher)
 
 
 # -- inside the engine ------------------------------------------------------------------------------------------
