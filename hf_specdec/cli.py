@@ -151,14 +151,19 @@ def without_overridden_choices(config: dict, argv: list[str], dataclass_types) -
     return {name: value for name, value in config.items() if name not in dropped}
 
 
-def parse_args(dataclass_types, argv: list[str] | None = None, description: str | None = None):
+def parse_args(dataclass_types, argv: list[str] | None = None, description: str | None = None,
+               unread: dict[str, str] | None = None):
     """Return one instance per dataclass type, from `[config.yaml] [--field value ...]`.
 
     Raises `UsageError` (a `ValueError`) naming the argument for an unknown flag or key, a value of the wrong type, an
-    unreadable config file, or a value the dataclass's own check (`__post_init__`) refuses.
+    unreadable config file, or a value the dataclass's own check (`__post_init__`) refuses. A field of a shared
+    dataclass that this script does not read (`unread`: field name -> why), given on the command line or in the
+    config, gets a one-line warning on stderr: harmless (a place for files this script does not make) and often
+    given on purpose with the options shared by a pipeline's steps, but the user should not believe it took effect.
     """
     argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     parser = ArgumentParser(dataclass_types, description=description)
+    named = _flags_given(argv)
     # A config file later on the line (not an option's value) was "unrecognized", or failed a check first.
     late = [arg for before, arg in zip(argv, argv[1:])
             if str(arg).lower().endswith((".yaml", ".yml")) and not str(before).startswith("-")]
@@ -167,6 +172,7 @@ def parse_args(dataclass_types, argv: list[str] | None = None, description: str 
                          "(`script.py config.yaml --field value ...`).")
     if argv and argv[0].lower().endswith((".yaml", ".yml")):
         config = read_config(argv.pop(0), dataclass_types)
+        named |= set(config)
         parser.set_defaults(**without_overridden_choices(config, argv, dataclass_types))
     try:
         *instances, unknown = parser.parse_args_into_dataclasses(
@@ -178,6 +184,10 @@ def parse_args(dataclass_types, argv: list[str] | None = None, description: str 
         raise UsageError(str(error)) from error
     if unknown:
         raise UsageError(f"unrecognized arguments: {' '.join(unknown)}. Run with --help for the fields.")
+    for name, why in (unread or {}).items():
+        if name in named:
+            script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "this script"
+            print(f"{script}: warning: `{name}` is not read by {script} ({why}): ignored.", file=sys.stderr)
     return tuple(instances)
 
 
@@ -219,8 +229,9 @@ USER_ERRORS = (ValueError, ConnectionError)
 def run(main, argv: list[str] | None = None) -> None:
     """Run a script's `main(argv)`. A user error (`ValueError`, which every argument check raises, a
     `ConnectionError`, or the Hub client's errors for an unreachable or refusing server) ends the script with one line
-    on stderr, `<script>: error: <message>`, and exit status 2 (a bad argument or config) or 1 (anything else); other
-    exceptions are bugs and keep their traceback. `HF_SPECDEC_TRACEBACK=1` shows the traceback of user errors too."""
+    on stderr, `<script>: error: <message>`, and exit status 2 for bad input (a `ValueError`: a bad argument or config,
+    also when a check after parsing finds it, e.g. a model folder that does not hold a model) or 1 for anything else
+    (an unreachable network or Hub); other exceptions are bugs and keep their traceback. `HF_SPECDEC_TRACEBACK=1` shows the traceback of user errors too."""
     hub = hub_errors()
     try:
         main(argv)
@@ -235,4 +246,4 @@ def run(main, argv: list[str] | None = None) -> None:
             message = (f"cannot reach the Hub at {constants.ENDPOINT} ({type(error).__name__}: {message}): check the "
                        "network or HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use only what is cached")
         print(f"{script}: error: {message}", file=sys.stderr)
-        sys.exit(2 if isinstance(error, UsageError) else 1)
+        sys.exit(2 if isinstance(error, ValueError) else 1)

@@ -70,12 +70,36 @@ def to_rgb(image: Image.Image) -> Image.Image:
         values = np.asarray(image, dtype=np.float64)
         if not np.isfinite(values).all():  # NaN became black without a word
             raise ValueError(f"A {image.mode} image holds NaN or infinite values: it cannot be shown as pixels.")
-        if image.mode.startswith("I;16") or (image.mode == "I" and values.size and 255 < values.max() <= 65535):
+        if image.mode.startswith("I;16"):
             values = values / 257.0  # 16-bit -> 8-bit
-        elif image.mode == "F" and values.size and values.max() <= 1.0:
+        elif image.mode == "I":
+            values = values / (_integer_white(image, values) / 255.0)
+        elif values.size and values.max() <= 1.0:
             values = values * 255.0  # float images in [0, 1]
         image = Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8), mode="L")
     return image.convert("RGB")
+
+
+def _integer_white(image: Image.Image, values: np.ndarray) -> int:
+    """The value of white in the 32-bit integer (`I`) image `image`: the largest value of the bits per sample its file
+    records (a TIFF's `BitsPerSample` and `SampleFormat`: `2**bits - 1`, or `2**(bits - 1) - 1` signed, whose
+    negative values are black), so that every image of one dataset gets the same scale whatever it shows.
+    Without that record (an image made in memory) it is read from the values: 255 when they fit 8 bits, 65535 when
+    they fit 16; values beyond 16 bits or below zero have no scale to guess and are refused (they came out white or
+    black)."""
+    tags = getattr(image, "tag_v2", None)
+    bits = tags.get(258) if tags is not None else None  # TIFF BitsPerSample
+    if isinstance(bits, tuple):
+        bits = bits[0] if bits else None
+    if isinstance(bits, int) and 8 <= bits <= 32:
+        signed = tags.get(339) in (2, (2,))  # SampleFormat: 1 unsigned, 2 signed (Pillow writes `I` signed)
+        return 2 ** (bits - 1) - 1 if signed else 2**bits - 1
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if low < 0 or high > 65535:
+        raise ValueError(f"An I (32-bit integer) image with values in [{low:g}, {high:g}] and no bit depth on record: "
+                         "its scale cannot be told (8-bit images hold 0-255, 16-bit ones 0-65535); convert it to 8 "
+                         "bits first, e.g. `Image.fromarray(np.uint8(array * 255 / white))`.")
+    return 255 if high <= 255 else 65535
 
 
 def images_to_tensor(images, resolution: int) -> torch.Tensor:

@@ -13,7 +13,8 @@ from hf_specdec.bench.quality import QualityArguments, evaluate_quality
 
 
 def main(argv=None):
-    data_args, args = parse_args((DataArguments, QualityArguments), argv, description=__doc__)
+    data_args, args = parse_args((DataArguments, QualityArguments), argv, description=__doc__,
+                                unread={"token_cache_dir": "it compares generated images with real ones and caches no tokens"})
     evaluate_quality(args, data_args)
     with open(f"{args.output_dir}/results.md") as f:
         print(f.read())

@@ -31,7 +31,8 @@ class ClassifierArguments:
 
 
 def main(argv=None):
-    data_args, args = parse_args((DataArguments, ClassifierArguments), argv, description=__doc__)
+    data_args, args = parse_args((DataArguments, ClassifierArguments), argv, description=__doc__,
+                                unread={"token_cache_dir": "the classifier trains on images, not on cached tokens"})
     splits = data_args.load()
     tensors = {name: (images_to_tensor(split[:]["image"], data_args.resolution), torch.as_tensor(split[:]["label"]))
                for name, split in splits.items()}

@@ -14,7 +14,8 @@ from hf_specdec.training.tokenizer import TokenizerArguments, train_tokenizer
 
 def main(argv=None):
     data_args, model_args, training_args = parse_args(
-        (DataArguments, TokenizerArguments, TrainingArguments), argv, description=__doc__
+        (DataArguments, TokenizerArguments, TrainingArguments), argv, description=__doc__,
+        unread={"token_cache_dir": "the tokenizer trains on images, not on cached tokens"}
     )
     train_tokenizer(data_args, model_args, training_args)
 

@@ -177,7 +177,7 @@ BAD_INPUT = [
 @pytest.mark.parametrize("script, args, words", BAD_INPUT, ids=[f"{s}-{' '.join(a)}" for s, a, _ in BAD_INPUT])
 def test_scripts_refuse_bad_input_in_one_line(script, args, words, files):
     result = run_script(script, *[a.replace("{tmp}", str(files)) for a in args])
-    assert result.returncode != 0
+    assert result.returncode == 2, result.returncode  # bad input, also when found after parsing (argparse's status)
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"{script}: error: "), result.stderr[-3000:]
@@ -302,3 +302,22 @@ def test_cuda_device_refused_without_cuda():
         pytest.skip("a CUDA device is present")
     result = run_script("generate.py", "--device", "cuda")
     assert result.returncode != 0 and "`device`" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_shared_field_the_script_does_not_read_is_warned_about_once_parsed(tmp_path, capsys):
+    """`--token_cache_dir` given to a script that caches no tokens (the tokenizer's or the classifier's training) is
+    harmless and often comes with a pipeline's shared options, but must not pass for having taken effect."""
+    from hf_specdec.data import DataArguments
+
+    why = {"token_cache_dir": "it caches no tokens"}
+    parse_args((DataArguments,), ["--token_cache_dir", str(tmp_path / "tc")], unread=why)
+    assert "`token_cache_dir` is not read by" in capsys.readouterr().err
+    config = tmp_path / "c.yaml"
+    config.write_text(f"token_cache_dir: {tmp_path / 'tc'}\n")
+    parse_args((DataArguments,), [str(config)], unread=why)
+    assert "`token_cache_dir` is not read by" in capsys.readouterr().err
+    parse_args((DataArguments,), ["--resolution", "16"], unread=why)
+    assert capsys.readouterr().err == ""
+    with pytest.raises(ValueError, match="resolution"):  # a refused value: the error alone, no warning before it
+        parse_args((DataArguments,), ["--token_cache_dir", str(tmp_path / "tc"), "--resolution", "4"], unread=why)
+    assert capsys.readouterr().err == ""

@@ -286,3 +286,26 @@ def test_premultiplied_alpha_and_nan_images():
     assert to_rgb(Image.new("RGBa", (4, 4), (10, 20, 30, 255))).getpixel((0, 0)) == (10, 20, 30)
     with pytest.raises(ValueError, match="F image holds NaN"):  # became black without a word
         to_rgb(Image.fromarray(np.full((4, 4), np.nan, np.float32), mode="F"))
+
+
+def test_32_bit_integer_images_take_the_bit_depth_their_file_records():
+    """An `I` image was scaled by its own maximum (a dark 16-bit picture came out 257 times as bright as a light one of
+    the same file type) and values beyond 16 bits came out white: the file's bit depth decides, else the values'
+    range, and what has no scale to guess is refused by name."""
+    import io
+
+    from hf_specdec.images import to_rgb
+
+    def tiff(array):
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="TIFF")
+        return Image.open(io.BytesIO(buffer.getvalue()))
+
+    white = 2**31 - 1  # the file records 32 bits, signed
+    for value, pixel in ((200, 0), (65535, 0), (white // 255 * 200, 200), (white, 255), (-7, 0)):
+        image = tiff(np.full((4, 4), value, np.int32))
+        assert image.mode == "I" and to_rgb(image).getpixel((0, 0)) == (pixel,) * 3, value
+    assert to_rgb(Image.fromarray(np.full((4, 4), 200, np.int32), mode="I")).getpixel((0, 0)) == (200, 200, 200)
+    for values in (70000, -5):
+        with pytest.raises(ValueError, match=r"I \(32-bit integer\) image .* no bit depth on record"):
+            to_rgb(Image.fromarray(np.full((4, 4), values, np.int32), mode="I"))

@@ -149,8 +149,8 @@ def test_a_wider_draft_starts_as_the_independent_one_and_keeps_the_engine_exact(
     wide.save_pretrained(tmp_path)
     loaded = VQGPTFeatureDraft.from_pretrained(tmp_path, teacher=teacher)
     torch.testing.assert_close(loaded.unrolled_logits(ids, 2)[1], wide.unrolled_logits(ids, 2)[1])
-    with pytest.raises(ValueError, match="`draft_hidden_size` must be a multiple of the teacher's hidden_size"):
-        make_feature_draft(teacher, 1, hidden_size=C + 8)
+    with pytest.raises(ValueError, match="`hidden_size` must be a multiple of the teacher's hidden_size"):
+        make_feature_draft(teacher, 1, hidden_size=C + 8)  # the library's argument, not the script's option
     with pytest.raises(ValueError, match="`intermediate_size` must be >= .*2 times as wide"):
         make_feature_draft(teacher, 1, hidden_size=2 * C, intermediate_size=teacher.config.intermediate_size)
     with pytest.raises(ValueError, match="hidden_size=.*made for"):

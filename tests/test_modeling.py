@@ -149,6 +149,22 @@ def test_logits_to_keep_and_loss(model):
     torch.testing.assert_close(model(ids, logits_to_keep=3, use_cache=False).logits, out.logits[:, -3:])
     expected = torch.nn.functional.cross_entropy(out.logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
     torch.testing.assert_close(out.loss, expected)
+    half = ids.clone()
+    half[0, 1:] = -100  # the first row holds no target: the mean is over the second row's codes alone
+    expected = torch.nn.functional.cross_entropy(out.logits[1, :-1], ids[1, 1:])
+    torch.testing.assert_close(model(ids, labels=half, use_cache=False).loss, expected)
+
+
+def test_labels_without_a_code_target_give_a_zero_loss_not_nan(model):
+    """A prompt alone, or labels all -100: the mean over no target was NaN and poisoned whatever it was added to."""
+    ids = random_sequences(model.config)
+    prompt = ids[:, :1]
+    for inputs, labels in ((prompt, prompt), (ids, torch.full_like(ids, -100))):
+        loss = model(inputs, labels=labels, use_cache=False).loss
+        assert loss.item() == 0.0, (labels.tolist(), loss)
+        loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        model.zero_grad()
 
 
 # -- generation ----------------------------------------------------------------------------------------------

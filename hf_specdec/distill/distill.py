@@ -159,7 +159,11 @@ def make_student(teacher: VQGPTForCausalLM, depth: str | int, teacher_layers: li
 def make_draft(args: "DistillArguments", teacher: VQGPTForCausalLM):
     """The student `args` asks for: a VQGPT of `student_depth`, or a feature draft of that depth."""
     config = teacher.config
-    least = config.intermediate_size * ((args.draft_hidden_size or config.hidden_size) // config.hidden_size)
+    width = args.draft_hidden_size
+    if width is not None and width % config.hidden_size:  # before the MLP width, which is a multiple of it
+        raise ValueError(f"`draft_hidden_size` must be a multiple of the teacher's hidden_size ({config.hidden_size}),"
+                         f" got {width}.")
+    least = config.intermediate_size * ((width or config.hidden_size) // config.hidden_size)
     if args.init_from_teacher and args.draft_intermediate_size is not None and args.draft_intermediate_size < least:
         raise ValueError(f"`draft_intermediate_size` must be >= {least} to start from the teacher's blocks (their MLP "
                          f"width{', tiled' if least > config.intermediate_size else ''}), got "

@@ -24,7 +24,8 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from .configuration_vqgpt import VQGPTConfig
-from .modeling_vqgpt import VQGPTBlock, VQGPTForCausalLM, VQGPTPreTrainedModel, _cached_rows, guided_logits
+from .modeling_vqgpt import (VQGPTBlock, VQGPTForCausalLM, VQGPTPreTrainedModel, _cached_rows, code_loss,
+                             guided_logits)
 
 
 class VQGPTFeatureDraftConfig(VQGPTConfig):
@@ -74,7 +75,7 @@ class VQGPTFeatureDraftConfig(VQGPTConfig):
         C = teacher_config.hidden_size
         W = C if hidden_size is None else hidden_size
         if not isinstance(W, int) or isinstance(W, bool) or W < C or W % C:
-            raise ValueError(f"`draft_hidden_size` must be a multiple of the teacher's hidden_size ({C}), got {W!r}.")
+            raise ValueError(f"`hidden_size` must be a multiple of the teacher's hidden_size ({C}), got {W!r}.")
         fields = {**teacher_config.own_fields(), "num_hidden_layers": num_layers,
                   "teacher_num_hidden_layers": teacher_config.num_hidden_layers, "feature_layers": feature_layers,
                   "hidden_size": W, "teacher_hidden_size": C,
@@ -218,8 +219,8 @@ class VQGPTFeatureDraft(VQGPTPreTrainedModel):
             features = _shift_right(out.hidden_states)
         out.unrolled_logits = unrolled
         if labels is not None:
-            targets = labels.masked_fill(labels >= self.config.codebook_size, -100)  # class tokens are no targets
-            out.loss = self.teacher.loss_function(unrolled[0], targets, vocab_size=self.config.codebook_size)
+            out.loss = code_loss(self.teacher.loss_function, unrolled[0], labels, self.config.codebook_size,
+                                 kwargs.get("num_items_in_batch"))
         return out
 
     def _step(self, input_ids, features, cache, attention_mask, position_ids, use_cache, logits_to_keep, cfg_scale,

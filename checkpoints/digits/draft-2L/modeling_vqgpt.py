@@ -320,6 +320,17 @@ def _cached_rows(cache: Cache | None) -> int:
     return rows
 
 
+def code_loss(loss_function, logits, labels, codebook_size: int, num_items_in_batch=None) -> torch.Tensor:
+    """The mean next-token cross-entropy over the image codes of `labels` (class tokens and -100 are no targets), by
+    transformers' causal-LM `loss_function`. Labels without a single code target (a prompt alone, all -100) give 0, an
+    empty sum, not the NaN of a mean over nothing that would poison a training run; counted on the device, no sync.
+    `num_items_in_batch` (a trainer's count over accumulated batches) replaces the count."""
+    targets = labels.masked_fill(labels >= codebook_size, -100)
+    if num_items_in_batch is None:
+        num_items_in_batch = (targets[:, 1:] != -100).sum().clamp(min=1)
+    return loss_function(logits, targets, vocab_size=codebook_size, num_items_in_batch=num_items_in_batch)
+
+
 class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
     """VQGPT with a head over the `codebook_size` image codes only: class tokens can never be generated.
 
@@ -428,7 +439,7 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         r"""
         input_ids (`(B, T)`): `[class, codes...]`, or only the new tokens when `cache` holds the rest.
         labels (`(B, T)`): targets aligned with `input_ids` (shifted inside); -100 or the class token position is
-            ignored. The loss is the mean cross-entropy over image codes.
+            ignored. The loss is the mean cross-entropy over image codes (0 when there are none).
         logits_to_keep (`int`): compute logits for the last `logits_to_keep` positions only (0 = all).
         cfg_scale (`float`): classifier-free guidance scale; None or 1 disables it.
         num_layers (`int`): use only the first `num_layers` blocks (the self-speculative draft).
@@ -465,8 +476,8 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
                                  f"{' of shape ' + str(tuple(labels.shape)) if hasattr(labels, 'shape') else ''}.")
             if logits.shape[1] != labels.shape[1]:
                 raise ValueError("`labels` needs logits for every position: leave `logits_to_keep` at 0.")
-            targets = labels.masked_fill(labels >= self.config.codebook_size, -100)  # class tokens are no targets
-            loss = self.loss_function(logits, targets, vocab_size=self.config.codebook_size)
+            loss = code_loss(self.loss_function, logits, labels, self.config.codebook_size,
+                             kwargs.get("num_items_in_batch"))
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states)
 
     def _double_for_guidance(self, input_ids, cache, attention_mask, position_ids):
