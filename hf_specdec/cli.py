@@ -54,10 +54,12 @@ def convert_value(name: str, value, annotation, source: str = "the YAML config")
         if len(options) == 1:
             return convert_value(name, value, options[0], source)
         return value
-    problem = f"`{name}` in {source} must be {{}}, got {value!r} ({type(value).__name__})."
+    def problem(kind: str) -> str:  # (not `str.format`: a YAML mapping's braces in `value` are no format fields)
+        return f"`{name}` in {source} must be {kind}, got {value!r} ({type(value).__name__})."
+
     if origin is list:
         if not isinstance(value, list):
-            raise UsageError(problem.format(f"a list (each item {_type_name(args[0])})"))
+            raise UsageError(problem(f"a list (each item {_type_name(args[0])})"))
         return [convert_value(name, v, args[0], source) for v in value]
     if annotation is bool:
         if isinstance(value, bool):
@@ -85,7 +87,7 @@ def convert_value(name: str, value, annotation, source: str = "the YAML config")
             return str(value)
     else:
         return value
-    raise UsageError(problem.format(_type_name(annotation)))
+    raise UsageError(problem(_type_name(annotation)))
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -184,6 +186,11 @@ def parse_args(dataclass_types, argv: list[str] | None = None, description: str 
         raise UsageError(str(error)) from error
     if unknown:
         raise UsageError(f"unrecognized arguments: {' '.join(unknown)}. Run with --help for the fields.")
+    for instance in instances:  # every seed goes to `torch.manual_seed` / numpy: refused after the models loaded
+        for f in dataclasses.fields(instance):
+            value = getattr(instance, f.name)
+            if (f.name == "seed" or f.name.endswith("_seed")) and isinstance(value, int) and not 0 <= value < 2**32:
+                raise UsageError(f"`{f.name}` must be in [0, 2**32), got {value}.")
     for name, why in (unread or {}).items():
         if name in named:
             script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "this script"

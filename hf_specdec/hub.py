@@ -38,6 +38,24 @@ def check_output_dir(path: str, argument: str = "output_dir") -> None:
     _check_writable_ancestor(os.path.abspath(path), path, argument, "made")
 
 
+def check_output_not_input(output_dir: str, argument: str = "output_dir", *, data_dir: str | None = None,
+                           **model_folders: str | None) -> None:
+    """Raise `ValueError` naming `argument` when the run would write where it reads: `output_dir` is one of the model
+    folders `model_folders` (argument name -> path; the final save would overwrite the model the run reads, and exit
+    0), or lies inside the image folder `data_dir` (it would be read as a class of images next time). Paths are
+    compared after resolving links and `..`; Hub ids and missing folders are no folders here."""
+    out = os.path.realpath(output_dir)
+    for name, path in model_folders.items():
+        if isinstance(path, str) and os.path.isdir(path) and os.path.realpath(path) == out:
+            raise ValueError(f"`{argument}` {output_dir!r} is the `{name}` folder: the run would overwrite the model "
+                             "it reads. Choose another `output_dir`.")
+    if isinstance(data_dir, str) and os.path.isdir(data_dir):
+        root = os.path.realpath(data_dir)
+        if out == root or out.startswith(root + os.sep):
+            raise ValueError(f"`{argument}` {output_dir!r} is inside the `data_dir` image folder {data_dir!r}: its "
+                             "files would be read as images (a folder there is a class). Choose another `output_dir`.")
+
+
 def check_output_file(path: str, argument: str = "output") -> None:
     """`check_output_dir` for a file: its folder can be made and `path` is not a folder."""
     if not isinstance(path, str) or not path:
@@ -224,7 +242,9 @@ def load_pretrained(cls, name: str, argument: str, device: str | torch.device | 
     except (ValueError, FileNotFoundError) as error:
         raise ValueError(f"`{argument}`: {error}") from None
     try:
-        model = cls.from_pretrained(name, **kwargs)
+        with warnings.catch_warnings():  # diffusers passes huggingface_hub an argument it deprecated: two lines of noise
+            warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*", category=UserWarning)
+            model = cls.from_pretrained(name, **kwargs)
     except RuntimeError as error:  # transformers: weights of other shapes than the config.json describes
         if "mismatched" not in str(error) and "size mismatch" not in str(error):
             raise

@@ -59,6 +59,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
     (`F`, values in [0, 1]) black. Those are scaled to [0, 255] first; every other mode (palette, grey, CMYK) goes
     through `convert("RGB")`. A camera's EXIF orientation is applied (as `datasets` does when it decodes a file), and
     transparent pixels are laid on white (`convert("RGB")` keeps whatever colour they hide, often black)."""
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"`image` must be a PIL image, got a {type(image).__name__} (files: `Image.open(path)`; uint8 "
+                         "arrays: `Image.fromarray(array)`).")
     if image.getexif().get(0x0112, 1) != 1:  # EXIF Orientation: the pixels are stored rotated or mirrored
         image = ImageOps.exif_transpose(image)
     if image.mode in ("La", "RGBa"):  # premultiplied alpha: PIL converts these only to their straight forms
@@ -151,6 +154,8 @@ def tensor_to_images(images: torch.Tensor) -> list[Image.Image]:
 
 def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> Image.Image:
     """`(B, C, H, W)` images in [-1, 1] -> one PIL image with `nrow` images per row."""
+    if not isinstance(padding, int) or isinstance(padding, bool) or padding < 0:
+        raise ValueError(f"`padding` must be an integer >= 0 (pixels between images), got {padding!r}.")
     pixels = picture_pixels(images, nrow)
     B, C, H, W = pixels.shape
     ncol = min(nrow, B)

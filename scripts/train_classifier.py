@@ -14,7 +14,7 @@ import torch
 
 from hf_specdec.cli import parse_args, run
 from hf_specdec.data import DataArguments, images_to_tensor
-from hf_specdec.hub import check_output_dir
+from hf_specdec.hub import check_output_dir, check_output_not_input
 from hf_specdec.metrics.classifier import accuracy, train_classifier
 
 
@@ -33,6 +33,7 @@ class ClassifierArguments:
 def main(argv=None):
     data_args, args = parse_args((DataArguments, ClassifierArguments), argv, description=__doc__,
                                 unread={"token_cache_dir": "the classifier trains on images, not on cached tokens"})
+    check_output_not_input(args.output_dir, data_dir=data_args.data_dir)
     splits = data_args.load()
     tensors = {name: (images_to_tensor(split[:]["image"], data_args.resolution), torch.as_tensor(split[:]["label"]))
                for name, split in splits.items()}

@@ -292,6 +292,39 @@ def test_reachable_through_generate_custom_generate(pair):
         teacher.generate(prompt, custom_generate=speculative_generate, do_sample=False)
     with pytest.raises(ValueError, match="num_beams"):  # returned beams x rows sampled sequences before
         teacher.generate(prompt, custom_generate=speculative_generate, draft_model=draft, num_beams=2)
+    # The README's call: sampling with no top_k (generate() fills transformers' 0, "off") was refused.
+    sampled = teacher.generate(prompt, custom_generate=speculative_generate, draft_model=draft, gamma=3,
+                               do_sample=True, generator=torch.Generator().manual_seed(4))
+    direct = speculative_sample(teacher, draft, prompt, gamma=3, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(sampled, direct.sequences)
+
+
+def test_custom_generate_refuses_what_it_would_drop(pair):
+    """Options plain `generate()` honours and the custom decoding method never saw: refused, not ignored."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    from hf_specdec import speculative_generate
+
+    class StopAll(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.ones(input_ids.shape[0], dtype=torch.bool)
+
+    teacher, draft = pair
+    prompt = teacher.class_prompt([0, 1])
+    call = dict(custom_generate=speculative_generate, draft_model=draft, do_sample=False)
+    with pytest.raises(ValueError, match="StopAll"):
+        teacher.generate(prompt, stopping_criteria=StoppingCriteriaList([StopAll()]), **call)
+    with pytest.raises(ValueError, match="MaxTimeCriteria"):
+        teacher.generate(prompt, max_time=60.0, **call)
+    with pytest.raises(ValueError, match="`streamer`"):
+        teacher.generate(prompt, streamer=object(), **call)
+    with pytest.raises(ValueError, match="`assistant_model`"):
+        teacher.generate(prompt, assistant_model=draft, **call)
+    codes = teacher.generate(prompt, do_sample=False)[:, :4]
+    with pytest.raises(ValueError, match="`attention_mask` must be all ones"):
+        teacher.generate(codes, attention_mask=torch.tensor([[1, 1, 0, 1]] * 2), **call)
+    assert torch.equal(teacher.generate(codes, attention_mask=torch.ones_like(codes), **call),
+                       teacher.generate(prompt, do_sample=False))
 
 
 def test_relaxed_acceptance_is_opt_in_and_accepts_more(pair):

@@ -51,6 +51,8 @@ class QualityArguments:
         for name in ("gamma", "num_images", "batch_size", "bootstrap_rounds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+        if self.num_images < 2:  # FID needs two images per side: found after all the sampling
+            raise ValueError(f"`num_images` must be >= 2 (FID compares covariances), got {self.num_images}.")
         if self.relaxed_neighbours < 0:
             raise ValueError(f"`relaxed_neighbours` must be >= 0, got {self.relaxed_neighbours}.")
         check_device(self.device)

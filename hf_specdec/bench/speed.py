@@ -57,6 +57,11 @@ class BenchmarkArguments:
             raise ValueError(f"`gammas` must be >= 1, got {self.gammas}.")
         if any(b < 1 for b in self.batch_sizes):
             raise ValueError(f"`batch_sizes` must be >= 1, got {self.batch_sizes}.")
+        for name in ("gammas", "batch_sizes", "self_speculative_layers"):  # a row timed twice looks like two results
+            values = getattr(self, name)
+            if len(set(values)) < len(values):
+                twice = sorted({v for v in values if values.count(v) > 1})
+                raise ValueError(f"`{name}` lists {twice} more than once: give each value once.")
         if self.repeats < 1:
             raise ValueError(f"`repeats` must be >= 1, got {self.repeats}.")
         if self.warmup < 0:

@@ -19,8 +19,9 @@ from tqdm.auto import tqdm
 
 from ..cli import check_options_read
 from ..data import collate_tokens, drop_class, token_splits
-from ..hub import load_pretrained
+from ..hub import check_output_not_input, load_pretrained
 from ..models import STUDENT_IDS, VQGPT_PRESETS, VQGPTForCausalLM, VQTokenizer, make_feature_draft
+from ..models.modeling_vqgpt import check_cfg_scale
 from ..pipeline import check_dataset_matches, check_sampling_options, check_tokenizer_matches, class_prompts
 from ..speculative import acceptance_alpha, warp_logits
 from .losses import DIVERGENCES, divergence, forward_kl, hybrid_distillation_loss
@@ -79,13 +80,12 @@ class DistillArguments:
         for name in ("alpha", "beta"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"`{name}` must be in [0, 1], got {getattr(self, name)}.")
-        for name in ("kd_temperature", "gen_temperature"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
-                raise ValueError(f"`{name}` must be a finite number > 0, got {getattr(self, name)}.")
+        for name in ("kd_temperature", "gen_temperature"):  # below 0.01 the losses' targets are one-hot: NaN
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0.01):
+                raise ValueError(f"`{name}` must be a finite number >= 0.01, got {getattr(self, name)}.")
         if not (math.isfinite(self.kl_weight) and self.kl_weight >= 0):
             raise ValueError(f"`kl_weight` must be a finite number >= 0, got {self.kl_weight}.")
-        if self.cfg_scale is not None and not math.isfinite(self.cfg_scale):
-            raise ValueError(f"`cfg_scale` must be a finite number (or unset: no guidance), got {self.cfg_scale}.")
+        check_cfg_scale(self.cfg_scale)
         if self.feature_draft and self.lmbda > 0:
             raise ValueError("`lmbda` must be 0 with `feature_draft`: a feature draft cannot sample on its own (it "
                              "reads the teacher's features); train it on teacher samples (data_source=teacher).")
@@ -270,6 +270,8 @@ def run_distillation(data_args, args: DistillArguments, training_args):
     from ..training import make_accelerator, train
     from ..training.teacher import evaluate_loss
 
+    check_output_not_input(training_args.output_dir, teacher_path=args.teacher_path,
+                           tokenizer_path=args.tokenizer_path, data_dir=data_args.data_dir)
     accelerator = make_accelerator(training_args)
     teacher = load_pretrained(VQGPTForCausalLM, args.teacher_path, "teacher_path").requires_grad_(False)
     check_sampling_options(teacher, {"temperature": "gen_temperature", "top_k": "gen_top_k"}, **args.generation_kwargs)

@@ -220,7 +220,16 @@ class VQTokenizer(SafetensorsOnlyMixin, VQModel):
         side = (image_size or self.config.sample_size) // self.downsample_factor
         return side, side
 
+    def _check_loaded(self, tensor, argument: str) -> None:
+        """Meta tensors have shapes but no values: the value checks failed on them with a torch RuntimeError."""
+        if any(p.is_meta for p in self.parameters()):
+            raise ValueError("`tokenizer` is on the meta device: its weights are not loaded. Load it with "
+                             "`VQTokenizer.from_pretrained`, or `to_empty(device=...)` and then `load_state_dict`.")
+        if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+            raise ValueError(f"`{argument}` is on the meta device: it holds no values.")
+
     def _check_images(self, images: torch.Tensor, check_range: bool = False) -> None:
+        self._check_loaded(images, "images")
         check_images(images, self.config.in_channels, check_range=check_range)
         if images.shape[-1] % self.downsample_factor or images.shape[-2] % self.downsample_factor:
             raise ValueError(f"`images` height and width must be multiples of {self.downsample_factor}, got "
@@ -254,13 +263,21 @@ class VQTokenizer(SafetensorsOnlyMixin, VQModel):
 
         Raises `ValueError` for uint8 pixels (convert them with `hf_specdec.images.from_uint8`) and for float values
         outside [-1, 1] (e.g. pixels in [0, 255]), which would otherwise encode to wrong codes without a word.
+        Encoding reads the codebook, never updates it: also in training mode, where the EMA codebook's quantizer
+        learns from what it quantizes (encoding moved the codebook, and 1 % of later codes, without a word).
         """
         self._check_images(images, check_range=True)
-        return self.quantize_images(images)[2]
+        training = self.quantize.training
+        self.quantize.train(False)
+        try:
+            return self.quantize_images(images)[2]
+        finally:
+            self.quantize.train(training)
 
     @torch.no_grad()
     def decode_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """Codes `(B, h, w)` -> images `(B, C, H, W)` (about [-1, 1]; clamp before saving)."""
+        self._check_loaded(indices, "indices")
         check_indices(indices, self.codebook_size)
         B, h, w = indices.shape
         shape = (B, h, w, self.quantize.vq_embed_dim)

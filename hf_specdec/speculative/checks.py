@@ -4,7 +4,7 @@ sized. Sampling settings are checked by `SamplingConfig` itself."""
 
 import torch
 
-from ..models.modeling_vqgpt import check_draft_matches, describe_ids  # noqa: F401 (check_draft_matches re-exported)
+from ..models.modeling_vqgpt import VQGPTForCausalLM, check_draft_matches, check_weights_loaded, describe_ids  # noqa: F401 (check_draft_matches re-exported)
 from .sampling import SamplingConfig, _is_int, _is_number
 
 MODES = ("auto", "eager", "compile", "cuda-graph")
@@ -19,6 +19,7 @@ def check_model(model, argument: str) -> None:
     ):
         hint = " (load it first: `VQGPTForCausalLM.from_pretrained(path_or_hub_id)`)" if isinstance(model, str) else ""
         raise ValueError(f"`{argument}` must be a VQGPT model, got {type(model).__name__}{hint}.")
+    check_weights_loaded(model, argument)
 
 
 def check_generator_model(model, argument: str) -> None:
@@ -64,6 +65,12 @@ def check_inputs(model, input_ids, max_new_tokens=None, generator=None, argument
     if new_tokens < 1:
         raise ValueError("`input_ids` already fills the token grid: there is nothing left to generate.")
     return new_tokens
+
+
+def check_guidance(model, input_ids, cfg_scale) -> None:
+    """`VQGPTForCausalLM.check_guidance` for any model with a VQGPT config (an `EarlyExitDraft` too): guidance for
+    prompts that are all the null token would change nothing, at twice the cost."""
+    VQGPTForCausalLM.check_guidance(model, input_ids, cfg_scale)
 
 
 def check_sampling_arguments(

@@ -11,7 +11,8 @@ Batches of any size work (HF's own assisted generation takes batch size 1 only).
 """
 
 import torch
-from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+from transformers import (LogitsProcessorList, MaxLengthCriteria, TemperatureLogitsWarper, TopKLogitsWarper,
+                          TopPLogitsWarper)
 
 from .decoding import speculative_sample
 
@@ -51,6 +52,17 @@ def speculative_generate(
         raise ValueError(
             f"speculative_generate applies temperature, top_k and top_p only; remove the settings that add {unsupported}."
         )
+    # generate() turns the length into a MaxLengthCriteria, which the sampler honours; anything else (the user's
+    # `stopping_criteria`, `max_time`, `stop_strings`) would be dropped without a word.
+    other = [type(c).__name__ for c in (stopping_criteria or ()) if not isinstance(c, MaxLengthCriteria)]
+    if other:
+        raise ValueError(f"speculative_generate stops at the requested length only; it cannot honour {other} (from "
+                         "`stopping_criteria`, `max_time` or `stop_strings`): leave them unset, or generate without "
+                         "`custom_generate`.")
+    mask = model_kwargs.get("attention_mask")
+    if isinstance(mask, torch.Tensor) and not bool(mask.bool().all()):
+        raise ValueError("speculative_generate decodes unpadded prompts: `attention_mask` must be all ones (or left "
+                         "out); image prompts are never padded.")
     do_sample = bool(generation_config.do_sample)
     out = speculative_sample(
         model,
@@ -60,7 +72,7 @@ def speculative_generate(
         max_new_tokens=generation_config.max_length - input_ids.shape[1],
         do_sample=do_sample,
         temperature=generation_config.temperature if do_sample and generation_config.temperature else 1.0,
-        top_k=generation_config.top_k if do_sample else None,
+        top_k=(generation_config.top_k or None) if do_sample else None,  # transformers' 0 means "off", as None
         top_p=generation_config.top_p if do_sample and generation_config.top_p is not None and generation_config.top_p < 1.0 else None,
         cfg_scale=model_kwargs.get("cfg_scale"),
         generator=generator,

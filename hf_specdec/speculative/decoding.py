@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 
 from ..models import VQGPTForCausalLM
-from .checks import (check_adaptive_gamma, check_decoder_arguments, check_draft_matches, check_inputs,  # noqa: F401 (re-exported)
-                     check_model, placement)
+from .checks import (check_adaptive_gamma, check_decoder_arguments, check_draft_matches, check_guidance,  # noqa: F401
+                     check_inputs, check_model, placement)
 from .engine import SpeculativeDecoder
 from .sampling import SamplingConfig, _is_int
 
@@ -234,6 +234,7 @@ def speculative_sample(
     """
     sampling = SamplingConfig(do_sample, temperature, top_k, top_p, cfg_scale, verification, num_drafts, tree_depth)
     new_tokens = check_inputs(teacher, input_ids, max_new_tokens, generator)
+    check_guidance(teacher, input_ids, cfg_scale)
     if draft is None:
         raise ValueError("`draft` must be a draft model (a small VQGPTForCausalLM, a feature draft or an "
                          "`EarlyExitDraft`); for the teacher alone use `plain_sample(teacher, input_ids)`.")
@@ -269,6 +270,7 @@ def plain_sample(
     """
     sampling = SamplingConfig(do_sample, temperature, top_k, top_p, cfg_scale)
     new_tokens = check_inputs(model, input_ids, max_new_tokens, generator, argument="model")
+    check_guidance(model, input_ids, cfg_scale)
     batch_size = input_ids.shape[0] if batch_size is None else batch_size
     check_decoder_arguments(model, None, 0, batch_size, sampling, mode, freeze_weights=freeze_weights)
     decoder = get_decoder(model, None, 0, batch_size, sampling, mode, freeze_weights=freeze_weights)

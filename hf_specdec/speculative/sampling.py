@@ -14,6 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
+from ..models.modeling_vqgpt import check_cfg_scale
+
+MIN_TEMPERATURE = torch.finfo(torch.float32).tiny  # smaller ones are 0 in float32
+
 
 def warp_logits(
     logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
@@ -24,7 +28,9 @@ def warp_logits(
     draft and the teacher are compared on the distributions that are actually sampled.
     """
     logits = logits.float()
-    if temperature != 1.0:
+    if temperature < 1e-3:  # minus the max, never above 0: a tiny temperature cannot overflow to inf - inf = NaN
+        logits = (logits - logits.amax(-1, keepdim=True)) / temperature  # (the same distribution, other raw values)
+    elif temperature != 1.0:
         logits = logits / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
@@ -372,14 +378,14 @@ class SamplingConfig:
     def __post_init__(self):
         if not isinstance(self.do_sample, bool):
             raise ValueError(f"`do_sample` must be True or False, got {self.do_sample!r}.")
-        if not (_is_number(self.temperature) and self.temperature > 0):
-            raise ValueError(f"`temperature` must be a finite number > 0, got {self.temperature!r}.")
+        if not (_is_number(self.temperature) and self.temperature >= MIN_TEMPERATURE):
+            raise ValueError(f"`temperature` must be a finite number >= {MIN_TEMPERATURE:.3g} (the least normal float32;"
+                             f" for greedy decoding pass do_sample=False), got {self.temperature!r}.")
         if self.top_k is not None and (not _is_int(self.top_k) or self.top_k < 1):
             raise ValueError(f"`top_k` must be a positive integer or None, got {self.top_k!r}.")
         if self.top_p is not None and not (_is_number(self.top_p) and 0.0 < self.top_p <= 1.0):
             raise ValueError(f"`top_p` must be in (0, 1] or None, got {self.top_p!r}.")
-        if self.cfg_scale is not None and not _is_number(self.cfg_scale):
-            raise ValueError(f"`cfg_scale` must be a finite number or None, got {self.cfg_scale!r}.")
+        check_cfg_scale(self.cfg_scale)
         if self.verification not in VERIFICATIONS:
             raise ValueError(f"`verification` must be one of {', '.join(VERIFICATIONS)}, got {self.verification!r}.")
         if not _is_int(self.num_drafts) or not 1 <= self.num_drafts <= 16:

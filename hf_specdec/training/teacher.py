@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..data import DataArguments, collate_tokens, drop_class, token_splits
-from ..hub import load_pretrained
+from ..hub import check_output_not_input, load_pretrained
 from ..models import VQGPTConfig, VQGPTForCausalLM, VQTokenizer
 from ..distill.distill import predictive_entropy, sample_sequences
 from ..pipeline import check_tokenizer_matches, class_prompts, tokenizer_weights_fingerprint
@@ -49,6 +49,7 @@ def evaluate_loss(model, sequences: torch.Tensor, batch_size: int = 256) -> dict
 
 
 def train_teacher(data_args: DataArguments, model_args: TeacherArguments, args: TrainingArguments) -> VQGPTForCausalLM:
+    check_output_not_input(args.output_dir, tokenizer_path=model_args.tokenizer_path, data_dir=data_args.data_dir)
     accelerator = make_accelerator(args)
     tokenizer = load_pretrained(VQTokenizer, model_args.tokenizer_path, "tokenizer_path")
     with accelerator.main_process_first():  # one process writes the token cache, the others read it

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import DataArguments
+from ..hub import check_output_not_input
 from ..images import images_to_tensor
 from ..models import VQTokenizer
 from ..models.vq_tokenizer import check_tokenizer_sizes
@@ -81,6 +82,7 @@ def write_tokenizer_report(tokenizer: VQTokenizer, images: torch.Tensor, output_
 
 
 def train_tokenizer(data_args: DataArguments, model_args: TokenizerArguments, args: TrainingArguments) -> VQTokenizer:
+    check_output_not_input(args.output_dir, data_dir=data_args.data_dir)
     resolution = data_args.resolution
     factor = 2 ** (len(model_args.block_out_channels) - 1)
     if resolution % factor:  # before any data is loaded

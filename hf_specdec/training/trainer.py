@@ -24,6 +24,7 @@ from ..hub import check_output_dir
 from .checkpoint import (
     check_checkpointing_supported,
     check_resume_settings,
+    list_checkpoints,
     load_checkpoint,
     resolve_checkpoint,
     resume_settings,
@@ -73,6 +74,11 @@ class TrainingArguments:
                 raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
         if not 0 <= self.seed < 2**32:  # what `set_seed` / numpy accept
             raise ValueError(f"`seed` must be in [0, 2**32), got {self.seed}.")
+        earlier = list_checkpoints(os.path.join(self.output_dir, "checkpoints"))
+        if earlier and self.resume_from_checkpoint is None:  # a fresh run would mix its checkpoints with those
+            raise ValueError(f"`output_dir` {self.output_dir!r} holds checkpoints of an earlier run (up to "
+                             f"{os.path.basename(earlier[-1])}): continue it with `--resume_from_checkpoint latest`, "
+                             "or start afresh in another `output_dir` (or delete its `checkpoints` folder).")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):  # NaN and inf would train a NaN model
             raise ValueError(f"`learning_rate` must be a finite number > 0, got {self.learning_rate}.")
         if not 0.0 <= self.min_lr_ratio <= 1.0:

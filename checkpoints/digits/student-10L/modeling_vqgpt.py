@@ -290,12 +290,26 @@ def guided_logits(logits: torch.Tensor, cfg_scale: float) -> torch.Tensor:
     return uncond + cfg_scale * (cond - uncond)
 
 
+def check_weights_loaded(model, argument: str = "model") -> None:
+    """Raise `ValueError` naming `argument` when `model` has weights on the meta device (made under accelerate's
+    `init_empty_weights()` or moved `.to("meta")`): it has shapes but no values, and failed deep in a value check."""
+    if any(p.is_meta for p in model.parameters()):
+        raise ValueError(f"`{argument}` is on the meta device: its weights are not loaded. Load it with "
+                         "`from_pretrained`, or `to_empty(device=...)` and then `load_state_dict`.")
+
+
+MAX_CFG_SCALE = 1e4  # guidance scales are ~1-10; past this `s * (c - u)` overflows float32 logits into NaN
+
+
 def check_cfg_scale(cfg_scale) -> None:
-    """`cfg_scale` is None or a finite real number (NaN or inf would give NaN logits, a string a deep TypeError)."""
+    """`cfg_scale` is None or a real number of magnitude at most `MAX_CFG_SCALE` (NaN, inf or 1e300 gave NaN logits and
+    all-code-0 images, a string a deep TypeError)."""
     if cfg_scale is not None and (
         not isinstance(cfg_scale, numbers.Real) or isinstance(cfg_scale, bool) or not math.isfinite(cfg_scale)
+        or abs(cfg_scale) > MAX_CFG_SCALE
     ):
-        raise ValueError(f"`cfg_scale` must be a finite number (or None: no guidance), got {cfg_scale!r}.")
+        raise ValueError(f"`cfg_scale` must be a finite number in [-{MAX_CFG_SCALE:g}, {MAX_CFG_SCALE:g}] (or None: no "
+                         f"guidance), got {cfg_scale!r}.")
 
 
 def check_draft_matches(teacher, draft, argument: str = "draft") -> None:
@@ -367,6 +381,7 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         Unconditional models (`num_classes=0`) take `labels=None` and a `batch_size`.
         """
         config = self.config
+        check_weights_loaded(self)
         device = self.lm_head.weight.device
         if batch_size is not None and (
             not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1
@@ -393,12 +408,26 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
             raise ValueError(f"`labels` must be class ids in [0, {config.num_classes}), got {labels.tolist()}.")
         return (config.codebook_size + labels).unsqueeze(1)
 
+    def check_guidance(self, input_ids: torch.Tensor, cfg_scale) -> None:
+        """Raise `ValueError` when guidance (`cfg_scale`) is asked for prompts that all start with the null token:
+        their conditional and unconditional rows are the same, so the guidance would do nothing at twice the cost."""
+        if cfg_scale is None or cfg_scale == 1.0 or self.config.num_classes == 0:
+            return  # (a model without classes refuses guidance itself)
+        if bool((input_ids[:, 0] == self.config.null_token_id).all()):
+            raise ValueError(f"`cfg_scale` {cfg_scale} with null-token (unconditional) prompts only: guidance pushes "
+                             "towards a class, and these prompts have none; it would change nothing. Drop `cfg_scale`, "
+                             "or prompt classes with `class_prompt(labels)`.")
+
     def check_prompt(self, input_ids: torch.Tensor, max_new_tokens: int | None = None) -> None:
         """Raise `ValueError` unless `input_ids` is `[class or null token, codes...]` and fits the grid."""
         config = self.config
+        check_weights_loaded(self)
         if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.long, torch.int32):
             raise ValueError("`input_ids` must be a torch.long (or int32) tensor of shape (batch, length >= 1), e.g. "
                              f"`model.class_prompt(labels)`; got {describe_ids(input_ids)}.")
+        if input_ids.is_meta:
+            raise ValueError("`input_ids` is on the meta device: it holds no values; make the prompt on the model's "
+                             "device (`model.class_prompt(labels)`).")
         if input_ids.dim() != 2 or input_ids.shape[0] < 1 or input_ids.shape[1] < 1:
             raise ValueError(f"`input_ids` must have shape (batch >= 1, length >= 1), got {tuple(input_ids.shape)}.")
         if max_new_tokens is not None and (
@@ -516,6 +545,7 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         self.check_prompt(input_ids, max_new_tokens)
         config = generation_config if generation_config is not None else self.generation_config
         self._check_generate_kwargs(config, kwargs)
+        self.check_guidance(input_ids, kwargs.get("cfg_scale"))
         if kwargs.get("do_sample", config.do_sample) and "top_k" not in kwargs and config.top_k is None:
             # transformers 5 fills an unset top_k with 50: a codebook of more than 50 codes was sampled truncated,
             # not from the model's distribution (the project's samplers and `top_k=None` elsewhere mean "off").
@@ -526,14 +556,18 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         # Every prompt token is real; an explicit mask keeps `generate()` from inferring padding from token ids
         # (checkpoints saved before pad_token_id was unset name the null token as pad).
         mask = kwargs.get("attention_mask")
-        if isinstance(mask, torch.Tensor) and mask.shape == input_ids.shape and not mask.bool().any(-1).all():
+        if mask is not None and (not isinstance(mask, torch.Tensor) or mask.shape != input_ids.shape):
+            raise ValueError(f"`attention_mask` must be a tensor of the prompt's shape {tuple(input_ids.shape)}, got "
+                             f"{tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__} (image "
+                             "prompts are never padded: leave `attention_mask` out).")
+        if isinstance(mask, torch.Tensor) and not mask.bool().any(-1).all():
             raise ValueError("`attention_mask` has a row of zeros: that prompt would be all padding, with no token to "
                              "start from (image prompts are never padded: leave `attention_mask` out).")
         kwargs.setdefault("attention_mask", torch.ones_like(input_ids))
         grid = self.config.max_position_embeddings
         for name, room in (("min_new_tokens", grid - input_ids.shape[1]), ("min_length", grid)):
-            value = kwargs.get(name)  # a floor past the grid cannot be met: it was silently dropped
-            if value is not None and value > room:
+            value = kwargs.get(name, getattr(generation_config, name, None))  # a floor past the grid cannot be met:
+            if value is not None and value > room:  # it was silently dropped
                 raise ValueError(f"`{name}`={value} does not fit the {self.config.grid_h}x{self.config.grid_w} token "
                                  f"grid: at most {room} here.")
         max_length = kwargs.get("max_length", getattr(generation_config, "max_length", None))
@@ -558,12 +592,31 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
             raise ValueError("`guidance_scale` without `negative_prompt_ids`: transformers' guidance would rerun this "
                              "model on the last token alone and cancel out. Pass `cfg_scale=s` (guidance inside the "
                              "model's forward), or `negative_prompt_ids=model.class_prompt(None, batch_size=B)`.")
+        if kwargs.get("custom_generate") is not None:
+            # transformers hands a callable `custom_generate` only the keyword arguments its signature adds: these
+            # would be dropped without a word (the stream never ends, the assistant never drafts).
+            dropped = [name for name in ("streamer", "assistant_model") if kwargs.get(name) is not None]
+            if dropped:
+                raise ValueError(f"{', '.join(f'`{n}`' for n in dropped)} cannot be combined with `custom_generate`: "
+                                 "transformers does not pass it on. With `custom_generate=speculative_generate` the "
+                                 "draft is `draft_model=`; for streaming decode without `custom_generate`.")
         cfg_scale = kwargs.get("cfg_scale")
         check_cfg_scale(cfg_scale)
         num_beams = kwargs.get("num_beams", getattr(generation_config, "num_beams", None)) or 1
         if cfg_scale is not None and cfg_scale != 1.0 and num_beams > 1:
             raise ValueError(f"`cfg_scale` cannot be combined with beam search (`num_beams`={num_beams}): guidance "
                              "doubles the rows, beam search reorders them. Use num_beams=1.")
+        do_sample = kwargs.get("do_sample", getattr(generation_config, "do_sample", None))
+        if do_sample is not None and not isinstance(do_sample, bool):  # any truthy value sampled, "no" too
+            raise ValueError(f"`do_sample` must be True or False, got {do_sample!r}.")
+        for name in ("max_length", "min_length", "min_new_tokens", "max_new_tokens"):
+            value = kwargs.get(name, getattr(generation_config, name, None))
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise ValueError(f"`{name}` must be an integer >= 0 (or unset), got {value!r}.")
+        for name in ("forced_bos_token_id", "forced_eos_token_id"):
+            if kwargs.get(name, getattr(generation_config, name, None)) is not None:
+                raise ValueError(f"`{name}`: an image has no begin or end token; it would overwrite the first or last "
+                                 "code of every image with that code. Leave it unset.")
         eos = kwargs.get("eos_token_id", getattr(generation_config, "eos_token_id", None))
         if eos is not None and eos != []:
             raise ValueError(f"`eos_token_id` {eos!r}: an image has no end token, every sequence is the whole "
