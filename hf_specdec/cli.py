@@ -16,6 +16,7 @@ import os
 import sys
 import types
 import typing
+import warnings
 from collections.abc import Hashable
 
 import yaml
@@ -240,12 +241,16 @@ def run(main, argv: list[str] | None = None) -> None:
     also when a check after parsing finds it, e.g. a model folder that does not hold a model) or 1 for anything else
     (an unreachable network or Hub); other exceptions are bugs and keep their traceback. `HF_SPECDEC_TRACEBACK=1` shows the traceback of user errors too."""
     hub = hub_errors()
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "hf-specdec"
+    # A warning is one line too (Python's default adds the source line that raised it, e.g. `obj = dtype(**inputs)`).
+    default_format = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *args, **kwargs: (
+        f"{script}: warning: {' '.join(str(message).split())}\n")
     try:
         main(argv)
     except (*USER_ERRORS, *hub) as error:
         if os.environ.get("HF_SPECDEC_TRACEBACK") == "1":
             raise
-        script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "hf-specdec"
         message = " ".join(str(error).split())
         if isinstance(error, hub) and not isinstance(error, USER_ERRORS + (OSError,)):  # a transport error
             from huggingface_hub import constants
@@ -254,3 +259,5 @@ def run(main, argv: list[str] | None = None) -> None:
                        "network or HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use only what is cached")
         print(f"{script}: error: {message}", file=sys.stderr)
         sys.exit(2 if isinstance(error, ValueError) else 1)
+    finally:
+        warnings.formatwarning = default_format

@@ -261,7 +261,12 @@ def load_pretrained(cls, name: str, argument: str, device: str | torch.device | 
             reason = (str(error).strip().splitlines() or [""])[0][:300].rstrip(".")  # the first line says why (a wrong teacher, ...)
             raise ValueError(f"`{argument}` {name!r} is a folder but holds no {cls.__name__} ({type(error).__name__}"
                              f"{': ' + reason if reason else ''}).") from None
-        raise ValueError(f"`{argument}` {name!r} is neither a model folder nor a reachable Hub repo id ({type(error).__name__}).") from None
+        from huggingface_hub import constants
+
+        offline = ("; HF_HUB_OFFLINE is set, so only what is already in the Hub cache loads, and this is not there"
+                   if constants.HF_HUB_OFFLINE else "")
+        raise ValueError(f"`{argument}` {name!r} is neither a model folder nor a reachable Hub repo id "
+                         f"({type(error).__name__}){offline}.") from None
     return model.eval() if device is None else model.to(device).eval()
 
 
@@ -353,9 +358,20 @@ def model_card(model_dir: str, repo_id: str, dataset: str = "scikit-learn digits
     )
 
 
-def upload_plan(model_dir: str) -> list[str]:
+def upload_plan(model_dir: str, argument: str = "model_dir") -> list[str]:
     """The files `push_model` uploads from `model_dir`: weights, configs, remote code, metrics and pictures;
-    never training checkpoints (optimizer state) or anything pickled."""
+    never training checkpoints (optimizer state) or anything pickled. `ValueError` naming `argument` for a folder that
+    would upload a model nobody can load: no config.json, missing or damaged weights, or remote code its config's
+    `auto_map` names but the folder lacks."""
+    check_weights_folder(model_dir, argument)
+    with open(os.path.join(model_dir, "config.json")) as f:
+        auto_map = json.load(f).get("auto_map") or {}
+    modules = sorted({f"{ref.split('--')[-1].split('.')[0]}.py" for refs in auto_map.values()
+                      for ref in (refs if isinstance(refs, list) else [refs]) if isinstance(ref, str)})
+    missing = [m for m in modules if not os.path.isfile(os.path.join(model_dir, m))]
+    if missing:
+        raise ValueError(f"`{argument}` {model_dir!r}: its config.json's `auto_map` names {missing}, which the folder "
+                         "lacks: `trust_remote_code` loads would fail on the Hub. Copy them in (`save_pretrained` does).")
     keep = (".safetensors", ".json", ".py", ".png")
     files = sorted(f for f in os.listdir(model_dir) if f.endswith(keep) and os.path.isfile(os.path.join(model_dir, f)))
     unsafe = [f for f in os.listdir(model_dir) if f.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt"))]

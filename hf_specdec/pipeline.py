@@ -197,7 +197,7 @@ def check_sampling_options(model, options: dict[str, str] | None = None, gamma: 
     try:
         check_sampling_arguments(model, class_prompts(model, 1), **settings)
         grid = model.config.num_image_tokens
-        if gamma is not None and not 1 <= gamma <= grid:
+        if gamma is not None and (not _is_int(gamma) or not 1 <= gamma <= grid):
             raise ValueError(f"`gamma` must be in [1, {grid}] (the model's {grid}-token grid), got {gamma}.")
     except ValueError as error:
         message = str(error)

@@ -202,3 +202,146 @@ def test_a_tokenizer_or_its_input_on_the_meta_device_is_named():
         tokenizer.encode_to_indices(images.to("meta"))
     with pytest.raises(ValueError, match="`indices` is on the meta device"):
         tokenizer.decode_from_indices(codes.to("meta"))
+
+
+# -- image folders -----------------------------------------------------------------------------------------------
+
+def _image_folder(root, counts):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name, n in counts.items():
+        os.makedirs(root / name, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(root / name / f"img{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("counts, named", [({"cat": 4, "dog": 4, "test": 4}, "cat/img0.png"),  # kept: `test` alone
+                                           ({"cat": 4, "dog": 4, "my-test": 4}, "cat/img0.png")])
+def test_an_image_folder_whose_names_read_as_splits_is_refused_not_cut(tmp_path, counts, named):
+    """`datasets` took a `test` class folder for a split and silently dropped every other class."""
+    from hf_specdec.data import load_imagefolder
+
+    root = _image_folder(tmp_path / "images", counts)
+    with pytest.raises(ValueError, match=f"8 image file\\(s\\) would be left out without a word: .*{named}"):
+        load_imagefolder(str(root))
+    _image_folder(tmp_path / "fine", {"cat": 10, "dog": 10, "bird": 10})
+    assert load_imagefolder(str(tmp_path / "fine"))["train"].features["label"].names == ["bird", "cat", "dog"]
+
+
+def test_a_linked_class_folder_and_a_decompression_bomb_are_named(tmp_path):
+    from PIL import Image
+
+    from hf_specdec.data import load_imagefolder
+
+    root = _image_folder(tmp_path / "images", {"cat": 4, "dog": 4})
+    _image_folder(tmp_path / "elsewhere", {"bird": 4})
+    os.symlink(tmp_path / "elsewhere" / "bird", root / "bird")
+    with pytest.raises(ValueError, match="4 image file\\(s\\) would be left out .*bird/img0.png.*symlinked"):
+        load_imagefolder(str(root))
+    os.remove(root / "bird")
+    Image.new("1", (14000, 14000)).save(root / "cat" / "huge.png")  # past PIL's decompression-bomb limit
+    with pytest.raises(ValueError, match="1 image file\\(s\\) under `data_dir` cannot be read: .*huge.png"):
+        load_imagefolder(str(root))
+
+
+# -- training runs that repeat -------------------------------------------------------------------------------------
+
+def test_the_seed_seeds_the_models_initialisation(tmp_path):
+    """`set_seed` ran inside `train()`, after the script had built its model: two runs of one seed differed."""
+    from hf_specdec.training import make_accelerator
+
+    args = TrainingArguments(output_dir=str(tmp_path), seed=7)
+    make_accelerator(args)
+    first = torch.nn.Linear(4, 4).weight.detach().clone()
+    torch.rand(5)  # whatever ran before
+    make_accelerator(args)
+    assert torch.equal(torch.nn.Linear(4, 4).weight, first)
+
+
+def test_on_policy_distillation_resumes_exactly(tmp_path):
+    """The on-policy draws came from one generator started at the seed, so a resumed run drew other samples."""
+    from safetensors.torch import load_file
+
+    common = ["--student_preset", "draft-1L", "--lmbda", "0.5", "--max_steps", "6", "--save_every", "3",
+              "--per_device_batch_size", "4", "--eval_every", "0", "--num_alpha_prefixes", "2", "--warmup_steps", "1",
+              "--checkpoints_total_limit", "0", "--resolution", "32", "--token_cache_dir", str(tmp_path / "tc"),
+              "--num_workers", "0"]
+    straight = run_script("distill.py", *common, "--output_dir", tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    (tmp_path / "resumed" / "checkpoints").mkdir(parents=True)
+    shutil.copytree(tmp_path / "straight" / "checkpoints" / "checkpoint-3",
+                    tmp_path / "resumed" / "checkpoints" / "checkpoint-3")
+    resumed = run_script("distill.py", *common, "--output_dir", tmp_path / "resumed", "--resume_from_checkpoint",
+                         "latest")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("straight", "resumed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # Resumed with another teacher in a folder of another name (paths may change between runs, models may not).
+    from hf_specdec import VQGPTForCausalLM
+
+    other = VQGPTForCausalLM.from_pretrained(CHECKPOINTS / "teacher")
+    with torch.no_grad():
+        other.lm_head.weight.mul_(1.05)
+    other.save_pretrained(tmp_path / "other-teacher")
+    moved = run_script("distill.py", *common, "--output_dir", tmp_path / "resumed", "--resume_from_checkpoint",
+                       "latest", "--teacher_path", tmp_path / "other-teacher")
+    assert moved.returncode == 2 and "`weights of teacher_path`" in moved.stderr, moved.stderr[-3000:]
+
+
+# -- outputs and uploads ---------------------------------------------------------------------------------------------
+
+def test_an_upload_plan_refuses_a_model_nobody_could_load(tmp_path):
+    """A folder with no or truncated weights, or without the remote code its config names, was planned (exit 0)."""
+    from hf_specdec.hub import upload_plan
+
+    for name, damage in (("teacher", lambda f: os.remove(f / "model.safetensors")),
+                         ("draft-1L", lambda f: os.truncate(f / "model.safetensors", 1000)),
+                         ("student-4L", lambda f: os.remove(f / "modeling_vqgpt.py"))):
+        folder = tmp_path / name
+        shutil.copytree(CHECKPOINTS / name, folder)
+        assert "model.safetensors" in upload_plan(str(folder))
+        damage(folder)
+        with pytest.raises(ValueError, match="`model_dir`"):
+            upload_plan(str(folder))
+
+
+@pytest.mark.parametrize("extension", [".psd", ".xbm", ".fits"])
+def test_a_grid_format_pillow_cannot_write_is_refused_before_sampling(tmp_path, extension):
+    from hf_specdec.bench.sample_grid import SampleGridArguments
+
+    with pytest.raises(ValueError, match=f"`output` .*{extension}.*Pillow cannot write an RGB picture"):
+        SampleGridArguments(output=str(tmp_path / f"grid{extension}"))
+    SampleGridArguments(output=str(tmp_path / "grid.webp"))
+
+
+def test_quality_output_inside_the_image_folder_is_refused(tmp_path):
+    from hf_specdec.bench.quality import QualityArguments, evaluate_quality
+    from hf_specdec.data import DataArguments
+
+    root = _image_folder(tmp_path / "images", {"cat": 10, "dog": 10})
+    data = DataArguments(dataset="imagefolder", data_dir=str(root))
+    with pytest.raises(ValueError, match="`output_dir` .* inside the `data_dir` image folder"):
+        evaluate_quality(QualityArguments(output_dir=str(root / "eval")), data)
+
+
+def test_flat_labels_integer_gamma_and_one_line_warnings():
+    from hf_specdec.pipeline import check_sampling_options, class_prompts
+    from tests.utils import tiny_model
+
+    teacher = tiny_model(0)
+    with pytest.raises(ValueError, match=r"`labels` must be a flat batch of class ids .* got shape \(1, 2\)"):
+        class_prompts(teacher, torch.tensor([[1, 2]]))  # gave 2 prompts
+    assert class_prompts(teacher, torch.tensor(1)).shape == (1, 1)
+    for gamma in (2.5, True):
+        with pytest.raises(ValueError, match="`gamma` must be in"):
+            check_sampling_options(teacher, None, gamma)
+    from tests.utils import python_env, run_python
+
+    result = run_python(["scripts/distill.py", "--student_id", "4", "--max_steps", "1", "--teacher_path",
+                         "/nonexistent/t"], env=python_env(HF_HUB_DISABLE_PROGRESS_BARS="1"), timeout=300)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 2, lines  # the warning and the error, one line each
+    assert lines[0].startswith("distill.py: warning: `warmup_steps`") and lines[1].startswith("distill.py: error:")

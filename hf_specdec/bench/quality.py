@@ -14,8 +14,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import DataArguments
-from ..hub import (check_checkpoint_name, check_checkpoints_dir, check_output_dir, checkpoint_path, load_draft,
-                   load_pretrained, resolve_drafts)
+from ..hub import (check_checkpoint_name, check_checkpoints_dir, check_output_dir, check_output_not_input,
+                   checkpoint_path, load_draft, load_pretrained, resolve_drafts)
 from ..images import images_to_tensor, save_image_grid
 from ..metrics import load_metric
 from ..metrics.classifier import DigitsClassifier
@@ -125,6 +125,7 @@ def _grid_files(stems: dict[str, str]) -> dict[str, str]:
 
 def evaluate_quality(args: QualityArguments, data_args: DataArguments | None = None) -> dict:
     data_args = data_args or DataArguments()
+    check_output_not_input(args.output_dir, data_dir=data_args.data_dir)  # its sample grids would become a class
     for argument in ("teacher", "tokenizer", "classifier") + (("speculative_draft",) if args.speculative_draft.lower() != "none" else ()):
         check_checkpoint_name(getattr(args, argument), args.checkpoints_dir, argument)
     if args.inception:  # its weights are needed after all the sampling: checked first
@@ -154,10 +155,14 @@ def evaluate_quality(args: QualityArguments, data_args: DataArguments | None = N
     check_dataset_matches(teacher.config, class_names)  # real images of the same classes
     check_classifier(classifier_path, class_names, data_args.resolution)  # used after all the sampling: checked now
     held_out = images_to_tensor(list(splits["validation"][:]["image"]) + list(splits["test"][:]["image"]), data_args.resolution)
-    n = min(args.num_images, len(held_out))
+    n = min(args.num_images, len(held_out), len(splits["train"]))  # the train split is the real-vs-real row
+    if n < 2:
+        raise ValueError(f"`num_images`: only {n} real image(s) to compare with (validation + test: {len(held_out)}, "
+                         f"train: {len(splits['train'])}); FID needs at least 2. Use more images or other split "
+                         "fractions.")
     if n < args.num_images:
-        note = (f"num_images {args.num_images} capped at the {n} held-out real images (validation + test) the samples "
-                "are compared with")
+        note = (f"num_images {args.num_images} capped at the {n} real images (held out: validation + test; and the "
+                "train split's real-vs-real row) the samples are compared with")
         warnings.warn(note, stacklevel=2)
         notes.append(note)
     references = held_out[:n]

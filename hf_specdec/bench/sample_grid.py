@@ -11,6 +11,7 @@ It reports the two speedups people mean, clearly apart:
 `scripts/generate.py` is its command line.
 """
 
+import io
 import os
 import statistics
 from dataclasses import dataclass, field
@@ -124,8 +125,15 @@ class SampleGridArguments:
                              "compile there.")
         check_freeze_weights(self.freeze_weights, self.mode)
         check_output_file(self.output)
-        if os.path.splitext(self.output)[1].lower() not in Image.registered_extensions():
+        extension = os.path.splitext(self.output)[1].lower()
+        image_format = Image.registered_extensions().get(extension)
+        if image_format is None:
             raise ValueError(f"`output` {self.output!r} needs an image file extension such as .png.")
+        try:  # a tiny RGB picture, as the grid will be, before any sampling: Pillow reads more formats than it writes
+            Image.new("RGB", (8, 8)).save(io.BytesIO(), format=image_format)
+        except (KeyError, OSError, ValueError) as error:
+            raise ValueError(f"`output` {self.output!r}: Pillow cannot write an RGB picture as {extension} "
+                             f"({image_format}: {error}); use .png, .jpg, .webp or .bmp.") from None
 
 
 def row_labels(teacher, classes: list[int]) -> list[str]:

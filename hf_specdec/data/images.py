@@ -123,11 +123,40 @@ def load_imagefolder(
             raise
         raise ValueError(f"`data_dir` {data_dir!r} holds no image files (only other files): expected "
                          "`data_dir/<class>/<image>`.") from None
+    left_out = _images_left_out(loaded, data_dir)
+    if left_out:
+        more = f" and {len(left_out) - 5} more" if len(left_out) > 5 else ""
+        raise ValueError(f"`data_dir` {data_dir!r}: {len(left_out)} image file(s) would be left out without a word: "
+                         f"{', '.join(left_out[:5])}{more}. `datasets` reads folder and file names holding a split word "
+                         "(`test`, `val`, `eval`, `dev`, `train_...`, `cat-test`) as splits and keeps only what matches, "
+                         "and it does not follow symlinked folders: rename such folders and files (split folders must "
+                         "be exactly `train`/`validation`/`test` with class folders inside), and copy linked ones in.")
     for split in loaded.values():
         check_image_files(split)
     if any("label" not in split.column_names for split in loaded.values()):  # (a metadata file may give labels)
         loaded = _label_by_class_folder(loaded, data_dir)
     return _merge_and_split(loaded, val_fraction, test_fraction, seed)
+
+
+def _images_left_out(loaded: DatasetDict, data_dir: str) -> list[str]:
+    """Image files under `data_dir` (links followed, hidden files skipped as `datasets` does) that `loaded` does not
+    hold: `datasets` infers splits from names and drops what fits none (a `test` class folder next to `cat` and `dog`
+    kept only the `test` images, as one class), and it skips symlinked folders."""
+    from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
+
+    extensions = {e.lower() for e in ImageFolder.EXTENSIONS}
+    found = {}
+    for folder, subfolders, files in os.walk(data_dir, followlinks=True):
+        subfolders[:] = [d for d in subfolders if not d.startswith((".", "__"))]
+        for name in files:
+            if not name.startswith((".", "__")) and os.path.splitext(name)[1].lower() in extensions:
+                path = os.path.join(folder, name)
+                found.setdefault(os.path.realpath(path), os.path.relpath(path, data_dir))
+    for split in loaded.values():
+        for file in split.cast_column("image", Image(decode=False))["image"]:
+            if file["path"]:
+                found.pop(os.path.realpath(file["path"]), None)
+    return sorted(found.values())
 
 
 # The folder names that `datasets` reads as splits (`datasets.data_files.SPLIT_KEYWORDS`).
@@ -168,7 +197,7 @@ def check_image_files(dataset: Dataset) -> None:
         try:
             with PILImage.open(io.BytesIO(file["bytes"]) if file["bytes"] is not None else file["path"]) as image:
                 image.load()
-        except (OSError, SyntaxError, ValueError) as error:  # what PIL raises for a bad file
+        except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as error:  # PIL's bad-file errors
             broken.append(f"{file['path']} ({error})")
     if broken:
         more = f" and {len(broken) - 5} more" if len(broken) > 5 else ""

@@ -22,7 +22,8 @@ from ..data import collate_tokens, drop_class, token_splits
 from ..hub import check_output_not_input, load_pretrained
 from ..models import STUDENT_IDS, VQGPT_PRESETS, VQGPTForCausalLM, VQTokenizer, make_feature_draft
 from ..models.modeling_vqgpt import check_cfg_scale
-from ..pipeline import check_dataset_matches, check_sampling_options, check_tokenizer_matches, class_prompts
+from ..pipeline import (check_dataset_matches, check_sampling_options, check_tokenizer_matches, class_prompts,
+                        tokenizer_weights_fingerprint)
 from ..speculative import acceptance_alpha, warp_logits
 from .losses import DIVERGENCES, divergence, forward_kl, hybrid_distillation_loss
 
@@ -297,13 +298,18 @@ def run_distillation(data_args, args: DistillArguments, training_args):
         sampled = sample_sequences(teacher, class_prompts(teacher, labels), seed=training_args.seed, **generation).cpu()
         train_data = [{"label": int(label), "codes": seq[1:]} for label, seq in zip(labels, sampled)]
     metrics: dict = {}
-    on_policy_rng = random.Random(training_args.seed + accelerator.process_index)
+    micro = {"step": None, "index": 0}
 
     def batch_fn(student, ids, step):
         # Sampled before the loss, without gradients and outside autocast / accumulation (TRL's GKD trainer
         # samples in its training step, then computes the loss): the student's own samples after the same
         # (class or null) prompts, with probability lmbda.
         ids = drop_class(ids.to(accelerator.device), teacher.config, teacher.config.class_dropout_prob)
+        # The draws of this micro-batch follow from (seed, rank, step, micro-batch) alone, so that a run resumed from
+        # a checkpoint draws what the uninterrupted one did (one generator from the start restarted at the seed).
+        micro["index"] = micro["index"] + 1 if micro["step"] == step else 0
+        micro["step"] = step
+        on_policy_rng = random.Random(f"{training_args.seed}/{accelerator.process_index}/{step}/{micro['index']}")
         on_policy = args.lmbda > 0 and on_policy_rng.random() < args.lmbda
         if on_policy:
             ids = sample_sequences(student, ids[:, :1], seed=on_policy_rng.randrange(2**31), **generation)
@@ -335,6 +341,8 @@ def run_distillation(data_args, args: DistillArguments, training_args):
         with open(os.path.join(output_dir, "distill_metrics.json"), "w") as f:
             json.dump(summary, f, indent=2)
 
-    run_config = {"data": vars(data_args), "distill": vars(args)}
+    inputs = {"weights of teacher_path": tokenizer_weights_fingerprint(teacher),  # the folders may move, their
+              "weights of tokenizer_path": tokenizer_weights_fingerprint(tokenizer)}  # models may not (on resume)
+    run_config = {"data": vars(data_args), "distill": vars(args), "inputs": inputs}
     return train(student, train_data, loss_fn, training_args, accelerator, collate, eval_fn, save_fn, run_config,
                  batch_fn=batch_fn)

@@ -95,5 +95,8 @@ def train_teacher(data_args: DataArguments, model_args: TeacherArguments, args: 
         with open(os.path.join(output_dir, "training_metrics.json"), "w") as f:
             json.dump(metrics, f, indent=2)
 
-    run_config = {"data": vars(data_args), "model": vars(model_args)}
+    # The folder's path may change between a run and its resumption, the tokenizer in it may not: its weights are
+    # recorded (a resumed run would learn another tokenizer's codes on top of the first one's).
+    inputs = {"weights of tokenizer_path": tokenizer_weights_fingerprint(tokenizer)}
+    run_config = {"data": vars(data_args), "model": vars(model_args), "inputs": inputs}
     return train(model, splits["train"], loss_fn, args, accelerator, collate, eval_fn, save_fn, run_config)

@@ -103,7 +103,8 @@ class TrainingArguments:
 
 
 def make_accelerator(args: TrainingArguments) -> Accelerator:
-    """An `Accelerator` for `args` (created by the caller's script, never at import time)."""
+    """An `Accelerator` for `args` (created by the caller's script, never at import time), with every random number
+    generator seeded by `args.seed`."""
     if args.report_to == "wandb" and not os.environ.get("WANDB_API_KEY") and not os.path.exists(os.path.expanduser("~/.netrc")):
         os.environ.setdefault("WANDB_MODE", "offline")  # no credentials: log to output_dir/wandb, sync later
     accelerator = Accelerator(
@@ -118,6 +119,7 @@ def make_accelerator(args: TrainingArguments) -> Accelerator:
         AcceleratorState._reset_state(reset_partial_state=True)
         raise ValueError("`mixed_precision` fp16 needs a GPU: on the CPU it would train in float32 without a word. "
                          "Use bf16 or no (`--mixed_precision`, or `accelerate launch --mixed_precision`).")
+    set_seed(args.seed)  # before the caller builds its model: `--seed` seeds the initialisation too (`train` reseeds)
     return accelerator
 
 

@@ -392,9 +392,12 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
                 raise ValueError("`batch_size` must be a positive integer when `labels` is None (null-token prompts).")
             return torch.full((batch_size, 1), config.null_token_id, dtype=torch.long, device=device)
         try:  # as given, so that 1.5 or "3" is refused instead of truncated or misread
-            labels = torch.as_tensor(labels, device=device).reshape(-1)
+            labels = torch.as_tensor(labels, device=device)
         except (TypeError, ValueError, RuntimeError) as error:
             raise ValueError(f"`labels` must be integer class ids, got {labels!r}.") from error
+        if labels.dim() > 1:  # flattened, it gave one prompt per entry without a word
+            raise ValueError(f"`labels` must be a flat batch of class ids (shape (B,)), got shape {tuple(labels.shape)}.")
+        labels = labels.reshape(-1)
         if labels.numel() == 0:  # (before the dtype: torch makes `[]` float32)
             raise ValueError("`labels` is empty: give at least one class id.")
         if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
