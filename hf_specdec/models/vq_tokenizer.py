@@ -14,6 +14,7 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.models.autoencoders.vae import VectorQuantizer
 
 from ..images import check_images
+from .modeling_vqgpt import check_weights_loaded
 from .safetensors_only import SafetensorsOnlyMixin
 
 
@@ -222,9 +223,7 @@ class VQTokenizer(SafetensorsOnlyMixin, VQModel):
 
     def _check_loaded(self, tensor, argument: str) -> None:
         """Meta tensors have shapes but no values: the value checks failed on them with a torch RuntimeError."""
-        if any(p.is_meta for p in self.parameters()):
-            raise ValueError("`tokenizer` is on the meta device: its weights are not loaded. Load it with "
-                             "`VQTokenizer.from_pretrained`, or `to_empty(device=...)` and then `load_state_dict`.")
+        check_weights_loaded(self, "tokenizer")
         if isinstance(tensor, torch.Tensor) and tensor.is_meta:
             raise ValueError(f"`{argument}` is on the meta device: it holds no values.")
 
