@@ -56,12 +56,28 @@ def check_output_not_input(output_dir: str, argument: str = "output_dir", *, dat
                              "files would be read as images (a folder there is a class). Choose another `output_dir`.")
 
 
-def check_output_file(path: str, argument: str = "output") -> None:
-    """`check_output_dir` for a file: its folder can be made and `path` is not a folder."""
+def check_output_file(path: str, argument: str = "output", **input_folders: str | list[str] | None) -> None:
+    """`check_output_dir` for a file: its folder can be made and `path` is not a folder, nor a file of a saved model
+    (its config, weights, metrics or code: the model would no longer load), nor inside one of `input_folders`
+    (argument name -> folder or folders the run reads and rewrites)."""
     if not isinstance(path, str) or not path:
         raise ValueError(f"`{argument}` must be a file path, got {path!r}.")
     if os.path.isdir(path):
         raise ValueError(f"`{argument}` {path!r} is a folder, not a file.")
+    out = os.path.realpath(path)
+    for name, folders in input_folders.items():
+        for folder in [folders] if isinstance(folders, str) else folders or []:
+            root = os.path.realpath(folder)
+            if isinstance(folder, str) and os.path.isdir(folder) and out.startswith(root + os.sep):
+                raise ValueError(f"`{argument}` {path!r} is inside the `{name}` folder {folder!r}, which the run reads "
+                                 "and rewrites. Write it elsewhere.")
+    folder, file = os.path.split(out)
+    if os.path.isfile(path) and os.path.isfile(os.path.join(folder, "config.json")) and (
+        file == "config.json" or file.endswith((".safetensors", ".safetensors.index.json", "_metrics.json", ".py"))
+        or file in ("generation_config.json", "run_config.json")
+    ):
+        raise ValueError(f"`{argument}` {path!r} is a file of the saved model in {folder!r}: writing it would break "
+                         "or misdescribe that model. Write it elsewhere.")
     _check_writable_ancestor(os.path.dirname(os.path.abspath(path)), path, argument, "written")
     if os.path.exists(path):
         try:
@@ -298,6 +314,18 @@ METRICS = {
 }
 
 
+def _vqgpt_description(model_dir: str, metrics: dict) -> str:
+    """What a VQGPT folder is, from the metrics file its training wrote: `distill.py` writes distill_metrics.json,
+    `train_teacher.py` training_metrics.json. A folder with neither is not called a teacher (a draft copied without
+    its metrics was)."""
+    if os.path.exists(os.path.join(model_dir, "distill_metrics.json")) or "alpha" in metrics:
+        return "A draft model for speculative decoding."
+    if os.path.exists(os.path.join(model_dir, "training_metrics.json")):
+        return "The teacher model."
+    return ("A VQGPT model (teacher or draft: its folder holds neither the `training_metrics.json` of "
+            "`train_teacher.py` nor the `distill_metrics.json` of `distill.py`).")
+
+
 def model_card(model_dir: str, repo_id: str, dataset: str = "scikit-learn digits", extra_metrics: dict | None = None,
                teacher_repo: str | None = None, draft_repo: str | None = None) -> ModelCard:
     """A `ModelCard` for the saved model in `model_dir` (a VQGPT teacher or draft, a feature draft or a VQ tokenizer),
@@ -349,7 +377,7 @@ def model_card(model_dir: str, repo_id: str, dataset: str = "scikit-learn digits
                     "An unconditional GPT over VQ image codes (every sequence starts with the null token)")
     return ModelCard.from_template(
         card_data, template_path=os.path.join(TEMPLATES, "vqgpt.md"), repo_id=repo_id, model_name=repo_id,
-        description="A draft model for speculative decoding." if "alpha" in metrics else "The teacher model.",
+        description=_vqgpt_description(model_dir, metrics),
         conditioning=conditioning, num_layers=config["num_hidden_layers"], hidden_size=config["hidden_size"],
         parameters=f"{metrics.get('parameters', 0) / 1e6:.2f}M", grid=f"{config['grid_h']}x{config['grid_w']}",
         codebook_size=config["codebook_size"], dataset=dataset, training=training, results=table,

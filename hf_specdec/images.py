@@ -181,6 +181,13 @@ def labelled_grid(images: torch.Tensor, nrow: int, row_labels: list[str] | None 
     `row_labels` written left of the rows and `title` above. Returns a PIL RGB image."""
     from PIL import ImageDraw, ImageFont
 
+    for name, value, low in (("cell_size", cell_size, 1), ("padding", padding, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"`{name}` must be an integer >= {low} (pixels), got {value!r}.")
+    if title is not None and not isinstance(title, str):
+        raise ValueError(f"`title` must be a string or None, got {title!r}.")
+    if row_labels is not None and (isinstance(row_labels, str) or not all(isinstance(r, str) for r in row_labels)):
+        raise ValueError(f"`row_labels` must be a list of strings (one per row), got {row_labels!r}.")
     pixels = picture_pixels(images, nrow)
     B, C, H, W = pixels.shape
     scale = max(1, math.ceil(cell_size / max(H, W)))

@@ -13,14 +13,14 @@ from .speculative import check_sampling_arguments
 _FINGERPRINTS: dict = {}
 
 
-def tokenizer_weights_fingerprint(tokenizer) -> str | None:
-    """A hash of `tokenizer`'s weights as float32 (not of its config or folder, so it survives a move or a Hub
-    round trip); None for a tokenizer held in another dtype (its rounded weights would hash differently). Cached
-    until a weight changes."""
-    state = tokenizer.state_dict()
+def weights_fingerprint(module: torch.nn.Module) -> str | None:
+    """A hash of `module`'s weights as float32 (not of its config or folder, so it survives a move or a Hub round
+    trip): the tokenizer a teacher learned, the teacher and tokenizer a run started from. None for a module held in
+    another dtype (its rounded weights would hash differently). Cached until a weight changes."""
+    state = module.state_dict()
     if any(v.is_floating_point() and v.dtype != torch.float32 for v in state.values()):
         return None
-    key = (id(tokenizer), tuple((k, v.data_ptr(), v._version) for k, v in state.items()))
+    key = (id(module), tuple((k, v.data_ptr(), v._version) for k, v in state.items()))
     if key not in _FINGERPRINTS:
         digest = hashlib.sha256()
         for name in sorted(state):
@@ -29,6 +29,9 @@ def tokenizer_weights_fingerprint(tokenizer) -> str | None:
         _FINGERPRINTS.clear()  # one entry: the usual call checks the same tokenizer again and again
         _FINGERPRINTS[key] = digest.hexdigest()[:16]
     return _FINGERPRINTS[key]
+
+
+tokenizer_weights_fingerprint = weights_fingerprint  # its first name, from when only tokenizers were fingerprinted
 
 
 def check_tokenizer_matches(tokenizer, config, image_size: int | None = None, argument: str = "tokenizer") -> None:
@@ -48,7 +51,7 @@ def check_tokenizer_matches(tokenizer, config, image_size: int | None = None, ar
             f"`{argument}` makes a {grid} token grid{size} but the model expects ({config.grid_h}, {config.grid_w})."
         )
     recorded = getattr(config, "tokenizer_fingerprint", None)
-    found = tokenizer_weights_fingerprint(tokenizer) if recorded else None
+    found = weights_fingerprint(tokenizer) if recorded else None
     if found is not None and found != recorded:
         raise ValueError(
             f"`{argument}` is not the tokenizer the model learned: its weights' fingerprint {found} differs from the "
@@ -156,7 +159,9 @@ def sample_images(
 
     `generate_kwargs` go to `generate` (`do_sample`, `top_k`, `cfg_scale`, `assistant_model`, ...); the whole grid is
     always drawn, so length arguments (`max_new_tokens`, `max_length`, ...) are refused. `num_images` with `labels`
-    must be their number (one image per label).
+    must be their number (one prompt per label). With `num_return_sequences=k` every prompt gives `k` images, next
+    to each other as `generate` returns them: `B = k * len(labels)` (or `k * num_images`), label `i`'s in rows
+    `i * k` to `i * k + k - 1`.
     Returns `(images (B, 3, H, W) in [-1, 1], codes (B, h, w))`.
     """
     if num_images is not None and (not _is_int(num_images) or num_images < 1):

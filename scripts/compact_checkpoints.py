@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 import torch
 
 from hf_specdec.cli import parse_args, run
-from hf_specdec.hub import STORAGE_DTYPES, check_output_file, check_weights_folder, compact_weights, load_pretrained
+from hf_specdec.hub import (STORAGE_DTYPES, check_output_file, check_weights_folder, compact_weights, load_draft,
+                            load_pretrained)
 from hf_specdec.models import VQGPTForCausalLM
 from hf_specdec.models.modeling_vqgpt import check_draft_matches
 
@@ -43,7 +44,7 @@ class CompactArguments:
         if self.num_sequences < 1:
             raise ValueError(f"`num_sequences` must be >= 1, got {self.num_sequences}.")
         if self.output_json is not None:
-            check_output_file(self.output_json, "output_json")
+            check_output_file(self.output_json, "output_json", folders=self.folders, teacher_path=self.teacher_path)
 
 
 def check_not_a_teacher(folder: str, args: CompactArguments) -> None:
@@ -69,7 +70,7 @@ def check_not_a_teacher(folder: str, args: CompactArguments) -> None:
 def alpha_of(teacher, folder: str, sequences: torch.Tensor) -> float:
     from hf_specdec.distill import expected_acceptance
 
-    return expected_acceptance(teacher, load_pretrained(VQGPTForCausalLM, folder, "folders"), sequences)["alpha"]
+    return expected_acceptance(teacher, load_draft(folder, "folders", teacher), sequences)["alpha"]
 
 
 def main(argv=None):
@@ -84,7 +85,7 @@ def main(argv=None):
         teacher = load_pretrained(VQGPTForCausalLM, args.teacher_path, "teacher_path")
         for folder in args.folders:
             try:
-                check_draft_matches(teacher, load_pretrained(VQGPTForCausalLM, folder, "folders"), "folders")
+                check_draft_matches(teacher, load_draft(folder, "folders", teacher), "folders")  # feature drafts too
             except ValueError as error:
                 raise ValueError(f"{error} (folder {folder!r}, `teacher_path` {args.teacher_path!r})") from None
         classes = teacher.config.num_classes

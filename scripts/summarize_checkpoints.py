@@ -42,7 +42,8 @@ def row(name: str, size: int, m: dict | None) -> str:
     size = f"{size / 2**20:.1f} MiB"
     if m is None:
         return f"| {name} | | {size} | (no {' / '.join(METRICS_FILES)}) | | | | |"
-    params = fmt(m.get("parameters", 0) / 1e6 if m.get("parameters") else None, ".2f", "M")
+    parameters = m.get("parameters")
+    params = fmt(parameters / 1e6 if isinstance(parameters, (int, float)) else None, ".2f", "M")  # "" if not a number
     if "val_psnr_db" in m:  # the tokenizer
         return (f"| {name} | {params} | {size} | reconstruction + VQ | PSNR {fmt(m['val_psnr_db'], '.1f', ' dB')} | "
                 f"codebook usage {fmt(m.get('usage'), '.0%')}, perplexity {fmt(m.get('perplexity'), '.0f')} | | |")

@@ -197,6 +197,13 @@ def test_sample_images_honours_or_refuses_its_arguments(pair):
     assert images.shape[0] == codes.shape[0] == 2
     images, _ = sample_images(model, tokenizer, num_images=3, do_sample=False)
     assert images.shape[0] == 3
+    # num_return_sequences: k images per label, next to each other (the docstring said one per label)
+    torch.manual_seed(0)
+    images, codes = sample_images(model, tokenizer, [0, 1], do_sample=True, num_return_sequences=3)
+    assert images.shape[0] == codes.shape[0] == 6
+    greedy = sample_images(model, tokenizer, [1, 0], do_sample=True, top_k=1, num_return_sequences=2)[1]
+    assert torch.equal(greedy[0], greedy[1]) and torch.equal(greedy[2], greedy[3])
+    assert torch.equal(greedy[0], sample_images(model, tokenizer, [1], do_sample=False)[1][0])
     for kwargs, match in ((dict(labels=[0], max_new_tokens=4), "`max_new_tokens` is not an argument"),
                           (dict(labels=[0], max_length=10), "`max_length`"),
                           (dict(labels=[0], num_images=2), r"`num_images` 2 disagrees with the 1 `labels`"),
@@ -211,17 +218,17 @@ def test_sample_images_honours_or_refuses_its_arguments(pair):
             sample_images(model, tokenizer, **kwargs)
     # another codebook: its codes were looked up in the wrong table without a word
     # another tokenizer of the same codebook size and grid: the same codes decode to other pictures
-    from hf_specdec.pipeline import tokenizer_weights_fingerprint
+    from hf_specdec.pipeline import weights_fingerprint
 
     sequences = model.generate(class_prompts(model, 1), do_sample=False)
-    model.config.tokenizer_fingerprint = tokenizer_weights_fingerprint(tokenizer)
+    model.config.tokenizer_fingerprint = weights_fingerprint(tokenizer)
     try:
         assert decode_sequences(tokenizer, sequences, model.config).shape[0] == 1
         with pytest.raises(ValueError, match="`tokenizer` is not the tokenizer the model learned"):
             decode_sequences(tiny_vq(seed=1), sequences, model.config)
         with pytest.raises(ValueError, match="`tokenizer` is not the tokenizer the model learned"):
             sample_images(model, tiny_vq(seed=1), [0], do_sample=False)
-        assert tokenizer_weights_fingerprint(tokenizer.to(torch.bfloat16)) is None  # rounded weights: not compared
+        assert weights_fingerprint(tokenizer.to(torch.bfloat16)) is None  # rounded weights: not compared
         tokenizer.float()
     finally:
         model.config.tokenizer_fingerprint = None

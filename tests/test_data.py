@@ -1,6 +1,7 @@
 """Data: digits splits, imagefolder, Mini-ImageNet dog filter and offline failure, token precompute cache."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from hf_specdec.data import (
     load_image_dataset,
     load_imagefolder,
     precompute_tokens,
+    split_dataset,
     token_sequences,
 )
 from tests.utils import python_env, run_python, tiny_vq, truncate
@@ -169,10 +171,18 @@ def test_unreadable_image_files_are_named(tmp_path):
 
 
 @pytest.mark.parametrize("counts, val, test, option, words", [
-    ({"cat": 6, "dog": 6}, 0.1, 0.05, "test_fraction", ["holds out 1 of 12", "between 0.167 and 0.833"]),
-    ({"cat": 12, "dog": 12}, 0.01, 0.2, "val_fraction", ["left after the test split", "between"]),
-    ({"cat": 1, "dog": 9}, 0.2, 0.2, "test_fraction", ["['cat']", "single image", "at least 3 images per class"]),
-    ({"cat": 2, "dog": 2, "eel": 2}, 0.3, 0.3, "test_fraction", ["6 images", "Add images"]),
+    ({"cat": 6, "dog": 6}, 0.1, 0.05, "test_fraction", ["holds out 1 of 12", "between 0.09 and 0.66"]),
+    ({"cat": 12, "dog": 12}, 0.01, 0.2, "val_fraction", ["1 of the 19 images left after the test split",
+                                                         "between 0.05 and 0.71"]),
+    ({"cat": 1, "dog": 9}, 0.2, 0.2, "test_fraction", ["cat (1 image)", "at least 3 images per class"]),
+    # a class of 2 images was accepted by the first cut and failed in the second; now refused up front
+    ({"cat": 2, "dog": 2, "eel": 2}, 0.3, 0.3, "val_fraction", ["3 class(es) have fewer: cat (2 images)",
+                                                                  "Add images"]),
+    ({"cat": 2, "dog": 30}, 0.2, 0.2, "test_fraction", ["cat (2 images)"]),
+    # the test cut must keep 2 images per class for the validation cut (was advised up to 0.667 for 3 + 3)
+    ({"cat": 3, "dog": 3}, 0.1, 0.1, "test_fraction", ["at most 2 held out", "between 0.17 and 0.33"]),
+    # the advice respects val_fraction + test_fraction < 1
+    ({"cat": 30, "dog": 30}, 0.5, 0.01, "test_fraction", ["between 0.02 and 0.49"]),
 ])
 def test_too_few_images_for_the_split_fractions(tmp_path, counts, val, test, option, words):
     image_folder(tmp_path, counts)
@@ -181,6 +191,30 @@ def test_too_few_images_for_the_split_fractions(tmp_path, counts, val, test, opt
     assert f"`{option}`" in str(error.value)
     for word in words:
         assert word in str(error.value), str(error.value)
+
+
+@pytest.mark.parametrize("counts", [(3, 3), (3, 4, 5), (6, 6), (20, 20, 20), (10, 3)])
+def test_the_advised_split_fractions_work(counts):
+    """Follow the advice of every refusal until the split works: each printed end of a range must work as printed."""
+    labels = [label for label, count in enumerate(counts) for _ in range(count)]
+    features = Features({"label": ClassLabel(names=[f"c{i}" for i in range(len(counts))]), "id": Value("int64")})
+    dataset = Dataset.from_dict({"label": labels, "id": list(range(len(labels)))}, features=features)
+    for val, test in [(0.01, 0.01), (0.1, 0.1), (0.05, 0.4), (0.4, 0.05), (0.45, 0.45)]:
+        for end in (0, 1):
+            fractions = {"val_fraction": val, "test_fraction": test}
+            for _ in range(3):
+                try:
+                    data = split_dataset(dataset, fractions["val_fraction"], fractions["test_fraction"], seed=0)
+                    break
+                except ValueError as error:
+                    advice = re.search(r"set `(\w+)` (?:between ([\d.]*\d) and ([\d.]*\d)|to ([\d.]*\d))", str(error))
+                    assert advice, str(error)
+                    ends = [advice.group(2), advice.group(3)] if advice.group(2) else [advice.group(4)] * 2
+                    fractions[advice.group(1)] = float(ends[end])
+            else:
+                raise AssertionError(f"advice did not converge for {counts}, {val}, {test}")
+            assert sum(len(split) for split in data.values()) == len(labels)
+            assert all(len(split) >= 1 for split in data.values())
 
 
 def test_smallest_image_folder_that_splits(tmp_path):

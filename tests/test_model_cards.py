@@ -34,6 +34,20 @@ def test_cards_round_trip_with_eval_results(name, tmp_path):
     assert f"# org/{name}" in loaded.text
 
 
+def test_a_folder_without_training_metrics_is_not_called_a_teacher(tmp_path):
+    import shutil
+
+    for name, metrics_file in (("draft-1L", "distill_metrics.json"), ("teacher", "training_metrics.json")):
+        folder = tmp_path / name
+        shutil.copytree(CHECKPOINTS / name, folder, ignore=shutil.ignore_patterns("checkpoints", "*.safetensors"))
+        kept = model_card(str(folder), f"org/{name}").text
+        assert ("A draft model" if name == "draft-1L" else "The teacher model.") in kept
+        (folder / metrics_file).unlink()
+        text = model_card(str(folder), f"org/{name}").text
+        assert "The teacher model." not in text and "A draft model" not in text  # the draft was called a teacher
+        assert "teacher or draft" in text and "distill_metrics.json" in text
+
+
 def test_upload_plan_is_safetensors_only(tmp_path):
     import shutil
 

@@ -310,10 +310,10 @@ def test_pipeline_scripts_end_to_end(tmp_path, monkeypatch, capsys):
     names = VQGPTForCausalLM.from_pretrained(teacher).config.id2label  # the class names label sample grids
     assert [names[i] for i in range(10)] == [str(d) for d in range(10)]
     from hf_specdec import VQTokenizer
-    from hf_specdec.pipeline import tokenizer_weights_fingerprint
+    from hf_specdec.pipeline import weights_fingerprint
 
     recorded = VQGPTForCausalLM.from_pretrained(teacher).config.tokenizer_fingerprint  # decoding with another refused
-    assert recorded == tokenizer_weights_fingerprint(VQTokenizer.from_pretrained(vq)) is not None
+    assert recorded == weights_fingerprint(VQTokenizer.from_pretrained(vq)) is not None
     for extra in (["--student_id", "4", "--loss", "hybrid"],
                   ["--student_preset", "draft-1L", "--loss", "tv", "--lmbda", "0.5", "--data_source", "teacher",
                    "--num_teacher_samples", "64"]):

@@ -32,7 +32,7 @@ from ..models import VQGPTForCausalLM
 from ..pipeline import class_prompts
 from ..speculative import EarlyExitDraft, SamplingConfig, SpeculativeOutput, clear_decoders, get_decoder
 from ..speculative.legacy import legacy_plain_sample, legacy_speculative_sample
-from .timing import check_device, machine_description, quartiles, synchronize
+from .timing import check_device, check_listed_once, machine_description, quartiles, synchronize
 
 METHODS = ("legacy", "eager", "compile", "compile-frozen", "cuda-graph", "hf-generate", "hf-static", "hf-assisted")
 ENGINE_MODES = ("eager", "compile", "compile-frozen", "cuda-graph")  # methods that are the engine in a mode
@@ -80,6 +80,7 @@ class EngineBenchmarkArguments:
             raise ValueError(f"`reps` must be >= 1, got {self.reps}.")
         if any(g < 1 for g in self.extra_gammas):
             raise ValueError(f"`extra_gammas` must be integers >= 1, got {self.extra_gammas}.")
+        check_listed_once(self, "batch_sizes", "extra_gammas")
         if self.legacy_max_batch < 1:
             raise ValueError(f"`legacy_max_batch` must be >= 1, got {self.legacy_max_batch}.")
         if self.stream_images < 0:
@@ -89,6 +90,17 @@ class EngineBenchmarkArguments:
         check_device(self.device)
         check_checkpoints_dir(self.checkpoints_dir)
         check_output_dir(self.output_dir)
+
+
+def check_gammas_fit(args: EngineBenchmarkArguments, config) -> None:
+    """`gamma` and every `extra_gammas` value at most the teacher's grid, each under its own name, before any
+    timing (the decoder's own check named `gamma` for an `extra_gammas` value)."""
+    grid = config.num_image_tokens
+    if args.gamma > grid:
+        raise ValueError(f"`gamma` must be at most the teacher's {grid}-token grid, got {args.gamma}.")
+    beyond = [g for g in args.extra_gammas if g > grid]
+    if beyond:
+        raise ValueError(f"`extra_gammas` must be at most the teacher's {grid}-token grid, got {beyond}.")
 
 
 def _load(args, name, argument):
@@ -180,6 +192,7 @@ def run_engine_benchmark(args: EngineBenchmarkArguments) -> dict:
     """Measure; write `results.json` and `results.md` to `args.output_dir`; return the results."""
     device = torch.device(args.device)
     teacher = _load(args, args.teacher, "teacher")
+    check_gammas_fit(args, teacher.config)
     draft = _load_draft(args, teacher)
     config = teacher.config
     new_tokens = config.num_image_tokens

@@ -19,7 +19,7 @@ from ..hub import (check_checkpoint_name, check_checkpoints_dir, check_output_di
 from ..images import images_to_tensor, save_image_grid
 from ..metrics import load_metric
 from ..metrics.classifier import DigitsClassifier
-from ..metrics.quality import check_inception_available, inception_metrics
+from ..metrics.quality import check_bootstrap, check_inception_available, inception_metrics
 from ..models import VQGPTForCausalLM, VQTokenizer
 from ..pipeline import check_dataset_matches, check_sampling_options, check_tokenizer_matches, class_prompts, decode_sequences
 from ..speculative import latent_neighbours, plain_sample, speculative_sample
@@ -31,7 +31,7 @@ class QualityArguments:
     checkpoints_dir: str = field(default="checkpoints/digits", metadata={"help": "Folder with all models."})
     teacher: str = field(default="teacher", metadata={"help": "Teacher sub-folder."})
     tokenizer: str = field(default="vq-tokenizer", metadata={"help": "Tokenizer sub-folder."})
-    classifier: str = field(default="classifier", metadata={"help": "DigitsClassifier sub-folder (FID/IS features)."})
+    classifier: str = field(default="classifier", metadata={"help": "DigitsClassifier (FID/IS features): a sub-folder of checkpoints_dir, or a folder path."})
     drafts: list[str] = field(default_factory=lambda: ["draft-1L", "student-4L", "student-10L"], metadata={"help": "Students scored alone: sub-folders, folder paths or Hub repo ids; a size preset's name (student-4L, ...) with no folder is skipped with a note, any other unknown name is refused."})
     speculative_draft: str = field(default="draft-1L", metadata={"help": "Draft of the speculative runs; `none` scores "
                                    "the teacher (and the drafts alone) only, e.g. to compare teachers."})
@@ -39,7 +39,7 @@ class QualityArguments:
     relaxed_neighbours: int = field(default=4, metadata={"help": "Latent neighbours of the relaxed (lossy) run; 0 = skip."})
     num_images: int = field(default=360, metadata={"help": "Images per method (= held-out real images used)."})
     batch_size: int = field(default=120, metadata={"help": "Images per generation call."})
-    bootstrap_rounds: int = field(default=100, metadata={"help": "Bootstrap resamples for the intervals."})
+    bootstrap_rounds: int = field(default=100, metadata={"help": "Bootstrap resamples for the intervals (>= 2)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
     top_k: int | None = field(default=None, metadata={"help": "Top-k (None = off)."})
     seed: int = field(default=0, metadata={"help": "Seed."})
@@ -48,9 +48,10 @@ class QualityArguments:
     output_dir: str = field(default="benchmarks/quality", metadata={"help": "results.json, results.md, grids."})
 
     def __post_init__(self):
-        for name in ("gamma", "num_images", "batch_size", "bootstrap_rounds"):
+        for name in ("gamma", "num_images", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+        check_bootstrap(self.bootstrap_rounds, self.seed, "bootstrap_rounds")  # 1 wrote NaN intervals after the work
         if self.num_images < 2:  # FID needs two images per side: found after all the sampling
             raise ValueError(f"`num_images` must be >= 2 (FID compares covariances), got {self.num_images}.")
         if self.relaxed_neighbours < 0:
@@ -149,7 +150,7 @@ def evaluate_quality(args: QualityArguments, data_args: DataArguments | None = N
     if args.speculative_draft.lower() != "none":
         draft = drafts[args.speculative_draft] if args.speculative_draft in drafts else load_draft(
             checkpoint_path(args.checkpoints_dir, args.speculative_draft), "speculative_draft", teacher, args.device)
-    classifier_path = os.path.join(args.checkpoints_dir, args.classifier)
+    classifier_path = checkpoint_path(args.checkpoints_dir, args.classifier)  # a sub-folder, or a path as accepted
     splits = data_args.load()
     class_names = splits["train"].features["label"].names
     check_dataset_matches(teacher.config, class_names)  # real images of the same classes

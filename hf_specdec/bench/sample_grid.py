@@ -60,7 +60,8 @@ CHECKPOINT_SETS = {
 METHODS = ("speculative", "self-speculative", "assisted", "plain")
 # The options that only some methods read.
 METHOD_OPTIONS = {"assistant": ("speculative", "assisted"), "gamma": ("speculative", "self-speculative", "assisted"),
-                  "self_speculative_layers": ("self-speculative",)}
+                  "self_speculative_layers": ("self-speculative",),
+                  "batch_size": ("speculative", "self-speculative")}  # only their whole-grid timing reads it
 
 
 @dataclass

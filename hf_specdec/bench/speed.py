@@ -20,7 +20,7 @@ from ..hub import check_checkpoints_dir, check_output_dir, checkpoint_path, load
 from ..models import VQGPTForCausalLM, VQTokenizer
 from ..pipeline import check_sampling_options, class_prompts
 from ..speculative import EarlyExitDraft, expected_speedup, plain_sample, speculative_sample
-from .timing import check_device, machine_description, quartiles, time_calls
+from .timing import check_device, check_listed_once, machine_description, quartiles, time_calls
 
 
 @dataclass
@@ -57,11 +57,7 @@ class BenchmarkArguments:
             raise ValueError(f"`gammas` must be >= 1, got {self.gammas}.")
         if any(b < 1 for b in self.batch_sizes):
             raise ValueError(f"`batch_sizes` must be >= 1, got {self.batch_sizes}.")
-        for name in ("gammas", "batch_sizes", "self_speculative_layers"):  # a row timed twice looks like two results
-            values = getattr(self, name)
-            if len(set(values)) < len(values):
-                twice = sorted({v for v in values if values.count(v) > 1})
-                raise ValueError(f"`{name}` lists {twice} more than once: give each value once.")
+        check_listed_once(self, "gammas", "batch_sizes", "self_speculative_layers")
         if self.repeats < 1:
             raise ValueError(f"`repeats` must be >= 1, got {self.repeats}.")
         if self.warmup < 0:

@@ -86,3 +86,13 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
         return values[0], values[0], values[0]
     q = statistics.quantiles(values, n=4, method="inclusive")
     return q[0], statistics.median(values), q[2]
+
+
+def check_listed_once(args, *names: str) -> None:
+    """`ValueError` naming the option when one of the list options `names` of `args` gives a value twice: a row
+    timed twice looks like two results."""
+    for name in names:
+        values = getattr(args, name)
+        if len(set(values)) < len(values):
+            twice = sorted({v for v in values if values.count(v) > 1})
+            raise ValueError(f"`{name}` lists {twice} more than once: give each value once.")

@@ -36,43 +36,81 @@ def check_split_fractions(val_fraction: float, test_fraction: float) -> None:
 def split_dataset(dataset: Dataset, val_fraction: float, test_fraction: float, seed: int) -> DatasetDict:
     """Deterministic class-stratified train / validation / test split of `dataset` (same seed, same split).
 
-    Raises `ValueError` naming `val_fraction` / `test_fraction` when the images are too few for them: a stratified
-    split needs at least one image of every class on both sides of each cut.
+    Raises `ValueError` naming `val_fraction` / `test_fraction` when the images are too few for them, before any cut:
+    a stratified split needs at least one image of every class on both sides of each cut, so every class needs 3
+    images and each cut must hold out, and keep, at least one image per class.
     """
     check_split_fractions(val_fraction, test_fraction)
-    rest_test = _stratified_cut(dataset, test_fraction, "test_fraction", 1.0, seed)
-    train_val = _stratified_cut(rest_test["train"], val_fraction / (1.0 - test_fraction), "val_fraction",
-                                1.0 - test_fraction, seed)
+    labels, counts = np.unique(np.asarray(dataset.with_format("numpy")["label"]), return_counts=True)
+    if counts.min() < 3:
+        names = dataset.features["label"].names if hasattr(dataset.features["label"], "names") else None
+        small = [f"{names[i] if names else int(i)} ({c} image{'s' if c > 1 else ''})"
+                 for i, c in zip(labels, counts) if c < 3]
+        more = f" and {len(small) - 5} more" if len(small) > 5 else ""
+        raise ValueError(
+            "Too few images for `val_fraction` and `test_fraction`: a stratified split needs at least 3 images per "
+            f"class (one each for train, validation and test), and {len(small)} class(es) have fewer: "
+            f"{', '.join(small[:5])}{more}. Add images."
+        )
+    n, classes = len(dataset), len(labels)
+    # datasets keeps floor or ceil of `c * kept / n` images of a class of `c`: the test cut keeps 2 of every class
+    # (for the validation cut) for sure when it holds out at most n (c - 2) / c, for the smallest class.
+    smallest = int(counts.min())
+    most = min(n - 2 * classes, n * (smallest - 2) // smallest)
+    why = (f"at least one image of every class held out, and 2 of every class kept for the validation cut (at most "
+           f"{most} held out: the smallest class has {smallest} images)")
+    _check_cut(n, classes, test_fraction, 1.0, "test_fraction", f" of {n} images", most, why,
+               ("val_fraction", val_fraction))
+    rest = n - math.ceil(test_fraction * n)
+    _check_cut(rest, classes, val_fraction / (1.0 - test_fraction), 1.0 - test_fraction, "val_fraction",
+               f" of the {rest} images left after the test split", rest - classes,
+               "at least one image of every class on each side", ("test_fraction", test_fraction))
+    rest_test = dataset.train_test_split(test_size=test_fraction, stratify_by_column="label", seed=seed)
+    train_val = rest_test["train"].train_test_split(
+        test_size=val_fraction / (1.0 - test_fraction), stratify_by_column="label", seed=seed
+    )
     return DatasetDict(train=train_val["train"], validation=train_val["test"], test=rest_test["test"])
 
 
-def _stratified_cut(dataset: Dataset, fraction: float, option: str, scale: float, seed: int) -> DatasetDict:
-    """`dataset.train_test_split(fraction, stratified)`, after checking what `datasets` needs (its own errors name
-    neither the option nor the numbers to change): every class at least 2 images, and both `ceil(fraction * n)`
-    held-out images and the rest at least the number of classes. `option = fraction * scale` is what the user set."""
-    n = len(dataset)
-    labels, counts = np.unique(np.asarray(dataset.with_format("numpy")["label"]), return_counts=True)
-    classes, held_out = len(labels), math.ceil(fraction * n)
-    where = " left after the test split" if option == "val_fraction" else ""
-    if counts.min() < 2:
-        names = dataset.features["label"].names if hasattr(dataset.features["label"], "names") else None
-        small = [names[i] if names else int(i) for i, c in zip(labels, counts) if c < 2][:5]
-        raise ValueError(
-            f"Too few images for `{option}`: classes {small} have a single image{where}, and a stratified split "
-            "needs at least 3 images per class (one each for train, validation and test). Add images."
-        )
-    if held_out < classes or n - held_out < classes:
-        if n < 2 * classes:
-            advice = "Add images"
-        else:
-            low, high = classes / n * scale, (n - classes) / n * scale
-            advice = f"Add images, or set `{option}` between {low:.3g} and {high:.3g}"
-        raise ValueError(
-            f"Too few images for `{option}` {fraction * scale:.3g}: it holds out {held_out} of {n} images{where}, in "
-            f"{classes} classes, but a stratified split needs at least one image of every class on each side "
-            f"({classes} held out and {classes} kept). {advice}."
-        )
-    return dataset.train_test_split(test_size=fraction, stratify_by_column="label", seed=seed)
+def _check_cut(n: int, classes: int, fraction: float, scale: float, option: str, where: str, most: int, why: str,
+               other: tuple) -> None:
+    """`datasets`' stratified `train_test_split(fraction)` of `n` images holds out `ceil(fraction * n)`, which must be
+    between `classes` and `most`. `option = fraction * scale` is what the user set, and `option + other` must stay
+    below 1: the advice gives the range of `option` that works, each end as printed."""
+    held_out = math.ceil(fraction * n)
+    if classes <= held_out <= most:
+        return
+    other_name, other_value = other
+    span = None if most < classes else _working_range(n, classes, most, scale, 1.0 - other_value)
+    if span is None:
+        advice = "Add images" + (", or lower `test_fraction`" if option == "val_fraction" else
+                                 f", or lower `{other_name}`" if most >= classes else "")
+    elif span[0] == span[1]:
+        advice = f"Add images, or set `{option}` to {span[0]}"
+    else:
+        advice = f"Add images, or set `{option}` between {span[0]} and {span[1]}"
+    raise ValueError(
+        f"Too few images for `{option}` {fraction * scale:.3g}: it holds out {held_out}{where}, in {classes} classes, "
+        f"but a stratified split needs {why}. {advice}."
+    )
+
+
+def _working_range(n: int, low_count: int, high_count: int, scale: float, below: float) -> tuple:
+    """The ends, as short decimals, of the range of an option `v < below` whose cut holds out `ceil(v / scale * n)`
+    images, between `low_count` and `high_count`: each end works as printed. None if no such `v`."""
+    def works(value: float) -> bool:
+        return value < below and low_count <= math.ceil(value / scale * n) <= high_count
+
+    above, at_most = (low_count - 1) / n * scale, high_count / n * scale  # v in (above, at_most]
+    for digits in range(2, 10):
+        step = 10.0 ** -digits
+        low = round((math.floor(above / step) + 1) * step, digits)
+        low = low if works(low) else round(low + step, digits)  # rounding errors of the float division
+        high = round(min(math.floor(at_most / step), math.ceil(below / step) - 1) * step, digits)
+        high = high if works(high) else round(high - step, digits)
+        if low <= high and works(low) and works(high):
+            return tuple(f"{value:.{digits}f}".rstrip("0").rstrip(".") for value in (low, high))
+    return None
 
 
 def load_digits_dataset(

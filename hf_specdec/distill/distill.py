@@ -23,7 +23,7 @@ from ..hub import check_output_not_input, load_pretrained
 from ..models import STUDENT_IDS, VQGPT_PRESETS, VQGPTForCausalLM, VQTokenizer, make_feature_draft
 from ..models.modeling_vqgpt import check_cfg_scale
 from ..pipeline import (check_dataset_matches, check_sampling_options, check_tokenizer_matches, class_prompts,
-                        tokenizer_weights_fingerprint)
+                        weights_fingerprint)
 from ..speculative import acceptance_alpha, warp_logits
 from .losses import DIVERGENCES, divergence, forward_kl, hybrid_distillation_loss
 
@@ -341,8 +341,8 @@ def run_distillation(data_args, args: DistillArguments, training_args):
         with open(os.path.join(output_dir, "distill_metrics.json"), "w") as f:
             json.dump(summary, f, indent=2)
 
-    inputs = {"weights of teacher_path": tokenizer_weights_fingerprint(teacher),  # the folders may move, their
-              "weights of tokenizer_path": tokenizer_weights_fingerprint(tokenizer)}  # models may not (on resume)
+    inputs = {"weights of teacher_path": weights_fingerprint(teacher),  # the folders may move, their
+              "weights of tokenizer_path": weights_fingerprint(tokenizer)}  # models may not (on resume)
     run_config = {"data": vars(data_args), "distill": vars(args), "inputs": inputs}
     return train(student, train_data, loss_fn, training_args, accelerator, collate, eval_fn, save_fn, run_config,
                  batch_fn=batch_fn)

@@ -35,20 +35,45 @@ def _inception_score(logits: torch.Tensor, splits: int) -> float:
     return metric.compute()[0].item()
 
 
+def check_bootstrap(rounds, seed, argument: str = "rounds") -> None:
+    """`ValueError` naming `argument` unless `rounds` is an integer >= 2 (the interval is the spread of the
+    resampled statistic: one resample has none, and the interval was NaN) and `seed` an integer."""
+    if not _is_int(rounds) or rounds < 2:
+        raise ValueError(f"`{argument}` must be an integer >= 2 (resamples; the interval is their spread), got "
+                         f"{rounds!r}.")
+    if not _is_int(seed):
+        raise ValueError(f"`seed` must be an integer, got {seed!r}.")
+
+
+def check_splits(splits, num_images: int) -> None:
+    """`ValueError` naming `splits` unless the Inception Score can split `num_images` into `splits` groups of at
+    least 2: with one image per group every image is its own marginal, and any images score the minimum, 1.0."""
+    if not _is_int(splits) or splits < 1:
+        raise ValueError(f"`splits` must be an integer >= 1, got {splits!r}.")
+    if num_images < 2 * splits:
+        raise ValueError(f"`splits` {splits} needs at least {2 * splits} images (2 per split: with one, every split "
+                         f"scores 1.0 whatever the images), got {num_images}.")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def bootstrap(statistic, *samples: torch.Tensor, rounds: int = 100, seed: int = 0, level: float = 0.95):
     """`(value, (low, high))`: the statistic on the samples and a normal bootstrap interval around it.
 
-    The interval is `value +- z * sd` with `sd` the spread of the statistic over `rounds` resamples with
+    The interval is `value +- z * sd` with `sd` the spread of the statistic over `rounds` (>= 2) resamples with
     replacement. A percentile interval would be shifted: duplicated rows bias FID upwards, by about as much as
     the differences measured here.
     """
+    check_bootstrap(rounds, seed)
     value = statistic(*samples)
     g = torch.Generator().manual_seed(seed)
     draws = []
     for _ in range(rounds):
         resampled = [s[torch.randint(len(s), (len(s),), generator=g)] for s in samples]
         draws.append(statistic(*resampled))
-    sd = torch.tensor(draws).std().item() if rounds > 1 else float("nan")
+    sd = torch.tensor(draws).std().item()
     z = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(0.5 + level / 2)).item()
     return value, (value - z * sd, value + z * sd)
 
@@ -58,6 +83,7 @@ def fid_with_ci(real_features: torch.Tensor, fake_features: torch.Tensor, rounds
 
 
 def inception_score_with_ci(logits: torch.Tensor, splits: int = 1, rounds: int = 100, seed: int = 0):
+    check_splits(splits, len(logits))
     return bootstrap(lambda x: _inception_score(x, splits), logits, rounds=rounds, seed=seed)
 
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from transformers.utils import ModelOutput
 
-from .configuration_vqgpt import VQGPTConfig
+from .configuration_vqgpt import VQGPTConfig, _is_int
 from .modeling_vqgpt import (VQGPTBlock, VQGPTForCausalLM, VQGPTPreTrainedModel, _cached_rows, code_loss,
                              guided_logits)
 
@@ -51,17 +51,18 @@ class VQGPTFeatureDraftConfig(VQGPTConfig):
 
     def __post_init__(self, **kwargs):
         n = self.teacher_num_hidden_layers
-        if not isinstance(n, int) or n < 1:
+        if not _is_int(n) or n < 1:
             raise ValueError(f"`teacher_num_hidden_layers` must be a positive integer, got {n!r}.")
         if self.feature_layers is None:
             self.feature_layers = sorted({min(2, n), n // 2 + 1, n})
-        layers = list(self.feature_layers)
-        if not layers or not all(isinstance(i, int) and 0 <= i <= n for i in layers):
-            raise ValueError(f"`feature_layers` must be a non-empty list of indices in [0, {n}], got {layers!r}.")
-        self.feature_layers = layers
+        layers = self.feature_layers
+        if not isinstance(layers, (list, tuple)) or not layers or not all(_is_int(i) and 0 <= i <= n for i in layers):
+            raise ValueError(f"`feature_layers` must be a non-empty list of indices in [0, {n}] (teacher layers whose "
+                             f"outputs the draft reads), got {layers!r}.")
+        self.feature_layers = list(layers)
         if self.teacher_hidden_size is None:
             self.teacher_hidden_size = self.hidden_size
-        if not isinstance(self.teacher_hidden_size, int) or self.teacher_hidden_size < 1:
+        if not _is_int(self.teacher_hidden_size) or self.teacher_hidden_size < 1:
             raise ValueError(f"`teacher_hidden_size` must be a positive integer, got {self.teacher_hidden_size!r}.")
         super().__post_init__(**kwargs)
 

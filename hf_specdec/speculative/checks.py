@@ -160,6 +160,10 @@ def check_decoder_arguments(teacher, draft, gamma, batch_size, sampling, mode, r
     grid = teacher.config.num_image_tokens
     if not _is_int(gamma) or not 1 <= gamma <= grid:
         raise ValueError(f"`gamma` must be an integer in [1, {grid}] (the {grid}-token grid), got {gamma!r}.")
+    if sampling.tree_depth > gamma:
+        raise ValueError(f"`tree_depth` {sampling.tree_depth} must be <= `gamma` {gamma}: the tree branches at draft "
+                         f"positions and a round drafts {gamma}, so the chains past `num_drafts ** gamma` would be "
+                         f"copies drawn at {sampling.num_drafts ** (sampling.tree_depth - gamma)}x the work.")
     K = teacher.config.codebook_size
     if relaxed_neighbours is not None:
         if not isinstance(relaxed_neighbours, torch.Tensor) or relaxed_neighbours.dim() != 2 or (

@@ -32,8 +32,9 @@ class SpeculativeOutput:
     """Tokens and statistics of one `speculative_sample` call.
 
     sequences: `(B, prompt + new)` tokens, prompt included (like `generate()`).
-    accepted_per_round / evaluated_per_round / proposed_per_round: `(rounds, B)` drafts inside the image that were
-        accepted / tested (accepted ones plus the first rejected one) / drafted, per round.
+    accepted_per_round / evaluated_per_round / proposed_per_round: `(rounds, rows)` drafts inside the image that were
+        accepted / tested (accepted ones plus the first rejected one) / drafted, per round and decoder row that drew
+        images (`min(B, batch_size)` rows; a streamed call's rows draw several images one after the other).
     gamma_per_round: draft length used in each round.
     accepted_by_position / evaluated_by_position: `(new,)` counts per generated token position (for heat maps).
     teacher_forwards / draft_forwards: teacher passes (prefill included) and draft steps made.
@@ -210,8 +211,11 @@ def speculative_sample(
         cfg_scale: classifier-free guidance scale, applied inside both models.
         generator: a `torch.Generator` (on the prompts' device) for reproducible sampling.
         adaptive_gamma: before each batch of rounds, choose gamma in `[1, gamma]` maximising the expected speedup
-            `(1 - a^(g+1)) / ((1 - a)(g c + 1))` for the running acceptance `a` and cost ratio `c`.
-        cost_ratio: `c` = draft step time / verify pass time; calibrated once per decoder when None.
+            `(1 - a^(g+1)) / ((1 - a)(g c + 1))` for the running acceptance `a` (every call starts from the
+            prior 1/2) and cost ratio `c`.
+        cost_ratio: `c` = draft step time / verify pass time; calibrated once per decoder when None (a timing, so
+            the gammas, and with them a seeded call's images, may differ between processes: give `cost_ratio` for
+            adaptive calls that reproduce anywhere).
         relaxed_neighbours: LOSSY, off by default. A `(K, k)` table from `latent_neighbours(codebook, k)`: accept
             a drafted code with the teacher's mass on its latent neighbours (`relaxed_accept`). Faster, but the
             output is no longer the teacher's distribution.

@@ -165,8 +165,9 @@ class SpeculativeDecoder:
         self._round_codes: dict = {}  # gamma -> the code object of the round compiled for this decoder alone
         self._frozen_versions: tuple | None = None  # with frozen weights: the weights' versions they were compiled at
         self.cost_ratio: float | None = None
-        # Adaptive gamma: the running acceptance, kept across calls (Beta(1, 1) prior), and how many rounds run
-        # between two host reads of it (the first call starts from the prior, so it must look early).
+        # Adaptive gamma: the running acceptance (Beta(1, 1) prior; every call starts from it, so that a seeded
+        # call gives the same images whatever ran before it), and how many rounds run between two host reads of it
+        # (a call starts from the prior, so it must look early).
         self.accepted_sum, self.tested_sum = 1.0, 2.0
         self.adaptive_rounds_per_read = 2
 
@@ -570,12 +571,14 @@ class SpeculativeDecoder:
         while prompts wait for a row, the fewest tokens any row still needs (no row can finish sooner, and the
         first one that does is refilled at once)."""
         self._check_models()
+        input_ids = input_ids.long()  # int32 prompts are accepted; the buffers (and refills) are torch.long
         N, P = input_ids.shape
         B = self.batch_size
         total = P + max_new_tokens
         c = None
         if adaptive_gamma and self.gamma > 1:
             c = cost_ratio if cost_ratio is not None else self.calibrate_cost_ratio()
+            self.accepted_sum, self.tested_sum = 1.0, 2.0  # the prior: the same seed gives the same gammas
         for gamma in range(1, self.gamma + 1) if c is not None else [self.gamma]:
             self._round_fn(gamma)  # build (compile / capture) every round this call may run, before its reset
         prompts = input_ids[:B]
@@ -631,10 +634,11 @@ class SpeculativeDecoder:
                     for b in refill:
                         owner[b], left[b] = queue, max_new_tokens
                         queue += 1
+        drawn = min(N, B)  # rows that never had a prompt (N < B) ride along idle: not in the statistics
         return {
             "sequences": sequences,
-            "starts": torch.cat(starts),
-            "accepted": torch.cat(accepted),
+            "starts": torch.cat(starts)[:, :drawn],
+            "accepted": torch.cat(accepted)[:, :drawn],
             "gammas": gammas,
             "total": total,
         }

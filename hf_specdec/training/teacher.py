@@ -11,7 +11,7 @@ from ..data import DataArguments, collate_tokens, drop_class, token_splits
 from ..hub import check_output_not_input, load_pretrained
 from ..models import VQGPTConfig, VQGPTForCausalLM, VQTokenizer
 from ..distill.distill import predictive_entropy, sample_sequences
-from ..pipeline import check_tokenizer_matches, class_prompts, tokenizer_weights_fingerprint
+from ..pipeline import check_tokenizer_matches, class_prompts, weights_fingerprint
 from .trainer import TrainingArguments, make_accelerator, train
 
 
@@ -67,7 +67,7 @@ def train_teacher(data_args: DataArguments, model_args: TeacherArguments, args: 
         num_attention_heads=model_args.num_attention_heads,
         dropout=model_args.dropout,
         class_dropout_prob=model_args.class_dropout_prob,
-        tokenizer_fingerprint=tokenizer_weights_fingerprint(tokenizer),  # decoding with another one is refused
+        tokenizer_fingerprint=weights_fingerprint(tokenizer),  # decoding with another one is refused
         **names,
     )
     check_tokenizer_matches(tokenizer, config)
@@ -97,6 +97,6 @@ def train_teacher(data_args: DataArguments, model_args: TeacherArguments, args: 
 
     # The folder's path may change between a run and its resumption, the tokenizer in it may not: its weights are
     # recorded (a resumed run would learn another tokenizer's codes on top of the first one's).
-    inputs = {"weights of tokenizer_path": tokenizer_weights_fingerprint(tokenizer)}
+    inputs = {"weights of tokenizer_path": weights_fingerprint(tokenizer)}
     run_config = {"data": vars(data_args), "model": vars(model_args), "inputs": inputs}
     return train(model, splits["train"], loss_fn, args, accelerator, collate, eval_fn, save_fn, run_config)

@@ -63,7 +63,7 @@ class VQGPTConfig(PreTrainedConfig):
             so that the same model also learns the unconditional distribution used by classifier-free guidance.
         layer_norm_eps, initializer_range (`float`): numerics of LayerNorm and the normal init.
         tokenizer_fingerprint (`str`, *optional*): a hash of the weights of the VQ tokenizer whose codes the model
-            learned (`hf_specdec.pipeline.tokenizer_weights_fingerprint`, written by the training scripts): decoding
+            learned (`hf_specdec.pipeline.weights_fingerprint`, written by the training scripts): decoding
             with another tokenizer of the same codebook size and grid is refused, since its codes mean other
             pictures. None: not recorded, not checked.
     """

@@ -4,7 +4,7 @@ import datasets
 import evaluate
 
 from hf_specdec.metrics.classifier import ClassifierFeatures, metric_images
-from hf_specdec.metrics.quality import fid_with_ci
+from hf_specdec.metrics.quality import check_bootstrap, fid_with_ci
 
 _DESCRIPTION = """FID (Heusel et al. 2017) between generated `predictions` and real `references`, images (3, H, W)
 in [-1, 1], on the penultimate features of `classifier_path` (a DigitsClassifier), computed with torchmetrics'
@@ -16,7 +16,7 @@ Args:
     predictions: generated images, each (3, H, W) in [-1, 1].
     references: real images, each (3, H, W) in [-1, 1].
     classifier_path: folder of a saved DigitsClassifier.
-    bootstrap_rounds: resamples for the interval (>= 2; with 1 the interval is NaN).
+    bootstrap_rounds: resamples for the interval (an integer >= 2).
 Returns:
     fid, fid_low, fid_high
 """
@@ -33,10 +33,11 @@ class FID(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, classifier_path, bootstrap_rounds=100, seed=0):
+        check_bootstrap(bootstrap_rounds, seed, "bootstrap_rounds")  # before the features are extracted
         predictions = metric_images(predictions, "predictions", classifier_path, minimum=2)  # a covariance each
         references = metric_images(references, "references", classifier_path, minimum=2)
         extractor = ClassifierFeatures.from_pretrained(classifier_path, "features")
         fake = extractor((predictions + 1) / 2)
         real = extractor((references + 1) / 2)
-        value, (low, high) = fid_with_ci(real, fake, rounds=max(bootstrap_rounds, 1), seed=seed)
+        value, (low, high) = fid_with_ci(real, fake, rounds=bootstrap_rounds, seed=seed)
         return {"fid": value, "fid_low": low, "fid_high": high}

@@ -4,7 +4,7 @@ import datasets
 import evaluate
 
 from hf_specdec.metrics.classifier import ClassifierFeatures, metric_images
-from hf_specdec.metrics.quality import inception_score_with_ci
+from hf_specdec.metrics.quality import check_bootstrap, check_splits, inception_score_with_ci
 
 _DESCRIPTION = """Inception Score (Salimans et al. 2016) of generated `predictions`, images (3, H, W) in [-1, 1],
 with the class posteriors of `classifier_path` (a DigitsClassifier) in place of Inception's, computed with
@@ -16,7 +16,7 @@ Args:
     predictions: generated images, each (3, H, W) in [-1, 1].
     classifier_path: folder of a saved DigitsClassifier.
     splits: torchmetrics' splits (1 = the score over all images).
-    bootstrap_rounds: resamples for the interval (>= 2; with 1 the interval is NaN).
+    bootstrap_rounds: resamples for the interval (an integer >= 2).
 Returns:
     inception_score, inception_score_low, inception_score_high
 """
@@ -33,8 +33,10 @@ class InceptionScoreMetric(evaluate.Metric):
         )
 
     def _compute(self, predictions, classifier_path, splits=1, bootstrap_rounds=100, seed=0):
+        check_bootstrap(bootstrap_rounds, seed, "bootstrap_rounds")  # before the features are extracted
         predictions = metric_images(predictions, "predictions", classifier_path)
+        check_splits(splits, len(predictions))
         extractor = ClassifierFeatures.from_pretrained(classifier_path, "logits")
         logits = extractor((predictions + 1) / 2)
-        value, (low, high) = inception_score_with_ci(logits, splits=splits, rounds=max(bootstrap_rounds, 1), seed=seed)
+        value, (low, high) = inception_score_with_ci(logits, splits=splits, rounds=bootstrap_rounds, seed=seed)
         return {"inception_score": value, "inception_score_low": low, "inception_score_high": high}
