@@ -48,7 +48,8 @@ timeout "$limit_main" "$PYTHON" scripts/engine_benchmark.py --device "$device" -
 # 5. the drafts side by side at batch 1, CUDA graphs, interleaved image by image: on a launch-bound GPU a draft step
 #    costs about the same for 1 or 2 layers, so the 2-layer and feature drafts' extra tokens per call should pay there
 #    (on 2 CPU cores they do not). Last: the least important section, cut first if the earlier ones ran long.
-[ "$device" = cuda ] && timeout 60 "$PYTHON" scripts/paired_benchmark.py cuda 20 draft-1L=checkpoints/digits/draft-1L \
-  draft-2L=checkpoints/digits/draft-2L feature-2L=checkpoints/digits/feature-2L --gammas 6 8 --block_gamma 12 \
+[ "$device" = cuda ] && timeout 80 "$PYTHON" scripts/paired_benchmark.py cuda 20 draft-1L=checkpoints/digits/draft-1L \
+  draft-2L=checkpoints/digits/draft-2L feature-2L=checkpoints/digits/feature-2L \
+  feature-2L-wide=checkpoints/digits/feature-2L-wide --gammas 6 8 --block_gamma 12 \
   > "$out/paired-drafts.json" 2> >(grep -v "it/s\]" | tail -5 >&2)
 ls -la "$out" "$out"/*

@@ -9,14 +9,14 @@ from hf_specdec.hub import model_card
 from tests.utils import CHECKPOINTS, run_script
 
 
-@pytest.mark.parametrize("name", ["teacher", "draft-1L", "feature-1L", "feature-2L", "vq-tokenizer"])
+@pytest.mark.parametrize("name", ["teacher", "draft-1L", "feature-1L", "feature-2L", "feature-2L-wide", "vq-tokenizer"])
 def test_cards_round_trip_with_eval_results(name, tmp_path):
     card = model_card(str(CHECKPOINTS / name), f"org/{name}", extra_metrics={"fid": 4.5} if name == "teacher" else None,
                       teacher_repo="org/teacher", draft_repo="org/draft-1L")
     card.save(tmp_path / "README.md")
     loaded = ModelCard.load(tmp_path / "README.md")
     results = {r.metric_type: r.metric_value for r in loaded.data.eval_results}
-    metrics_file = "distill_metrics.json" if name in ("draft-1L", "feature-1L", "feature-2L") else "training_metrics.json"
+    metrics_file = "distill_metrics.json" if name in ("draft-1L", "feature-1L", "feature-2L", "feature-2L-wide") else "training_metrics.json"
     shipped = json.loads((CHECKPOINTS / name / metrics_file).read_text())  # the card carries the folder's metrics
     if name == "teacher":
         assert results["perplexity"] == pytest.approx(shipped["val_perplexity"], rel=1e-6) and results["fid"] == 4.5
@@ -68,7 +68,7 @@ def test_upload_plan_is_safetensors_only(tmp_path):
 def test_push_script_dry_run_lists_every_model():
     result = run_script("push_to_hub.py", "--namespace", "org", "--dry_run")
     assert result.returncode == 0, result.stderr[-2000:]
-    for name in ("vq-tokenizer", "teacher", "student-4L", "draft-1L", "draft-2L", "feature-1L", "feature-2L"):
+    for name in ("vq-tokenizer", "teacher", "student-4L", "draft-1L", "draft-2L", "feature-1L", "feature-2L", "feature-2L-wide"):
         assert f"org/digits-{name}:" in result.stdout
     assert "classifier" not in result.stdout  # the FID classifier has no card
     assert "card: teacher org/digits-teacher, draft org/digits-student-4L, FID 1.08" in result.stdout
