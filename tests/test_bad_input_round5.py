@@ -220,3 +220,20 @@ def test_summarize_checkpoints_reads_a_parameter_count_stored_as_a_string(tmp_pa
     result = run_script("summarize_checkpoints.py", str(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| draft-1L |  |" in result.stdout
+
+
+def test_streamed_prompt_passes_are_counted(pair):
+    """Prompts of 5 tokens streamed through 2 rows: each refill's prefill pass was left out of teacher_forwards and
+    draft_forwards ("prefill included"). Counted here with forward hooks."""
+    teacher, draft = pair
+    prompt = torch.cat([teacher.class_prompt([0, 1, 2, 0, 1, 2]), torch.randint(0, 16, (6, 4))], dim=1)
+    calls = {"teacher": 0, "draft": 0}
+    hooks = [model.register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
+             for name, model in (("teacher", teacher), ("draft", draft))]
+    try:
+        out = speculative_sample(teacher, draft, prompt, gamma=3, do_sample=False, batch_size=2, mode="eager")
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert torch.equal(out.sequences, teacher.generate(prompt, do_sample=False))
+    assert (out.teacher_forwards, out.draft_forwards) == (calls["teacher"], calls["draft"])

@@ -1,6 +1,8 @@
 """The decoding engine: compiled rounds equal eager ones, one graph per round with no recompiles, no host sync inside
 a round, lossless on the compiled path, and the edge cases of batches, guidance, prompts and gamma."""
 
+import dataclasses
+
 import pytest
 import torch
 from torch._dynamo.eval_frame import _debug_get_cache_entry_list
@@ -152,8 +154,14 @@ def _one_round(decoder, prompt, gamma):
 @pytest.mark.parametrize("gamma", [0, 1, 4])
 def test_no_host_sync_inside_a_round(pair, setting, gamma):
     teacher, draft = pair
-    decoder = SpeculativeDecoder(teacher, draft if gamma else None, gamma, 3, SETTINGS[setting], mode="eager")
+    decoder = SpeculativeDecoder(teacher, draft if gamma else None, gamma, 3, fit(SETTINGS[setting], gamma),
+                                 mode="eager")
     assert _one_round(decoder, teacher.class_prompt([0, 1, 2]), gamma) == []
+
+
+def fit(setting: SamplingConfig, gamma: int) -> SamplingConfig:
+    """`setting` with its tree no deeper than a round's `gamma` drafts (a deeper one is refused)."""
+    return dataclasses.replace(setting, tree_depth=min(setting.tree_depth, max(gamma, 1)))
 
 
 def test_no_host_sync_with_self_speculation_and_relaxed_acceptance(pair):
@@ -476,7 +484,7 @@ def test_multi_draft_chains_share_the_committed_cache(pair, setting, gamma):
     """After a call every chain of a row holds the teacher's and the draft's keys of the committed tokens, as a fresh
     forward computes them: commit copied the winning chain's slots over the others' drafts."""
     teacher, draft = pair
-    decoder = SpeculativeDecoder(teacher, draft, gamma, 2, setting, mode="eager")
+    decoder = SpeculativeDecoder(teacher, draft, gamma, 2, fit(setting, gamma), mode="eager")
     prompt = teacher.class_prompt([0, 2])
     record = decoder.generate(prompt, 16, torch.Generator().manual_seed(0))
     assert len(record["gammas"]) > 2  # several rounds, so later rounds ran on copied slots

@@ -56,12 +56,17 @@ class SpeculativeOutput:
 
     @property
     def alpha(self) -> float:
-        """Empirical acceptance probability per tested draft, accepted / tested: estimates `sum_x min(p, q)`."""
+        """Empirical acceptance probability per tested draft position, accepted / tested: estimates `sum_x min(p, q)`
+        for token verification of one chain. With `num_drafts > 1` a position is accepted when any chain's candidate
+        is (the multi-draft rule's acceptance, above `sum_x min(p, q)`: what the extra chains buy); with block
+        verification it is the block rule's, never below the token rule's."""
         return self.accepted_per_round.sum().item() / max(self.evaluated_per_round.sum().item(), 1)
 
     @property
     def acceptance_rate(self) -> float:
-        """Accepted / drafted tokens (what transformers reports); below alpha, as drafts after a rejection are lost."""
+        """Accepted / drafted positions (what transformers reports for one chain); below alpha, as drafts after a
+        rejection are lost. With `num_drafts > 1` the positions of one chain: each of the `num_drafts ** tree_depth`
+        chains drafts them, so accepted over every drafted token is this divided by the number of chains."""
         return self.accepted_per_round.sum().item() / max(self.proposed_per_round.sum().item(), 1)
 
     @property
@@ -80,6 +85,7 @@ class SpeculativeOutput:
     def from_record(cls, record: dict, prompt_length: int) -> "SpeculativeOutput":
         """Statistics of a decoder's raw record, computed once for all rounds after the call."""
         starts, accepted, gammas, total = record["starts"], record["accepted"], record["gammas"], record["total"]
+        prefills = record.get("prefills", int(prompt_length > 1))  # streamed calls prefill every refill too
         R, B = starts.shape
         device = starts.device
         G = max(gammas, default=0)
@@ -99,8 +105,8 @@ class SpeculativeOutput:
             gamma_per_round=gammas,
             accepted_by_position=by_position(was_accepted),
             evaluated_by_position=by_position(was_tested),
-            teacher_forwards=R + (prompt_length > 1),
-            draft_forwards=sum(gammas) + (prompt_length > 1 and G > 0),
+            teacher_forwards=R + prefills,
+            draft_forwards=sum(gammas) + (prefills if G > 0 else 0),
         )
 
 

@@ -589,6 +589,7 @@ class SpeculativeDecoder:
         if N < B:
             self.n[self.chain_rows[N:].reshape(-1)] = total
         queue = min(N, B)  # the next prompt to start
+        prefills = int(P > 1)  # prompt passes of both models: the call's and each refill's (`_prefill`)
         sequences = torch.empty(N, total, dtype=torch.long, device=self.device)
         gammas, starts, accepted = [], [], []
         left = [max_new_tokens if o >= 0 else 0 for o in owner]  # tokens each row still needs
@@ -631,6 +632,7 @@ class SpeculativeDecoder:
                 refill = finished[: N - queue]
                 if refill:
                     self._refill(refill, input_ids[queue : queue + len(refill)])
+                    prefills += int(P > 1)
                     for b in refill:
                         owner[b], left[b] = queue, max_new_tokens
                         queue += 1
@@ -641,6 +643,7 @@ class SpeculativeDecoder:
             "accepted": torch.cat(accepted)[:, :drawn],
             "gammas": gammas,
             "total": total,
+            "prefills": prefills,
         }
 
     def _refill(self, slots: list[int], prompts: torch.LongTensor) -> None:

@@ -97,9 +97,9 @@ class VQGPTConfig(PreTrainedConfig):
         self._check_unknown_keys(kwargs)
         for name in ("codebook_size", "grid_h", "grid_w", "hidden_size", "num_hidden_layers", "num_attention_heads"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not _is_int(value) or value < 1:  # True is not a layer count
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-        if not isinstance(self.num_classes, int) or self.num_classes < 0:
+        if not _is_int(self.num_classes) or self.num_classes < 0:
             raise ValueError(f"`num_classes` must be an integer >= 0 (0 = unconditional), got {self.num_classes!r}.")
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
@@ -108,16 +108,21 @@ class VQGPTConfig(PreTrainedConfig):
             )
         if self.intermediate_size is None:
             self.intermediate_size = 4 * self.hidden_size
-        elif self.intermediate_size < 1:
+        elif not _is_int(self.intermediate_size) or self.intermediate_size < 1:
             raise ValueError(f"`intermediate_size` must be a positive integer, got {self.intermediate_size!r}.")
         for name in ("dropout", "class_dropout_prob"):
             value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"`{name}` must be in [0, 1), got {value!r}.")
-        if not self.initializer_range >= 0.0 or self.initializer_range == float("inf"):  # nan fails the first test
+            if not _is_number(value) or not 0.0 <= value < 1.0:
+                raise ValueError(f"`{name}` must be a number in [0, 1), got {value!r}.")
+        if not _is_number(self.initializer_range) or not 0.0 <= self.initializer_range < float("inf"):
             raise ValueError(f"`initializer_range` must be a finite number >= 0, got {self.initializer_range!r}.")
-        if not 0.0 < self.layer_norm_eps < float("inf"):
+        if not _is_number(self.layer_norm_eps) or not 0.0 < self.layer_norm_eps < float("inf"):
             raise ValueError(f"`layer_norm_eps` must be a finite number > 0, got {self.layer_norm_eps!r}.")
+        if self.tie_word_embeddings:  # the head (codebook_size rows) cannot share the embedding (vocab_size rows)
+            raise ValueError(f"`tie_word_embeddings` must be False: the head predicts the {self.codebook_size} codes "
+                             f"and the embedding holds codes, classes and the null token ({self.codebook_size} + "
+                             f"{self.num_classes} + 1 rows), so they cannot be one matrix; got "
+                             f"{self.tie_word_embeddings!r}.")
 
         vocab_size = self.codebook_size + self.num_classes + 1
         if self.vocab_size is not None and self.vocab_size != vocab_size:
@@ -218,3 +223,13 @@ class VQGPTConfig(PreTrainedConfig):
 
 
 __all__ = ["VQGPTConfig", "VQGPT_PRESETS", "STUDENT_IDS"]
+
+
+def _is_int(value) -> bool:
+    """An integer, not a bool (`True` would pass as 1 layer or 1 class)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    """A real number, not a bool, None or a string (`"1e-5"` from a hand-written config.json)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
