@@ -49,11 +49,15 @@ def check_output_not_input(output_dir: str, argument: str = "output_dir", *, dat
         if isinstance(path, str) and os.path.isdir(path) and os.path.realpath(path) == out:
             raise ValueError(f"`{argument}` {output_dir!r} is the `{name}` folder: the run would overwrite the model "
                              "it reads. Choose another `output_dir`.")
-    if isinstance(data_dir, str) and os.path.isdir(data_dir):
-        root = os.path.realpath(data_dir)
-        if out == root or out.startswith(root + os.sep):
-            raise ValueError(f"`{argument}` {output_dir!r} is inside the `data_dir` image folder {data_dir!r}: its "
-                             "files would be read as images (a folder there is a class). Choose another `output_dir`.")
+    if isinstance(data_dir, str) and os.path.isdir(data_dir) and (out == os.path.realpath(data_dir)
+                                                                    or _inside(out, data_dir)):
+        raise ValueError(f"`{argument}` {output_dir!r} is inside the `data_dir` image folder {data_dir!r}: its "
+                         "files would be read as images (a folder there is a class). Choose another `output_dir`.")
+
+
+def _inside(resolved: str, folder: str) -> bool:
+    """Whether the resolved path `resolved` lies below the existing folder `folder` (links and `..` resolved)."""
+    return os.path.isdir(folder) and resolved.startswith(os.path.realpath(folder) + os.sep)
 
 
 def check_output_file(path: str, argument: str = "output", **input_folders: str | list[str] | None) -> None:
@@ -67,8 +71,7 @@ def check_output_file(path: str, argument: str = "output", **input_folders: str 
     out = os.path.realpath(path)
     for name, folders in input_folders.items():
         for folder in [folders] if isinstance(folders, str) else folders or []:
-            root = os.path.realpath(folder)
-            if isinstance(folder, str) and os.path.isdir(folder) and out.startswith(root + os.sep):
+            if isinstance(folder, str) and _inside(out, folder):
                 raise ValueError(f"`{argument}` {path!r} is inside the `{name}` folder {folder!r}, which the run reads "
                                  "and rewrites. Write it elsewhere.")
     folder, file = os.path.split(out)

@@ -152,10 +152,15 @@ def tensor_to_images(images: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a.squeeze(-1) if a.shape[-1] == 1 else a) for a in pixels]
 
 
+def _check_pixels(name: str, value, low: int, where: str = "") -> None:
+    """`ValueError` naming `name` unless `value` is an integer number of pixels >= `low` (not a bool)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"`{name}` must be an integer >= {low} (pixels{where}), got {value!r}.")
+
+
 def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> Image.Image:
     """`(B, C, H, W)` images in [-1, 1] -> one PIL image with `nrow` images per row."""
-    if not isinstance(padding, int) or isinstance(padding, bool) or padding < 0:
-        raise ValueError(f"`padding` must be an integer >= 0 (pixels between images), got {padding!r}.")
+    _check_pixels("padding", padding, 0, " between images")
     pixels = picture_pixels(images, nrow)
     B, C, H, W = pixels.shape
     ncol = min(nrow, B)
@@ -181,9 +186,8 @@ def labelled_grid(images: torch.Tensor, nrow: int, row_labels: list[str] | None 
     `row_labels` written left of the rows and `title` above. Returns a PIL RGB image."""
     from PIL import ImageDraw, ImageFont
 
-    for name, value, low in (("cell_size", cell_size, 1), ("padding", padding, 0)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"`{name}` must be an integer >= {low} (pixels), got {value!r}.")
+    _check_pixels("cell_size", cell_size, 1)
+    _check_pixels("padding", padding, 0)
     if title is not None and not isinstance(title, str):
         raise ValueError(f"`title` must be a string or None, got {title!r}.")
     if row_labels is not None and (isinstance(row_labels, str) or not all(isinstance(r, str) for r in row_labels)):

@@ -11,6 +11,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 
 from ..images import to_uint8
+from ..models.configuration_vqgpt import _is_int
 
 
 class _Identity(nn.Module):
@@ -53,10 +54,6 @@ def check_splits(splits, num_images: int) -> None:
     if num_images < 2 * splits:
         raise ValueError(f"`splits` {splits} needs at least {2 * splits} images (2 per split: with one, every split "
                          f"scores 1.0 whatever the images), got {num_images}.")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def bootstrap(statistic, *samples: torch.Tensor, rounds: int = 100, seed: int = 0, level: float = 0.95):

@@ -165,10 +165,8 @@ class SpeculativeDecoder:
         self._round_codes: dict = {}  # gamma -> the code object of the round compiled for this decoder alone
         self._frozen_versions: tuple | None = None  # with frozen weights: the weights' versions they were compiled at
         self.cost_ratio: float | None = None
-        # Adaptive gamma: the running acceptance (Beta(1, 1) prior; every call starts from it, so that a seeded
-        # call gives the same images whatever ran before it), and how many rounds run between two host reads of it
-        # (a call starts from the prior, so it must look early).
-        self.accepted_sum, self.tested_sum = 1.0, 2.0
+        # Adaptive gamma: how many rounds run between two host reads of the running acceptance (each call starts
+        # from the prior, so it must look early).
         self.adaptive_rounds_per_read = 2
 
     def _buffers(self) -> list[torch.Tensor]:
@@ -578,7 +576,7 @@ class SpeculativeDecoder:
         c = None
         if adaptive_gamma and self.gamma > 1:
             c = cost_ratio if cost_ratio is not None else self.calibrate_cost_ratio()
-            self.accepted_sum, self.tested_sum = 1.0, 2.0  # the prior: the same seed gives the same gammas
+        accepted_sum, tested_sum = 1.0, 2.0  # Beta(1, 1) prior at every call: a seed gives the same gammas and images
         for gamma in range(1, self.gamma + 1) if c is not None else [self.gamma]:
             self._round_fn(gamma)  # build (compile / capture) every round this call may run, before its reset
         prompts = input_ids[:B]
@@ -600,7 +598,7 @@ class SpeculativeDecoder:
             remaining = min(busy) if queue < N else max(busy)
             gamma = self.gamma
             if c is not None:
-                gamma = sampling.choose_gamma(self.accepted_sum / self.tested_sum, c, self.gamma)
+                gamma = sampling.choose_gamma(accepted_sum / tested_sum, c, self.gamma)
             rounds = math.ceil(remaining / (gamma + 1))
             if c is not None:
                 rounds = min(rounds, self.adaptive_rounds_per_read)  # adaptive gamma looks at alpha again soon
@@ -615,13 +613,13 @@ class SpeculativeDecoder:
             # The only host read: once per batch of rounds (together with the running alpha when adaptive).
             read = self.total - self.n[self.chain_rows[:, 0]]
             if c is not None:
-                done, tested = _round_counts(starts[-1], accepted[-1], gamma, total)
+                done, tested = sampling.round_counts(starts[-1], accepted[-1], gamma, total)
                 read = torch.cat([read, torch.stack([done.sum(), tested.sum()])])
             values = read.tolist()
             left = values[:B]
             if c is not None:
-                self.accepted_sum += values[B]
-                self.tested_sum += values[B + 1]
+                accepted_sum += values[B]
+                tested_sum += values[B + 1]
             finished = [b for b in range(B) if owner[b] >= 0 and left[b] == 0]
             if finished:
                 rows = torch.tensor(finished, device=self.device)
@@ -658,14 +656,6 @@ class SpeculativeDecoder:
         if self.reads_features:
             self.n_prev[rows] = P - 1
         self._prefill(P)
-
-
-def _round_counts(starts: torch.Tensor, accepted: torch.Tensor, gamma: int, total: int):
-    """Per round and row, drafts inside the image that were accepted / tested (the accepted ones plus the first
-    rejected one), for rounds of one `gamma`."""
-    in_image = torch.clamp(total - starts, min=0).clamp(max=gamma)
-    tested = torch.minimum(accepted + 1, in_image)
-    return torch.minimum(accepted, tested), tested
 
 
 def _copy_rows(buffers: list[torch.Tensor], source: torch.Tensor, slots: torch.Tensor) -> None:

@@ -199,6 +199,14 @@ def expected_speedup(alpha: float, gamma: int, c: float) -> float:
     return expected_tokens(min(max(alpha, 0.0), 1.0 - 1e-9), gamma) / (gamma * c + 1)
 
 
+def round_counts(starts: torch.Tensor, accepted: torch.Tensor, gamma: int, total: int):
+    """Per round and row, drafts inside the image that were accepted / tested (the accepted ones plus the first
+    rejected one), for rounds of one `gamma`: the counts behind adaptive gamma's running alpha (`choose_gamma`)."""
+    in_image = torch.clamp(total - starts, min=0).clamp(max=gamma)
+    tested = torch.minimum(accepted + 1, in_image)
+    return torch.minimum(accepted, tested), tested
+
+
 def choose_gamma(alpha: float, c: float, gamma_max: int) -> int:
     """The draft length in `[1, gamma_max]` that maximises `expected_speedup(alpha, gamma, c)`."""
     return max(range(1, gamma_max + 1), key=lambda gamma: expected_speedup(alpha, gamma, c))

@@ -36,6 +36,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from ..models.configuration_vqgpt import _is_int
 from ..models.safetensors_only import damaged_safetensors
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -242,10 +243,6 @@ def checkpoint_problems(path: str) -> list[str]:
             if problem:
                 problems.append(f"{file} ({problem})")
     return problems
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _json_kind(value) -> str:
