@@ -18,7 +18,7 @@ def test_quick_benchmark_on_tiny_models(tmp_path):
     tiny_model(1, num_hidden_layers=1, codebook_size=16, grid_h=8, grid_w=8).save_pretrained(tmp_path / "draft-1L")
     tiny_vq().save_pretrained(tmp_path / "vq-tokenizer")
     args = BenchmarkArguments(checkpoints_dir=str(tmp_path), drafts=["draft-1L", "missing"], gammas=[2, 4],
-                              batch_sizes=[1, 3], repeats=1, warmup=0, output_dir=str(tmp_path / "out"),
+                              batch_sizes=[1, 3], repeats=1, warmup=1, output_dir=str(tmp_path / "out"),
                               adaptive_gamma_max=4)
     with pytest.raises(ValueError, match="`drafts` 'missing' is neither a folder"):  # a typo: refused before timing
         run_benchmark(args)
@@ -51,6 +51,8 @@ def test_quick_benchmark_on_tiny_models(tmp_path):
 def test_benchmark_arguments_are_checked():
     with pytest.raises(ValueError, match="gammas"):
         BenchmarkArguments(gammas=[0])
+    with pytest.raises(ValueError, match=r"`warmup` must be >= 1 \(the first call"):  # compiling would be timed
+        BenchmarkArguments(warmup=0)
     quick = BenchmarkArguments(quick=True)
     assert quick.repeats <= 3 and len(quick.drafts) == 2 and quick.batch_sizes == [1, 16]
 

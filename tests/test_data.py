@@ -170,6 +170,28 @@ def test_unreadable_image_files_are_named(tmp_path):
     assert str(tmp_path / "dog" / "3.png") in message and str(tmp_path / "cat" / "junk.jpg") in message
 
 
+def test_images_the_loader_changes_much_are_named_in_a_warning(tmp_path):
+    """An animated image (first frame only), a strip (centre square only) and a 1x1 image (upscaled) were taken
+    without a word; ordinary images raise no warning."""
+    import warnings
+
+    image_folder(tmp_path, {"cat": 6, "dog": 6})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_imagefolder(str(tmp_path), val_fraction=0.2, test_fraction=0.2)
+    frames = [Image.new("RGB", (12, 12), colour) for colour in ("red", "green", "blue")]
+    frames[0].save(tmp_path / "cat" / "moving.gif", save_all=True, append_images=frames[1:])
+    Image.new("RGB", (300, 2), "white").save(tmp_path / "dog" / "strip.png")
+    Image.new("RGB", (1, 1), "black").save(tmp_path / "dog" / "dot.png")
+    with pytest.warns(UserWarning) as caught:
+        data = load_imagefolder(str(tmp_path), val_fraction=0.2, test_fraction=0.2)
+    message = " ".join(str(w.message) for w in caught)
+    assert sum(len(split) for split in data.values()) == 15  # still used
+    assert "1 animated (only the first frame is used): " + str(tmp_path / "cat" / "moving.gif") in message
+    assert "1 more than 4x longer than wide" in message and "strip.png" in message
+    assert "under 8 pixels on a side" in message and "dot.png" in message
+
+
 @pytest.mark.parametrize("counts, val, test, option, words", [
     ({"cat": 6, "dog": 6}, 0.1, 0.05, "test_fraction", ["holds out 1 of 12", "between 0.09 and 0.66"]),
     ({"cat": 12, "dog": 12}, 0.01, 0.2, "val_fraction", ["1 of the 19 images left after the test split",

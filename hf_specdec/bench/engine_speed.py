@@ -30,9 +30,9 @@ from tqdm.auto import tqdm
 from ..hub import check_checkpoints_dir, check_output_dir, checkpoint_path, load_draft, load_pretrained
 from ..models import VQGPTForCausalLM
 from ..pipeline import class_prompts
-from ..speculative import EarlyExitDraft, SamplingConfig, SpeculativeOutput, clear_decoders, get_decoder
+from ..speculative import EarlyExitDraft, SamplingConfig, SpeculativeOutput, clear_decoders, get_decoder, pooled_statistics
 from ..speculative.legacy import legacy_plain_sample, legacy_speculative_sample
-from .timing import check_device, check_listed_once, machine_description, quartiles, synchronize
+from .timing import check_device, check_listed_once, machine_description, quartiles, synchronize, tokens_per_call_cell
 
 METHODS = ("legacy", "eager", "compile", "compile-frozen", "cuda-graph", "hf-generate", "hf-static", "hf-assisted")
 ENGINE_MODES = ("eager", "compile", "compile-frozen", "cuda-graph")  # methods that are the engine in a mode
@@ -268,12 +268,9 @@ def run_engine_benchmark(args: EngineBenchmarkArguments) -> dict:
                 record[f"tokens_equal_to_{reference}"] = statistics.mean(equal) if equal else None
             stats = [o for o in outputs[name] if hasattr(o, "accepted_per_round")]
             if stats:
-                accepted = sum(o.accepted_per_round.sum().item() for o in stats)
-                tested = sum(o.evaluated_per_round.sum().item() for o in stats)
-                record["alpha"] = accepted / max(tested, 1)
-                rounds = [len(o.gamma_per_round) for o in stats]  # per row: images x new tokens / (rows x rounds)
-                record["tokens_per_teacher_call"] = new_tokens * images[name] / (B * statistics.mean(rounds))
-                record["mean_gamma"] = statistics.mean(g for o in stats for g in o.gamma_per_round)
+                pooled = pooled_statistics(stats)
+                for key in ("alpha", "tokens_per_teacher_call", "tokens_per_image_round", "mean_gamma"):
+                    record[key] = pooled[key]
                 if "-g" in family:
                     record["gamma"] = int(family.rsplit("-g", 1)[1])
             records.append(record)
@@ -295,7 +292,7 @@ def run_engine_benchmark(args: EngineBenchmarkArguments) -> dict:
 def markdown_table(result: dict) -> str:
     lines = [f"Machine: {result['machine']}. Batch sizes interleaved method by method, medians over "
              f"{result['args']['reps']} calls.", "",
-             "| method | batch | ms / call (p25-p75) | tokens/s | alpha | tokens / teacher call | speedup vs plain, same mode "
+             "| method | batch | ms / call (p25-p75) | tokens/s | alpha | tokens / teacher call (per image) | speedup vs plain, same mode "
              "| speedup vs fastest plain | peak MiB | first call s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in result["records"]:
@@ -307,7 +304,7 @@ def markdown_table(result: dict) -> str:
         batch = f"{r['batch_size']}" + (f" ({r['images']} images streamed)" if r.get("images", r["batch_size"]) != r["batch_size"] else "")
         lines.append(
             f"| {r['method']} | {batch} | {r['median_ms']:.2f} ({r['p25_ms']:.2f}-{r['p75_ms']:.2f}) | "
-            f"{r['tokens_per_s']:.0f} | {fmt('alpha', '.3f')} | {fmt('tokens_per_teacher_call', '.2f')} | "
+            f"{r['tokens_per_s']:.0f} | {fmt('alpha', '.3f')} | {tokens_per_call_cell(r)} | "
             f"{fmt('speedup_vs_plain_same_mode', '.2f')} | {fmt('speedup_vs_fastest_plain', '.2f')} | {memory} | "
             f"{fmt('first_call_s', '.2f')} |")
     for note in result["notes"]:

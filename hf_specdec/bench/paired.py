@@ -14,7 +14,7 @@ import torch
 from ..hub import load_draft, load_pretrained
 from ..models import VQGPTForCausalLM
 from ..pipeline import class_prompts
-from ..speculative import SamplingConfig, SpeculativeDecoder, SpeculativeOutput
+from ..speculative import SamplingConfig, SpeculativeDecoder, SpeculativeOutput, pooled_statistics
 from .timing import check_device, time_interleaved
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -129,12 +129,11 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
     prompts = [class_prompts(teacher, 1, first=rep) for rep in range(-1, reps)]
     times, outputs = time_interleaved(methods, prompts, [1000 + rep for rep in range(-1, reps)], g, device)
     base = statistics.median(times["plain"])
-    mean = lambda values: statistics.mean(values) if values else None  # noqa: E731
-    results = {k: {"median_ms": 1000 * statistics.median(v), "speedup_vs_plain": base / statistics.median(v),
-                   "alpha": mean([out.alpha for out in outputs[k] if hasattr(out, "alpha")]),
-                   "tokens_per_teacher_call": mean([out.tokens_per_teacher_call for out in outputs[k]
-                                                    if hasattr(out, "alpha")])}
-               for k, v in times.items()}
+    results = {}
+    for k, v in times.items():
+        pooled = pooled_statistics(out for out in outputs[k] if hasattr(out, "alpha"))
+        results[k] = {"median_ms": 1000 * statistics.median(v), "speedup_vs_plain": base / statistics.median(v),
+                      "alpha": pooled["alpha"], "tokens_per_teacher_call": pooled["tokens_per_teacher_call"]}
     device_name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     return {"device": device_name, "reps": reps, "drafts": drafts, "teacher": teacher_path, "mode": mode, "gammas": list(gammas),
             "num_drafts": list(num_drafts), "python_wrapper": python_wrapper, "frozen": frozen,

@@ -25,7 +25,7 @@ from ..images import labelled_grid
 from ..models import VQGPTForCausalLM, VQTokenizer
 from ..pipeline import (check_sampling_options, check_tokenizer_matches, class_prompts, decode_sequences,
                         recorded_class_names)
-from ..speculative import EarlyExitDraft, check_draft_matches, plain_sample, speculative_sample
+from ..speculative import EarlyExitDraft, check_draft_matches, plain_sample, pooled_statistics, speculative_sample
 from ..speculative.checks import MODES, check_freeze_weights
 from ..speculative.sampling import VERIFICATIONS
 from .timing import check_device, time_interleaved
@@ -234,9 +234,8 @@ def run_sample_grid(args: SampleGridArguments) -> dict:
                       "teacher_seconds": t_teacher, "method_seconds": t_method, "speedup": t_teacher / t_method, "teacher_images_per_second": len(labels) / t_teacher,
                       "method_images_per_second": len(labels) / t_method}
     sequences = torch.cat([out.sequences if hasattr(out, "sequences") else out for out in outputs])
-    speculative = [out for out in rows_out if hasattr(out, "alpha")]  # the per-image (batch 1) calls
-    alpha = statistics.mean(out.alpha for out in speculative) if speculative else None
-    per_call = statistics.mean(out.tokens_per_teacher_call for out in speculative) if speculative else None
+    pooled = pooled_statistics(out for out in rows_out if hasattr(out, "alpha"))  # the per-image (batch 1) calls
+    alpha, per_call = pooled["alpha"], pooled["tokens_per_teacher_call"]
     images = decode_sequences(tokenizer, sequences, teacher.config).clamp(-1, 1)
     block = ", block verification" if args.verification == "block" else ""
     what = {"speculative": f"speculative ({os.path.basename(args.assistant.rstrip('/'))}, gamma {args.gamma}{block})",

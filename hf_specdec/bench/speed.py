@@ -10,7 +10,6 @@ that Leviathan et al.'s formula predicts from the measured alpha and cost ratio 
 
 import json
 import os
-import statistics
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -19,8 +18,8 @@ from tqdm.auto import tqdm
 from ..hub import check_checkpoints_dir, check_output_dir, checkpoint_path, load_draft, load_pretrained, resolve_drafts
 from ..models import VQGPTForCausalLM, VQTokenizer
 from ..pipeline import check_sampling_options, class_prompts
-from ..speculative import EarlyExitDraft, expected_speedup, plain_sample, speculative_sample
-from .timing import check_device, check_listed_once, machine_description, quartiles, time_calls
+from ..speculative import EarlyExitDraft, expected_speedup, plain_sample, pooled_statistics, speculative_sample
+from .timing import check_device, check_listed_once, machine_description, quartiles, time_calls, tokens_per_call_cell
 
 
 @dataclass
@@ -37,7 +36,8 @@ class BenchmarkArguments:
     adaptive_gamma_max: int = field(default=8, metadata={"help": "Max gamma of the adaptive runs (0 = none)."})
     batch_sizes: list[int] = field(default_factory=lambda: [1, 4, 16], metadata={"help": "Images per call."})
     repeats: int = field(default=5, metadata={"help": "Timed calls per setting (after warm-up)."})
-    warmup: int = field(default=1, metadata={"help": "Untimed calls per setting."})
+    warmup: int = field(default=1, metadata={"help": "Untimed calls per setting (>= 1: the first call builds the "
+                                                     "decoder, compiles, and calibrates adaptive gamma)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (lossless at any value)."})
     top_k: int | None = field(default=None, metadata={"help": "Top-k (None = plain sampling)."})
     cfg_scale: float | None = field(default=None, metadata={"help": "Classifier-free guidance scale."})
@@ -60,8 +60,9 @@ class BenchmarkArguments:
         check_listed_once(self, "gammas", "batch_sizes", "self_speculative_layers")
         if self.repeats < 1:
             raise ValueError(f"`repeats` must be >= 1, got {self.repeats}.")
-        if self.warmup < 0:
-            raise ValueError(f"`warmup` must be >= 0, got {self.warmup}.")
+        if self.warmup < 1:  # the first call of a setting compiles and calibrates: it must never be timed
+            raise ValueError(f"`warmup` must be >= 1 (the first call of each setting builds the decoder, compiles and "
+                             f"calibrates adaptive gamma: never timed), got {self.warmup}.")
         check_device(self.device)
         check_checkpoints_dir(self.checkpoints_dir)
         check_output_dir(self.output_dir)
@@ -143,13 +144,9 @@ def run_benchmark(args: BenchmarkArguments) -> dict:
         if method in ("teacher-plain", "draft-alone", "teacher-hf-generate"):
             per_token[(name or method, B)] = median / new_tokens
         if outputs_are_stats:
-            accepted = sum(out.accepted_per_round.sum().item() for out in results)
-            evaluated = sum(out.evaluated_per_round.sum().item() for out in results)
-            proposed = sum(out.proposed_per_round.sum().item() for out in results)
-            record["alpha"] = accepted / max(evaluated, 1)
-            record["acceptance_rate"] = accepted / max(proposed, 1)
-            record["tokens_per_teacher_call"] = statistics.mean(out.tokens_per_teacher_call for out in results)
-            record["mean_gamma"] = statistics.mean(statistics.mean(out.gamma_per_round) for out in results)
+            stats = pooled_statistics(results)
+            for key in ("alpha", "acceptance_rate", "tokens_per_teacher_call", "tokens_per_image_round", "mean_gamma"):
+                record[key] = stats[key]
             record["accepted_by_position"] = torch.stack([out.accepted_by_position for out in results]).sum(0).tolist()
             record["evaluated_by_position"] = torch.stack([out.evaluated_by_position for out in results]).sum(0).tolist()
             samples[(method, name, gamma, B)] = results[-1].sequences
@@ -181,12 +178,12 @@ def run_benchmark(args: BenchmarkArguments) -> dict:
 
 
 def markdown_table(records: list[dict]) -> str:
-    lines = ["| method | draft | gamma | batch | ms / image (p25-p75) | tokens/s | alpha | tokens / teacher call | speedup | predicted |",
+    lines = ["| method | draft | gamma | batch | ms / image (p25-p75) | tokens/s | alpha | tokens / teacher call (per image) | speedup | predicted |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in records:
         gamma = r["gamma"] if r["method"] != "speculative-adaptive" else f"adaptive<={r['gamma']} (mean {r['mean_gamma']:.1f})"
         alpha = f"{r['alpha']:.3f}" if "alpha" in r else ""
-        per_call = f"{r['tokens_per_teacher_call']:.2f}" if "tokens_per_teacher_call" in r else ""
+        per_call = tokens_per_call_cell(r)
         predicted = f"{r['predicted_speedup']:.2f}x" if "predicted_speedup" in r else ""
         lines.append(
             f"| {r['method']} | {r['draft'] or ''} | {gamma if gamma is not None else ''} | {r['batch_size']} | "

@@ -96,3 +96,11 @@ def check_listed_once(args, *names: str) -> None:
         if len(set(values)) < len(values):
             twice = sorted({v for v in values if values.count(v) > 1})
             raise ValueError(f"`{name}` lists {twice} more than once: give each value once.")
+
+
+def tokens_per_call_cell(record: dict) -> str:
+    """Tokens per teacher call for a row, and in brackets per image where rows waited for a batch's slowest one."""
+    if record.get("tokens_per_teacher_call") is None:
+        return ""
+    per_row, per_image = record["tokens_per_teacher_call"], record.get("tokens_per_image_round")
+    return f"{per_row:.2f}" + (f" ({per_image:.2f})" if per_image is not None and f"{per_image:.2f}" != f"{per_row:.2f}" else "")

@@ -10,6 +10,7 @@ import io
 import math
 import os
 import re
+import warnings
 
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value, concatenate_datasets, load_dataset
@@ -227,16 +228,38 @@ def _label_by_class_folder(loaded: DatasetDict, data_dir: str) -> DatasetDict:
                         .cast_column("label", ClassLabel(names=names)) for name, split in loaded.items()})
 
 
+# What the loader does silently to an image that may not be what its owner meant: a warning names such files.
+_LONG_SIDE_RATIO = 4  # a centre crop to a square keeps under a quarter of a longer image
+_SMALL_SIDE = 8  # pixels: such an image is blown up at least 4x to the smallest usual resolution (32)
+
+
 def check_image_files(dataset: Dataset) -> None:
     """Decode every image of `dataset`'s `image` column once; raise `ValueError` naming each file that cannot be
-    read (truncated, corrupt, not an image), instead of a PIL error naming no file in the middle of training."""
-    broken = []
+    read (truncated, corrupt, not an image), instead of a PIL error naming no file in the middle of training. Warn
+    (one warning naming the files) where the loader will change an image more than its owner may expect: an animated
+    image (only its first frame is used), a strip more than 4x longer than wide (`images_to_tensor` keeps the centre
+    square) and an image under 8 pixels on a side (upscaled to the resolution)."""
+    broken, odd = [], {"animated (only the first frame is used)": [],
+                       f"more than {_LONG_SIDE_RATIO}x longer than wide (only the centre square is kept)": [],
+                       f"under {_SMALL_SIDE} pixels on a side (upscaled to the resolution)": []}
+    kinds = list(odd)
     for file in dataset.cast_column("image", Image(decode=False))["image"]:
         try:
             with PILImage.open(io.BytesIO(file["bytes"]) if file["bytes"] is not None else file["path"]) as image:
                 image.load()
+                width, height = image.size
+                if getattr(image, "n_frames", 1) > 1:
+                    odd[kinds[0]].append(file["path"])
+                if max(width, height) > _LONG_SIDE_RATIO * max(min(width, height), 1):
+                    odd[kinds[1]].append(file["path"])
+                if min(width, height) < _SMALL_SIDE:
+                    odd[kinds[2]].append(file["path"])
         except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as error:  # PIL's bad-file errors
             broken.append(f"{file['path']} ({error})")
+    said = [f"{len(paths)} {kind}: {', '.join(str(p) for p in paths[:3])}{' ...' if len(paths) > 3 else ''}"
+            for kind, paths in odd.items() if paths]
+    if said:
+        warnings.warn(f"Some images under `data_dir` are used other than as they are; {'; '.join(said)}.", stacklevel=3)
     if broken:
         more = f" and {len(broken) - 5} more" if len(broken) > 5 else ""
         raise ValueError(f"{len(broken)} image file(s) under `data_dir` cannot be read: {'; '.join(broken[:5])}{more}. "

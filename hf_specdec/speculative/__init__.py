@@ -1,7 +1,7 @@
 from .cache import RaggedCache
 from .custom_generate import speculative_generate
 from .checks import check_draft_matches, check_sampling_arguments
-from .decoding import EarlyExitDraft, SpeculativeOutput, clear_decoders, get_decoder, plain_sample, speculative_sample
+from .decoding import EarlyExitDraft, SpeculativeOutput, clear_decoders, get_decoder, plain_sample, pooled_statistics, speculative_sample
 from .engine import SpeculativeDecoder
 from .sampling import (
     SamplingConfig,

@@ -38,6 +38,8 @@ class SpeculativeOutput:
     gamma_per_round: draft length used in each round.
     accepted_by_position / evaluated_by_position: `(new,)` counts per generated token position (for heat maps).
     teacher_forwards / draft_forwards: teacher passes (prefill included) and draft steps made.
+    active_per_round: `(rounds, rows)` whether the row was drawing an image in that round (a row whose image is done
+        rides along until the batch's slowest row is; `None`: every row in every round).
     """
 
     sequences: torch.LongTensor
@@ -49,6 +51,7 @@ class SpeculativeOutput:
     evaluated_by_position: torch.Tensor
     teacher_forwards: int
     draft_forwards: int
+    active_per_round: torch.Tensor | None = None
 
     @property
     def num_rounds(self) -> int:
@@ -75,11 +78,25 @@ class SpeculativeOutput:
         return self.accepted_by_position / self.evaluated_by_position.clamp(min=1)
 
     @property
+    def new_tokens(self) -> int:
+        """Tokens generated in this call, over all its images."""
+        return self.accepted_by_position.numel() * self.sequences.shape[0]
+
+    @property
     def tokens_per_teacher_call(self) -> float:
-        """New tokens per row and verify round: the mean tokens each teacher call produced for a row (streamed
-        calls: all images' new tokens over rounds x rows, a row idle at the end counting as producing none)."""
-        new_tokens = self.accepted_by_position.numel() * self.sequences.shape[0]
-        return new_tokens / max(self.num_rounds * self.accepted_per_round.shape[1], 1)
+        """New tokens per row and verify round: what each teacher call produced for a row, a row that has finished
+        its image and waits for the batch's slowest row counting as producing none (a batch's figure; at batch 1 and
+        for `tokens_per_image_round` every round counts)."""
+        return self.new_tokens / max(self.num_rounds * self.accepted_per_round.shape[1], 1)
+
+    @property
+    def tokens_per_image_round(self) -> float:
+        """New tokens per round in which a row was drawing an image: the images' own figure (64 tokens over the
+        rounds an image took, pooled), not lowered by rows that wait for a batch's slowest one. Equal to
+        `tokens_per_teacher_call` at batch 1."""
+        active = self.active_per_round
+        rounds = active.sum().item() if active is not None else self.num_rounds * self.accepted_per_round.shape[1]
+        return self.new_tokens / max(rounds, 1)
 
     @classmethod
     def from_record(cls, record: dict, prompt_length: int) -> "SpeculativeOutput":
@@ -107,7 +124,37 @@ class SpeculativeOutput:
             evaluated_by_position=by_position(was_tested),
             teacher_forwards=R + prefills,
             draft_forwards=sum(gammas) + (prefills if G > 0 else 0),
+            active_per_round=(starts < total).cpu(),
         )
+
+
+def pooled_statistics(outputs) -> dict:
+    """The statistics of several calls (`SpeculativeOutput`s, or one) as one: every figure a ratio of sums (accepted over tested positions, new
+    tokens over rounds), never a mean of per-call ratios, which weights a short call like a long one and is biased
+    upwards (Jensen) - the estimator every benchmark of the project reports. Returns `{"alpha", "acceptance_rate",
+    "tokens_per_teacher_call", "tokens_per_image_round", "mean_gamma", "calls"}` (`None` values for no calls)."""
+    outputs = [outputs] if isinstance(outputs, SpeculativeOutput) else list(outputs)
+    for index, out in enumerate(outputs):
+        if not all(hasattr(out, name) for name in ("accepted_per_round", "evaluated_per_round", "gamma_per_round")):
+            raise ValueError(f"`outputs[{index}]` is a {type(out).__name__}, not the output of a speculative call "
+                             "(`speculative_sample`; a `plain_sample` result has no acceptance statistics).")
+    if not outputs:
+        return {"alpha": None, "acceptance_rate": None, "tokens_per_teacher_call": None,
+                "tokens_per_image_round": None, "mean_gamma": None, "calls": 0}
+    accepted = sum(out.accepted_per_round.sum().item() for out in outputs)
+    new_tokens = sum(out.accepted_by_position.numel() * out.sequences.shape[0] for out in outputs)
+    row_rounds = sum(len(out.gamma_per_round) * out.accepted_per_round.shape[1] for out in outputs)
+    image_rounds = sum(out.active_per_round.sum().item() if getattr(out, "active_per_round", None) is not None
+                       else len(out.gamma_per_round) * out.accepted_per_round.shape[1] for out in outputs)
+    rounds = sum(len(out.gamma_per_round) for out in outputs)
+    return {
+        "alpha": accepted / max(sum(out.evaluated_per_round.sum().item() for out in outputs), 1),
+        "acceptance_rate": accepted / max(sum(out.proposed_per_round.sum().item() for out in outputs), 1),
+        "tokens_per_teacher_call": new_tokens / max(row_rounds, 1),
+        "tokens_per_image_round": new_tokens / max(image_rounds, 1),
+        "mean_gamma": sum(sum(out.gamma_per_round) for out in outputs) / max(rounds, 1),
+        "calls": len(outputs),
+    }
 
 
 class EarlyExitDraft(torch.nn.Module):
