@@ -12,7 +12,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors import SafetensorError
 
 from .models.configuration_vqgpt import VQGPT_PRESETS
-from .models.modeling_vqgpt import check_model_path
+from .models.modeling_vqgpt import check_model_path, relative_path_hint
 from .models.safetensors_only import damaged_safetensors, damaged_weights_message, weights_folder
 
 # Package data: `hf_specdec/model_cards` links to the repository's `model_cards/` (their home), and the templates are
@@ -24,7 +24,8 @@ def check_checkpoints_dir(checkpoints_dir: str, argument: str = "checkpoints_dir
     """Raise `ValueError` naming `argument` unless `checkpoints_dir` is a folder (the models in it are named relative
     to it, so a missing one would surface later as a confusing error about a model name)."""
     if not os.path.isdir(checkpoints_dir):
-        raise ValueError(f"`{argument}` {checkpoints_dir!r} is not a folder (it holds the teacher and the drafts).")
+        hint = relative_path_hint(checkpoints_dir) if not os.path.exists(checkpoints_dir) else ""
+        raise ValueError(f"`{argument}` {checkpoints_dir!r} is not a folder{hint}; it holds the teacher and the drafts.")
 
 
 def check_output_dir(path: str, argument: str = "output_dir") -> None:
@@ -55,15 +56,39 @@ def check_output_not_input(output_dir: str, argument: str = "output_dir", *, dat
                          "files would be read as images (a folder there is a class). Choose another `output_dir`.")
 
 
+def saved_model_folder(path: str) -> str | None:
+    """The saved model folder (a `config.json` beside safetensors weights) that `path` is, or lies inside, or None."""
+    folder = os.path.realpath(path)
+    while True:
+        if os.path.isfile(os.path.join(folder, "config.json")) and any(
+                name.endswith((".safetensors", ".safetensors.index.json")) for name in os.listdir(folder)):
+            return folder
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
+
+
+def check_outside_models(path: str, argument: str) -> None:
+    """Raise `ValueError` naming `argument` when the output `path` (a file or folder) is, or lies inside, a saved model
+    folder: a picture or JSON written there changes what the folder holds and what `push_to_hub` uploads with the
+    model (a sample grid named `reconstructions.png` replaced a tokenizer's card picture)."""
+    folder = saved_model_folder(path)
+    if folder is not None:
+        raise ValueError(f"`{argument}` {path!r} is inside the saved model folder {folder!r}: it would change what "
+                         "that model holds (its card's pictures, the files `push_to_hub` uploads). Write it elsewhere.")
+
+
 def _inside(resolved: str, folder: str) -> bool:
     """Whether the resolved path `resolved` lies below the existing folder `folder` (links and `..` resolved)."""
     return os.path.isdir(folder) and resolved.startswith(os.path.realpath(folder) + os.sep)
 
 
 def check_output_file(path: str, argument: str = "output", **input_folders: str | list[str] | None) -> None:
-    """`check_output_dir` for a file: its folder can be made and `path` is not a folder, nor a file of a saved model
-    (its config, weights, metrics or code: the model would no longer load), nor inside one of `input_folders`
-    (argument name -> folder or folders the run reads and rewrites)."""
+    """`check_output_dir` for a file: its folder can be made and `path` is not a folder, nor inside one of
+    `input_folders` (argument name -> folder or folders the run reads and rewrites), nor a file of a saved model (its
+    config, weights, metrics or code: the model would no longer load) or anything else inside a saved model folder
+    (`check_outside_models`)."""
     if not isinstance(path, str) or not path:
         raise ValueError(f"`{argument}` must be a file path, got {path!r}.")
     if os.path.isdir(path):
@@ -81,6 +106,7 @@ def check_output_file(path: str, argument: str = "output", **input_folders: str 
     ):
         raise ValueError(f"`{argument}` {path!r} is a file of the saved model in {folder!r}: writing it would break "
                          "or misdescribe that model. Write it elsewhere.")
+    check_outside_models(path, argument)
     _check_writable_ancestor(os.path.dirname(os.path.abspath(path)), path, argument, "written")
     if os.path.exists(path):
         try:

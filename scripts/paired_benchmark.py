@@ -32,6 +32,7 @@ import sys
 
 from hf_specdec.bench.paired import DTYPES, paired_benchmark
 from hf_specdec.cli import ArgumentParser, UsageError, run
+from hf_specdec.models.modeling_vqgpt import check_model_path
 from hf_specdec.speculative.checks import MODES
 
 
@@ -62,6 +63,10 @@ def main(argv=None):
     if len(set(names)) < len(names):
         twice = sorted({name for name in names if names.count(name) > 1})
         raise UsageError(f"draft name(s) {twice} given twice: each draft needs its own name")
+    try:  # the option's name in the message, not the library's `teacher_path`
+        check_model_path(args.teacher, "VQGPTForCausalLM")
+    except (ValueError, FileNotFoundError) as error:
+        raise UsageError(f"--teacher: {error}") from None
     print(json.dumps(paired_benchmark(args.device, args.reps, dict(pairs), args.teacher, args.block_gamma, args.mode,
                                       tuple(args.gammas), tuple(args.num_drafts), args.python_wrapper,
                                       args.frozen, args.dynamo_guards, args.dtype, args.also_dtype),

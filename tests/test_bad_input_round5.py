@@ -140,7 +140,10 @@ def test_an_output_file_is_never_a_file_of_a_saved_model(tmp_path):
     for name in ("config.json", "model.safetensors", "distill_metrics.json", "modeling_vqgpt.py"):
         with pytest.raises(ValueError, match="is a file of the saved model"):
             check_output_file(str(tmp_path / "draft-1L" / name), "output")
-    check_output_file(str(tmp_path / "draft-1L" / "notes.json"), "output")  # a new file next to it: allowed
+    # a new file beside it would be pushed with the model (hunt 7: a sample grid replaced a tokenizer's card picture)
+    for name in ("notes.json", "reconstructions.png", "sub/samples.png"):
+        with pytest.raises(ValueError, match="is inside the saved model folder"):
+            check_output_file(str(tmp_path / "draft-1L" / name), "output")
     check_output_file(str(tmp_path / "results.json"), "output")
 
 

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from ..hub import check_checkpoints_dir, check_output_dir, checkpoint_path, load_draft, load_pretrained
+from ..hub import check_checkpoints_dir, check_output_dir, check_outside_models, checkpoint_path, load_draft, load_pretrained
 from ..models import VQGPTForCausalLM
 from ..pipeline import class_prompts
 from ..speculative import EarlyExitDraft, SamplingConfig, SpeculativeOutput, clear_decoders, get_decoder, pooled_statistics
@@ -90,6 +90,7 @@ class EngineBenchmarkArguments:
         check_device(self.device)
         check_checkpoints_dir(self.checkpoints_dir)
         check_output_dir(self.output_dir)
+        check_outside_models(self.output_dir, "output_dir")  # results are no part of a model folder
 
 
 def check_gammas_fit(args: EngineBenchmarkArguments, config) -> None:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from ..hub import check_output_dir
+from ..hub import check_output_dir, check_outside_models
 from ..models import VQGPTConfig, VQGPTForCausalLM
 from ..speculative import RaggedCache
 from ..speculative.sampling import expected_tokens
@@ -48,6 +48,7 @@ class ModelSizeArguments:
 
     def __post_init__(self):
         check_output_dir(self.output_dir)
+        check_outside_models(self.output_dir, "output_dir")  # results are no part of a model folder
         unknown = [s for s in self.sizes if s not in SIZES]
         if unknown:
             raise ValueError(f"`sizes` {unknown} are unknown; choose from {', '.join(SIZES)}.")

@@ -8,6 +8,7 @@ images; the speedup is the ratio of medians. `scripts/paired_benchmark.py` is it
 
 import copy
 import statistics
+from types import SimpleNamespace
 
 import torch
 
@@ -15,7 +16,7 @@ from ..hub import load_draft, load_pretrained
 from ..models import VQGPTForCausalLM
 from ..pipeline import class_prompts
 from ..speculative import SamplingConfig, SpeculativeDecoder, SpeculativeOutput, pooled_statistics
-from .timing import check_device, time_interleaved
+from .timing import check_device, check_listed_once, time_interleaved
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -59,6 +60,8 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
         raise ValueError(f"`block_gamma` must be an integer >= 1 (or None: no block verification), got {block_gamma!r}.")
     if any(isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= 16 for k in num_drafts):
         raise ValueError(f"`num_drafts` must be integers in [2, 16], got {num_drafts!r}.")
+    # the same method twice gave one result row, and the JSON listed both
+    check_listed_once(SimpleNamespace(gammas=list(gammas), num_drafts=list(num_drafts)), "gammas", "num_drafts")
     if not drafts:
         raise ValueError("`drafts` is empty: give at least one name=path.")
     on_cpu = check_device(device).type == "cpu"

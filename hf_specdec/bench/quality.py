@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from ..data import DataArguments
 from ..hub import (check_checkpoint_name, check_checkpoints_dir, check_output_dir, check_output_not_input,
-                   checkpoint_path, load_draft, load_pretrained, resolve_drafts)
+                   check_outside_models, checkpoint_path, load_draft, load_pretrained, resolve_drafts)
 from ..images import images_to_tensor, save_image_grid
 from ..metrics import load_metric
 from ..metrics.classifier import DigitsClassifier
@@ -59,6 +59,7 @@ class QualityArguments:
         check_device(self.device)
         check_checkpoints_dir(self.checkpoints_dir)
         check_output_dir(self.output_dir)
+        check_outside_models(self.output_dir, "output_dir")  # results are no part of a model folder
 
 
 def _sample(method, teacher, draft, prompts, args, neighbours=None):

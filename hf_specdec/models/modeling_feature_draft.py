@@ -127,7 +127,9 @@ class VQGPTFeatureDraft(VQGPTPreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, teacher: VQGPTForCausalLM | None = None, **kwargs):
-        """Load the draft's weights and attach `teacher` (required: the draft reuses its embeddings and head)."""
+        """Load the draft's weights and attach `teacher` (required: the draft reuses its embeddings and head). The
+        draft takes the teacher's dtype and device unless `dtype` / `device_map` say otherwise: it runs with this
+        teacher only (a float32 draft of a bfloat16 teacher was refused by every sampler)."""
         if teacher is None:
             raise ValueError(
                 f"`teacher` is required: {str(pretrained_model_name_or_path)!r} is a feature-conditioned draft that "
@@ -135,7 +137,13 @@ class VQGPTFeatureDraft(VQGPTPreTrainedModel):
                 "`VQGPTFeatureDraft.from_pretrained(path, teacher=teacher)`."
             )
         model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        return model.attach_teacher(teacher)
+        model.attach_teacher(teacher)
+        follow = {}
+        if kwargs.get("dtype", kwargs.get("torch_dtype")) is None:
+            follow["dtype"] = teacher.dtype
+        if kwargs.get("device_map") is None:
+            follow["device"] = teacher.device
+        return model.to(**follow) if follow else model
 
     def attach_teacher(self, teacher: VQGPTForCausalLM) -> "VQGPTFeatureDraft":
         """Read `teacher`'s embeddings and head from now on; `ValueError` if it is not a loaded VQGPT of the shape

@@ -4,7 +4,8 @@ sized. Sampling settings are checked by `SamplingConfig` itself."""
 
 import torch
 
-from ..models.modeling_vqgpt import VQGPTForCausalLM, check_draft_matches, check_weights_loaded, describe_ids  # noqa: F401 (check_draft_matches re-exported)
+from ..models.modeling_vqgpt import (VQGPTForCausalLM, check_draft_matches, check_weights_loaded,  # noqa: F401 (re-exported)
+                                      describe_ids, warn_if_training)
 from .sampling import SamplingConfig, _is_int, _is_number
 
 MODES = ("auto", "eager", "compile", "cuda-graph")

@@ -22,7 +22,7 @@ import torch
 
 from ..models import VQGPTForCausalLM
 from .checks import (check_adaptive_gamma, check_decoder_arguments, check_draft_matches, check_guidance,  # noqa: F401
-                     check_inputs, check_model, placement)
+                     check_inputs, check_model, placement, warn_if_training)
 from .engine import SpeculativeDecoder
 from .sampling import SamplingConfig, _is_int
 
@@ -297,6 +297,7 @@ def speculative_sample(
                          "`EarlyExitDraft`); for the teacher alone use `plain_sample(teacher, input_ids)`.")
     batch_size = input_ids.shape[0] if batch_size is None else batch_size
     check_decoder_arguments(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours, freeze_weights)
+    warn_if_training(draft, "draft")  # every call: a cached decoder keeps the draft, whose mode may change
     check_adaptive_gamma(adaptive_gamma, cost_ratio)
     decoder = get_decoder(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours, freeze_weights)
     record = decoder.decode(input_ids, new_tokens, generator, adaptive_gamma, cost_ratio)

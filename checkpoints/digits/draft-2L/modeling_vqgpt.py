@@ -10,6 +10,7 @@ mask from the caller (rows with their own lengths) passes through unchanged. Pos
 This file imports nothing from `hf_specdec` except its config, so it loads with `trust_remote_code=True`.
 """
 
+import copy
 import math
 import numbers
 import os
@@ -168,8 +169,17 @@ def check_model_path(name, cls_name: str, subfolder: str | None = None) -> None:
         raise ValueError(f"{path!r} is a file: give `{cls_name}.from_pretrained` the model's folder "
                          f"({os.path.dirname(path) or '.'!r}), which holds its config.json and weights.")
     if not os.path.exists(path) and (os.path.isabs(path) or path.startswith(("./", "../", "~")) or path.count("/") > 1):
-        raise FileNotFoundError(f"There is no folder {path!r}, and it is not a Hub repo id (`name` or "
-                                "`namespace/name`) either.")
+        raise FileNotFoundError(f"There is no folder {path!r}{relative_path_hint(path)}, and it is not a Hub repo id "
+                                "(`name` or `namespace/name`) either.")
+
+
+def relative_path_hint(path: str) -> str:
+    """Where a relative `path` that does not exist was looked for: the shipped checkpoint sets are named relative to
+    the repository root, and a script run from another folder found none of them without saying why."""
+    if os.path.isabs(os.path.expanduser(path)):
+        return ""
+    return (f" (a relative path, looked for in the working directory {os.getcwd()!r}: run from the folder it is "
+            "relative to, e.g. the repository root for `checkpoints/...`, or give an absolute path)")
 
 
 class VQGPTPreTrainedModel(PreTrainedModel):
@@ -549,10 +559,11 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         config = generation_config if generation_config is not None else self.generation_config
         self._check_generate_kwargs(config, kwargs)
         self.check_guidance(input_ids, kwargs.get("cfg_scale"))
+        fill = {}  # settings this model sets where the caller left them open
         if kwargs.get("do_sample", config.do_sample) and "top_k" not in kwargs and config.top_k is None:
             # transformers 5 fills an unset top_k with 50: a codebook of more than 50 codes was sampled truncated,
             # not from the model's distribution (the project's samplers and `top_k=None` elsewhere mean "off").
-            kwargs["top_k"] = 0
+            fill["top_k"] = 0
         if self.training and self.config.dropout > 0:  # the project's samplers refuse it; a draft may mean it
             warnings.warn(f"{type(self).__name__} is in training mode with dropout {self.config.dropout}: its samples "
                           "do not follow the model's distribution (call `model.eval()` first).", stacklevel=2)
@@ -581,7 +592,12 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         if max_new_tokens is None and max_length is None:
             # Default: the rest of the token grid. Set here rather than as `generation_config.max_length`, which
             # would clash with the `max_new_tokens` that assisted generation passes to its assistant.
-            kwargs["max_new_tokens"] = self.config.max_position_embeddings - input_ids.shape[1]
+            fill["max_new_tokens"] = self.config.max_position_embeddings - input_ids.shape[1]
+        if generation_config is not None and fill:  # on a copy of the caller's config: transformers deprecates a
+            generation_config = copy.deepcopy(generation_config)  # config passed together with generation kwargs
+            generation_config.update(**fill)
+        else:
+            kwargs.update(fill)
         return super().generate(inputs, generation_config=generation_config, **kwargs)
 
     def _check_generate_kwargs(self, generation_config, kwargs) -> None:
@@ -649,6 +665,15 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
                         type(assistant).__name__, "")
             raise ValueError(f"`assistant_model` must be a VQGPTForCausalLM, got {type(assistant).__name__}{hint}.")
         check_draft_matches(self, assistant, argument="assistant_model")
+
+
+def warn_if_training(draft, argument: str) -> None:
+    """Warn when a draft runs with dropout (in training mode, as a distillation leaves it): the output stays exactly
+    the teacher's, but its drafts are noisier and fewer of them are accepted (alpha 0.81 against 0.86)."""
+    dropout = getattr(getattr(draft, "config", None), "dropout", 0.0) or 0.0
+    if getattr(draft, "training", False) and dropout > 0:
+        warnings.warn(f"`{argument}` is in training mode with dropout {dropout}: the output is still the teacher's, but "
+                      f"fewer drafts are accepted; call `{argument}.eval()` first.", stacklevel=4)
 
 
 VQGPTConfig.register_for_auto_class()
