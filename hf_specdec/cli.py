@@ -208,7 +208,8 @@ def check_options_read(args, chosen: str, options: dict[str, tuple[str, ...]]) -
     for name, readers in options.items():
         if getattr(args, name) != defaults[name] and value not in readers:
             back = f" (or set it back to {defaults[name]})" if defaults[name] is not None else ""
-            raise ValueError(f"`{name}` is read only with `{chosen}` {' or '.join(readers)}, got {chosen} {value!r}: "
+            allowed = " or ".join(str(r).lower() if isinstance(r, bool) else str(r) for r in readers)  # YAML's true
+            raise ValueError(f"`{name}` is read only with `{chosen}` {allowed}, got {chosen} {value!r}: "
                              f"{value!r} does not use it; drop `--{name}`{back}.")
 
 

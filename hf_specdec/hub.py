@@ -2,6 +2,7 @@
 templates in `model_cards/` (shipped as package data) with `model-index` results, and pushing."""
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -186,7 +187,8 @@ def compact_weights(folder: str, dtype: str = "float16", argument: str = "folder
             metadata = f.metadata() or {}
             tensors = {key: f.get_tensor(key) for key in f.keys()}
         for key, tensor in tensors.items():
-            if not tensor.is_floating_point() or torch.finfo(tensor.dtype).bits <= torch.finfo(target).bits:
+            # float32/64 narrow; the other 16-bit kind converts (asked for bfloat16, a float16 file stayed float16)
+            if not tensor.is_floating_point() or tensor.dtype == target or torch.finfo(tensor.dtype).bits < 16:
                 continue
             narrow = tensor.to(target)
             if not torch.isfinite(narrow).all() and torch.isfinite(tensor).all():
@@ -383,23 +385,36 @@ def model_card(model_dir: str, repo_id: str, dataset: str = "scikit-learn digits
     card_data = ModelCardData(library_name="hf-specdec", license="apache-2.0", model_name=repo_id,
                               tags=["speculative-decoding", "image-generation", "vq"], eval_results=results)
     table = "\n".join(["| metric | value |", "| --- | --- |"] + [f"| {r.metric_name} | {r.metric_value:.4g} |" for r in results])
+    if not results:  # a copied or downloaded folder without its metrics files: no empty table
+        table = "No measured results came with this folder (its training writes them to a `*_metrics.json`)."
     if is_tokenizer:
         side = config["sample_size"] // 2 ** (len(config["down_block_types"]) - 1)
+        quantizer = ("an EMA codebook with dead-code restart" if config.get("use_ema")
+                     else "a codebook trained by gradient (diffusers' quantizer)")
         return ModelCard.from_template(card_data, template_path=os.path.join(TEMPLATES, "vq_tokenizer.md"),
                                        repo_id=repo_id, model_name=repo_id, image_size=config["sample_size"], grid=f"{side}x{side}",
-                                       codebook_size=config["num_vq_embeddings"], dataset=dataset, results=table)
-    training = (f"Distilled from the teacher with the `{metrics['loss']}` objective, on-policy fraction lmbda="
-                f"{metrics['lmbda']}, data: {metrics['data_source']}, {metrics['steps']} steps."
-                if "loss" in metrics else f"Next-code cross-entropy, {metrics.get('steps')} steps.")
+                                       codebook_size=config["num_vq_embeddings"], dataset=dataset, results=table,
+                                       quantizer=quantizer)
+    is_draft = "loss" in metrics  # distill.py's metrics
+    if is_draft:
+        training = (f"Distilled from the teacher with the `{metrics['loss']}` objective, on-policy fraction lmbda="
+                    f"{metrics['lmbda']}, data: {metrics['data_source']}, {metrics['steps']} steps.")
+    elif metrics.get("steps") is not None:
+        training = f"Next-code cross-entropy, {metrics['steps']} steps."
+    else:
+        training = "No training record (`training_metrics.json` or `distill_metrics.json`) came with this folder."
+    parameters = metrics.get("parameters") or _count_parameters(model_dir)
+    parameters = f"{parameters / 1e6:.2f}M" if parameters else "an unknown number of"
     num_classes = config["num_classes"]
     prompt = "teacher.class_prompt([0, 1, 2, 3])" if num_classes else "teacher.class_prompt(batch_size=4)"
     if config.get("model_type") == "vqgpt_feature_draft":
         return ModelCard.from_template(
             card_data, template_path=os.path.join(TEMPLATES, "feature_draft.md"), repo_id=repo_id, model_name=repo_id,
             num_layers=config["num_hidden_layers"], hidden_size=config["hidden_size"],
-            parameters=f"{metrics.get('parameters', 0) / 1e6:.2f}M", grid=f"{config['grid_h']}x{config['grid_w']}",
+            parameters=parameters, grid=f"{config['grid_h']}x{config['grid_w']}",
             codebook_size=config["codebook_size"], feature_layers=config["feature_layers"], dataset=dataset,
-            training=training + f" Draft steps unrolled in training: {metrics.get('ttt_steps')}.",
+            training=training + (f" Draft steps unrolled in training: {metrics['ttt_steps']}."
+                                 if metrics.get("ttt_steps") is not None else ""),
             results=table, teacher_repo=teacher_repo or "<the teacher's repo>", prompt=prompt)
     conditioning = (f"A class-conditional GPT over VQ image codes ({num_classes} classes + a null class for "
                     "classifier-free guidance)" if num_classes else
@@ -408,11 +423,28 @@ def model_card(model_dir: str, repo_id: str, dataset: str = "scikit-learn digits
         card_data, template_path=os.path.join(TEMPLATES, "vqgpt.md"), repo_id=repo_id, model_name=repo_id,
         description=_vqgpt_description(model_dir, metrics),
         conditioning=conditioning, num_layers=config["num_hidden_layers"], hidden_size=config["hidden_size"],
-        parameters=f"{metrics.get('parameters', 0) / 1e6:.2f}M", grid=f"{config['grid_h']}x{config['grid_w']}",
+        parameters=parameters, grid=f"{config['grid_h']}x{config['grid_w']}",
         codebook_size=config["codebook_size"], dataset=dataset, training=training, results=table,
-        teacher_repo=teacher_repo or repo_id, draft_repo=draft_repo or repo_id,
+        # a draft is not its own teacher, nor a teacher its own draft: a placeholder where the other is not known
+        teacher_repo=teacher_repo or ("<the teacher's repo>" if is_draft else repo_id),
+        draft_repo=draft_repo or (repo_id if is_draft else "<a draft's repo>"),
         prompt=prompt,
     )
+
+
+def _count_parameters(model_dir: str) -> int:
+    """The number of weights in `model_dir`'s safetensors files, read from their headers (no tensor is loaded); None
+    for a folder without weights."""
+    from safetensors import safe_open
+
+    total = 0
+    names = sorted(f for f in os.listdir(model_dir) if f.endswith(".safetensors") and not f.startswith("."))
+    if not names:
+        return None
+    for name in names:
+        with safe_open(os.path.join(model_dir, name), "pt") as f:
+            total += sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())
+    return total
 
 
 def upload_plan(model_dir: str, argument: str = "model_dir") -> list[str]:

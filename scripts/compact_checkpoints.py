@@ -41,6 +41,10 @@ class CompactArguments:
             raise ValueError("`folders` names no model folder; pass --folders PATH [PATH ...].")
         if self.dtype not in STORAGE_DTYPES:
             raise ValueError(f"`dtype` must be one of {sorted(STORAGE_DTYPES)}, got {self.dtype!r}.")
+        resolved = [os.path.realpath(folder) for folder in self.folders]
+        if len(set(resolved)) < len(resolved):  # compacted twice, its "before" measured on rounded weights
+            twice = sorted({f for f, r in zip(self.folders, resolved) if resolved.count(r) > 1})
+            raise ValueError(f"`folders` lists the same folder more than once: {twice}.")
         if self.num_sequences < 1:
             raise ValueError(f"`num_sequences` must be >= 1, got {self.num_sequences}.")
         if self.output_json is not None:

@@ -13,6 +13,7 @@ first upload, so a folder without a card (the FID classifier) stops the run befo
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 
 from huggingface_hub.errors import HFValidationError
@@ -53,6 +54,24 @@ def read_json(path: str) -> dict:
         return json.load(f)
 
 
+def measured_here(recorded: str, working_directory: str | None, results_file: str, checkpoints_dir: str) -> bool:
+    """Whether the `checkpoints_dir` a quality run recorded is `checkpoints_dir`. A relative record is read under the
+    run's working directory when the results record it, else under each folder above the results file (runs before
+    it was recorded, from the repository root): read under this process's own, it matched only from there."""
+    target = os.path.realpath(checkpoints_dir)
+    if os.path.isabs(recorded) or not recorded:
+        return os.path.realpath(recorded) == target
+    if working_directory:
+        return os.path.realpath(os.path.join(working_directory, recorded)) == target
+    folder = os.path.dirname(os.path.realpath(results_file))
+    while True:
+        if os.path.realpath(os.path.join(folder, recorded)) == target:
+            return True
+        if os.path.dirname(folder) == folder:
+            return os.path.realpath(recorded) == target
+        folder = os.path.dirname(folder)
+
+
 def quality_metrics(files: list[str], checkpoints_dir: str) -> dict[str, dict]:
     """`{model folder name: {"fid", "inception_score"}}` from the runs in `files` that measured `checkpoints_dir`."""
     quality = {}
@@ -65,7 +84,9 @@ def quality_metrics(files: list[str], checkpoints_dir: str) -> dict[str, dict]:
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise UsageError(f"`benchmark_results` {path!r} is not the results.json of scripts/evaluate_quality.py "
                              f"({type(error).__name__}: {error}).")
-        if os.path.realpath(measured.get("checkpoints_dir", "")) != os.path.realpath(checkpoints_dir):
+        if not measured_here(measured.get("checkpoints_dir", ""), result.get("working_directory"), path,
+                             checkpoints_dir):
+            print(f"skipped {path}: it measured {measured.get('checkpoints_dir')!r}, not this set")
             continue  # another checkpoint set's run
         for name, row in [(measured.get("teacher"), rows.get("teacher"))] + [
                 (d, rows.get(f"{d} alone")) for d in measured.get("drafts") or []]:
@@ -80,7 +101,7 @@ def main(argv=None):
         raise UsageError(f"`checkpoints_dir` {args.checkpoints_dir!r} is not a folder (it should hold the `models`).")
     set_name = os.path.basename(os.path.normpath(args.checkpoints_dir))
     prefix = args.prefix if args.prefix is not None else f"{set_name}-"
-    dataset = args.dataset or DATASETS.get(set_name, set_name)
+    dataset = args.dataset or DATASETS.get(set_name)
     folders = sorted(f for f in os.listdir(args.checkpoints_dir)
                      if os.path.isfile(os.path.join(args.checkpoints_dir, f, "config.json")))
     models = args.models if args.models is not None else [f for f in folders if f not in NOT_PUSHED]
@@ -94,6 +115,9 @@ def main(argv=None):
     if missing or not models:
         raise UsageError(f"`models` {missing or models} are not model folders in `checkpoints_dir` "
                          f"{args.checkpoints_dir!r} (it holds {folders}).")
+    if dataset is None:  # the folder's name was written into every card as the data the models were trained on
+        raise UsageError(f"`dataset`: the set {set_name!r} is none of the shipped ones ({', '.join(DATASETS)}): name "
+                         "the data its models were trained on, e.g. --dataset \"my photographs\".")
     repo = lambda name: f"{args.namespace}/{prefix}{name}"  # noqa: E731
     for name in models:  # every repo id is checked before the first upload
         try:
@@ -103,11 +127,16 @@ def main(argv=None):
     quality = quality_metrics(args.benchmark_results, args.checkpoints_dir)
 
     # Which teacher each draft was distilled from (a folder of this set), and a draft for each teacher's card.
-    teacher_of = {}
+    teacher_of, hub_teacher = {}, {}
     for name in folders:
         source = read_json(os.path.join(args.checkpoints_dir, name, "distill_metrics.json")).get("teacher")
         if source and os.path.basename(os.path.normpath(source)) in folders:
             teacher_of[name] = os.path.basename(os.path.normpath(source))
+        elif source and not os.path.exists(source) and re.fullmatch(r"[\w.-]+/[\w.-]+", source):
+            hub_teacher[name] = source  # distilled from a Hub repo: its card loads that one
+        elif source and name in models:  # its card would name the draft as its own teacher
+            raise UsageError(f"`models` {name!r} was distilled from {source!r}, which is neither a folder of "
+                             f"`checkpoints_dir` nor a Hub repo id: push it from the set that holds its teacher.")
     plain_drafts = [d for d in sorted(teacher_of, key=lambda d: (not d.startswith("draft"), d))
                     if read_json(os.path.join(args.checkpoints_dir, d, "config.json")).get("model_type") == "vqgpt"]
 
@@ -116,8 +145,8 @@ def main(argv=None):
     cards, links, plans = {}, {}, {}
     for name in models:  # every card is made before the first upload
         model_dir = os.path.join(args.checkpoints_dir, name)
-        if name in teacher_of:  # a draft or student: used with its own teacher
-            teacher_repo, draft_repo = repo(teacher_of[name]), repo(name)
+        if name in teacher_of or name in hub_teacher:  # a draft or student: used with its own teacher
+            teacher_repo, draft_repo = hub_teacher.get(name) or repo(teacher_of[name]), repo(name)
         else:
             draft = next((d for d in plain_drafts if teacher_of[d] == name), None)
             teacher_repo, draft_repo = repo(name), repo(draft) if draft else None
@@ -131,8 +160,9 @@ def main(argv=None):
             raise UsageError(f"`models`: {error}")
     for name in models:
         model_dir = os.path.join(args.checkpoints_dir, name)
-        if args.dry_run:
-            print(f"{repo(name)}: {', '.join(plans[name])}\n    {links[name]}")
+        if args.dry_run:  # the repos, their files and the cards they would get
+            card = "\n".join(f"    | {line}" for line in str(cards[name]).splitlines())
+            print(f"{repo(name)}: {', '.join(plans[name])}\n    {links[name]}\n{card}")
             continue
         print(push_model(model_dir, repo(name), cards[name], private=args.private))
 

@@ -70,7 +70,9 @@ def test_push_script_dry_run_lists_every_model():
     assert result.returncode == 0, result.stderr[-2000:]
     for name in ("vq-tokenizer", "teacher", "student-4L", "draft-1L", "draft-2L", "feature-1L", "feature-2L", "feature-2L-wide"):
         assert f"org/digits-{name}:" in result.stdout
-    assert "classifier" not in result.stdout  # the FID classifier has no card
+    assert "org/digits-classifier" not in result.stdout  # the FID classifier has no card
+    # the dry run shows each card (hunt 8: it said it did, and printed none)
+    assert '    | draft = VQGPTForCausalLM.from_pretrained("org/digits-draft-1L")' in result.stdout
     assert "card: teacher org/digits-teacher, draft org/digits-student-4L, FID 1.08" in result.stdout
 
 
@@ -81,7 +83,7 @@ def test_push_script_links_each_set_s_own_models_and_metrics():
                         str(CHECKPOINTS.parent / "photos"))
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
-    assert "org/photos-draft-uncond-1L:" in out and "digits" not in out
+    assert "org/photos-draft-uncond-1L:" in out and "org/digits" not in out
     assert "card: teacher org/photos-teacher-uncond, draft org/photos-draft-uncond-1L, FID 16.74" in out
     assert "card: teacher org/photos-teacher-uncond, draft org/photos-draft-uncond-1L, FID 8.89" in out  # its teacher
     assert "card: teacher org/photos-teacher, draft org/photos-draft-1L, FID 7.34" in out

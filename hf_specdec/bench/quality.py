@@ -200,8 +200,8 @@ def evaluate_quality(args: QualityArguments, data_args: DataArguments | None = N
         save_image_grid(images[:80], os.path.join(args.output_dir, "samples", grid_files[name]), nrow=10)
     with open(os.path.join(classifier_path, "metrics.json")) as f_:
         classifier_metrics = json.load(f_)
-    summary = {"args": asdict(args), "classifier": classifier_metrics, "num_images": n, "results": results,
-               "notes": notes}
+    summary = {"args": asdict(args), "working_directory": os.getcwd(),  # what the relative paths in `args` are under
+               "classifier": classifier_metrics, "num_images": n, "results": results, "notes": notes}
     with open(os.path.join(args.output_dir, "results.json"), "w") as f_:
         json.dump(summary, f_, indent=1)
     lines = [f"FID / IS on classifier features (test accuracy {classifier_metrics['test_accuracy']:.3f}), {n} images per method, "

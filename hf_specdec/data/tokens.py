@@ -97,17 +97,22 @@ def token_sequences(labels: torch.Tensor, codes: torch.Tensor, codebook_size: in
     return torch.cat([first.long().unsqueeze(1), codes.long()], dim=1)
 
 
-def token_splits(data_args: DataArguments, tokenizer) -> DatasetDict:
+def token_splits(data_args: DataArguments, tokenizer, check_classes=None) -> DatasetDict:
     """Precomputed `(label, codes)` splits of the data `data_args` configures (cached by fingerprint), checked before
     any image is loaded: the images' `resolution` must be the one the tokenizer was trained at, so that the token
-    grid is the one every model trained on these tokens (and every later use of them) expects."""
+    grid is the one every model trained on these tokens (and every later use of them) expects. `check_classes`
+    (called with the class names) runs on the loaded splits before any image is encoded (a model of other classes
+    failed only after the whole dataset was tokenized)."""
     side = getattr(tokenizer.config, "sample_size", None)  # a `PaletteTokenizer` pools images of any size
     if side is not None and data_args.resolution != side:
         h, w = tokenizer.grid_size()
         raise ValueError(f"`resolution` {data_args.resolution} is not the {side}x{side} the tokenizer was trained at "
                          f"({h}x{w} tokens per image): pass `--resolution {side}`, or train a tokenizer at "
                          f"{data_args.resolution}.")
-    return precompute_tokens(data_args.load(), tokenizer, data_args.resolution, cache_dir=data_args.token_cache_dir)
+    splits = data_args.load()
+    if check_classes is not None:
+        check_classes(splits["train"].features["label"].names)
+    return precompute_tokens(splits, tokenizer, data_args.resolution, cache_dir=data_args.token_cache_dir)
 
 
 def collate_tokens(config):

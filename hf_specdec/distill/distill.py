@@ -12,6 +12,7 @@ import json
 import math
 import os
 import random
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -93,6 +94,8 @@ class DistillArguments:
         if self.feature_draft and self.loss == "hybrid":
             raise ValueError(f"`loss` must be one of {sorted(DIVERGENCES)} with `feature_draft`, got 'hybrid'.")
         check_options_read(self, "loss", LOSS_OPTIONS)  # a setting the loss does not read is a mistake, not ignored
+        check_options_read(self, "feature_draft", {"ttt_steps": (True,), "feature_layers": (True,)})
+        check_options_read(self, "data_source", {"num_teacher_samples": ("teacher",)})
         if self.teacher_layers is not None and not self.init_from_teacher:
             raise ValueError("`teacher_layers` picks the teacher blocks to copy, but `init_from_teacher` is false: "
                              "nothing is copied. Drop one of them.")
@@ -280,10 +283,13 @@ def run_distillation(data_args, args: DistillArguments, training_args):
     # Before the data is tokenized: a tokenizer of another codebook or grid gives the teacher tokens it never saw.
     check_tokenizer_matches(tokenizer, teacher.config, data_args.resolution, argument="tokenizer_path")
     with accelerator.main_process_first():
-        splits = token_splits(data_args, tokenizer)
-    check_dataset_matches(teacher.config, splits["train"].features["label"].names)
+        splits = token_splits(data_args, tokenizer, lambda names: check_dataset_matches(teacher.config, names))
     teacher.to(accelerator.device)
     student = make_draft(args, teacher)
+    student_layers = student.config.num_hidden_layers
+    if student_layers >= teacher.config.num_hidden_layers:  # such a draft costs a teacher step per drafted token
+        warnings.warn(f"The student has {student_layers} layers, its teacher {teacher.config.num_hidden_layers}: a "
+                      "draft as deep as its teacher cannot make decoding faster (use a smaller student).", stacklevel=2)
     collate = collate_tokens(teacher.config)
     generation = args.generation_kwargs
     val_sequences = collate(list(splits["validation"]))

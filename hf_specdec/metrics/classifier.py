@@ -94,6 +94,10 @@ def train_classifier(train_images, train_labels, epochs: int = 15, batch_size: i
     failed naming `total_steps`)."""
     if len(train_images) < 2:
         raise ValueError(f"The classifier needs at least 2 training images, got {len(train_images)}: add images.")
+    classes = torch.as_tensor(train_labels).unique().numel()
+    if classes < 2:  # nothing to tell apart: IS is 1 for any images, and the features FID reads learn nothing
+        raise ValueError(f"The classifier needs images of at least 2 classes, got {classes}: its features (FID) and "
+                         "class probabilities (IS) are learnt by telling classes apart.")
     torch.manual_seed(seed)
     model = DigitsClassifier(num_classes=int(train_labels.max()) + 1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)

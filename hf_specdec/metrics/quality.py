@@ -27,7 +27,7 @@ def _fid(real: torch.Tensor, fake: torch.Tensor) -> float:
     metric = FrechetInceptionDistance(feature=_Identity(real.shape[1]), normalize=True)
     metric.update(real.double().float(), real=True)
     metric.update(fake.float(), real=False)
-    return metric.compute().item()
+    return max(metric.compute().item(), 0.0)  # >= 0 by definition: a set against itself gave -2.6e-06
 
 
 def _inception_score(logits: torch.Tensor, splits: int) -> float:
@@ -56,14 +56,27 @@ def check_splits(splits, num_images: int) -> None:
                          f"scores 1.0 whatever the images), got {num_images}.")
 
 
-def bootstrap(statistic, *samples: torch.Tensor, rounds: int = 100, seed: int = 0, level: float = 0.95):
+def bootstrap(statistic, *samples: torch.Tensor, rounds: int = 100, seed: int = 0, level: float = 0.95,
+              lowest: float = float("-inf")):
     """`(value, (low, high))`: the statistic on the samples and a normal bootstrap interval around it.
 
     The interval is `value +- z * sd` with `sd` the spread of the statistic over `rounds` (>= 2) resamples with
-    replacement. A percentile interval would be shifted: duplicated rows bias FID upwards, by about as much as
-    the differences measured here.
+    replacement, its low end clipped at `lowest`, the least value the statistic can take (FID 0, IS 1: on few images
+    the normal approximation reached below, e.g. FID "67.09 (-31.79-165.97)"). A percentile interval would be
+    shifted: duplicated rows bias FID upwards, by about as much as the differences measured here. `level` is a
+    fraction in (0, 1) (95 gave NaN, 1.0 infinity).
     """
     check_bootstrap(rounds, seed)
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+        raise ValueError(f"`level` must be a fraction in (0, 1), e.g. 0.95, got {level!r}.")
+    for index, sample in enumerate(samples):
+        if not isinstance(sample, torch.Tensor) or sample.dim() != 2 or not torch.isfinite(sample).all():
+            raise ValueError(f"sample {index} must be a finite 2-D tensor (images x features), got "
+                             f"{tuple(sample.shape) if isinstance(sample, torch.Tensor) else type(sample).__name__}"
+                             f"{' with NaN or infinite values' if isinstance(sample, torch.Tensor) and sample.dim() == 2 else ''}.")
+    if len({sample.shape[1] for sample in samples}) > 1:
+        raise ValueError(f"The samples have features of different widths {[s.shape[1] for s in samples]}: compare "
+                         "features of one classifier.")
     value = statistic(*samples)
     g = torch.Generator().manual_seed(seed)
     draws = []
@@ -72,16 +85,16 @@ def bootstrap(statistic, *samples: torch.Tensor, rounds: int = 100, seed: int = 
         draws.append(statistic(*resampled))
     sd = torch.tensor(draws).std().item()
     z = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(0.5 + level / 2)).item()
-    return value, (value - z * sd, value + z * sd)
+    return value, (max(value - z * sd, lowest), value + z * sd)
 
 
 def fid_with_ci(real_features: torch.Tensor, fake_features: torch.Tensor, rounds: int = 100, seed: int = 0):
-    return bootstrap(_fid, real_features, fake_features, rounds=rounds, seed=seed)
+    return bootstrap(_fid, real_features, fake_features, rounds=rounds, seed=seed, lowest=0.0)
 
 
 def inception_score_with_ci(logits: torch.Tensor, splits: int = 1, rounds: int = 100, seed: int = 0):
     check_splits(splits, len(logits))
-    return bootstrap(lambda x: _inception_score(x, splits), logits, rounds=rounds, seed=seed)
+    return bootstrap(lambda x: _inception_score(x, splits), logits, rounds=rounds, seed=seed, lowest=1.0)
 
 
 def _inception_modules():

@@ -149,6 +149,13 @@ def check_resume_settings(path: str, settings: dict, max_steps: int) -> None:
     saved = state.get("settings")
     if not isinstance(saved, dict):
         return
+    # The kind of run is in its groups of settings (a teacher run's `model.*`, a distillation's `distill.*`): the
+    # groups of two kinds never meet, and their trainer settings may well agree.
+    kind = lambda keys: sorted({key.split(".")[0] for key in keys} & {"model", "distill", "tokenizer"})  # noqa: E731
+    if kind(saved) and kind(settings) and kind(saved) != kind(settings):
+        raise ValueError(f"`resume_from_checkpoint` {path!r} was written by another kind of run (its settings: "
+                         f"{', '.join(kind(saved))}; this run's: {', '.join(kind(settings))}): its weights are not "
+                         "this run's model. Give another `output_dir`.")
     changed = [f"`{key.split('.')[-1]}` {settings[key]!r} (the checkpoint's: {saved[key]!r})" for key in settings
                if key in saved and saved[key] != settings[key]]
     if changed:

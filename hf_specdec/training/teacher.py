@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..cli import check_options_read
 from ..data import DataArguments, collate_tokens, drop_class, token_splits
 from ..hub import check_output_not_input, load_pretrained
 from ..models import VQGPTConfig, VQGPTForCausalLM, VQTokenizer
@@ -27,6 +28,7 @@ class TeacherArguments:
     unconditional: bool = field(default=False, metadata={"help": "Ignore labels: an unconditional model (num_classes=0)."})
 
     def __post_init__(self):
+        check_options_read(self, "unconditional", {"class_dropout_prob": (False,)})  # no class to drop
         # The model's own checks, on a stand-in codebook and grid, before any data is tokenized.
         VQGPTConfig.from_preset(self.preset, codebook_size=2, grid_h=1, grid_w=1, hidden_size=self.hidden_size,
                                 num_attention_heads=self.num_attention_heads, dropout=self.dropout,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ..cli import check_options_read
 from ..data import DataArguments
 from ..hub import check_output_not_input
 from ..images import images_to_tensor
@@ -34,6 +35,9 @@ class TokenizerArguments:
     def __post_init__(self):
         if self.reconstruction_loss not in ("mse", "l1"):
             raise ValueError(f"`reconstruction_loss` must be mse or l1, got {self.reconstruction_loss!r}.")
+        # diffusers' gradient-trained quantizer (use_ema false) reads none of the EMA quantizer's settings
+        check_options_read(self, "use_ema", {name: (True,) for name in ("ema_decay", "dead_code_threshold",
+                                                                        "commitment_beta")})
         # the tokenizer's own checks, under these arguments' names, before any data is loaded
         check_tokenizer_sizes(
             codebook_size=self.codebook_size, block_out_channels=self.block_out_channels,

@@ -96,8 +96,8 @@ class TrainingArguments:
         if self.report_to == "tensorboard" and not is_tensorboard_available():  # Accelerate would only warn
             raise ValueError("`report_to` tensorboard needs the tensorboard package: `pip install tensorboard`, or "
                              "use `report_to` wandb or none.")
-        if self.warmup_steps >= self.max_steps:
-            warnings.warn(f"`warmup_steps` ({self.warmup_steps}) >= `max_steps` ({self.max_steps}): the learning rate "
+        if self.warmup_steps > self.max_steps:  # equal: the last step runs at the peak
+            warnings.warn(f"`warmup_steps` ({self.warmup_steps}) > `max_steps` ({self.max_steps}): the learning rate "
                           f"never reaches `learning_rate` ({self.learning_rate:g}), only {self.max_steps / max(1, self.warmup_steps):.0%} "
                           "of it.", stacklevel=3)
 
@@ -221,6 +221,15 @@ def train(
     progress = tqdm(total=args.max_steps, initial=step, desc="training", disable=not accelerator.is_local_main_process)
     unwrapped = accelerator.unwrap_model(model)
     running: dict[str, float] = {}
+    evaluated_at = []
+
+    def evaluate():
+        model.eval()
+        metrics = eval_fn(unwrapped, step)
+        accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=step)
+        accelerator.print(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        evaluated_at.append(step)
+
     while step < args.max_steps:
         dataloader.set_epoch(epoch)
         batches = accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
@@ -252,10 +261,7 @@ def train(
                 progress.set_postfix(loss=f"{running['loss']:.4f}")
             running = {}
             if eval_fn is not None and (step == args.max_steps or (args.eval_every and step % args.eval_every == 0)):
-                model.eval()
-                metrics = eval_fn(unwrapped, step)
-                accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=step)
-                accelerator.print(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+                evaluate()
             if args.save_every and (step % args.save_every == 0 or step == args.max_steps):
                 save_checkpoint(accelerator, model, optimizer, scheduler, step, checkpoints_dir, args.checkpoints_total_limit,
                                 settings)
@@ -263,6 +269,8 @@ def train(
                 break
         epoch, skip = epoch + 1, 0
     progress.close()
+    if eval_fn is not None and step not in evaluated_at:  # resumed at `max_steps`: nothing ran, and the saved metrics
+        evaluate()                                         # would have been written empty over the finished run's
 
     accelerator.wait_for_everyone()
     final = unsharded_model(accelerator, model)  # under FSDP a gather: every rank calls it

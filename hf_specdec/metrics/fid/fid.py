@@ -14,7 +14,8 @@ FrechetInceptionDistance, with a 95% normal bootstrap interval: `fid +- 1.96 sd`
 _KWARGS = """
 Args:
     predictions: generated images, each (3, H, W) in [-1, 1].
-    references: real images, each (3, H, W) in [-1, 1].
+    references: real images, each (3, H, W) in [-1, 1]; as many as `predictions` (evaluate pairs them row by row:
+        for sets of other sizes use `hf_specdec.metrics.quality.fid_with_ci` on `ClassifierFeatures`).
     classifier_path: folder of a saved DigitsClassifier.
     bootstrap_rounds: resamples for the interval (an integer >= 2).
 Returns:
@@ -29,10 +30,15 @@ class FID(evaluate.Metric):
             description=_DESCRIPTION,
             citation="Heusel et al. 2017, GANs Trained by a Two Time-Scale Update Rule Converge to a Local Nash Equilibrium",
             inputs_description=_KWARGS,
+            # evaluate pairs the features row by row: as many references as predictions (a keyword of another name
+            # could differ in size, but `references` is the name every evaluate metric gives the real data)
             features=datasets.Features({"predictions": image, "references": image}),
         )
 
-    def _compute(self, predictions, references, classifier_path, bootstrap_rounds=100, seed=0):
+    def _compute(self, predictions, references, classifier_path=None, bootstrap_rounds=100, seed=0):
+        if classifier_path is None:  # a TypeError naming `_compute`'s positional argument
+            raise ValueError("`classifier_path` is required: FID is computed on the features of the classifier in that "
+                             "folder (`scripts/train_classifier.py` writes one).")
         check_bootstrap(bootstrap_rounds, seed, "bootstrap_rounds")  # before the features are extracted
         predictions = metric_images(predictions, "predictions", classifier_path, minimum=2)  # a covariance each
         references = metric_images(references, "references", classifier_path, minimum=2)
