@@ -18,8 +18,9 @@ $launch scripts/distill.py configs/distill/digits-draft.yaml --student_preset dr
 $launch scripts/distill.py configs/distill/digits-feature-draft.yaml   # reads the teacher's features
 $launch scripts/distill.py configs/distill/digits-feature-draft.yaml --student_preset draft-2L \
   --num_teacher_samples 24576 --max_steps 6000 --eval_every 1000 --output_dir checkpoints/digits/feature-2L
-$launch scripts/distill.py configs/distill/digits-feature-draft.yaml --student_preset draft-2L \
-  --draft_hidden_size 256 --num_teacher_samples 24576 --max_steps 6000 --eval_every 1000 \
-  --output_dir checkpoints/digits/feature-2L-wide   # twice the teacher's width: the best acceptance, for GPUs
+wide="configs/distill/digits-feature-draft.yaml --student_preset draft-2L --draft_hidden_size 256 \
+  --num_teacher_samples 24576 --eval_every 1000 --output_dir checkpoints/digits/feature-2L-wide"
+$launch scripts/distill.py $wide --max_steps 6000   # twice the teacher's width: the best acceptance, for GPUs
+$launch scripts/distill.py $wide --max_steps 10000 --resume_from_checkpoint latest   # a second schedule on top
 python scripts/train_classifier.py      # FID/IS features, not a generator
 python scripts/summarize_checkpoints.py checkpoints/digits
