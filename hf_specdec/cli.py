@@ -199,11 +199,17 @@ def parse_args(dataclass_types, argv: list[str] | None = None, description: str 
     return tuple(instances)
 
 
+def field_defaults(args) -> dict:
+    """The default of every field of the dataclass `args`, list fields' `default_factory` called."""
+    return {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            for f in dataclasses.fields(args)}
+
+
 def check_options_read(args, chosen: str, options: dict[str, tuple[str, ...]]) -> None:
     """`ValueError` for an option of the dataclass `args` set away from its default while the value of its field
     `chosen` (a method, a loss) is not one of those that read it (`options`: name -> the values that read it): the
     user would believe it took effect."""
-    defaults = {f.name: f.default for f in dataclasses.fields(args)}
+    defaults = field_defaults(args)
     value = getattr(args, chosen)
     for name, readers in options.items():
         if getattr(args, name) != defaults[name] and value not in readers:

@@ -147,12 +147,17 @@ def checkpoint_path(checkpoints_dir: str, name: str) -> str:
 STORAGE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+def _safetensors_files(folder: str) -> list[str]:
+    """The weights files of a saved model folder, by name (hidden ones, e.g. an interrupted write, left out)."""
+    return sorted(f for f in os.listdir(folder) if f.endswith(".safetensors") and not f.startswith("."))
+
+
 def check_weights_folder(folder: str, argument: str = "folder") -> list[str]:
     """The safetensors files of the model folder `folder`; `ValueError` naming `argument` when it is not a folder
     with config.json and undamaged .safetensors weights."""
     if not isinstance(folder, str) or not os.path.isdir(folder) or not os.path.isfile(os.path.join(folder, "config.json")):
         raise ValueError(f"`{argument}` {folder!r} is not a model folder (no config.json).")
-    files = sorted(f for f in os.listdir(folder) if f.endswith(".safetensors") and not f.startswith("."))
+    files = _safetensors_files(folder)
     if not files:
         raise ValueError(f"`{argument}` {folder!r} holds no .safetensors weights.")
     damaged = damaged_safetensors(folder)
@@ -357,6 +362,49 @@ def _vqgpt_description(model_dir: str, metrics: dict) -> str:
             "`train_teacher.py` nor the `distill_metrics.json` of `distill.py`).")
 
 
+def measured_here(recorded: str, working_directory: str | None, results_file: str, checkpoints_dir: str) -> bool:
+    """Whether the `checkpoints_dir` a quality run recorded is `checkpoints_dir`. A relative record is read under the
+    run's working directory when the results record it, else under each folder above the results file (runs before
+    it was recorded, from the repository root): read under this process's own, it matched only from there."""
+    target = os.path.realpath(checkpoints_dir)
+    if os.path.isabs(recorded) or not recorded:
+        return os.path.realpath(recorded) == target
+    if working_directory:
+        return os.path.realpath(os.path.join(working_directory, recorded)) == target
+    folder = os.path.dirname(os.path.realpath(results_file))
+    while True:
+        if os.path.realpath(os.path.join(folder, recorded)) == target:
+            return True
+        if os.path.dirname(folder) == folder:
+            return os.path.realpath(recorded) == target
+        folder = os.path.dirname(folder)
+
+
+def quality_metrics(files: list[str], checkpoints_dir: str) -> tuple[dict[str, dict], list[tuple[str, str]]]:
+    """`{model folder name: {"fid", "inception_score"}}` (a card's `extra_metrics`) from the `evaluate_quality` runs
+    in `files` (their results.json) that measured `checkpoints_dir`, and `(file, the folder it measured)` for the
+    others."""
+    quality, skipped = {}, []
+    for path in [f for f in files if f]:
+        try:
+            with open(path) as f:
+                result = json.load(f)
+            rows = {r["method"]: r for r in result["results"]}
+            measured = result["args"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"`benchmark_results` {path!r} is not the results.json of scripts/evaluate_quality.py "
+                             f"({type(error).__name__}: {error}).")
+        if not measured_here(measured.get("checkpoints_dir", ""), result.get("working_directory"), path,
+                             checkpoints_dir):
+            skipped.append((path, measured.get("checkpoints_dir")))  # another checkpoint set's run
+            continue
+        for name, row in [(measured.get("teacher"), rows.get("teacher"))] + [
+                (d, rows.get(f"{d} alone")) for d in measured.get("drafts") or []]:
+            if name and row:
+                quality[name] = {"fid": row["fid"], "inception_score": row["inception_score"]}
+    return quality, skipped
+
+
 def model_card(model_dir: str, repo_id: str, dataset: str = "scikit-learn digits", extra_metrics: dict | None = None,
                teacher_repo: str | None = None, draft_repo: str | None = None) -> ModelCard:
     """A `ModelCard` for the saved model in `model_dir` (a VQGPT teacher or draft, a feature draft or a VQ tokenizer),
@@ -432,15 +480,15 @@ def model_card(model_dir: str, repo_id: str, dataset: str = "scikit-learn digits
     )
 
 
-def _count_parameters(model_dir: str) -> int:
+def _count_parameters(model_dir: str) -> int | None:
     """The number of weights in `model_dir`'s safetensors files, read from their headers (no tensor is loaded); None
     for a folder without weights."""
     from safetensors import safe_open
 
-    total = 0
-    names = sorted(f for f in os.listdir(model_dir) if f.endswith(".safetensors") and not f.startswith("."))
+    names = _safetensors_files(model_dir)
     if not names:
         return None
+    total = 0
     for name in names:
         with safe_open(os.path.join(model_dir, name), "pt") as f:
             total += sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())

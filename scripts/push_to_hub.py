@@ -20,7 +20,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from hf_specdec.cli import UsageError, parse_args, run
-from hf_specdec.hub import model_card, push_model, upload_plan
+from hf_specdec.hub import model_card, push_model, quality_metrics, upload_plan
 
 # Card wording of the shipped checkpoint sets' data (by the folder's name).
 DATASETS = {"digits": "scikit-learn digits",
@@ -54,47 +54,6 @@ def read_json(path: str) -> dict:
         return json.load(f)
 
 
-def measured_here(recorded: str, working_directory: str | None, results_file: str, checkpoints_dir: str) -> bool:
-    """Whether the `checkpoints_dir` a quality run recorded is `checkpoints_dir`. A relative record is read under the
-    run's working directory when the results record it, else under each folder above the results file (runs before
-    it was recorded, from the repository root): read under this process's own, it matched only from there."""
-    target = os.path.realpath(checkpoints_dir)
-    if os.path.isabs(recorded) or not recorded:
-        return os.path.realpath(recorded) == target
-    if working_directory:
-        return os.path.realpath(os.path.join(working_directory, recorded)) == target
-    folder = os.path.dirname(os.path.realpath(results_file))
-    while True:
-        if os.path.realpath(os.path.join(folder, recorded)) == target:
-            return True
-        if os.path.dirname(folder) == folder:
-            return os.path.realpath(recorded) == target
-        folder = os.path.dirname(folder)
-
-
-def quality_metrics(files: list[str], checkpoints_dir: str) -> dict[str, dict]:
-    """`{model folder name: {"fid", "inception_score"}}` from the runs in `files` that measured `checkpoints_dir`."""
-    quality = {}
-    for path in [f for f in files if f]:
-        try:
-            with open(path) as f:
-                result = json.load(f)
-            rows = {r["method"]: r for r in result["results"]}
-            measured = result["args"]
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise UsageError(f"`benchmark_results` {path!r} is not the results.json of scripts/evaluate_quality.py "
-                             f"({type(error).__name__}: {error}).")
-        if not measured_here(measured.get("checkpoints_dir", ""), result.get("working_directory"), path,
-                             checkpoints_dir):
-            print(f"skipped {path}: it measured {measured.get('checkpoints_dir')!r}, not this set")
-            continue  # another checkpoint set's run
-        for name, row in [(measured.get("teacher"), rows.get("teacher"))] + [
-                (d, rows.get(f"{d} alone")) for d in measured.get("drafts") or []]:
-            if name and row:
-                quality[name] = {"fid": row["fid"], "inception_score": row["inception_score"]}
-    return quality
-
-
 def main(argv=None):
     (args,) = parse_args((PushArguments,), argv, description=__doc__)
     if not os.path.isdir(args.checkpoints_dir):
@@ -124,7 +83,9 @@ def main(argv=None):
             validate_repo_id(repo(name))
         except HFValidationError as error:
             raise UsageError(f"`namespace` / `prefix` give the repo id {repo(name)!r}, which the Hub refuses: {error}")
-    quality = quality_metrics(args.benchmark_results, args.checkpoints_dir)
+    quality, skipped = quality_metrics(args.benchmark_results, args.checkpoints_dir)
+    for path, measured in skipped:
+        print(f"skipped {path}: it measured {measured!r}, not this set")
 
     # Which teacher each draft was distilled from (a folder of this set), and a draft for each teacher's card.
     teacher_of, hub_teacher = {}, {}

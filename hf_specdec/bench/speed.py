@@ -10,11 +10,12 @@ that Leviathan et al.'s formula predicts from the measured alpha and cost ratio 
 
 import json
 import os
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
+from ..cli import field_defaults
 from ..hub import check_checkpoints_dir, check_output_dir, check_outside_models, checkpoint_path, load_draft, load_pretrained, resolve_drafts
 from ..models import VQGPTForCausalLM, VQTokenizer
 from ..pipeline import check_sampling_options, class_prompts
@@ -51,8 +52,7 @@ class BenchmarkArguments:
 
     def __post_init__(self):
         if self.quick:  # cuts only what was left at its default: a value the user gave is what they asked for
-            defaults = {f.name: f.default_factory() if f.default_factory is not MISSING else f.default
-                        for f in fields(self)}
+            defaults = field_defaults(self)
             quick = {"drafts": self.drafts[:2], "gammas": [g for g in self.gammas if g in (4, 8)],
                      "batch_sizes": [b for b in self.batch_sizes if b in (1, 16)], "repeats": min(self.repeats, 3)}
             for name, value in quick.items():

@@ -231,6 +231,12 @@ def _label_by_class_folder(loaded: DatasetDict, data_dir: str) -> DatasetDict:
 # What the loader does silently to an image that may not be what its owner meant: a warning names such files.
 _LONG_SIDE_RATIO = 4  # a centre crop to a square keeps under a quarter of a longer image
 _SMALL_SIDE = 8  # pixels: such an image is blown up at least 4x to the smallest usual resolution (32)
+_CHANGED_IMAGES = {
+    "animated (only the first frame is used)": lambda image: getattr(image, "n_frames", 1) > 1,
+    f"more than {_LONG_SIDE_RATIO}x longer than wide (only the centre square is kept)":
+        lambda image: max(image.size) > _LONG_SIDE_RATIO * max(min(image.size), 1),
+    f"under {_SMALL_SIDE} pixels on a side (upscaled to the resolution)": lambda image: min(image.size) < _SMALL_SIDE,
+}
 
 
 def check_image_files(dataset: Dataset) -> None:
@@ -239,21 +245,14 @@ def check_image_files(dataset: Dataset) -> None:
     (one warning naming the files) where the loader will change an image more than its owner may expect: an animated
     image (only its first frame is used), a strip more than 4x longer than wide (`images_to_tensor` keeps the centre
     square) and an image under 8 pixels on a side (upscaled to the resolution)."""
-    broken, odd = [], {"animated (only the first frame is used)": [],
-                       f"more than {_LONG_SIDE_RATIO}x longer than wide (only the centre square is kept)": [],
-                       f"under {_SMALL_SIDE} pixels on a side (upscaled to the resolution)": []}
-    kinds = list(odd)
+    broken, odd = [], {kind: [] for kind in _CHANGED_IMAGES}
     for file in dataset.cast_column("image", Image(decode=False))["image"]:
         try:
             with PILImage.open(io.BytesIO(file["bytes"]) if file["bytes"] is not None else file["path"]) as image:
                 image.load()
-                width, height = image.size
-                if getattr(image, "n_frames", 1) > 1:
-                    odd[kinds[0]].append(file["path"])
-                if max(width, height) > _LONG_SIDE_RATIO * max(min(width, height), 1):
-                    odd[kinds[1]].append(file["path"])
-                if min(width, height) < _SMALL_SIDE:
-                    odd[kinds[2]].append(file["path"])
+                for kind, applies in _CHANGED_IMAGES.items():
+                    if applies(image):
+                        odd[kind].append(file["path"])
         except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as error:  # PIL's bad-file errors
             broken.append(f"{file['path']} ({error})")
     said = [f"{len(paths)} {kind}: {', '.join(str(p) for p in paths[:3])}{' ...' if len(paths) > 3 else ''}"

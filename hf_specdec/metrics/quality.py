@@ -70,10 +70,12 @@ def bootstrap(statistic, *samples: torch.Tensor, rounds: int = 100, seed: int = 
     if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
         raise ValueError(f"`level` must be a fraction in (0, 1), e.g. 0.95, got {level!r}.")
     for index, sample in enumerate(samples):
-        if not isinstance(sample, torch.Tensor) or sample.dim() != 2 or not torch.isfinite(sample).all():
-            raise ValueError(f"sample {index} must be a finite 2-D tensor (images x features), got "
-                             f"{tuple(sample.shape) if isinstance(sample, torch.Tensor) else type(sample).__name__}"
-                             f"{' with NaN or infinite values' if isinstance(sample, torch.Tensor) and sample.dim() == 2 else ''}.")
+        what = f"sample {index} must be a finite 2-D tensor (images x features), got"
+        if not isinstance(sample, torch.Tensor) or sample.dim() != 2:
+            shape = tuple(sample.shape) if isinstance(sample, torch.Tensor) else type(sample).__name__
+            raise ValueError(f"{what} {shape}.")
+        if not torch.isfinite(sample).all():
+            raise ValueError(f"{what} {tuple(sample.shape)} with NaN or infinite values.")
     if len({sample.shape[1] for sample in samples}) > 1:
         raise ValueError(f"The samples have features of different widths {[s.shape[1] for s in samples]}: compare "
                          "features of one classifier.")

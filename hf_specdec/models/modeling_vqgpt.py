@@ -667,15 +667,6 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         check_draft_matches(self, assistant, argument="assistant_model")
 
 
-def warn_if_training(draft, argument: str) -> None:
-    """Warn when a draft runs with dropout (in training mode, as a distillation leaves it): the output stays exactly
-    the teacher's, but its drafts are noisier and fewer of them are accepted (alpha 0.81 against 0.86)."""
-    dropout = getattr(getattr(draft, "config", None), "dropout", 0.0) or 0.0
-    if getattr(draft, "training", False) and dropout > 0:
-        warnings.warn(f"`{argument}` is in training mode with dropout {dropout}: the output is still the teacher's, but "
-                      f"fewer drafts are accepted; call `{argument}.eval()` first.", stacklevel=4)
-
-
 VQGPTConfig.register_for_auto_class()
 VQGPTForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 

@@ -63,14 +63,14 @@ class SpeculativeOutput:
         for token verification of one chain. With `num_drafts > 1` a position is accepted when any chain's candidate
         is (the multi-draft rule's acceptance, above `sum_x min(p, q)`: what the extra chains buy); with block
         verification it is the block rule's, never below the token rule's."""
-        return self.accepted_per_round.sum().item() / max(self.evaluated_per_round.sum().item(), 1)
+        return pooled_statistics(self)["alpha"]
 
     @property
     def acceptance_rate(self) -> float:
         """Accepted / drafted positions (what transformers reports for one chain); below alpha, as drafts after a
         rejection are lost. With `num_drafts > 1` the positions of one chain: each of the `num_drafts ** tree_depth`
         chains drafts them, so accepted over every drafted token is this divided by the number of chains."""
-        return self.accepted_per_round.sum().item() / max(self.proposed_per_round.sum().item(), 1)
+        return pooled_statistics(self)["acceptance_rate"]
 
     @property
     def acceptance_by_position(self) -> torch.Tensor:
@@ -78,25 +78,18 @@ class SpeculativeOutput:
         return self.accepted_by_position / self.evaluated_by_position.clamp(min=1)
 
     @property
-    def new_tokens(self) -> int:
-        """Tokens generated in this call, over all its images."""
-        return self.accepted_by_position.numel() * self.sequences.shape[0]
-
-    @property
     def tokens_per_teacher_call(self) -> float:
         """New tokens per row and verify round: what each teacher call produced for a row, a row that has finished
         its image and waits for the batch's slowest row counting as producing none (a batch's figure; at batch 1 and
         for `tokens_per_image_round` every round counts)."""
-        return self.new_tokens / max(self.num_rounds * self.accepted_per_round.shape[1], 1)
+        return pooled_statistics(self)["tokens_per_teacher_call"]
 
     @property
     def tokens_per_image_round(self) -> float:
         """New tokens per round in which a row was drawing an image: the images' own figure (64 tokens over the
         rounds an image took, pooled), not lowered by rows that wait for a batch's slowest one. Equal to
         `tokens_per_teacher_call` at batch 1."""
-        active = self.active_per_round
-        rounds = active.sum().item() if active is not None else self.num_rounds * self.accepted_per_round.shape[1]
-        return self.new_tokens / max(rounds, 1)
+        return pooled_statistics(self)["tokens_per_image_round"]
 
     @classmethod
     def from_record(cls, record: dict, prompt_length: int) -> "SpeculativeOutput":
@@ -129,10 +122,11 @@ class SpeculativeOutput:
 
 
 def pooled_statistics(outputs) -> dict:
-    """The statistics of several calls (`SpeculativeOutput`s, or one) as one: every figure a ratio of sums (accepted over tested positions, new
-    tokens over rounds), never a mean of per-call ratios, which weights a short call like a long one and is biased
-    upwards (Jensen) - the estimator every benchmark of the project reports. Returns `{"alpha", "acceptance_rate",
-    "tokens_per_teacher_call", "tokens_per_image_round", "mean_gamma", "calls"}` (`None` values for no calls)."""
+    """The statistics of several calls (`SpeculativeOutput`s, or one) as one: every figure a ratio of sums (accepted
+    over tested positions, new tokens over rounds), never a mean of per-call ratios, which weights a short call like a
+    long one and is biased upwards (Jensen). The estimator every benchmark of the project reports and, for one call,
+    `SpeculativeOutput`'s own figures. Returns `{"alpha", "acceptance_rate", "tokens_per_teacher_call",
+    "tokens_per_image_round", "mean_gamma", "calls"}` (`None` values for no calls)."""
     outputs = [outputs] if isinstance(outputs, SpeculativeOutput) else list(outputs)
     for index, out in enumerate(outputs):
         if not all(hasattr(out, name) for name in ("accepted_per_round", "evaluated_per_round", "gamma_per_round")):
@@ -141,6 +135,7 @@ def pooled_statistics(outputs) -> dict:
     if not outputs:
         return {"alpha": None, "acceptance_rate": None, "tokens_per_teacher_call": None,
                 "tokens_per_image_round": None, "mean_gamma": None, "calls": 0}
+    # only fields of the record, which the legacy loops' outputs have too
     accepted = sum(out.accepted_per_round.sum().item() for out in outputs)
     new_tokens = sum(out.accepted_by_position.numel() * out.sequences.shape[0] for out in outputs)
     row_rounds = sum(len(out.gamma_per_round) * out.accepted_per_round.shape[1] for out in outputs)

@@ -221,14 +221,13 @@ def train(
     progress = tqdm(total=args.max_steps, initial=step, desc="training", disable=not accelerator.is_local_main_process)
     unwrapped = accelerator.unwrap_model(model)
     running: dict[str, float] = {}
-    evaluated_at = []
+    first_step = step
 
     def evaluate():
         model.eval()
         metrics = eval_fn(unwrapped, step)
         accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=step)
         accelerator.print(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-        evaluated_at.append(step)
 
     while step < args.max_steps:
         dataloader.set_epoch(epoch)
@@ -269,8 +268,10 @@ def train(
                 break
         epoch, skip = epoch + 1, 0
     progress.close()
-    if eval_fn is not None and step not in evaluated_at:  # resumed at `max_steps`: nothing ran, and the saved metrics
-        evaluate()                                         # would have been written empty over the finished run's
+    # Every run evaluates at `max_steps` in the loop; one resumed there ran no step: evaluate it here, or its saved
+    # metrics would be written empty over the finished run's.
+    if eval_fn is not None and step == first_step:
+        evaluate()
 
     accelerator.wait_for_everyone()
     final = unsharded_model(accelerator, model)  # under FSDP a gather: every rank calls it
