@@ -41,6 +41,19 @@ def _type_name(annotation) -> str:
     )
 
 
+def expand_home(value: str) -> str:
+    """`~/...` as the user's home folder: a YAML value or `--flag=~/...` reaches a script without the shell's
+    expansion, and the file went to a folder literally named `~` in the working directory."""
+    return os.path.expanduser(value) if value.startswith("~") else value
+
+
+def _expand_argv(arg: str) -> str:
+    if arg.startswith("--") and "=" in arg:
+        flag, value = arg.split("=", 1)
+        return f"{flag}={expand_home(value)}"
+    return expand_home(arg)
+
+
 def convert_value(name: str, value, annotation, source: str = "the YAML config"):
     """`value` read from a YAML file, as the dataclass field `name` of type `annotation` needs it.
 
@@ -83,7 +96,7 @@ def convert_value(name: str, value, annotation, source: str = "the YAML config")
                 pass
     elif annotation is str:
         if isinstance(value, str):
-            return value
+            return expand_home(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
     else:
@@ -164,7 +177,7 @@ def parse_args(dataclass_types, argv: list[str] | None = None, description: str 
     config, gets a one-line warning on stderr: harmless (a place for files this script does not make) and often
     given on purpose with the options shared by a pipeline's steps, but the user should not believe it took effect.
     """
-    argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
+    argv = [_expand_argv(str(a)) for a in (sys.argv[1:] if argv is None else argv)]
     parser = ArgumentParser(dataclass_types, description=description)
     named = _flags_given(argv)
     # A config file later on the line (not an option's value) was "unrecognized", or failed a check first.

@@ -410,15 +410,16 @@ def model_card(model_dir: str, repo_id: str, dataset: str = "scikit-learn digits
     """A `ModelCard` for the saved model in `model_dir` (a VQGPT teacher or draft, a feature draft or a VQ tokenizer),
     with the metrics its training wrote (and `extra_metrics`, e.g. FID or measured speedup) as `model-index` eval
     results. `ValueError` naming `model_dir` for any other folder (e.g. the FID classifier: an evaluation tool)."""
+    if not os.path.isdir(model_dir):
+        raise ValueError(f"`model_dir` {model_dir!r} is not a folder.")
     metrics = {}
     for name in ("training_metrics.json", "distill_metrics.json"):
-        path = os.path.join(model_dir, name)
-        if os.path.exists(path):
-            with open(path) as f:
-                metrics.update(json.load(f))
+        metrics.update(_read_json_object(os.path.join(model_dir, name), "training record") or {})
     metrics.update(extra_metrics or {})
-    with open(os.path.join(model_dir, "config.json")) as f:
-        config = json.load(f)
+    config = _read_json_object(os.path.join(model_dir, "config.json"), "model config")
+    if config is None:
+        raise ValueError(f"`model_dir` {model_dir!r} holds no config.json: it is not a saved model (save one with "
+                         "`save_pretrained`).")
     is_tokenizer = config.get("_class_name") == "VQTokenizer"
     if not is_tokenizer and config.get("model_type") not in ("vqgpt", "vqgpt_feature_draft"):
         kind = config.get("_class_name") or config.get("model_type") or "no model type"
@@ -427,8 +428,8 @@ def model_card(model_dir: str, repo_id: str, dataset: str = "scikit-learn digits
     results = [
         EvalResult(task_type="image-generation" if not is_tokenizer else "image-to-image", dataset_type=dataset,
                    dataset_name=dataset, dataset_split="validation", metric_type=METRICS[key][0],
-                   metric_name=METRICS[key][1], metric_value=float(metrics[key]))
-        for key in METRICS if metrics.get(key) is not None
+                   metric_name=METRICS[key][1], metric_value=value)
+        for key, value in _card_metrics(metrics, model_dir).items()
     ]
     card_data = ModelCardData(library_name="hf-specdec", license="apache-2.0", model_name=repo_id,
                               tags=["speculative-decoding", "image-generation", "vq"], eval_results=results)
@@ -445,13 +446,17 @@ def model_card(model_dir: str, repo_id: str, dataset: str = "scikit-learn digits
                                        quantizer=quantizer)
     is_draft = "loss" in metrics  # distill.py's metrics
     if is_draft:
+        unknown = "(not recorded)"  # a hand-edited or older record may lack some
         training = (f"Distilled from the teacher with the `{metrics['loss']}` objective, on-policy fraction lmbda="
-                    f"{metrics['lmbda']}, data: {metrics['data_source']}, {metrics['steps']} steps.")
+                    f"{metrics.get('lmbda', unknown)}, data: {metrics.get('data_source', unknown)}, "
+                    f"{metrics.get('steps', unknown)} steps.")
     elif metrics.get("steps") is not None:
         training = f"Next-code cross-entropy, {metrics['steps']} steps."
     else:
         training = "No training record (`training_metrics.json` or `distill_metrics.json`) came with this folder."
-    parameters = metrics.get("parameters") or _count_parameters(model_dir)
+    parameters = metrics.get("parameters")
+    if not _is_number(parameters) or parameters < 1:  # a hand-edited record: count the weights instead
+        parameters = _count_parameters(model_dir)
     parameters = f"{parameters / 1e6:.2f}M" if parameters else "an unknown number of"
     num_classes = config["num_classes"]
     prompt = "teacher.class_prompt([0, 1, 2, 3])" if num_classes else "teacher.class_prompt(batch_size=4)"
@@ -478,6 +483,56 @@ def model_card(model_dir: str, repo_id: str, dataset: str = "scikit-learn digits
         draft_repo=draft_repo or (repo_id if is_draft else "<a draft's repo>"),
         prompt=prompt,
     )
+
+
+def json_safe(value):
+    """`value` with every NaN or infinite float replaced by None (JSON's null): `json.dump` writes them as `NaN` and
+    `Infinity`, which strict JSON readers (and the Hub's model-index) refuse."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _read_json_object(path: str, what: str) -> dict | None:
+    """The JSON object in `path`, None when there is no such file; `ValueError` naming the file when it is not
+    JSON or not an object."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path!r} ({what}) is not readable JSON: {error}.") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path!r} ({what}) must hold a JSON object of name: value pairs, got a "
+                         f"{type(value).__name__}.")
+    return value
+
+
+def _card_metrics(metrics: dict, model_dir: str) -> dict:
+    """The card's measured results: every `METRICS` entry with a finite number. A NaN or infinite loss (a diverged
+    run) or a value that is not a number is left off the card with a warning, not published as `nan`."""
+    kept, left_out = {}, []
+    for key in METRICS:
+        value = metrics.get(key)
+        if value is None:
+            continue
+        if _is_number(value):
+            kept[key] = float(value)
+        else:
+            left_out.append(f"{key}={value!r}")
+    if left_out:
+        warnings.warn(f"model card of {model_dir!r}: {', '.join(left_out)} left off the card (not a finite number; "
+                      "a diverged run?).", stacklevel=3)
+    return kept
 
 
 def _count_parameters(model_dir: str) -> int | None:
@@ -510,7 +565,8 @@ def upload_plan(model_dir: str, argument: str = "model_dir") -> list[str]:
         raise ValueError(f"`{argument}` {model_dir!r}: its config.json's `auto_map` names {missing}, which the folder "
                          "lacks: `trust_remote_code` loads would fail on the Hub. Copy them in (`save_pretrained` does).")
     keep = (".safetensors", ".json", ".py", ".png")
-    files = sorted(f for f in os.listdir(model_dir) if f.endswith(keep) and os.path.isfile(os.path.join(model_dir, f)))
+    files = sorted(f for f in os.listdir(model_dir) if f.endswith(keep) and os.path.isfile(os.path.join(model_dir, f))
+                   and not f.startswith("."))  # hidden: a killed compaction's or save's leftover, no part of the model
     unsafe = [f for f in os.listdir(model_dir) if f.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt"))]
     if unsafe:
         raise ValueError(f"`model_dir` {model_dir!r} holds pickled files {unsafe}: only safetensors are pushed.")

@@ -85,7 +85,8 @@ def main(argv=None) -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
     total = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, files in os.walk(folder) for f in files
-                if f.endswith(".safetensors") and "/checkpoints/" not in dp + "/")
+                if f.endswith(".safetensors")
+                and "checkpoints" not in os.path.relpath(dp, folder).split(os.sep))  # (training checkpoints below `folder`)
     print(f"\nTotal weights: {total / 2**20:.1f} MiB")
 
 

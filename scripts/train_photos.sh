@@ -5,14 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 launch="accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no"
-$launch scripts/train_vqvae.py configs/vqvae/photos.yaml
-$launch scripts/train_teacher.py configs/teacher/photos.yaml
-$launch scripts/train_teacher.py configs/teacher/photos-uncond.yaml
-$launch scripts/distill.py configs/distill/photos-draft.yaml
-$launch scripts/distill.py configs/distill/photos-uncond-draft.yaml
+fresh="--overwrite_output_dir true"   # the recipe retrains the shipped models in place
+$launch scripts/train_vqvae.py configs/vqvae/photos.yaml $fresh
+$launch scripts/train_teacher.py configs/teacher/photos.yaml $fresh
+$launch scripts/train_teacher.py configs/teacher/photos-uncond.yaml $fresh
+$launch scripts/distill.py configs/distill/photos-draft.yaml $fresh
+$launch scripts/distill.py configs/distill/photos-uncond-draft.yaml $fresh
 python scripts/train_classifier.py --dataset photos --output_dir checkpoints/photos/classifier   # FID/IS features
 # 16x16 tokens (the write-up's regime): 64x64 crops of the same photographs
-$launch scripts/train_vqvae.py configs/vqvae/photos64.yaml
-$launch scripts/train_teacher.py configs/teacher/photos64.yaml
-$launch scripts/distill.py configs/distill/photos64-draft.yaml
+$launch scripts/train_vqvae.py configs/vqvae/photos64.yaml $fresh
+$launch scripts/train_teacher.py configs/teacher/photos64.yaml $fresh
+$launch scripts/distill.py configs/distill/photos64-draft.yaml $fresh
 python scripts/summarize_checkpoints.py checkpoints/photos

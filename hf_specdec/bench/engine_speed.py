@@ -27,12 +27,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from ..hub import check_checkpoints_dir, check_output_dir, check_outside_models, checkpoint_path, load_draft, load_pretrained
+from ..hub import (check_checkpoints_dir, check_output_dir, check_outside_models, checkpoint_path, json_safe,
+                   load_draft, load_pretrained)
 from ..models import VQGPTForCausalLM
 from ..pipeline import class_prompts
 from ..speculative import EarlyExitDraft, SamplingConfig, SpeculativeOutput, clear_decoders, get_decoder, pooled_statistics
 from ..speculative.legacy import legacy_plain_sample, legacy_speculative_sample
-from .timing import check_device, check_listed_once, machine_description, quartiles, synchronize, tokens_per_call_cell
+from .timing import check_device, check_listed_once, check_not_empty, machine_description, quartiles, synchronize, tokens_per_call_cell
 
 METHODS = ("legacy", "eager", "compile", "compile-frozen", "cuda-graph", "hf-generate", "hf-static", "hf-assisted")
 ENGINE_MODES = ("eager", "compile", "compile-frozen", "cuda-graph")  # methods that are the engine in a mode
@@ -80,6 +81,7 @@ class EngineBenchmarkArguments:
             raise ValueError(f"`reps` must be >= 1, got {self.reps}.")
         if any(g < 1 for g in self.extra_gammas):
             raise ValueError(f"`extra_gammas` must be integers >= 1, got {self.extra_gammas}.")
+        check_not_empty(self, "batch_sizes", "methods")
         check_listed_once(self, "batch_sizes", "extra_gammas")
         if self.legacy_max_batch < 1:
             raise ValueError(f"`legacy_max_batch` must be >= 1, got {self.legacy_max_batch}.")
@@ -284,7 +286,7 @@ def run_engine_benchmark(args: EngineBenchmarkArguments) -> dict:
     }
     os.makedirs(args.output_dir, exist_ok=True)
     with open(os.path.join(args.output_dir, "results.json"), "w") as f:
-        json.dump(result, f, indent=1)
+        json.dump(json_safe(result), f, indent=1, allow_nan=False)
     with open(os.path.join(args.output_dir, "results.md"), "w") as f:
         f.write(markdown_table(result))
     return result

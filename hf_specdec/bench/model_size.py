@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from ..hub import check_output_dir, check_outside_models
+from ..hub import check_output_dir, check_outside_models, json_safe
 from ..models import VQGPTConfig, VQGPTForCausalLM
 from ..speculative import RaggedCache
 from ..speculative.sampling import expected_tokens
-from .timing import check_device, machine_description, time_calls
+from .timing import check_device, check_listed_once, check_not_empty, machine_description, time_calls
 
 # name -> (layers, hidden, heads, grid, codebook)
 SIZES = {
@@ -49,6 +49,8 @@ class ModelSizeArguments:
     def __post_init__(self):
         check_output_dir(self.output_dir)
         check_outside_models(self.output_dir, "output_dir")  # results are no part of a model folder
+        check_not_empty(self, "sizes", "gammas", "batch_sizes")
+        check_listed_once(self, "sizes", "draft_layers", "gammas", "batch_sizes")
         unknown = [s for s in self.sizes if s not in SIZES]
         if unknown:
             raise ValueError(f"`sizes` {unknown} are unknown; choose from {', '.join(SIZES)}.")
@@ -157,7 +159,7 @@ def run_model_size_benchmark(args: ModelSizeArguments) -> dict:
                          " maximised over g (Leviathan et al. 2023, with the measured verify cost)"}
     os.makedirs(args.output_dir, exist_ok=True)
     with open(os.path.join(args.output_dir, "results.json"), "w") as f:
-        json.dump(result, f, indent=1)
+        json.dump(json_safe(result), f, indent=1, allow_nan=False)
     with open(os.path.join(args.output_dir, "results.md"), "w") as f:
         f.write(markdown_table(result))
     save_plot(result, os.path.join(args.output_dir, "speed_vs_size.png"))

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from ..data import DataArguments
 from ..hub import (check_checkpoint_name, check_checkpoints_dir, check_output_dir, check_output_not_input,
-                   check_outside_models, checkpoint_path, load_draft, load_pretrained, resolve_drafts)
+                   check_outside_models, checkpoint_path, json_safe, load_draft, load_pretrained, resolve_drafts)
 from ..images import images_to_tensor, save_image_grid
 from ..metrics import load_metric
 from ..metrics.classifier import DigitsClassifier
@@ -203,7 +203,7 @@ def evaluate_quality(args: QualityArguments, data_args: DataArguments | None = N
     summary = {"args": asdict(args), "working_directory": os.getcwd(),  # what the relative paths in `args` are under
                "classifier": classifier_metrics, "num_images": n, "results": results, "notes": notes}
     with open(os.path.join(args.output_dir, "results.json"), "w") as f_:
-        json.dump(summary, f_, indent=1)
+        json.dump(json_safe(summary), f_, indent=1, allow_nan=False)
     lines = [f"FID / IS on classifier features (test accuracy {classifier_metrics['test_accuracy']:.3f}), {n} images per method, "
              f"reference: {n} held-out real images ({data_args.dataset}), 95% normal bootstrap intervals ({args.bootstrap_rounds} resamples).", "",
              "| method | FID | IS |", "| --- | --- | --- |"]

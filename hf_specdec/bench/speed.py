@@ -16,11 +16,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..cli import field_defaults
-from ..hub import check_checkpoints_dir, check_output_dir, check_outside_models, checkpoint_path, load_draft, load_pretrained, resolve_drafts
+from ..hub import (check_checkpoints_dir, check_output_dir, check_outside_models, checkpoint_path, json_safe,
+                   load_draft, load_pretrained, resolve_drafts)
 from ..models import VQGPTForCausalLM, VQTokenizer
 from ..pipeline import check_sampling_options, class_prompts
 from ..speculative import EarlyExitDraft, expected_speedup, plain_sample, pooled_statistics, speculative_sample
-from .timing import check_device, check_listed_once, machine_description, quartiles, time_calls, tokens_per_call_cell
+from .timing import check_device, check_listed_once, check_not_empty, machine_description, quartiles, time_calls, tokens_per_call_cell
 
 
 @dataclass
@@ -62,6 +63,7 @@ class BenchmarkArguments:
             raise ValueError(f"`gammas` must be >= 1, got {self.gammas}.")
         if any(b < 1 for b in self.batch_sizes):
             raise ValueError(f"`batch_sizes` must be >= 1, got {self.batch_sizes}.")
+        check_not_empty(self, "gammas", "batch_sizes")
         check_listed_once(self, "gammas", "batch_sizes", "self_speculative_layers")
         if self.repeats < 1:
             raise ValueError(f"`repeats` must be >= 1, got {self.repeats}.")
@@ -172,7 +174,7 @@ def run_benchmark(args: BenchmarkArguments) -> dict:
     result = {"args": asdict(args), "machine": machine_description(args.device), "notes": notes, "records": records}
     os.makedirs(args.output_dir, exist_ok=True)
     with open(os.path.join(args.output_dir, "results.json"), "w") as f:
-        json.dump(result, f, indent=1)
+        json.dump(json_safe(result), f, indent=1, allow_nan=False)
     with open(os.path.join(args.output_dir, "results.md"), "w") as f:
         f.write(markdown_table(records))
     from .plots import save_plots, save_sample_grids  # matplotlib only when plotting

@@ -88,6 +88,14 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
     return q[0], statistics.median(values), q[2]
 
 
+def check_not_empty(args, *names: str) -> None:
+    """`ValueError` naming the list option (only a config file can give `[]`) that would leave no row to time: an
+    empty table, or a failure after the models loaded."""
+    for name in names:
+        if not getattr(args, name):
+            raise ValueError(f"`{name}` is empty: give at least one value (or leave it out for the default).")
+
+
 def check_listed_once(args, *names: str) -> None:
     """`ValueError` naming the option when one of the list options `names` of `args` gives a value twice: a row
     timed twice looks like two results."""

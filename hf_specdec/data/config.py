@@ -39,6 +39,9 @@ class DataArguments:
             raise ValueError(f"`split_seed` must be in [0, 2**32), got {self.split_seed}.")
         if self.crops_per_photo < 1:
             raise ValueError(f"`crops_per_photo` must be >= 1, got {self.crops_per_photo}.")
+        if self.crops_per_photo != type(self).crops_per_photo and self.dataset != "photos":
+            raise ValueError(f"`crops_per_photo` is read only with `dataset` photos, got dataset {self.dataset!r}: drop "
+                             "`--crops_per_photo`.")
         check_split_fractions(self.val_fraction, self.test_fraction)  # `split_dataset`'s rule, before any work
         check_output_dir(self.token_cache_dir, "token_cache_dir")  # a file in the way surfaced after the tokenizer ran
 

@@ -8,6 +8,7 @@ Every loader returns a `DatasetDict` with `train` / `validation` / `test` splits
 
 import io
 import math
+import numbers
 import os
 import re
 import warnings
@@ -114,6 +115,17 @@ def _working_range(n: int, low_count: int, high_count: int, scale: float, below:
     return None
 
 
+def check_loader_numbers(resolution, seed, **counts) -> None:
+    """`ValueError` naming the argument unless `resolution` is an integer >= 8, `seed` one in [0, 2**32) and each
+    of `counts` (name -> least value) an integer of at least that least value: numbers that PIL and NumPy refused
+    with their own words (a float size, a negative seed) or that passed as floats."""
+    for name, value, least in [("resolution", resolution, 8), *((n, v, low) for n, (v, low) in counts.items())]:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+            raise ValueError(f"`{name}` must be an integer >= {least}, got {value!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+        raise ValueError(f"`seed` must be an integer in [0, 2**32), got {seed!r}.")
+
+
 def load_digits_dataset(
     resolution: int = 32, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0
 ) -> DatasetDict:
@@ -123,8 +135,7 @@ def load_digits_dataset(
     """
     from sklearn.datasets import load_digits
 
-    if resolution < 8:
-        raise ValueError(f"`resolution` must be >= 8, got {resolution}.")
+    check_loader_numbers(resolution=resolution, seed=seed)
     digits = load_digits()
     pixels = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
     images = [PILImage.fromarray(p, mode="L").resize((resolution, resolution), PILImage.BICUBIC).convert("RGB") for p in pixels]
@@ -184,9 +195,13 @@ def _images_left_out(loaded: DatasetDict, data_dir: str) -> list[str]:
     from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
 
     extensions = {e.lower() for e in ImageFolder.EXTENSIONS}
-    found = {}
+    found, visited = {}, set()
     for folder, subfolders, files in os.walk(data_dir, followlinks=True):
-        subfolders[:] = [d for d in subfolders if not d.startswith((".", "__"))]
+        # Each real folder once: a link back up the tree would otherwise be walked again and again (two such links
+        # make the walk exponential in its depth).
+        visited.add(os.path.realpath(folder))
+        subfolders[:] = [d for d in subfolders if not d.startswith((".", "__"))
+                         and os.path.realpath(os.path.join(folder, d)) not in visited]
         for name in files:
             if not name.startswith((".", "__")) and os.path.splitext(name)[1].lower() in extensions:
                 path = os.path.join(folder, name)

@@ -28,6 +28,7 @@ training photographs, not new photographs.
 
 import hashlib
 import importlib.util
+import numbers
 import os
 import warnings
 from dataclasses import dataclass
@@ -116,17 +117,21 @@ def load_photos_dataset(
         min_scale, max_scale: a crop's side as a fraction of the photograph's shorter side.
         seed: seeds both the crop boxes and the split.
     """
-    from .images import split_dataset  # images.py dispatches to this module
+    from .images import check_loader_numbers, split_dataset  # images.py dispatches to this module
 
-    if resolution < 8:
-        raise ValueError(f"`resolution` must be >= 8, got {resolution}.")
-    if crops_per_photo < 10:
-        raise ValueError(f"`crops_per_photo` must be >= 10 (each split needs every class), got {crops_per_photo}.")
+    # at least 10 crops per photograph: each split needs every class
+    check_loader_numbers(resolution=resolution, seed=seed, crops_per_photo=(crops_per_photo, 10))
+    for name, value in (("min_scale", min_scale), ("max_scale", max_scale)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"`{name}` must be a number, got {value!r}.")
     if not 0.0 < min_scale <= max_scale <= 1.0:
         raise ValueError(f"Need 0 < min_scale <= max_scale <= 1, got {min_scale}, {max_scale}.")
     photographs = load_photographs()
     shortest = min(min(photo.size) for photo in photographs.values())
     largest = int(shortest * min_scale)
+    if largest < 8:  # no resolution would do: the scale is what is wrong
+        raise ValueError(f"`min_scale` {min_scale:g} makes the smallest crop {largest} px (of the shortest photograph "
+                         f"side, {shortest} px); crops need at least 8 px: min_scale >= {8 / shortest:.3g}.")
     if resolution > largest:  # beyond it every crop of the smallest photograph would be upsampled (and slow)
         raise ValueError(f"`resolution` must be at most {largest} (the smallest crop, {min_scale:g} of the shortest "
                          f"photograph side, {shortest} px), got {resolution}.")

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..cli import check_options_read
 from ..data import collate_tokens, drop_class, token_splits
-from ..hub import check_output_not_input, load_pretrained
+from ..hub import check_output_not_input, json_safe, load_pretrained
 from ..models import STUDENT_IDS, VQGPT_PRESETS, VQGPTForCausalLM, VQTokenizer, make_feature_draft
 from ..models.modeling_vqgpt import check_cfg_scale
 from ..pipeline import (check_dataset_matches, check_sampling_options, check_tokenizer_matches, class_prompts,
@@ -272,6 +272,7 @@ def _divergence(args: DistillArguments, teacher_logits, student_logits):
 def run_distillation(data_args, args: DistillArguments, training_args):
     """Train a student of `args.student_depth` from the teacher; writes it with `distill_metrics.json`."""
     from ..training import make_accelerator, train
+    from ..training.trainer import check_resumable
     from ..training.teacher import evaluate_loss
 
     check_output_not_input(training_args.output_dir, teacher_path=args.teacher_path,
@@ -294,6 +295,12 @@ def run_distillation(data_args, args: DistillArguments, training_args):
     generation = args.generation_kwargs
     val_sequences = collate(list(splits["validation"]))
 
+    inputs = {"weights of teacher_path": weights_fingerprint(teacher),  # the folders may move, their
+              "weights of tokenizer_path": weights_fingerprint(tokenizer)}  # models may not (on resume)
+    run_config = {"data": vars(data_args), "distill": vars(args), "inputs": inputs}
+    # Before the teacher samples anything (minutes): a checkpoint of other settings, a batch larger than the data.
+    check_resumable(training_args, run_config,
+                    args.num_teacher_samples if args.data_source == "teacher" else len(splits["train"]))
     val_labels = torch.as_tensor(splits["validation"][:]["label"])
     alpha_labels = val_labels.repeat(args.num_alpha_prefixes // len(val_labels) + 1)[: args.num_alpha_prefixes]
     alpha_sequences = sample_sequences(teacher, class_prompts(teacher, alpha_labels), seed=1234, **generation)
@@ -345,10 +352,7 @@ def run_distillation(data_args, args: DistillArguments, training_args):
             summary.update(draft_type="feature", alpha_own_features=metrics.get("alpha_own_features"),
                            feature_layers=model.config.feature_layers, ttt_steps=args.ttt_steps)
         with open(os.path.join(output_dir, "distill_metrics.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+            json.dump(json_safe(summary), f, indent=2, allow_nan=False)
 
-    inputs = {"weights of teacher_path": weights_fingerprint(teacher),  # the folders may move, their
-              "weights of tokenizer_path": weights_fingerprint(tokenizer)}  # models may not (on resume)
-    run_config = {"data": vars(data_args), "distill": vars(args), "inputs": inputs}
     return train(student, train_data, loss_fn, training_args, accelerator, collate, eval_fn, save_fn, run_config,
                  batch_fn=batch_fn)

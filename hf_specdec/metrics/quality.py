@@ -5,6 +5,8 @@ the metric with torchmetrics on an identity "feature extractor", so the numbers 
 `inception_metrics` gives the standard Inception-feature FID / IS where torch-fidelity's weights are available.
 """
 
+import math
+
 import torch
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
@@ -76,10 +78,16 @@ def bootstrap(statistic, *samples: torch.Tensor, rounds: int = 100, seed: int = 
             raise ValueError(f"{what} {shape}.")
         if not torch.isfinite(sample).all():
             raise ValueError(f"{what} {tuple(sample.shape)} with NaN or infinite values.")
+        if len(sample) < 2:  # a covariance (FID) or a spread of resamples needs two rows
+            raise ValueError(f"sample {index} has {len(sample)} row(s): the statistic needs at least 2 images.")
     if len({sample.shape[1] for sample in samples}) > 1:
         raise ValueError(f"The samples have features of different widths {[s.shape[1] for s in samples]}: compare "
                          "features of one classifier.")
     value = statistic(*samples)
+    if not math.isfinite(value):
+        largest = max(sample.abs().max().item() for sample in samples)
+        raise ValueError(f"the statistic is {value} on these features (largest magnitude {largest:.3g}): it overflowed; "
+                         "pass features on a classifier's scale (e.g. its penultimate activations).")
     g = torch.Generator().manual_seed(seed)
     draws = []
     for _ in range(rounds):

@@ -19,7 +19,24 @@ from .safetensors_only import SafetensorsOnlyMixin
 
 
 def codebook_statistics(indices: torch.Tensor, codebook_size: int) -> dict[str, float]:
-    """Fraction of the codebook used by `indices` (any shape) and the perplexity `exp(H)` of their histogram."""
+    """Fraction of the codebook used by `indices` (any shape) and the perplexity `exp(H)` of their histogram.
+
+    `ValueError` unless `indices` are codes in `[0, codebook_size)`: a code past the codebook widened the histogram
+    (usage of a 16-code book measured over 100 bins), a class or null token from a generated sequence's prompt
+    counted as a code (perplexity 17 on 16 codes)."""
+    if not _is_positive_int(codebook_size):
+        raise ValueError(f"`codebook_size` must be a positive integer, got {codebook_size!r}.")
+    if not isinstance(indices, torch.Tensor) or indices.is_floating_point() or indices.is_complex() or (
+        indices.dtype == torch.bool
+    ):
+        kind = indices.dtype if isinstance(indices, torch.Tensor) else type(indices).__name__
+        raise ValueError(f"`indices` must be an integer tensor of codes, got {kind}.")
+    if indices.numel() == 0:
+        raise ValueError("`indices` holds no code: the statistics need at least one.")
+    low, high = indices.min().item(), indices.max().item()
+    if low < 0 or high >= codebook_size:
+        raise ValueError(f"`indices` must be codes in [0, {codebook_size}), got values in [{low}, {high}] (a generated "
+                         "sequence starts with its class or null token: pass `sequences[:, 1:]`).")
     counts = torch.bincount(indices.reshape(-1), minlength=codebook_size).float()
     probs = counts / counts.sum().clamp(min=1)
     entropy = -(probs * probs.clamp(min=1e-12).log()).sum()

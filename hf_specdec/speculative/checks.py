@@ -2,6 +2,8 @@
 `speculative_generate`): `ValueError`s that name the argument and what is allowed, raised before any buffer is
 sized. Sampling settings are checked by `SamplingConfig` itself."""
 
+import difflib
+import inspect
 import warnings
 
 import torch
@@ -138,6 +140,24 @@ def checked_placement(model, argument: str) -> tuple:
         raise ValueError(f"`{argument}` has parameters on several devices or dtypes ({found}): move the whole model "
                          f"with `{argument}.to(device, dtype)`.")
     return placement(model)
+
+
+def check_compile_options(compile_options) -> None:
+    """`compile_options` is None or a dict of `torch.compile`'s keyword arguments and the decoder's own
+    (`freeze_weights`, `skip_guards`): a misspelt key was ignored in eager mode and failed at the first compiled call."""
+    if compile_options is None:
+        return
+    if not isinstance(compile_options, dict):
+        raise ValueError(f"`compile_options` must be a dict of keyword arguments, got {type(compile_options).__name__}.")
+    allowed = ["fullgraph", "dynamic", "backend", "mode", "options", "disable"]  # torch.compile's, and any newer ones
+    allowed += [name for name in inspect.signature(torch.compile).parameters
+                if name not in allowed and name not in ("model", "fn", "args", "kwargs")]
+    allowed += ["freeze_weights", "skip_guards"]
+    unknown = [key for key in compile_options if key not in allowed]
+    if unknown:
+        hint = "".join(f" (did you mean {close[0]!r}?)" for key in unknown[:1]
+                       for close in [difflib.get_close_matches(str(key), allowed, n=1)] if close)
+        raise ValueError(f"`compile_options` has unknown key(s) {unknown}{hint}; allowed: {', '.join(allowed)}.")
 
 
 def check_decoder_arguments(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours=None,

@@ -37,6 +37,7 @@ rounds draw the same samples.
 import functools
 import itertools
 import math
+import numbers
 import time
 import types
 
@@ -44,7 +45,7 @@ import torch
 
 from . import sampling
 from .cache import RaggedCache
-from .checks import check_adaptive_gamma, check_decoder_arguments, check_inputs, placement
+from .checks import check_adaptive_gamma, check_compile_options, check_decoder_arguments, check_inputs, placement
 from .sampling import SamplingConfig
 
 
@@ -94,6 +95,7 @@ class SpeculativeDecoder:
         relaxed_neighbours: torch.Tensor | None = None,
         compile_options: dict | None = None,
     ):
+        check_compile_options(compile_options)
         compile_options = compile_options or {}
         check_decoder_arguments(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours,
                                 compile_options.get("freeze_weights", False))
@@ -366,6 +368,9 @@ class SpeculativeDecoder:
 
     def round(self, gamma: int) -> None:
         """One fixed-shape round (Algorithm 1) on the decoder's buffers."""
+        if not isinstance(gamma, numbers.Integral) or not 0 <= gamma <= self.gamma:  # (checked once when traced)
+            raise ValueError(f"`gamma` of a round must be an integer in [0, {self.gamma}] (this decoder's buffers hold "
+                             f"gamma {self.gamma}), got {gamma!r}.")
         races, r, last = self._noise(gamma)
         if gamma:
             draft = self.draft_from_features if self.reads_features else self.draft_tokens
@@ -523,6 +528,8 @@ class SpeculativeDecoder:
         """`c` for adaptive gamma, measured once per decoder on its own rounds: a round costs `a + b * gamma`
         (verify + `gamma` draft steps); timing rounds at gamma 1 and `self.gamma` (device synchronised, median of
         `repeats`) gives `c = b / a`, a draft step over a verify pass, as the rounds really run (graphs included)."""
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+            raise ValueError(f"`repeats` must be an integer >= 1 (timed rounds per draft length), got {repeats!r}.")
         if self.cost_ratio is not None:
             return self.cost_ratio
         prompt = self._null_prompt()

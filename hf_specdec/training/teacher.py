@@ -9,7 +9,7 @@ import torch
 
 from ..cli import check_options_read
 from ..data import DataArguments, collate_tokens, drop_class, token_splits
-from ..hub import check_output_not_input, load_pretrained
+from ..hub import check_output_not_input, json_safe, load_pretrained
 from ..models import VQGPTConfig, VQGPTForCausalLM, VQTokenizer
 from ..distill.distill import predictive_entropy, sample_sequences
 from ..pipeline import check_tokenizer_matches, class_prompts, weights_fingerprint
@@ -95,7 +95,7 @@ def train_teacher(data_args: DataArguments, model_args: TeacherArguments, args: 
             samples = sample_sequences(model, class_prompts(model, model_args.num_entropy_samples), seed=1234)
             metrics["entropy_per_token"] = predictive_entropy(model, samples)
         with open(os.path.join(output_dir, "training_metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=2)
+            json.dump(json_safe(metrics), f, indent=2, allow_nan=False)
 
     # The folder's path may change between a run and its resumption, the tokenizer in it may not: its weights are
     # recorded (a resumed run would learn another tokenizer's codes on top of the first one's).

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ..cli import check_options_read
 from ..data import DataArguments
-from ..hub import check_output_not_input
+from ..hub import check_output_not_input, json_safe
 from ..images import images_to_tensor
 from ..models import VQTokenizer
 from ..models.vq_tokenizer import check_tokenizer_sizes
@@ -79,7 +79,7 @@ def write_tokenizer_report(tokenizer: VQTokenizer, images: torch.Tensor, output_
     metrics = {"val_psnr_db": psnr(reconstruction, images), **tokenizer.codebook_usage(indices),
                "parameters": tokenizer.num_parameters(), "steps": steps}
     with open(os.path.join(output_dir, "training_metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
+        json.dump(json_safe(metrics), f, indent=2, allow_nan=False)
     save_image_grid(torch.cat([images[:32], reconstruction[:32]]).clamp(-1, 1), os.path.join(output_dir, "reconstructions.png"),
                     nrow=8)
     return metrics

@@ -62,6 +62,7 @@ class TrainingArguments:
     project_name: str = field(default="hf-specdec", metadata={"help": "Tracker project name."})
     log_every: int = field(default=10, metadata={"help": "Log training metrics every N optimizer steps."})
     seed: int = field(default=0, metadata={"help": "Seed for initialisation and data order."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Train into an `output_dir` that already holds a saved model, replacing it (a resumed run may always)."})
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
 
     def __post_init__(self):
@@ -79,6 +80,11 @@ class TrainingArguments:
             raise ValueError(f"`output_dir` {self.output_dir!r} holds checkpoints of an earlier run (up to "
                              f"{os.path.basename(earlier[-1])}): continue it with `--resume_from_checkpoint latest`, "
                              "or start afresh in another `output_dir` (or delete its `checkpoints` folder).")
+        saved = _saved_model_files(self.output_dir)
+        if saved and self.resume_from_checkpoint is None and not self.overwrite_output_dir:
+            raise ValueError(f"`output_dir` {self.output_dir!r} already holds a saved model ({', '.join(saved)}): this run "
+                             "would replace it (or, for a model of another kind, leave a folder of two models). Pass "
+                             "`--overwrite_output_dir true` to replace it, or choose another `output_dir`.")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):  # NaN and inf would train a NaN model
             raise ValueError(f"`learning_rate` must be a finite number > 0, got {self.learning_rate}.")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
@@ -179,10 +185,8 @@ def train(
     set_seed(args.seed)
     os.makedirs(args.output_dir, exist_ok=True)
     checkpoints_dir = os.path.join(args.output_dir, "checkpoints")
-    checkpoint = resolve_checkpoint(args.resume_from_checkpoint, checkpoints_dir)  # a damaged one fails here, early
+    checkpoint = check_resumable(args, run_config, len(train_dataset))
     settings = resume_settings(args, run_config)
-    if checkpoint is not None:
-        check_resume_settings(checkpoint, settings, args.max_steps)
 
     dataloader = DataLoader(
         train_dataset,
@@ -193,11 +197,6 @@ def train(
         num_workers=args.num_workers,
         generator=torch.Generator().manual_seed(args.seed),
     )
-    if len(dataloader) < args.gradient_accumulation_steps:
-        raise ValueError(
-            f"`per_device_batch_size` {args.per_device_batch_size} x `gradient_accumulation_steps` "
-            f"{args.gradient_accumulation_steps} is more than one epoch of {len(train_dataset)} examples."
-        )
     optimizer = torch.optim.AdamW(
         _parameter_groups(model, args.weight_decay), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2)
     )
@@ -245,6 +244,7 @@ def train(
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and args.max_grad_norm > 0:
                     logs["grad_norm"] = float(accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm))
+                check_finite(accelerator, loss, logs.get("grad_norm", 0.0), step + 1, checkpoints_dir)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             for key, value in {"loss": loss.item(), **logs}.items():
@@ -282,6 +282,45 @@ def train(
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return unwrapped
+
+
+def _saved_model_files(folder: str) -> list[str]:
+    """The config and weights files of a model saved in `folder` itself (`save_pretrained`), if any."""
+    if not os.path.isdir(folder):
+        return []
+    names = sorted(os.listdir(folder))
+    weights = [n for n in names if n.endswith(".safetensors") and not n.startswith(".")]
+    return [n for n in names if n == "config.json"] + weights if weights else []
+
+
+def check_resumable(args: TrainingArguments, run_config: dict | None, num_examples: int):
+    """What `train` checks before its first step, for a run to call before its own long preparation (a
+    distillation samples the teacher first): the checkpoint to resume (None for a fresh run; a damaged one fails
+    here) was written by a run of the same settings, and one optimizer step fits in an epoch of `num_examples`."""
+    checkpoint = resolve_checkpoint(args.resume_from_checkpoint, os.path.join(args.output_dir, "checkpoints"))
+    if checkpoint is not None:
+        check_resume_settings(checkpoint, resume_settings(args, run_config), args.max_steps)
+    if num_examples // args.per_device_batch_size < args.gradient_accumulation_steps:  # (full batches only)
+        raise ValueError(
+            f"`per_device_batch_size` {args.per_device_batch_size} x `gradient_accumulation_steps` "
+            f"{args.gradient_accumulation_steps} is more than one epoch of {num_examples} examples."
+        )
+    return checkpoint
+
+
+def check_finite(accelerator, loss: torch.Tensor, grad_norm: float, step: int, checkpoints_dir: str) -> None:
+    """Stop a diverged run before its optimizer step: a NaN or infinite loss or gradient norm (on any process) raises
+    `ValueError` naming the step, so no NaN weights are stepped into, checkpointed over the good ones (the oldest of
+    which `checkpoints_total_limit` deletes) or saved as the model; the last checkpoint stays as it was."""
+    bad = torch.tensor(float(not (math.isfinite(loss.item()) and math.isfinite(grad_norm))), device=accelerator.device)
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad, reduction="max")
+    if bad.item():
+        latest = list_checkpoints(checkpoints_dir)[-1:] if os.path.isdir(checkpoints_dir) else []
+        where = (f"the last checkpoint, {latest[0]!r}, is untouched: resume it with `--resume_from_checkpoint latest` "
+                 "and a lower `learning_rate`" if latest else "no checkpoint was written: lower `learning_rate`")
+        raise ValueError(f"step {step}: the training loss is {loss.item()} and the gradient norm {grad_norm} (the run "
+                         f"diverged): stopped before the optimizer step, nothing saved; {where}.")
 
 
 def steps_for_epochs(num_examples: int, epochs: float, args: TrainingArguments, num_processes: int = 1) -> int:

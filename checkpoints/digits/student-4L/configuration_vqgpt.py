@@ -14,7 +14,9 @@ with `trust_remote_code=True` where the library is not installed.
 """
 
 import difflib
+import numbers
 
+import numpy as np
 from transformers import GenerationConfig, PreTrainedConfig
 from transformers.utils import logging
 
@@ -124,6 +126,12 @@ class VQGPTConfig(PreTrainedConfig):
                              f"{self.num_classes} + 1 rows), so they cannot be one matrix; got "
                              f"{self.tie_word_embeddings!r}.")
 
+        # NumPy numbers pass the checks above; config.json holds Python ones.
+        for name in ("codebook_size", "grid_h", "grid_w", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "num_classes", "intermediate_size"):
+            setattr(self, name, int(getattr(self, name)))
+        for name in ("dropout", "class_dropout_prob", "initializer_range", "layer_norm_eps"):
+            setattr(self, name, float(getattr(self, name)))
         vocab_size = self.codebook_size + self.num_classes + 1
         if self.vocab_size is not None and self.vocab_size != vocab_size:
             raise ValueError(
@@ -226,10 +234,10 @@ __all__ = ["VQGPTConfig", "VQGPT_PRESETS", "STUDENT_IDS"]
 
 
 def _is_int(value) -> bool:
-    """An integer, not a bool (`True` would pass as 1 layer or 1 class)."""
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer (NumPy's too), not a bool (`True` would pass as 1 layer or 1 class)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def _is_number(value) -> bool:
-    """A real number, not a bool, None or a string (`"1e-5"` from a hand-written config.json)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A real number (NumPy's too), not a bool, None or a string (`"1e-5"` from a hand-written config.json)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))

@@ -24,6 +24,7 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
+from transformers.generation.logits_process import LogitsProcessorList, TemperatureLogitsWarper
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
@@ -355,6 +356,36 @@ def code_loss(loss_function, logits, labels, codebook_size: int, num_items_in_ba
     return loss_function(logits, targets, vocab_size=codebook_size, num_items_in_batch=num_items_in_batch)
 
 
+# The generation settings from which transformers builds each sampling warper.
+_WARPER_SETTINGS = {"TemperatureLogitsWarper": "temperature", "TopKLogitsWarper": "top_k", "TopPLogitsWarper": "top_p",
+                    "MinPLogitsWarper": "min_p", "TypicalLogitsWarper": "typical_p", "EpsilonLogitsWarper": "epsilon_cutoff",
+                    "EtaLogitsWarper": "eta_cutoff", "TopHLogitsWarper": "top_h"}
+
+
+def _warpers_given(logits_processor) -> dict:
+    """Settings to switch off because `logits_processor` already holds their warper. transformers (5.x) merges a
+    given processor list with the one it builds *before* it adds the sampling warpers, so a warper of both lists ran
+    twice, which is what assisted generation does to its assistant on every draft token: the assistant is handed the
+    teacher's processors (temperature included) next to the same settings, and drafted at temperature T**2
+    (T = 1e-19 overflowed to inf and crashed) with top-p applied twice. Switched off here, the given warper is the
+    only one, as transformers documents for processors found in both lists."""
+    settings = {}
+    for processor in logits_processor or ():
+        for cls in type(processor).__mro__:  # (a subclass, like `_ShiftedTemperature`, counts as its warper)
+            if cls.__name__ in _WARPER_SETTINGS and cls.__module__.startswith("transformers."):
+                settings[_WARPER_SETTINGS[cls.__name__]] = None
+    return settings
+
+
+class _ShiftedTemperature(TemperatureLogitsWarper):
+    """transformers' temperature warper with the row's largest logit subtracted first (the same distribution): below
+    a temperature of about 1e-37 the float32 logits divided by it overflowed to inf and sampling failed with NaN
+    probabilities, where the project's samplers (`warp_logits`) accept any temperature down to the least normal float."""
+
+    def __call__(self, input_ids, scores):
+        return super().__call__(input_ids, scores - scores.amax(-1, keepdim=True))
+
+
 class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
     """VQGPT with a head over the `codebook_size` image codes only: class tokens can never be generated.
 
@@ -564,6 +595,12 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
             # transformers 5 fills an unset top_k with 50: a codebook of more than 50 codes was sampled truncated,
             # not from the model's distribution (the project's samplers and `top_k=None` elsewhere mean "off").
             fill["top_k"] = 0
+        temperature = kwargs.get("temperature", getattr(config, "temperature", None))
+        if (kwargs.get("do_sample", config.do_sample) and isinstance(temperature, float) and 0 < temperature < 1e-3
+                and "temperature" not in _warpers_given(kwargs.get("logits_processor"))):
+            kwargs["logits_processor"] = LogitsProcessorList([_ShiftedTemperature(temperature),
+                                                              *(kwargs.get("logits_processor") or ())])
+        fill.update(_warpers_given(kwargs.get("logits_processor")))
         if self.training and self.config.dropout > 0:  # the project's samplers refuse it; a draft may mean it
             warnings.warn(f"{type(self).__name__} is in training mode with dropout {self.config.dropout}: its samples "
                           "do not follow the model's distribution (call `model.eval()` first).", stacklevel=2)
@@ -630,7 +667,7 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
             raise ValueError(f"`do_sample` must be True or False, got {do_sample!r}.")
         for name in ("max_length", "min_length", "min_new_tokens", "max_new_tokens"):
             value = kwargs.get(name, getattr(generation_config, name, None))
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0):
                 raise ValueError(f"`{name}` must be an integer >= 0 (or unset), got {value!r}.")
         for name in ("forced_bos_token_id", "forced_eos_token_id"):
             if kwargs.get(name, getattr(generation_config, name, None)) is not None:
@@ -653,6 +690,9 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         assistant = kwargs.get("assistant_model")
         if assistant is None:
             return
+        if num_beams > 1:  # transformers then runs beam search and never calls the assistant
+            raise ValueError(f"`assistant_model` cannot be combined with beam search (`num_beams`={num_beams}): "
+                             "transformers would run beam search without the assistant. Use num_beams=1.")
         if getattr(assistant, "reads_features", False):
             raise ValueError("`assistant_model` is a feature-conditioned draft: assisted generation passes an assistant "
                              "token ids only, never this model's hidden states. Use hf_specdec's "
