@@ -11,6 +11,7 @@ import torch
 
 from hf_specdec.hub import json_safe, upload_plan
 from hf_specdec.training import TrainingArguments, train
+from hf_specdec.training.trainer import check_output_free
 from tests.conftest import tiny_model
 from tests.utils import CHECKPOINTS, ROOT, run_script
 
@@ -48,9 +49,11 @@ def test_a_run_over_a_saved_model_is_refused(tmp_path):
     shutil.copytree(CHECKPOINTS / "vq-tokenizer", folder)
     with pytest.raises(ValueError, match=r"already holds a saved model \(config.json, diffusion_pytorch_model"
                                          r".safetensors\).*--overwrite_output_dir true"):
-        TrainingArguments(output_dir=str(folder))
-    assert TrainingArguments(output_dir=str(folder), overwrite_output_dir=True).overwrite_output_dir
-    assert TrainingArguments(output_dir=str(folder), resume_from_checkpoint="latest")  # a resumed run saves there
+        check_output_free(TrainingArguments(output_dir=str(folder)))
+    check_output_free(TrainingArguments(output_dir=str(folder), overwrite_output_dir=True))
+    check_output_free(TrainingArguments(output_dir=str(folder), resume_from_checkpoint="latest"))  # saves there too
+    result = run_script("train_vqvae.py", "configs/vqvae/digits.yaml", "--max_steps", "1", "--output_dir", folder)
+    assert result.returncode == 2 and "already holds a saved model" in result.stderr, result.stderr[-2000:]
 
 
 def test_distillation_checks_resume_settings_before_sampling_the_teacher(tmp_path, monkeypatch):
@@ -103,3 +106,21 @@ def test_metrics_files_hold_strict_json():
     record = json_safe({"val_loss": float("nan"), "alpha": [0.5, float("inf")], "steps": 3})
     assert record == {"val_loss": None, "alpha": [0.5, None], "steps": 3}
     json.dumps(record, allow_nan=False)
+
+
+def test_two_runs_in_one_folder_are_refused(tmp_path):
+    """Both runs trained; one deleted the other's temporary checkpoint and died after its training."""
+    import socket
+    import subprocess
+
+    other = subprocess.Popen(["sleep", "60"])  # a live process of this machine holds the folder
+    try:
+        tmp_path.mkdir(exist_ok=True)
+        (tmp_path / ".run.lock").write_text(f"{socket.gethostname()} {other.pid}")
+        with pytest.raises(ValueError, match=rf"is in use by another run \(process {other.pid}"):
+            tiny_run(tmp_path, {}, max_steps=1)
+    finally:
+        other.kill()
+        other.wait()
+    tiny_run(tmp_path, {}, max_steps=1)  # its holder is gone: taken over
+    assert not (tmp_path / ".run.lock").exists()  # and released at the end

@@ -272,11 +272,12 @@ def _divergence(args: DistillArguments, teacher_logits, student_logits):
 def run_distillation(data_args, args: DistillArguments, training_args):
     """Train a student of `args.student_depth` from the teacher; writes it with `distill_metrics.json`."""
     from ..training import make_accelerator, train
-    from ..training.trainer import check_resumable
+    from ..training.trainer import check_output_free, check_resumable
     from ..training.teacher import evaluate_loss
 
     check_output_not_input(training_args.output_dir, teacher_path=args.teacher_path,
                            tokenizer_path=args.tokenizer_path, data_dir=data_args.data_dir)
+    check_output_free(training_args)  # a saved model there is replaced only when asked
     accelerator = make_accelerator(training_args)
     teacher = load_pretrained(VQGPTForCausalLM, args.teacher_path, "teacher_path").requires_grad_(False)
     check_sampling_options(teacher, {"temperature": "gen_temperature", "top_k": "gen_top_k"}, **args.generation_kwargs)

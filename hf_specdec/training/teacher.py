@@ -13,7 +13,7 @@ from ..hub import check_output_not_input, json_safe, load_pretrained
 from ..models import VQGPTConfig, VQGPTForCausalLM, VQTokenizer
 from ..distill.distill import predictive_entropy, sample_sequences
 from ..pipeline import check_tokenizer_matches, class_prompts, weights_fingerprint
-from .trainer import TrainingArguments, make_accelerator, train
+from .trainer import TrainingArguments, check_output_free, make_accelerator, train
 
 
 @dataclass
@@ -52,6 +52,7 @@ def evaluate_loss(model, sequences: torch.Tensor, batch_size: int = 256) -> dict
 
 def train_teacher(data_args: DataArguments, model_args: TeacherArguments, args: TrainingArguments) -> VQGPTForCausalLM:
     check_output_not_input(args.output_dir, tokenizer_path=model_args.tokenizer_path, data_dir=data_args.data_dir)
+    check_output_free(args)  # a saved model there is replaced only when asked
     accelerator = make_accelerator(args)
     tokenizer = load_pretrained(VQTokenizer, model_args.tokenizer_path, "tokenizer_path")
     with accelerator.main_process_first():  # one process writes the token cache, the others read it

@@ -15,7 +15,7 @@ from ..images import images_to_tensor
 from ..models import VQTokenizer
 from ..models.vq_tokenizer import check_tokenizer_sizes
 from ..images import save_image_grid
-from .trainer import TrainingArguments, make_accelerator, train
+from .trainer import TrainingArguments, check_output_free, make_accelerator, train
 
 
 @dataclass
@@ -87,6 +87,7 @@ def write_tokenizer_report(tokenizer: VQTokenizer, images: torch.Tensor, output_
 
 def train_tokenizer(data_args: DataArguments, model_args: TokenizerArguments, args: TrainingArguments) -> VQTokenizer:
     check_output_not_input(args.output_dir, data_dir=data_args.data_dir)
+    check_output_free(args)  # a saved model there is replaced only when asked
     resolution = data_args.resolution
     factor = 2 ** (len(model_args.block_out_channels) - 1)
     if resolution % factor:  # before any data is loaded

@@ -9,6 +9,7 @@ GPU, or many GPUs with `accelerate launch` (DDP; FSDP and DeepSpeed configs in `
 
 import math
 import os
+import socket
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -80,11 +81,6 @@ class TrainingArguments:
             raise ValueError(f"`output_dir` {self.output_dir!r} holds checkpoints of an earlier run (up to "
                              f"{os.path.basename(earlier[-1])}): continue it with `--resume_from_checkpoint latest`, "
                              "or start afresh in another `output_dir` (or delete its `checkpoints` folder).")
-        saved = _saved_model_files(self.output_dir)
-        if saved and self.resume_from_checkpoint is None and not self.overwrite_output_dir:
-            raise ValueError(f"`output_dir` {self.output_dir!r} already holds a saved model ({', '.join(saved)}): this run "
-                             "would replace it (or, for a model of another kind, leave a folder of two models). Pass "
-                             "`--overwrite_output_dir true` to replace it, or choose another `output_dir`.")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):  # NaN and inf would train a NaN model
             raise ValueError(f"`learning_rate` must be a finite number > 0, got {self.learning_rate}.")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
@@ -186,6 +182,7 @@ def train(
     os.makedirs(args.output_dir, exist_ok=True)
     checkpoints_dir = os.path.join(args.output_dir, "checkpoints")
     checkpoint = check_resumable(args, run_config, len(train_dataset))
+    lock = take_run_lock(accelerator, args.output_dir)
     settings = resume_settings(args, run_config)
 
     dataloader = DataLoader(
@@ -281,7 +278,21 @@ def train(
     # point, with rank 0 finished and rank 1 still inside `train`; not reproduced since).
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    if lock is not None:
+        os.remove(lock)
     return unwrapped
+
+
+def check_output_free(args: TrainingArguments) -> None:
+    """`ValueError` when `output_dir` already holds a saved model and the run neither resumes nor was told
+    `overwrite_output_dir`: a 2-step trial with a shipped config replaced the trained tokenizer (and every model
+    trained on it then refused it), and a teacher saved into a tokenizer folder left a folder of two models. The
+    scripts call it after their check that `output_dir` is none of their inputs (a more specific refusal)."""
+    saved = _saved_model_files(args.output_dir)
+    if saved and args.resume_from_checkpoint is None and not args.overwrite_output_dir:
+        raise ValueError(f"`output_dir` {args.output_dir!r} already holds a saved model ({', '.join(saved)}): this run "
+                         "would replace it (or, for a model of another kind, leave a folder of two models). Pass "
+                         "`--overwrite_output_dir true` to replace it, or choose another `output_dir`.")
 
 
 def _saved_model_files(folder: str) -> list[str]:
@@ -293,10 +304,52 @@ def _saved_model_files(folder: str) -> list[str]:
     return [n for n in names if n == "config.json"] + weights if weights else []
 
 
+RUN_LOCK = ".run.lock"
+
+
+def take_run_lock(accelerator, output_dir: str) -> str | None:
+    """Claim `output_dir` for this run (the main process writes its host and pid to `RUN_LOCK`; the path is
+    returned to remove at the end); `ValueError` on every process when a live process of this machine holds it: two
+    runs in one folder both trained, overwrote each other's temporary checkpoint and one died after its training. A
+    lock left by a killed run (its process gone), by an earlier call of this process, or from another machine (whose
+    processes cannot be checked from here) is taken over."""
+    path, holder = os.path.join(output_dir, RUN_LOCK), None
+    if accelerator.is_main_process:
+        try:
+            with open(path) as f:
+                host, pid = f.read().split()
+            if host == socket.gethostname() and int(pid) != os.getpid() and _process_alive(int(pid)):
+                holder = int(pid)
+        except (OSError, ValueError):
+            pass  # no lock, or an unreadable one
+    busy = torch.tensor(float(holder is not None), device=accelerator.device)
+    if accelerator.num_processes > 1:
+        busy = accelerator.reduce(busy, reduction="max")
+    if busy.item():
+        raise ValueError(f"`output_dir` {output_dir!r} is in use by another run (process {holder or 'on rank 0'}, "
+                         f"{path}): wait for it, or give another `output_dir`.")
+    if not accelerator.is_main_process:
+        return None
+    with open(path, "w") as f:
+        f.write(f"{socket.gethostname()} {os.getpid()}")
+    return path
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def check_resumable(args: TrainingArguments, run_config: dict | None, num_examples: int):
     """What `train` checks before its first step, for a run to call before its own long preparation (a
     distillation samples the teacher first): the checkpoint to resume (None for a fresh run; a damaged one fails
     here) was written by a run of the same settings, and one optimizer step fits in an epoch of `num_examples`."""
+    check_output_free(args)
     checkpoint = resolve_checkpoint(args.resume_from_checkpoint, os.path.join(args.output_dir, "checkpoints"))
     if checkpoint is not None:
         check_resume_settings(checkpoint, resume_settings(args, run_config), args.max_steps)
