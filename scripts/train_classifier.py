@@ -16,6 +16,7 @@ from hf_specdec.cli import parse_args, run
 from hf_specdec.data import DataArguments, images_to_tensor
 from hf_specdec.hub import check_output_dir, check_output_not_input
 from hf_specdec.metrics.classifier import accuracy, train_classifier
+from hf_specdec.training.trainer import check_output_free
 
 
 @dataclass
@@ -23,6 +24,7 @@ class ClassifierArguments:
     output_dir: str = field(default="checkpoints/digits/classifier", metadata={"help": "Where the classifier goes."})
     epochs: int = field(default=15, metadata={"help": "Passes over the train split."})
     seed: int = field(default=0, metadata={"help": "Seed."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a classifier already saved in `output_dir` (the FID/IS figures measured with it change)."})
 
     def __post_init__(self):
         check_output_dir(self.output_dir)
@@ -34,6 +36,7 @@ def main(argv=None):
     data_args, args = parse_args((DataArguments, ClassifierArguments), argv, description=__doc__,
                                 unread={"token_cache_dir": "the classifier trains on images, not on cached tokens"})
     check_output_not_input(args.output_dir, data_dir=data_args.data_dir)
+    check_output_free(args)  # the shipped classifier's features define the FID/IS figures of BENCHMARKS.md
     splits = data_args.load()
     tensors = {name: (images_to_tensor(split[:]["image"], data_args.resolution), torch.as_tensor(split[:]["label"]))
                for name, split in splits.items()}

@@ -23,5 +23,5 @@ wide="configs/distill/digits-feature-draft.yaml --student_preset draft-2L --draf
   --num_teacher_samples 24576 --eval_every 1000 --output_dir checkpoints/digits/feature-2L-wide"
 $launch scripts/distill.py $wide $fresh --max_steps 6000   # twice the teacher's width: the best acceptance, for GPUs
 $launch scripts/distill.py $wide --max_steps 10000 --resume_from_checkpoint latest   # a second schedule on top
-python scripts/train_classifier.py      # FID/IS features, not a generator
+python scripts/train_classifier.py $fresh   # FID/IS features, not a generator
 python scripts/summarize_checkpoints.py checkpoints/digits

@@ -11,7 +11,7 @@ $launch scripts/train_teacher.py configs/teacher/photos.yaml $fresh
 $launch scripts/train_teacher.py configs/teacher/photos-uncond.yaml $fresh
 $launch scripts/distill.py configs/distill/photos-draft.yaml $fresh
 $launch scripts/distill.py configs/distill/photos-uncond-draft.yaml $fresh
-python scripts/train_classifier.py --dataset photos --output_dir checkpoints/photos/classifier   # FID/IS features
+python scripts/train_classifier.py --dataset photos --output_dir checkpoints/photos/classifier $fresh   # FID/IS features
 # 16x16 tokens (the write-up's regime): 64x64 crops of the same photographs
 $launch scripts/train_vqvae.py configs/vqvae/photos64.yaml $fresh
 $launch scripts/train_teacher.py configs/teacher/photos64.yaml $fresh

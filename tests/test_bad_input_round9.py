@@ -54,6 +54,10 @@ def test_a_run_over_a_saved_model_is_refused(tmp_path):
     check_output_free(TrainingArguments(output_dir=str(folder), resume_from_checkpoint="latest"))  # saves there too
     result = run_script("train_vqvae.py", "configs/vqvae/digits.yaml", "--max_steps", "1", "--output_dir", folder)
     assert result.returncode == 2 and "already holds a saved model" in result.stderr, result.stderr[-2000:]
+    classifier = tmp_path / "classifier"  # the FID/IS features: replaced, every quality figure would change
+    shutil.copytree(CHECKPOINTS / "classifier", classifier)
+    result = run_script("train_classifier.py", "--epochs", "1", "--output_dir", classifier)
+    assert result.returncode == 2 and "already holds a saved model" in result.stderr, result.stderr[-2000:]
 
 
 def test_distillation_checks_resume_settings_before_sampling_the_teacher(tmp_path, monkeypatch):

@@ -283,13 +283,14 @@ def train(
     return unwrapped
 
 
-def check_output_free(args: TrainingArguments) -> None:
+def check_output_free(args) -> None:
     """`ValueError` when `output_dir` already holds a saved model and the run neither resumes nor was told
     `overwrite_output_dir`: a 2-step trial with a shipped config replaced the trained tokenizer (and every model
     trained on it then refused it), and a teacher saved into a tokenizer folder left a folder of two models. The
-    scripts call it after their check that `output_dir` is none of their inputs (a more specific refusal)."""
+    scripts call it after their check that `output_dir` is none of their inputs (a more specific refusal). `args`: any
+    arguments with `output_dir` and `overwrite_output_dir` (and `resume_from_checkpoint` where a run can resume)."""
     saved = _saved_model_files(args.output_dir)
-    if saved and args.resume_from_checkpoint is None and not args.overwrite_output_dir:
+    if saved and getattr(args, "resume_from_checkpoint", None) is None and not args.overwrite_output_dir:
         raise ValueError(f"`output_dir` {args.output_dir!r} already holds a saved model ({', '.join(saved)}): this run "
                          "would replace it (or, for a model of another kind, leave a folder of two models). Pass "
                          "`--overwrite_output_dir true` to replace it, or choose another `output_dir`.")
