@@ -12,7 +12,7 @@ import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors import SafetensorError
 
-from .models.configuration_vqgpt import VQGPT_PRESETS
+from .models.configuration_vqgpt import VQGPT_PRESETS, _is_finite_number
 from .models.modeling_vqgpt import check_model_path, relative_path_hint
 from .models.safetensors_only import damaged_safetensors, damaged_weights_message, weights_folder
 
@@ -414,9 +414,9 @@ def model_card(model_dir: str, repo_id: str, dataset: str = "scikit-learn digits
         raise ValueError(f"`model_dir` {model_dir!r} is not a folder.")
     metrics = {}
     for name in ("training_metrics.json", "distill_metrics.json"):
-        metrics.update(_read_json_object(os.path.join(model_dir, name), "training record") or {})
+        metrics.update(read_json_object(os.path.join(model_dir, name), "training record") or {})
     metrics.update(extra_metrics or {})
-    config = _read_json_object(os.path.join(model_dir, "config.json"), "model config")
+    config = read_json_object(os.path.join(model_dir, "config.json"), "model config")
     if config is None:
         raise ValueError(f"`model_dir` {model_dir!r} holds no config.json: it is not a saved model (save one with "
                          "`save_pretrained`).")
@@ -455,7 +455,7 @@ def model_card(model_dir: str, repo_id: str, dataset: str = "scikit-learn digits
     else:
         training = "No training record (`training_metrics.json` or `distill_metrics.json`) came with this folder."
     parameters = metrics.get("parameters")
-    if not _is_number(parameters) or parameters < 1:  # a hand-edited record: count the weights instead
+    if not _is_finite_number(parameters) or parameters < 1:  # a hand-edited record: count the weights instead
         parameters = _count_parameters(model_dir)
     parameters = f"{parameters / 1e6:.2f}M" if parameters else "an unknown number of"
     num_classes = config["num_classes"]
@@ -497,11 +497,7 @@ def json_safe(value):
     return value
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _read_json_object(path: str, what: str) -> dict | None:
+def read_json_object(path: str, what: str) -> dict | None:
     """The JSON object in `path`, None when there is no such file; `ValueError` naming the file when it is not
     JSON or not an object."""
     if not os.path.exists(path):
@@ -525,7 +521,7 @@ def _card_metrics(metrics: dict, model_dir: str) -> dict:
         value = metrics.get(key)
         if value is None:
             continue
-        if _is_number(value):
+        if _is_finite_number(value):
             kept[key] = float(value)
         else:
             left_out.append(f"{key}={value!r}")

@@ -9,11 +9,11 @@ folder without them (trained elsewhere, downloaded) gets a row with its size onl
 (no evaluation) is left blank.
 """
 
-import json
 import os
 import sys
 
 from hf_specdec.cli import UsageError, run
+from hf_specdec.hub import read_json_object
 
 METRICS_FILES = ("training_metrics.json", "distill_metrics.json")
 
@@ -25,15 +25,8 @@ def fmt(value, spec: str, suffix: str = "") -> str:
 
 def read_metrics(path: str) -> dict | None:
     for name in METRICS_FILES:
-        file = os.path.join(path, name)
-        if os.path.exists(file):
-            with open(file) as f:
-                try:
-                    metrics = json.load(f)
-                except json.JSONDecodeError as error:
-                    raise UsageError(f"{file} is not valid JSON ({error}).") from None
-            if not isinstance(metrics, dict):
-                raise UsageError(f"{file} holds {type(metrics).__name__}, not the JSON object the training scripts write.")
+        metrics = read_json_object(os.path.join(path, name), "training record")
+        if metrics is not None:
             return metrics
     return None
 

@@ -8,7 +8,6 @@ Every loader returns a `DatasetDict` with `train` / `validation` / `test` splits
 
 import io
 import math
-import numbers
 import os
 import re
 import warnings
@@ -16,6 +15,8 @@ import warnings
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value, concatenate_datasets, load_dataset
 from PIL import Image as PILImage
+
+from ..models.configuration_vqgpt import _is_int
 
 
 DEFAULT_REPO_ID = "timm/mini-imagenet"  # the write-up's dataset on the Hub
@@ -120,9 +121,9 @@ def check_loader_numbers(resolution, seed, **counts) -> None:
     of `counts` (name -> least value) an integer of at least that least value: numbers that PIL and NumPy refused
     with their own words (a float size, a negative seed) or that passed as floats."""
     for name, value, least in [("resolution", resolution, 8), *((n, v, low) for n, (v, low) in counts.items())]:
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        if not _is_int(value) or value < least:
             raise ValueError(f"`{name}` must be an integer >= {least}, got {value!r}.")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+    if not _is_int(seed) or not 0 <= seed < 2**32:
         raise ValueError(f"`seed` must be an integer in [0, 2**32), got {seed!r}.")
 
 

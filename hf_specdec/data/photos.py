@@ -28,7 +28,6 @@ training photographs, not new photographs.
 
 import hashlib
 import importlib.util
-import numbers
 import os
 import warnings
 from dataclasses import dataclass
@@ -36,6 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 from PIL import Image as PILImage
+
+from ..models.configuration_vqgpt import _is_number
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ def load_photos_dataset(
     # at least 10 crops per photograph: each split needs every class
     check_loader_numbers(resolution=resolution, seed=seed, crops_per_photo=(crops_per_photo, 10))
     for name, value in (("min_scale", min_scale), ("max_scale", max_scale)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        if not _is_number(value):
             raise ValueError(f"`{name}` must be a number, got {value!r}.")
     if not 0.0 < min_scale <= max_scale <= 1.0:
         raise ValueError(f"Need 0 < min_scale <= max_scale <= 1, got {min_scale}, {max_scale}.")

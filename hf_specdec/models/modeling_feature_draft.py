@@ -17,7 +17,6 @@ states. The project's engine (`SpeculativeDecoder`) hands the verify pass's feat
 teacher forward.
 """
 
-import numbers
 from dataclasses import dataclass
 
 import torch
@@ -217,7 +216,7 @@ class VQGPTFeatureDraft(VQGPTPreTrainedModel):
                               cfg_scale, return_logits)
         if cache is not None or position_ids is not None:
             raise ValueError("Without `features`, `input_ids` must be whole sequences (no `cache`, no `position_ids`).")
-        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+        if not _is_int(steps) or steps < 1:
             raise ValueError(f"`steps` must be an integer >= 1 (unrolled draft passes), got {steps!r}.")
         if teacher_hidden_states is None:
             with torch.no_grad():

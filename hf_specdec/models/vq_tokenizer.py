@@ -26,17 +26,12 @@ def codebook_statistics(indices: torch.Tensor, codebook_size: int) -> dict[str, 
     counted as a code (perplexity 17 on 16 codes)."""
     if not _is_positive_int(codebook_size):
         raise ValueError(f"`codebook_size` must be a positive integer, got {codebook_size!r}.")
-    if not isinstance(indices, torch.Tensor) or indices.is_floating_point() or indices.is_complex() or (
-        indices.dtype == torch.bool
-    ):
-        kind = indices.dtype if isinstance(indices, torch.Tensor) else type(indices).__name__
-        raise ValueError(f"`indices` must be an integer tensor of codes, got {kind}.")
-    if indices.numel() == 0:
-        raise ValueError("`indices` holds no code: the statistics need at least one.")
-    low, high = indices.min().item(), indices.max().item()
-    if low < 0 or high >= codebook_size:
-        raise ValueError(f"`indices` must be codes in [0, {codebook_size}), got values in [{low}, {high}] (a generated "
-                         "sequence starts with its class or null token: pass `sequences[:, 1:]`).")
+    check_indices(indices, codebook_size, grid=False)
+    return _histogram_statistics(indices, codebook_size)
+
+
+def _histogram_statistics(indices: torch.Tensor, codebook_size: int) -> dict[str, float]:
+    """`codebook_statistics` of codes known to be valid (the quantizer's own, in its forward: no checking reads)."""
     counts = torch.bincount(indices.reshape(-1), minlength=codebook_size).float()
     probs = counts / counts.sum().clamp(min=1)
     entropy = -(probs * probs.clamp(min=1e-12).log()).sum()
@@ -72,17 +67,24 @@ def check_tokenizer_sizes(*, codebook_size, block_out_channels, norm_num_groups,
             raise ValueError(f"`{name(field)}` must be a finite number >= 0, got {value!r}.")
 
 
-def check_indices(indices: torch.Tensor, codebook_size: int) -> None:
-    """Raise `ValueError` unless `indices` is a `(B, h, w)` integer grid of codes in `[0, codebook_size)`."""
+def check_indices(indices: torch.Tensor, codebook_size: int, grid: bool = True) -> None:
+    """Raise `ValueError` unless `indices` is a `(B, h, w)` integer grid (any shape with `grid=False`, at least one
+    code) of codes in `[0, codebook_size)`."""
+    shape = " (B, h, w)" if grid else ""
     if not isinstance(indices, torch.Tensor) or indices.is_floating_point() or indices.is_complex() or (
         indices.dtype == torch.bool
     ):
         kind = indices.dtype if isinstance(indices, torch.Tensor) else type(indices).__name__
-        raise ValueError(f"`indices` must be an integer tensor of codes (B, h, w), got {kind}.")
-    if indices.dim() != 3:
+        raise ValueError(f"`indices` must be an integer tensor of codes{shape}, got {kind}.")
+    if grid and indices.dim() != 3:
         raise ValueError(f"`indices` must have shape (B, h, w), got {tuple(indices.shape)}.")
-    if indices.numel() and (indices.min() < 0 or indices.max() >= codebook_size):
-        raise ValueError(f"`indices` must be codes in [0, {codebook_size}).")
+    if not grid and indices.numel() == 0:
+        raise ValueError("`indices` holds no code: the statistics need at least one.")
+    if indices.numel():
+        low, high = indices.min().item(), indices.max().item()
+        if low < 0 or high >= codebook_size:
+            raise ValueError(f"`indices` must be codes in [0, {codebook_size}), got values in [{low}, {high}] (a "
+                             "generated sequence starts with its class or null token: pass `sequences[:, 1:]`).")
 
 
 class EMAVectorQuantizer(VectorQuantizer):
@@ -120,7 +122,7 @@ class EMAVectorQuantizer(VectorQuantizer):
         z_q = self.embedding(indices).view(z.shape)
         loss = self.beta * F.mse_loss(z, z_q.detach())
         z_q = z + (z_q - z).detach()  # straight-through
-        perplexity = torch.tensor(codebook_statistics(indices, self.n_e)["perplexity"], device=z.device)
+        perplexity = torch.tensor(_histogram_statistics(indices, self.n_e)["perplexity"], device=z.device)
         return z_q.permute(0, 3, 1, 2).contiguous(), loss, (perplexity, None, indices)
 
     @torch.no_grad()

@@ -160,6 +160,16 @@ def check_compile_options(compile_options) -> None:
         raise ValueError(f"`compile_options` has unknown key(s) {unknown}{hint}; allowed: {', '.join(allowed)}.")
 
 
+def check_round_arguments(gamma=0, most=0, repeats=1) -> None:
+    """A built decoder's own calls: a round's `gamma` fits the buffers sized for `most` (a larger one indexed past
+    them), calibration times `repeats` >= 1 rounds per draft length (0 indexed an empty list)."""
+    if not _is_int(gamma) or not 0 <= gamma <= most:
+        raise ValueError(f"`gamma` of a round must be an integer in [0, {most}] (this decoder's buffers hold gamma "
+                         f"{most}), got {gamma!r}.")
+    if not _is_int(repeats) or repeats < 1:
+        raise ValueError(f"`repeats` must be an integer >= 1 (timed rounds per draft length), got {repeats!r}.")
+
+
 def check_decoder_arguments(teacher, draft, gamma, batch_size, sampling, mode, relaxed_neighbours=None,
                             freeze_weights=False) -> None:
     """What a `SpeculativeDecoder` needs before it allocates anything."""

@@ -37,7 +37,6 @@ rounds draw the same samples.
 import functools
 import itertools
 import math
-import numbers
 import time
 import types
 
@@ -45,7 +44,8 @@ import torch
 
 from . import sampling
 from .cache import RaggedCache
-from .checks import check_adaptive_gamma, check_compile_options, check_decoder_arguments, check_inputs, placement
+from .checks import (check_adaptive_gamma, check_compile_options, check_decoder_arguments, check_inputs,
+                     check_round_arguments, placement)
 from .sampling import SamplingConfig
 
 
@@ -368,9 +368,7 @@ class SpeculativeDecoder:
 
     def round(self, gamma: int) -> None:
         """One fixed-shape round (Algorithm 1) on the decoder's buffers."""
-        if not isinstance(gamma, numbers.Integral) or not 0 <= gamma <= self.gamma:  # (checked once when traced)
-            raise ValueError(f"`gamma` of a round must be an integer in [0, {self.gamma}] (this decoder's buffers hold "
-                             f"gamma {self.gamma}), got {gamma!r}.")
+        check_round_arguments(gamma=gamma, most=self.gamma)  # (Python values: checked once when traced)
         races, r, last = self._noise(gamma)
         if gamma:
             draft = self.draft_from_features if self.reads_features else self.draft_tokens
@@ -528,8 +526,7 @@ class SpeculativeDecoder:
         """`c` for adaptive gamma, measured once per decoder on its own rounds: a round costs `a + b * gamma`
         (verify + `gamma` draft steps); timing rounds at gamma 1 and `self.gamma` (device synchronised, median of
         `repeats`) gives `c = b / a`, a draft step over a verify pass, as the rounds really run (graphs included)."""
-        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-            raise ValueError(f"`repeats` must be an integer >= 1 (timed rounds per draft length), got {repeats!r}.")
+        check_round_arguments(repeats=repeats)
         if self.cost_ratio is not None:
             return self.cost_ratio
         prompt = self._null_prompt()

@@ -8,12 +8,11 @@ The output is distributed exactly as `p`, and the expected acceptance per token 
 `= 1 - TV(p, q)`.
 """
 
-import math
-import numbers
 from dataclasses import dataclass
 
 import torch
 
+from ..models.configuration_vqgpt import _is_finite_number as _is_number, _is_int
 from ..models.modeling_vqgpt import check_cfg_scale
 
 MIN_TEMPERATURE = torch.finfo(torch.float32).tiny  # smaller ones are 0 in float32
@@ -347,16 +346,6 @@ def multi_draft_accept(
 
 
 VERIFICATIONS = ("token", "block")
-
-
-def _is_int(value) -> bool:
-    """An integer (Python's or numpy's), not a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    """A finite real number (Python's or numpy's), not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)

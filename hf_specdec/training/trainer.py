@@ -21,7 +21,7 @@ from accelerate.utils import DataLoaderConfiguration, is_tensorboard_available, 
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..hub import check_output_dir
+from ..hub import _safetensors_files, check_output_dir
 from .checkpoint import (
     check_checkpointing_supported,
     check_resume_settings,
@@ -241,10 +241,11 @@ def train(
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and args.max_grad_norm > 0:
                     logs["grad_norm"] = float(accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm))
-                check_finite(accelerator, loss, logs.get("grad_norm", 0.0), step + 1, checkpoints_dir)
+                loss_value = loss.item()  # (the one read of the loss per micro-batch)
+                check_finite(accelerator, loss_value, logs.get("grad_norm", 0.0), step + 1, checkpoints_dir)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-            for key, value in {"loss": loss.item(), **logs}.items():
+            for key, value in {"loss": loss_value, **logs}.items():
                 running[key] = running.get(key, 0.0) + value / args.gradient_accumulation_steps
             if not accelerator.sync_gradients:
                 continue
@@ -300,9 +301,18 @@ def _saved_model_files(folder: str) -> list[str]:
     """The config and weights files of a model saved in `folder` itself (`save_pretrained`), if any."""
     if not os.path.isdir(folder):
         return []
-    names = sorted(os.listdir(folder))
-    weights = [n for n in names if n.endswith(".safetensors") and not n.startswith(".")]
-    return [n for n in names if n == "config.json"] + weights if weights else []
+    weights = _safetensors_files(folder)
+    if not weights:
+        return []
+    return (["config.json"] if os.path.isfile(os.path.join(folder, "config.json")) else []) + weights
+
+
+def on_any_process(accelerator, flag: bool) -> bool:
+    """`flag` or-ed over the processes, so that every one raises together where one would otherwise leave the others
+    waiting in their next collective (no communication with one process)."""
+    if accelerator.num_processes == 1:
+        return flag
+    return bool(accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), reduction="max").item())
 
 
 RUN_LOCK = ".run.lock"
@@ -323,10 +333,7 @@ def take_run_lock(accelerator, output_dir: str) -> str | None:
                 holder = int(pid)
         except (OSError, ValueError):
             pass  # no lock, or an unreadable one
-    busy = torch.tensor(float(holder is not None), device=accelerator.device)
-    if accelerator.num_processes > 1:
-        busy = accelerator.reduce(busy, reduction="max")
-    if busy.item():
+    if on_any_process(accelerator, holder is not None):
         raise ValueError(f"`output_dir` {output_dir!r} is in use by another run (process {holder or 'on rank 0'}, "
                          f"{path}): wait for it, or give another `output_dir`.")
     if not accelerator.is_main_process:
@@ -362,18 +369,15 @@ def check_resumable(args: TrainingArguments, run_config: dict | None, num_exampl
     return checkpoint
 
 
-def check_finite(accelerator, loss: torch.Tensor, grad_norm: float, step: int, checkpoints_dir: str) -> None:
+def check_finite(accelerator, loss: float, grad_norm: float, step: int, checkpoints_dir: str) -> None:
     """Stop a diverged run before its optimizer step: a NaN or infinite loss or gradient norm (on any process) raises
     `ValueError` naming the step, so no NaN weights are stepped into, checkpointed over the good ones (the oldest of
     which `checkpoints_total_limit` deletes) or saved as the model; the last checkpoint stays as it was."""
-    bad = torch.tensor(float(not (math.isfinite(loss.item()) and math.isfinite(grad_norm))), device=accelerator.device)
-    if accelerator.num_processes > 1:
-        bad = accelerator.reduce(bad, reduction="max")
-    if bad.item():
+    if on_any_process(accelerator, not (math.isfinite(loss) and math.isfinite(grad_norm))):
         latest = list_checkpoints(checkpoints_dir)[-1:] if os.path.isdir(checkpoints_dir) else []
         where = (f"the last checkpoint, {latest[0]!r}, is untouched: resume it with `--resume_from_checkpoint latest` "
                  "and a lower `learning_rate`" if latest else "no checkpoint was written: lower `learning_rate`")
-        raise ValueError(f"step {step}: the training loss is {loss.item()} and the gradient norm {grad_norm} (the run "
+        raise ValueError(f"step {step}: the training loss is {loss} and the gradient norm {grad_norm} (the run "
                          f"diverged): stopped before the optimizer step, nothing saved; {where}.")
 
 

@@ -14,6 +14,7 @@ with `trust_remote_code=True` where the library is not installed.
 """
 
 import difflib
+import math
 import numbers
 
 import numpy as np
@@ -241,3 +242,8 @@ def _is_int(value) -> bool:
 def _is_number(value) -> bool:
     """A real number (NumPy's too), not a bool, None or a string (`"1e-5"` from a hand-written config.json)."""
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_finite_number(value) -> bool:
+    """A finite real number (NaN and infinity pass `_is_number`)."""
+    return _is_number(value) and math.isfinite(value)

@@ -12,7 +12,6 @@ This file imports nothing from `hf_specdec` except its config, so it loads with 
 
 import copy
 import math
-import numbers
 import os
 import re
 import warnings
@@ -29,7 +28,7 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
 
-from .configuration_vqgpt import VQGPTConfig
+from .configuration_vqgpt import VQGPTConfig, _is_finite_number, _is_int
 
 
 class VQGPTAttention(nn.Module):
@@ -316,8 +315,7 @@ def check_cfg_scale(cfg_scale) -> None:
     """`cfg_scale` is None or a real number of magnitude at most `MAX_CFG_SCALE` (NaN, inf or 1e300 gave NaN logits and
     all-code-0 images, a string a deep TypeError)."""
     if cfg_scale is not None and (
-        not isinstance(cfg_scale, numbers.Real) or isinstance(cfg_scale, bool) or not math.isfinite(cfg_scale)
-        or abs(cfg_scale) > MAX_CFG_SCALE
+        not _is_finite_number(cfg_scale) or abs(cfg_scale) > MAX_CFG_SCALE
     ):
         raise ValueError(f"`cfg_scale` must be a finite number in [-{MAX_CFG_SCALE:g}, {MAX_CFG_SCALE:g}] (or None: no "
                          f"guidance), got {cfg_scale!r}.")
@@ -424,9 +422,7 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         config = self.config
         check_weights_loaded(self)
         device = self.lm_head.weight.device
-        if batch_size is not None and (
-            not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1
-        ):
+        if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
             raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
         if labels is None:
             if batch_size is None:
@@ -474,9 +470,7 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
                              "device (`model.class_prompt(labels)`).")
         if input_ids.dim() != 2 or input_ids.shape[0] < 1 or input_ids.shape[1] < 1:
             raise ValueError(f"`input_ids` must have shape (batch >= 1, length >= 1), got {tuple(input_ids.shape)}.")
-        if max_new_tokens is not None and (
-            not isinstance(max_new_tokens, numbers.Integral) or isinstance(max_new_tokens, bool)
-        ):
+        if max_new_tokens is not None and not _is_int(max_new_tokens):
             raise ValueError(f"`max_new_tokens` must be an integer, got {max_new_tokens!r}.")
         first = input_ids[:, 0]
         if (first < config.codebook_size).any() or (first > config.null_token_id).any():
@@ -595,12 +589,14 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
             # transformers 5 fills an unset top_k with 50: a codebook of more than 50 codes was sampled truncated,
             # not from the model's distribution (the project's samplers and `top_k=None` elsewhere mean "off").
             fill["top_k"] = 0
+        given = _warpers_given(kwargs.get("logits_processor"))
         temperature = kwargs.get("temperature", getattr(config, "temperature", None))
         if (kwargs.get("do_sample", config.do_sample) and isinstance(temperature, float) and 0 < temperature < 1e-3
-                and "temperature" not in _warpers_given(kwargs.get("logits_processor"))):
+                and "temperature" not in given):
             kwargs["logits_processor"] = LogitsProcessorList([_ShiftedTemperature(temperature),
                                                               *(kwargs.get("logits_processor") or ())])
-        fill.update(_warpers_given(kwargs.get("logits_processor")))
+            given["temperature"] = None
+        fill.update(given)
         if self.training and self.config.dropout > 0:  # the project's samplers refuse it; a draft may mean it
             warnings.warn(f"{type(self).__name__} is in training mode with dropout {self.config.dropout}: its samples "
                           "do not follow the model's distribution (call `model.eval()` first).", stacklevel=2)
@@ -667,7 +663,7 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
             raise ValueError(f"`do_sample` must be True or False, got {do_sample!r}.")
         for name in ("max_length", "min_length", "min_new_tokens", "max_new_tokens"):
             value = kwargs.get(name, getattr(generation_config, name, None))
-            if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0):
+            if value is not None and (not _is_int(value) or value < 0):
                 raise ValueError(f"`{name}` must be an integer >= 0 (or unset), got {value!r}.")
         for name in ("forced_bos_token_id", "forced_eos_token_id"):
             if kwargs.get(name, getattr(generation_config, name, None)) is not None:
