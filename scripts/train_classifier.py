@@ -16,7 +16,7 @@ from hf_specdec.cli import parse_args, run
 from hf_specdec.data import DataArguments, images_to_tensor
 from hf_specdec.hub import check_output_dir, check_output_not_input
 from hf_specdec.metrics.classifier import accuracy, train_classifier
-from hf_specdec.training.trainer import check_output_free
+from hf_specdec.training.trainer import check_output_free, take_run_lock
 
 
 @dataclass
@@ -37,6 +37,8 @@ def main(argv=None):
                                 unread={"token_cache_dir": "the classifier trains on images, not on cached tokens"})
     check_output_not_input(args.output_dir, data_dir=data_args.data_dir)
     check_output_free(args)  # the shipped classifier's features define the FID/IS figures of BENCHMARKS.md
+    os.makedirs(args.output_dir, exist_ok=True)
+    lock = take_run_lock(None, args.output_dir)  # a second run into the same folder is refused while this one lives
     splits = data_args.load()
     tensors = {name: (images_to_tensor(split[:]["image"], data_args.resolution), torch.as_tensor(split[:]["label"]))
                for name, split in splits.items()}
@@ -49,6 +51,7 @@ def main(argv=None):
                    # what it tells apart, so that evaluate_quality can refuse another dataset's images
                    "dataset": data_args.dataset, "classes": splits["train"].features["label"].names,
                    "resolution": data_args.resolution}, f, indent=2)
+    os.remove(lock)
     print(f"test accuracy {metrics['test']:.3f} (validation {metrics['validation']:.3f})")
 
 

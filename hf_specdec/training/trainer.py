@@ -309,8 +309,8 @@ def _saved_model_files(folder: str) -> list[str]:
 
 def on_any_process(accelerator, flag: bool) -> bool:
     """`flag` or-ed over the processes, so that every one raises together where one would otherwise leave the others
-    waiting in their next collective (no communication with one process)."""
-    if accelerator.num_processes == 1:
+    waiting in their next collective (no communication with one process; `accelerator=None`: a one-process run)."""
+    if accelerator is None or accelerator.num_processes == 1:
         return flag
     return bool(accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), reduction="max").item())
 
@@ -323,9 +323,10 @@ def take_run_lock(accelerator, output_dir: str) -> str | None:
     returned to remove at the end); `ValueError` on every process when a live process of this machine holds it: two
     runs in one folder both trained, overwrote each other's temporary checkpoint and one died after its training. A
     lock left by a killed run (its process gone), by an earlier call of this process, or from another machine (whose
-    processes cannot be checked from here) is taken over."""
+    processes cannot be checked from here) is taken over. `accelerator=None`: a one-process run without Accelerate."""
     path, holder = os.path.join(output_dir, RUN_LOCK), None
-    if accelerator.is_main_process:
+    main_process = accelerator is None or accelerator.is_main_process
+    if main_process:
         try:
             with open(path) as f:
                 host, pid = f.read().split()
@@ -336,7 +337,7 @@ def take_run_lock(accelerator, output_dir: str) -> str | None:
     if on_any_process(accelerator, holder is not None):
         raise ValueError(f"`output_dir` {output_dir!r} is in use by another run (process {holder or 'on rank 0'}, "
                          f"{path}): wait for it, or give another `output_dir`.")
-    if not accelerator.is_main_process:
+    if not main_process:
         return None
     with open(path, "w") as f:
         f.write(f"{socket.gethostname()} {os.getpid()}")
