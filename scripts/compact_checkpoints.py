@@ -24,7 +24,7 @@ from hf_specdec.cli import parse_args, run
 from hf_specdec.hub import (STORAGE_DTYPES, check_output_file, check_weights_folder, compact_weights, load_draft,
                             load_pretrained)
 from hf_specdec.models import VQGPTForCausalLM
-from hf_specdec.models.modeling_vqgpt import check_draft_matches
+from hf_specdec.models.generation_vqgpt import check_draft_matches
 
 
 @dataclass

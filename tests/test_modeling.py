@@ -284,7 +284,7 @@ def test_from_pretrained_overrides_fields_and_names_a_mistyped_one(model, tmp_pa
         VQGPTForCausalLM.from_pretrained(tmp_path, colour="red")
 def test_remote_code_loads_without_hf_specdec(model, tmp_path):
     model.save_pretrained(tmp_path / "ckpt")
-    assert (tmp_path / "ckpt" / "modeling_vqgpt.py").exists()
+    assert (tmp_path / "ckpt" / "modeling_vqgpt.py").exists() and (tmp_path / "ckpt" / "generation_vqgpt.py").exists()
     ids = random_sequences(model.config)
     torch.save(ids, tmp_path / "ids.pt")
     with torch.no_grad():
@@ -331,10 +331,14 @@ def test_shipped_remote_code_matches_the_package():
 
     root = Path(__file__).resolve().parents[1]
     package = root / "hf_specdec" / "models"
+    files = ("configuration_vqgpt.py", "generation_vqgpt.py", "modeling_vqgpt.py")  # the module and its imports
+    folders = sorted(p.parent for p in (root / "checkpoints").rglob("modeling_vqgpt.py"))
+    assert len(folders) >= 6  # teacher, five drafts
+    missing = [str(f.relative_to(root) / n) for f in folders for n in files if not (f / n).is_file()]
+    assert not missing, f"copy into the checkpoints (remote code fails to import without them): {missing}"
     copies = sorted((root / "checkpoints").rglob("*_vqgpt.py"))
-    assert len(copies) >= 12  # teacher, five drafts: modeling + configuration each
     stale = [str(c.relative_to(root)) for c in copies if c.read_text() != (package / c.name).read_text()]
-    assert not stale, f"re-copy hf_specdec/models/{{modeling,configuration}}_vqgpt.py into: {stale}"
+    assert not stale, f"re-copy hf_specdec/models/{{modeling,configuration,generation}}_vqgpt.py into: {stale}"
 
 
 def test_labels_of_another_shape_and_numpy_prompts_are_named(model):

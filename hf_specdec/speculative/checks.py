@@ -8,7 +8,8 @@ import warnings
 
 import torch
 
-from ..models.modeling_vqgpt import VQGPTForCausalLM, check_draft_matches, check_weights_loaded, describe_ids  # noqa: F401 (check_draft_matches re-exported)
+from ..models.generation_vqgpt import check_draft_matches
+from ..models.modeling_vqgpt import VQGPTForCausalLM, check_weights_loaded, describe_ids
 from .sampling import SamplingConfig, _is_int, _is_number
 
 MODES = ("auto", "eager", "compile", "cuda-graph")
