@@ -30,14 +30,68 @@ def test_the_papers_example_accepts_11_9_tokens_where_token_wise_accepts_10_9():
     assert n.float().mean().item() == pytest.approx(10 / 9, abs=0.01)
 
 
-def wrong_block_accept(p, q, draft_tokens, generator=None, eta=None, exponentials=None):
+def wrong_block_accept(p, q, draft_tokens, generator=None, eta=None, exponentials=None, lengths=None):
     """A plausible bug: keep the leading run of passing drafts (as token-wise verification does) instead of the
     last draft that passes. Not lossless."""
-    p_block, h = sampling.block_weights(p, q, draft_tokens)
+    p_block, h = sampling.block_weights(p, q, draft_tokens, lengths)
     if eta is None:
         eta = torch.rand(h.shape, generator=generator)
     tau = (eta <= h).long().cumprod(dim=1).sum(dim=1)
-    return tau, sampling.sample_block_residual(p, q, p_block, tau, generator, exponentials)
+    return tau, sampling.sample_block_residual(p, q, p_block, tau, generator, exponentials, lengths)
+
+
+def test_a_row_s_block_of_fewer_drafts_is_verified_as_a_shorter_block():
+    """`lengths`: the same tau and next token as a call on each row's first drafts alone (same draws), whatever
+    `p`, `q` and drafts follow them."""
+    g = torch.Generator().manual_seed(0)
+    B, gamma, K = 4000, 5, 4
+    p = torch.rand(B, gamma + 1, K, generator=g).pow(3)
+    q = torch.rand(B, gamma, K, generator=g).pow(3)
+    p, q = p / p.sum(-1, keepdim=True), q / q.sum(-1, keepdim=True)
+    drafts = torch.multinomial(q.view(-1, K), 1, generator=g).view(B, gamma)
+    lengths = torch.randint(0, gamma + 1, (B,), generator=g)
+    eta = torch.rand(B, gamma, generator=g)
+    exponentials = -torch.rand(B, K, generator=g).log()
+    after = torch.arange(gamma + 1) > lengths[:, None]  # garbage after each row's block (and its next-token p)
+    p_garbage = torch.where(after[..., None], torch.rand(B, gamma + 1, K, generator=g).softmax(-1), p)
+    q_garbage = torch.where(after[:, 1:, None], torch.rand(B, gamma, K, generator=g).softmax(-1), q)
+    d_garbage = torch.where(after[:, 1:], torch.randint(0, K, (B, gamma), generator=g), drafts)
+    tau, token = block_accept(p_garbage, q_garbage, d_garbage, eta=eta, exponentials=exponentials, lengths=lengths)
+    assert (tau <= lengths).all() and (tau[lengths == 0] == 0).all()
+    for m in range(1, gamma + 1):
+        rows = lengths == m
+        want_tau, want_token = block_accept(p[rows, : m + 1], q[rows, :m], drafts[rows, :m], eta=eta[rows, :m],
+                                            exponentials=exponentials[rows])
+        assert torch.equal(tau[rows], want_tau) and torch.equal(token[rows], want_token), m
+    full = lengths == gamma  # and `lengths` of gamma is the default
+    assert torch.equal(block_accept(p[full], q[full], drafts[full], eta=eta[full], exponentials=exponentials[full])[0],
+                       tau[full])
+
+
+def test_block_verification_is_exact_where_drafts_run_past_the_grid():
+    """The last token of an image, one left and gamma 2: the second draft lies past the grid and shares the last
+    cache slot with the first, so the teacher's `p` after the first draft read the second; block verification's
+    weight for the first draft read that `p` (TV 0.0098 from the teacher at 200,000 samples, chi-square p 1e-27)."""
+    from scipy.stats import chisquare
+
+    from hf_specdec.models import VQGPTConfig, VQGPTForCausalLM
+
+    def peaked(seed, layers):
+        torch.manual_seed(seed)
+        model = VQGPTForCausalLM(VQGPTConfig(codebook_size=4, num_classes=2, grid_h=1, grid_w=3, hidden_size=32,
+                                             num_hidden_layers=layers, num_attention_heads=4, dropout=0.0)).eval()
+        with torch.no_grad():
+            model.lm_head.weight.mul_(12.0)
+        return model
+
+    teacher, draft, N = peaked(0, 3), peaked(7, 1), 100_000
+    prefix = torch.tensor([[4 + 1, 1, 1]])
+    with torch.no_grad():
+        p = teacher(prefix, use_cache=False).logits[0, -1].double().softmax(-1)
+    out = speculative_sample(teacher, draft, prefix.expand(N, -1).contiguous(), gamma=2, verification="block",
+                             generator=torch.Generator().manual_seed(5))
+    counts = torch.bincount(out.sequences[:, 3], minlength=4).double()
+    assert chisquare(counts.numpy(), (p * N).numpy()).pvalue > 1e-4
 
 
 def context_free_outputs(accept, Mb, Ms, gamma, N, length, g):

@@ -197,8 +197,8 @@ class SpeculativeDecoder:
         """Positions `(B, length)` = `start[b] + i`, which are also the cache slots, and their additive causal masks
         `(B, 1, length, L)`: query slot `s` sees key slots `<= s`, so stale slots beyond a row's length are hidden
         (the bottom-right causal mask of every row at once). Positions are clamped to `[0, max_position]`: slots past
-        the grid all map to the last one, whose key/value no real prediction reads (it holds the grid's last
-        token), so rows that ran past the end only ride along."""
+        the grid all share the last one, so predictions from there on are no conditionals of the drafts (block
+        verification ends a row's block at its end for this); drafts past the end only ride along."""
         positions = (start[:, None] + self.arange[:length]).clamp_(0, self.max_position)
         return positions, self.causal[positions].unsqueeze(1)
 
@@ -333,8 +333,9 @@ class SpeculativeDecoder:
         p = p_logits.softmax(-1)
         if self.relaxed_neighbours is not None:
             return sampling.relaxed_accept(p, q, drafted, self.relaxed_neighbours, r=r, exponentials=last)
-        if self.sampling.verification == "block":
-            return sampling.block_accept(p, q, drafted, eta=r, exponentials=last)
+        if self.sampling.verification == "block":  # a block ends at the sequence's end (`_positions`)
+            lengths = torch.minimum(self.total - self.n, torch.full_like(self.n, drafted.shape[1]))
+            return sampling.block_accept(p, q, drafted, eta=r, exponentials=last, lengths=lengths)
         return sampling.speculative_accept(p, q, drafted, r=r, exponentials=last)
 
     def commit(self, drafted, accepted, next_token, winner=None):

@@ -120,6 +120,7 @@ def block_accept(
     generator: torch.Generator | None = None,
     eta: torch.Tensor | None = None,
     exponentials: torch.Tensor | None = None,
+    lengths: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Block verification (Sun et al. 2025, "Block Verification Accelerates Speculative Decoding", Algorithm 2):
     the whole draft block is verified jointly. Lossless like `speculative_accept`, never accepts fewer tokens in
@@ -132,21 +133,35 @@ def block_accept(
     else from `norm(max(p_tau M_b(. | X^tau) - M_s(. | X^tau), 0))`.
 
     Shapes as in `speculative_accept`; `eta` `(B, gamma)` are the `U[0, 1)` draws. Returns `(tau (B,), next_token (B,))`.
+
+    `lengths` `(B,)` (default: gamma for every row): each row's block is its first `lengths[b]` drafts, verified as a
+    block of that length (the same `tau` and next token as a call on those drafts alone, with the same draws). The
+    drafts after them, and their `p` and `q`, are never read: in a fixed-shape round a row near the end of its
+    sequence drafts past it, and the teacher's `p` there is no conditional of the drafted prefix (the slots past the
+    end share one cache slot), which block verification's weights for the earlier drafts would otherwise read.
     """
     B, gamma = draft_tokens.shape
-    p_block, h = block_weights(p, q, draft_tokens)
+    p_block, h = block_weights(p, q, draft_tokens, lengths)
     if eta is None:
         eta = torch.rand(B, gamma, device=p.device, generator=generator, dtype=torch.float32)
     steps = torch.arange(1, gamma + 1, device=p.device)
     tau = torch.where(eta <= h, steps, torch.zeros_like(steps)).amax(dim=1)  # the last i that passes
-    return tau, sample_block_residual(p, q, p_block, tau, generator, exponentials)
+    return tau, sample_block_residual(p, q, p_block, tau, generator, exponentials, lengths)
 
 
-def block_weights(p: torch.Tensor, q: torch.Tensor, draft_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """`p_i` and `h_i` of block verification (`block_accept`), both `(B, gamma)` for i = 1..gamma."""
+def block_weights(
+    p: torch.Tensor, q: torch.Tensor, draft_tokens: torch.Tensor, lengths: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`p_i` and `h_i` of block verification (`block_accept`), both `(B, gamma)` for i = 1..gamma. With `lengths`,
+    row b's block ends at `m = lengths[b]`: `h_m = p_m` (its last weight), `h_i = 0` after it, and nothing after
+    `p[:, m - 1]`, `q[:, m - 1]` is read."""
     B, gamma = draft_tokens.shape
     p_x = p[:, :gamma].gather(-1, draft_tokens[..., None]).squeeze(-1)  # M_b(X_i | X^{i-1}), (B, gamma)
     q_x = q.gather(-1, draft_tokens[..., None]).squeeze(-1).clamp(min=1e-30)  # drafts have q > 0
+    if lengths is not None:
+        steps = torch.arange(1, gamma + 1, device=p.device)
+        inside = steps <= lengths[:, None]  # (B, gamma): draft i is in row b's block
+        p_x = torch.where(inside, p_x, q_x)  # a ratio of 1 after the block: p_i stays p_m, read at i = m only
     # p_i = min(p_{i-1} p_x / q_x, 1) without a loop: log p_i = S_i - max(0, S_1, ..., S_i), S the cumulative log-ratio
     S = (p_x.log() - q_x.log()).cumsum(dim=1)
     peak = torch.cummax(torch.cat([S.new_zeros(B, 1), S], dim=1), dim=1).values[:, 1:]
@@ -154,7 +169,10 @@ def block_weights(p: torch.Tensor, q: torch.Tensor, draft_tokens: torch.Tensor) 
     residual_mass = (p_block[:, :-1, None] * p[:, 1:gamma] - q[:, 1:gamma]).clamp(min=0).sum(-1)  # r_1..r_{gamma-1}
     denominator = residual_mass + 1 - p_block[:, :-1]
     h = torch.where(denominator > 0, residual_mass / denominator.clamp(min=1e-30), torch.zeros_like(denominator))
-    return p_block, torch.cat([h, p_block[:, -1:]], dim=1)
+    h = torch.cat([h, p_block[:, -1:]], dim=1)
+    if lengths is not None:  # the block's last weight at i = m; the h_i that read p and q after it never count
+        h = torch.where(steps == lengths[:, None], p_block, torch.where(inside, h, torch.zeros_like(h)))
+    return p_block, h
 
 
 def sample_block_residual(
@@ -164,15 +182,19 @@ def sample_block_residual(
     tau: torch.Tensor,
     generator: torch.Generator | None = None,
     exponentials: torch.Tensor | None = None,
+    lengths: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The token after a block-verified prefix of `tau` drafts: from `M_b(. | X^gamma)` if all were kept, else from
-    `norm(max(p_tau M_b(. | X^tau) - M_s(. | X^tau), 0))` (`p_0 = 1`). Returns `(B,)`."""
+    `norm(max(p_tau M_b(. | X^tau) - M_s(. | X^tau), 0))` (`p_0 = 1`). Returns `(B,)`. With `lengths`, a row's
+    block ends at `lengths[b]` drafts instead of gamma."""
     B = tau.shape[0]
     rows = torch.arange(B, device=p.device)
     p_tau = torch.cat([p_block.new_ones(B, 1), p_block], dim=1)[rows, tau]
-    q_next = torch.cat([q, q.new_zeros(B, 1, q.shape[-1])], dim=1)  # M_s counts as 0 after the block
+    q_next = torch.cat([q, q.new_zeros(B, 1, q.shape[-1])], dim=1)[rows, tau]
+    end = tau == (lengths if lengths is not None else q.shape[1])
+    q_next = torch.where(end[:, None], torch.zeros_like(q_next), q_next)  # M_s counts as 0 after the block
     p_next = p[rows, tau]
-    residual = (p_tau[:, None] * p_next - q_next[rows, tau]).clamp(min=0)  # unnormalised
+    residual = (p_tau[:, None] * p_next - q_next).clamp(min=0)  # unnormalised
     residual = torch.where(residual.sum(-1, keepdim=True) > 0, residual, p_next)  # empty only with probability 0
     return sample_categorical(residual, generator, exponentials)
 
