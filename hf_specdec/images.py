@@ -4,6 +4,8 @@ Every image tensor in the project is `(B, C, H, W)` in [-1, 1], the range the to
 """
 
 import math
+import os
+import unicodedata
 
 import numpy as np
 import torch
@@ -41,6 +43,16 @@ def check_images(images, channels: int | tuple[int, ...] = 3, argument: str = "i
             raise ValueError(f"`{argument}` must be {expected}, got values in [{low:.4g}, {high:.4g}]: convert pixels "
                              "in [0, 255] with `hf_specdec.images.from_uint8(pixels)`, clamp decoded images with "
                              "`.clamp(-1, 1)`.")
+
+
+def in_unit_range(images: torch.Tensor) -> bool:
+    """True when every value of float `images` lies in [0, 1]: torchvision's `ToTensor` convention, not the [-1, 1]
+    this project takes (such images pass the range check and give wrong codes and metrics without a word; real
+    images in [-1, 1] nearly always have a pixel darker than mid-grey)."""
+    return images.numel() > 0 and float(images.detach().amin()) >= 0 and float(images.detach().amax()) <= 1
+
+
+UNIT_RANGE_HINT = "images in [0, 1] (torchvision's `ToTensor`) become [-1, 1] with `images * 2 - 1`"
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -179,12 +191,41 @@ def save_image_grid(images: torch.Tensor, path: str, nrow: int = 8) -> str:
     return path
 
 
+def _label_font(size: int):
+    """`(font, full)`: DejaVu Sans (matplotlib's copy, else the system's), which draws accented and most non-Latin
+    letters where Pillow's built-in font drew boxes (`ñandú` came out `▯and▯`); Pillow's font when neither is there."""
+    from PIL import ImageFont
+
+    paths = ["DejaVuSans.ttf"]
+    try:
+        import matplotlib
+
+        paths.insert(0, os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf"))
+    except ImportError:
+        pass
+    for path in paths:
+        try:
+            return ImageFont.truetype(path, size), True
+        except OSError:
+            continue
+    return ImageFont.load_default(size=size), False
+
+
+def _drawable(text: str, full: bool) -> str:
+    """`text` on one line (a newline made Pillow refuse to measure it); without a full font, accents dropped and
+    other non-ASCII letters shown as `?` rather than boxes."""
+    text = " ".join(text.split())
+    if full:
+        return text
+    return "".join(c if c.isascii() else "?" for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+
+
 def labelled_grid(images: torch.Tensor, nrow: int, row_labels: list[str] | None = None, title: str | None = None,
                   cell_size: int = 64, padding: int = 4) -> Image.Image:
     """A grid meant for people: `(B, C, H, W)` images in [-1, 1], `nrow` per row, each cell upscaled to at least
     `cell_size` pixels (nearest neighbour for small images, so every generated pixel stays visible as a block),
     `row_labels` written left of the rows and `title` above. Returns a PIL RGB image."""
-    from PIL import ImageDraw, ImageFont
+    from PIL import ImageDraw
 
     _check_pixels("cell_size", cell_size, 1)
     _check_pixels("padding", padding, 0)
@@ -201,7 +242,9 @@ def labelled_grid(images: torch.Tensor, nrow: int, row_labels: list[str] | None 
     if row_labels is not None and len(row_labels) != nrows:
         raise ValueError(f"`row_labels` must name each of the {nrows} rows ({B} images, {nrow} per row), got "
                          f"{len(row_labels)}.")
-    font = ImageFont.load_default(size=max(10, min(18, cell_h // 4)))
+    font, full = _label_font(max(10, min(18, cell_h // 4)))
+    title = _drawable(title, full) if title else title
+    row_labels = [_drawable(label, full) for label in row_labels] if row_labels else row_labels
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     text_width = lambda text: int(measure.textlength(text, font=font))  # noqa: E731
     left = padding + (max(text_width(label) for label in row_labels) + 2 * padding if row_labels else 0)

@@ -14,6 +14,7 @@ It reports the two speedups people mean, clearly apart:
 import io
 import os
 import statistics
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -153,6 +154,10 @@ def run_sample_grid(args: SampleGridArguments) -> dict:
     (`whole_grid` is None for `assisted`, which draws one image per call, and for `plain`).
     """
     teacher = load_pretrained(VQGPTForCausalLM, args.teacher, "teacher", args.device)
+    if os.path.isfile(os.path.join(str(args.teacher), "distill_metrics.json")):  # ran, titled "speculative", silently
+        warnings.warn(f"`teacher` {args.teacher!r} is a distilled draft (it holds distill_metrics.json): the grid and "
+                      "the speedups are of that model as the teacher, not of the teacher it was distilled from.",
+                      stacklevel=2)
     num_classes = teacher.config.num_classes
     if num_classes == 0:
         if args.classes:
@@ -182,6 +187,10 @@ def run_sample_grid(args: SampleGridArguments) -> dict:
     if args.method in ("speculative", "assisted"):
         draft = load_draft(args.assistant, "assistant", teacher, args.device)  # a VQGPT or a feature draft
         check_draft_matches(teacher, draft, argument="assistant")
+        if draft.config.num_hidden_layers >= teacher.config.num_hidden_layers:
+            warnings.warn(f"`assistant` has {draft.config.num_hidden_layers} layers, the teacher "
+                          f"{teacher.config.num_hidden_layers}: a draft as deep as its teacher costs a teacher step per "
+                          "drafted token and cannot make decoding faster.", stacklevel=2)
         if args.method == "assisted":
             if getattr(draft, "reads_features", False):
                 raise ValueError(f"`assistant` {args.assistant!r} is a feature-conditioned draft: `--method assisted` "

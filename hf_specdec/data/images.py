@@ -6,6 +6,7 @@ Every loader returns a `DatasetDict` with `train` / `validation` / `test` splits
 `hf_specdec.images.images_to_tensor` turns them into the `(B, 3, H, W)` tensors in [-1, 1] that the tokenizers take.
 """
 
+import hashlib
 import io
 import math
 import os
@@ -175,18 +176,37 @@ def load_imagefolder(
         raise ValueError(f"`data_dir` {data_dir!r} holds no image files (only other files): expected "
                          "`data_dir/<class>/<image>`.") from None
     left_out = _images_left_out(loaded, data_dir)
+    broken = [path for path in left_out if not os.path.exists(os.path.join(data_dir, path))]
+    if broken:
+        raise ValueError(f"`data_dir` {data_dir!r}: {len(broken)} image link(s) point to nothing: "
+                         f"{_some(broken)}. Remove them or restore what they point to.")
+    if left_out and _metadata_files(data_dir):
+        raise ValueError(f"`data_dir` {data_dir!r}: {len(left_out)} image file(s) are not named in "
+                         f"{', '.join(_metadata_files(data_dir))}, and `datasets` leaves them out without a word: "
+                         f"{_some(left_out)}. Add a row for each (`file_name`, `label`) or move them out of `data_dir`.")
     if left_out:
-        more = f" and {len(left_out) - 5} more" if len(left_out) > 5 else ""
         raise ValueError(f"`data_dir` {data_dir!r}: {len(left_out)} image file(s) would be left out without a word: "
-                         f"{', '.join(left_out[:5])}{more}. `datasets` reads folder and file names holding a split word "
+                         f"{_some(left_out)}. `datasets` reads folder and file names holding a split word "
                          "(`test`, `val`, `eval`, `dev`, `train_...`, `cat-test`) as splits and keeps only what matches, "
                          "and it does not follow symlinked folders: rename such folders and files (split folders must "
                          "be exactly `train`/`validation`/`test` with class folders inside), and copy linked ones in.")
     for split in loaded.values():
-        check_image_files(split)
+        # datasets fingerprints a folder by file paths and modification times: images replaced with their times kept
+        # (`cp -p`, `rsync -a`, an archive extracted again) were served their old codes from the token cache.
+        split._fingerprint = hashlib.sha256(f"{split._fingerprint}-{check_image_files(split)}".encode()).hexdigest()[:16]
     if any("label" not in split.column_names for split in loaded.values()):  # (a metadata file may give labels)
         loaded = _label_by_class_folder(loaded, data_dir)
     return _merge_and_split(loaded, val_fraction, test_fraction, seed)
+
+
+def _some(paths: list[str], shown: int = 5) -> str:
+    return ", ".join(paths[:shown]) + (f" and {len(paths) - shown} more" if len(paths) > shown else "")
+
+
+def _metadata_files(data_dir: str) -> list[str]:
+    """The `metadata.csv` / `.jsonl` / `.parquet` files under `data_dir` (they name the images `datasets` loads)."""
+    return sorted(os.path.relpath(os.path.join(folder, name), data_dir) for folder, _, files in os.walk(data_dir)
+                  for name in files if name.startswith("metadata.") and name.endswith((".csv", ".jsonl", ".parquet")))
 
 
 def _images_left_out(loaded: DatasetDict, data_dir: str) -> list[str]:
@@ -240,6 +260,14 @@ def _label_by_class_folder(loaded: DatasetDict, data_dir: str) -> DatasetDict:
                          f"`data_dir`{' or a split folder' if depth else ''}, which have no class: "
                          f"{', '.join(loose[:3])}{more} (under {data_dir!r}). Move them into a class folder.")
     names = sorted({p[depth] for p in every})
+    folders = {os.path.join(*p[:depth], p[depth]) for p in every}  # the class folders with an image
+    bases = {p[0] for p in every} if depth else {""}
+    empty = sorted(os.path.join(base, name) for base in bases for name in os.listdir(os.path.join(root, base))
+                   if os.path.isdir(os.path.join(root, base, name)) and not name.startswith((".", "__"))
+                   and name not in names and os.path.join(base, name) not in folders)
+    if empty:  # it would get no class id, and every class sorted after it another id than its position
+        raise ValueError(f"`data_dir` {data_dir!r}: class folder(s) without an image: {_some(empty)}. Put images in "
+                         "them or remove them.")
     return DatasetDict({name: split.add_column("label", [names.index(p[depth]) for p in parts[name]])
                         .cast_column("label", ClassLabel(names=names)) for name, split in loaded.items()})
 
@@ -255,16 +283,23 @@ _CHANGED_IMAGES = {
 }
 
 
-def check_image_files(dataset: Dataset) -> None:
+def check_image_files(dataset: Dataset) -> str:
     """Decode every image of `dataset`'s `image` column once; raise `ValueError` naming each file that cannot be
-    read (truncated, corrupt, not an image), instead of a PIL error naming no file in the middle of training. Warn
+    read (truncated, corrupt, not an image), instead of a PIL error naming no file in the middle of training. Return
+    a digest of the files' paths and contents (a fingerprint that sees replaced images whatever their times). Warn
     (one warning naming the files) where the loader will change an image more than its owner may expect: an animated
     image (only its first frame is used), a strip more than 4x longer than wide (`images_to_tensor` keeps the centre
     square) and an image under 8 pixels on a side (upscaled to the resolution)."""
-    broken, odd = [], {kind: [] for kind in _CHANGED_IMAGES}
+    broken, odd, digest = [], {kind: [] for kind in _CHANGED_IMAGES}, hashlib.sha256()
     for file in dataset.cast_column("image", Image(decode=False))["image"]:
         try:
-            with PILImage.open(io.BytesIO(file["bytes"]) if file["bytes"] is not None else file["path"]) as image:
+            data = file["bytes"]
+            if data is None:
+                with open(file["path"], "rb") as f:
+                    data = f.read()
+            digest.update(f"{file['path']}\0{len(data)}\0".encode())
+            digest.update(data)
+            with PILImage.open(io.BytesIO(data)) as image:
                 image.load()
                 for kind, applies in _CHANGED_IMAGES.items():
                     if applies(image):
@@ -279,6 +314,7 @@ def check_image_files(dataset: Dataset) -> None:
         more = f" and {len(broken) - 5} more" if len(broken) > 5 else ""
         raise ValueError(f"{len(broken)} image file(s) under `data_dir` cannot be read: {'; '.join(broken[:5])}{more}. "
                          "Replace or delete them.")
+    return digest.hexdigest()
 
 
 def _merge_and_split(loaded: DatasetDict, val_fraction: float, test_fraction: float, seed: int) -> DatasetDict:
@@ -288,6 +324,12 @@ def _merge_and_split(loaded: DatasetDict, val_fraction: float, test_fraction: fl
         raise ValueError("The images need class sub-folders (`data_dir/<class>/<image>`, one or more) to get a "
                          "`label` column; images directly in `data_dir` have no class.")
     if not isinstance(dataset.features["label"], ClassLabel):  # labels from a metadata.csv / .jsonl: names or ids
+        labels = dataset["label"]
+        missing = [i for i, label in enumerate(labels) if label is None or label != label]  # (an empty cell: NaN)
+        if missing:  # one gave a TypeError deep in the split, more went on as None labels into training
+            files = [str(f["path"]) for f in dataset.select(missing).cast_column("image", Image(decode=False))["image"]]
+            raise ValueError(f"The metadata file gives {len(missing)} image(s) no `label` (an empty cell): "
+                             f"{_some(files)}. Fill them in.")
         dataset = dataset.class_encode_column("label")  # (a plain column cannot be split by class)
     dataset = dataset.add_column("id", list(range(len(dataset))))
     return split_dataset(dataset, val_fraction, test_fraction, seed)

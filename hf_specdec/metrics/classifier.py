@@ -15,7 +15,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from ..hub import load_pretrained
-from ..images import check_images, from_uint8
+from ..images import UNIT_RANGE_HINT, check_images, from_uint8, in_unit_range
 from ..models.safetensors_only import SafetensorsOnlyMixin
 
 
@@ -47,6 +47,8 @@ def metric_images(values, argument: str, classifier_path: str, minimum: int = 1)
     these gave a number (an FID of millions for uint8 pixels) instead of an error."""
     images = torch.as_tensor(np.asarray(values, dtype=np.float32))
     check_images(images, argument=argument)
+    if len(images) > 1 and in_unit_range(images):  # an FID 8x too good, or 100x too bad against [-1, 1] references
+        raise ValueError(f"`{argument}` must be images in [-1, 1], got values in [0, 1] only: {UNIT_RANGE_HINT}.")
     if len(images) < minimum:
         raise ValueError(f"`{argument}` must hold at least {minimum} images, got {len(images)}.")
     recorded = os.path.join(str(classifier_path), "metrics.json")

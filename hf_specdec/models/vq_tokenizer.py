@@ -6,6 +6,8 @@ code grids, codebook usage statistics, and an optional EMA codebook with dead-co
 Weights save and load as safetensors through diffusers' `ModelMixin`.
 """
 
+import warnings
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -13,7 +15,7 @@ from diffusers import VQModel
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.autoencoders.vae import VectorQuantizer
 
-from ..images import check_images
+from ..images import UNIT_RANGE_HINT, check_images, in_unit_range
 from .modeling_vqgpt import check_weights_loaded
 from .safetensors_only import SafetensorsOnlyMixin
 
@@ -285,6 +287,9 @@ class VQTokenizer(SafetensorsOnlyMixin, VQModel):
         learns from what it quantizes (encoding moved the codebook, and 1 % of later codes, without a word).
         """
         self._check_images(images, check_range=True)
+        if len(images) > 1 and in_unit_range(images):
+            warnings.warn(f"`images` hold values in [0, 1] only; the tokenizer takes [-1, 1]: {UNIT_RANGE_HINT}.",
+                          stacklevel=2)
         training = self.quantize.training
         self.quantize.train(False)
         try:

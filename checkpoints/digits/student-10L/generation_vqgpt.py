@@ -102,6 +102,13 @@ def check_generate_kwargs(model, generation_config, kwargs) -> None:
         value = kwargs.get(name, getattr(generation_config, name, None))
         if value is not None and (not _is_int(value) or value < 0):
             raise ValueError(f"`{name}` must be an integer >= 0 (or unset), got {value!r}.")
+    for name in ("top_p", "typical_p"):  # transformers builds their warpers only below 1: 2.0 sampled untruncated
+        value = kwargs.get(name, getattr(generation_config, name, None))
+        if value is not None and not (_is_finite_number(value) and 0 < value <= 1):
+            raise ValueError(f"`{name}` must be a number in (0, 1] (1: off), got {value!r}.")
+    value = kwargs.get("num_return_sequences", getattr(generation_config, "num_return_sequences", None))
+    if value is not None and (not _is_int(value) or value < 1):  # 0 and -1 gave one image per prompt
+        raise ValueError(f"`num_return_sequences` must be an integer >= 1 (images per prompt), got {value!r}.")
     for name in ("forced_bos_token_id", "forced_eos_token_id"):
         if kwargs.get(name, getattr(generation_config, name, None)) is not None:
             raise ValueError(f"`{name}`: an image has no begin or end token; it would overwrite the first or last "
