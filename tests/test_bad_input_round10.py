@@ -4,6 +4,7 @@ import socket
 import subprocess
 
 import pytest
+import torch
 
 from tests.utils import run_script
 
@@ -174,3 +175,21 @@ def test_the_main_job_says_when_its_teacher_is_a_draft(tmp_path):
     said = " ".join(str(w.message) for w in caught)
     assert "is a distilled draft (it holds distill_metrics.json)" in said
     assert "`assistant` has 2 layers, the teacher 1" in said
+
+
+def test_legacy_outputs_pool_alone_and_give_no_per_image_figure_they_do_not_record():
+    """The legacy loops record no rows still drawing: their per-image figure silently equalled the per-row one
+    (1.067 where the images' own is 1.164), and one legacy output alone raised a TypeError."""
+    from hf_specdec.speculative import pooled_statistics, speculative_sample
+    from hf_specdec.speculative.legacy import legacy_speculative_sample
+    from tests.conftest import tiny_model
+
+    teacher, draft = tiny_model(0, num_hidden_layers=2), tiny_model(7, num_hidden_layers=1)
+    prompt = teacher.class_prompt([0, 1, 2, 0])
+    legacy = legacy_speculative_sample(teacher, draft, prompt, gamma=3, do_sample=False)
+    engine = speculative_sample(teacher, draft, prompt, gamma=3, do_sample=False, mode="eager")
+    assert torch.equal(legacy.sequences, engine.sequences)
+    alone = pooled_statistics(legacy)
+    assert alone == pooled_statistics([legacy]) and alone["tokens_per_image_round"] is None
+    assert alone["tokens_per_teacher_call"] == pytest.approx(engine.tokens_per_teacher_call)
+    assert pooled_statistics([legacy, engine])["tokens_per_image_round"] is None

@@ -127,7 +127,7 @@ def pooled_statistics(outputs) -> dict:
     long one and is biased upwards (Jensen). The estimator every benchmark of the project reports and, for one call,
     `SpeculativeOutput`'s own figures. Returns `{"alpha", "acceptance_rate", "tokens_per_teacher_call",
     "tokens_per_image_round", "mean_gamma", "calls"}` (`None` values for no calls)."""
-    outputs = [outputs] if isinstance(outputs, SpeculativeOutput) else list(outputs)
+    outputs = [outputs] if hasattr(outputs, "accepted_per_round") else list(outputs)  # one record (a legacy one too)
     for index, out in enumerate(outputs):
         if not all(hasattr(out, name) for name in ("accepted_per_round", "evaluated_per_round", "gamma_per_round")):
             raise ValueError(f"`outputs[{index}]` is a {type(out).__name__}, not the output of a speculative call "
@@ -139,14 +139,16 @@ def pooled_statistics(outputs) -> dict:
     accepted = sum(out.accepted_per_round.sum().item() for out in outputs)
     new_tokens = sum(out.accepted_by_position.numel() * out.sequences.shape[0] for out in outputs)
     row_rounds = sum(len(out.gamma_per_round) * out.accepted_per_round.shape[1] for out in outputs)
-    image_rounds = sum(out.active_per_round.sum().item() if getattr(out, "active_per_round", None) is not None
-                       else len(out.gamma_per_round) * out.accepted_per_round.shape[1] for out in outputs)
+    # rows still drawing, per round: the legacy loops do not record it (their per-image figure is unknown, not the
+    # per-row one, which counts rows that wait for the batch's slowest image)
+    known = all(getattr(out, "active_per_round", None) is not None for out in outputs)
+    image_rounds = sum(out.active_per_round.sum().item() for out in outputs) if known else None
     rounds = sum(len(out.gamma_per_round) for out in outputs)
     return {
         "alpha": accepted / max(sum(out.evaluated_per_round.sum().item() for out in outputs), 1),
         "acceptance_rate": accepted / max(sum(out.proposed_per_round.sum().item() for out in outputs), 1),
         "tokens_per_teacher_call": new_tokens / max(row_rounds, 1),
-        "tokens_per_image_round": new_tokens / max(image_rounds, 1),
+        "tokens_per_image_round": new_tokens / max(image_rounds, 1) if known else None,
         "mean_gamma": sum(sum(out.gamma_per_round) for out in outputs) / max(rounds, 1),
         "calls": len(outputs),
     }
