@@ -187,6 +187,8 @@ def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> Image.I
 
 def save_image_grid(images: torch.Tensor, path: str, nrow: int = 8) -> str:
     """Write `image_grid(images, nrow)` to `path` (PNG by its extension); returns `path`."""
+    if os.path.isdir(path):  # Pillow said "unknown file extension: "
+        raise ValueError(f"`path` {str(path)!r} is a folder: give a file name such as {os.path.join(str(path), 'grid.png')!r}.")
     image_grid(images, nrow).save(path)
     return path
 

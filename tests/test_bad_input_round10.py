@@ -193,3 +193,20 @@ def test_legacy_outputs_pool_alone_and_give_no_per_image_figure_they_do_not_reco
     assert alone == pooled_statistics([legacy]) and alone["tokens_per_image_round"] is None
     assert alone["tokens_per_teacher_call"] == pytest.approx(engine.tokens_per_teacher_call)
     assert pooled_statistics([legacy, engine])["tokens_per_image_round"] is None
+
+
+def test_a_class_column_of_another_name_a_huge_resolution_and_a_folder_as_grid_file_are_named(tmp_path):
+    """A `class` column was ignored (the folder became one class), `--resolution 3200` built the dataset at that
+    size, and a folder given as the grid's file got Pillow's "unknown file extension"."""
+    from hf_specdec.data import DataArguments, load_imagefolder
+    from hf_specdec.images import save_image_grid
+
+    root = _folder(tmp_path / "meta", ["flat"], n=8)
+    rows = [f"{i}.png,{'cat' if i % 2 else 'dog'}" for i in range(8)]
+    (root / "flat" / "metadata.csv").write_text("file_name,class\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ValueError, match=r"has a column 'class' but no `label`.*rename 'class' to `label`"):
+        load_imagefolder(str(root / "flat"), val_fraction=0.25, test_fraction=0.25)
+    with pytest.raises(ValueError, match=r"`resolution` must be in \[8, 1024\]"):
+        DataArguments(resolution=3200)
+    with pytest.raises(ValueError, match=r"`path` .* is a folder: give a file name"):
+        save_image_grid(torch.zeros(2, 3, 8, 8), str(tmp_path))

@@ -137,7 +137,7 @@ def paired_benchmark(device: str, reps: int, drafts: dict[str, str], teacher_pat
         pooled = pooled_statistics(out for out in outputs[k] if hasattr(out, "alpha"))
         results[k] = {"median_ms": 1000 * statistics.median(v), "speedup_vs_plain": base / statistics.median(v),
                       "alpha": pooled["alpha"], "tokens_per_teacher_call": pooled["tokens_per_teacher_call"]}
-    device_name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    device_name = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "cpu"  # `cuda:1` too
     return {"device": device_name, "reps": reps, "drafts": drafts, "teacher": teacher_path, "mode": mode, "gammas": list(gammas),
             "num_drafts": list(num_drafts), "python_wrapper": python_wrapper, "frozen": frozen,
             "dynamo_guards": dynamo_guards, "dtype": dtype, "also_dtype": also_dtype, "results": results}

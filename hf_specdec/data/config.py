@@ -8,6 +8,9 @@ from ..hub import check_output_dir
 from .images import DATASETS, DEFAULT_REPO_ID, check_split_fractions, load_image_dataset
 
 
+MAX_RESOLUTION = 1024  # pixels: a 16x-downsampling tokenizer gives 4,096 tokens per image there (LlamaGen: 256-512)
+
+
 @dataclass
 class DataArguments:
     dataset: str = field(default="digits", metadata={"help": "digits | photos | mini-imagenet-dogs | imagefolder."})
@@ -33,8 +36,8 @@ class DataArguments:
             raise ValueError(f"`repo_id` is read only with `dataset` mini-imagenet-dogs, got dataset {self.dataset!r}.")
         if not self.repo_id or not isinstance(self.repo_id, str):
             raise ValueError(f"`repo_id` must be a Hub dataset id such as {DEFAULT_REPO_ID!r}, got {self.repo_id!r}.")
-        if self.resolution < 8:
-            raise ValueError(f"`resolution` must be >= 8, got {self.resolution}.")
+        if not 8 <= self.resolution <= MAX_RESOLUTION:  # a typo like 3200 built the dataset in memory at that size
+            raise ValueError(f"`resolution` must be in [8, {MAX_RESOLUTION}] (pixels on a side), got {self.resolution}.")
         if not 0 <= self.split_seed < 2**32:
             raise ValueError(f"`split_seed` must be in [0, 2**32), got {self.split_seed}.")
         if self.crops_per_photo < 1:

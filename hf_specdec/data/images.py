@@ -194,6 +194,11 @@ def load_imagefolder(
         # datasets fingerprints a folder by file paths and modification times: images replaced with their times kept
         # (`cp -p`, `rsync -a`, an archive extracted again) were served their old codes from the token cache.
         split._fingerprint = hashlib.sha256(f"{split._fingerprint}-{check_image_files(split)}".encode()).hexdigest()[:16]
+    columns = {c for split in loaded.values() for c in split.column_names}
+    named = sorted(columns & {"class", "classes", "labels", "category", "class_name", "classname", "target"})
+    if "label" not in columns and named:  # the folder became one class named after it, without a word
+        raise ValueError(f"`data_dir` {data_dir!r}: the metadata file has a column {named[0]!r} but no `label`; the "
+                         f"classes are read from a column named `label`: rename {named[0]!r} to `label`.")
     if any("label" not in split.column_names for split in loaded.values()):  # (a metadata file may give labels)
         loaded = _label_by_class_folder(loaded, data_dir)
     return _merge_and_split(loaded, val_fraction, test_fraction, seed)
