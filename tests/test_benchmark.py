@@ -190,7 +190,8 @@ def test_engine_benchmark_times_a_feature_draft(tmp_path):
 
     teacher = tiny_model(0, num_hidden_layers=2)
     teacher.save_pretrained(tmp_path / "teacher")
-    make_feature_draft(teacher, num_layers=1).save_pretrained(tmp_path / "feature")
+    make_feature_draft(teacher, num_layers=1, hidden_size=2 * teacher.config.hidden_size).save_pretrained(
+        tmp_path / "feature")  # twice the teacher's width: the cache bytes count the draft's own width
     args = EngineBenchmarkArguments(checkpoints_dir=str(tmp_path), draft="feature", gamma=2, extra_gammas=[],
                                     batch_sizes=[1], methods=["legacy", "eager", "hf-assisted"], extras=False, reps=1,
                                     output_dir=str(tmp_path / "out"))
@@ -198,6 +199,8 @@ def test_engine_benchmark_times_a_feature_draft(tmp_path):
     records = {r["method"]: r for r in result["records"]}
     assert set(records) == {"plain/eager", "speculative/eager", "plain/legacy"}
     assert "error" not in records["speculative/eager"] and 0 < records["speculative/eager"]["alpha"] <= 1
+    c = teacher.config
+    assert result["kv_cache_bytes"]["1"] == c.max_position_embeddings * 2 * 4 * (2 * c.hidden_size + 1 * 2 * c.hidden_size)
     assert any("reads the teacher's features" in note for note in result["notes"])
     report = check_engine(args, ["eager"])
     assert report["greedy speculative/eager cfg=None equals generate()"] is True

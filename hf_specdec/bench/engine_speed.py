@@ -277,11 +277,14 @@ def run_engine_benchmark(args: EngineBenchmarkArguments) -> dict:
                 if "-g" in family:
                     record["gamma"] = int(family.rsplit("-g", 1)[1])
             records.append(record)
+    draft_width = getattr(getattr(draft, "config", None), "hidden_size", config.hidden_size)  # a wide draft's own
     result = {
         "args": asdict(args), "machine": machine_description(device), "notes": notes, "records": records,
-        "kv_cache_bytes_formula": "B x L x layers x 2 x hidden x dtype size (x2 rows with guidance)",
-        "kv_cache_bytes": {str(B): B * config.max_position_embeddings * (config.num_hidden_layers + draft.num_layers)
-                           * 2 * config.hidden_size * teacher.dtype.itemsize for B in args.batch_sizes},
+        "kv_cache_bytes_formula": "B x L x 2 x (teacher layers x its hidden + draft layers x its hidden) x dtype size "
+                                  "(x2 rows with guidance)",
+        "kv_cache_bytes": {str(B): B * config.max_position_embeddings * 2 * teacher.dtype.itemsize
+                           * (config.num_hidden_layers * config.hidden_size + draft.num_layers * draft_width)
+                           for B in args.batch_sizes},
         "elapsed_s": time.perf_counter() - started,
     }
     os.makedirs(args.output_dir, exist_ok=True)
