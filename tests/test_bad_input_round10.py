@@ -210,3 +210,50 @@ def test_a_class_column_of_another_name_a_huge_resolution_and_a_folder_as_grid_f
         DataArguments(resolution=3200)
     with pytest.raises(ValueError, match=r"`path` .* is a folder: give a file name"):
         save_image_grid(torch.zeros(2, 3, 8, 8), str(tmp_path))
+
+
+def test_a_zero_uniform_never_wins_the_race_or_passes_a_zero_block_weight():
+    """Float32 uniforms are 0 with probability 2**-24: `-log(1 - u)` made that E = 0, a certain win whatever the code's
+    p (plain decoding drew 32 codes of total mass 1e-6 in 40,000 draws at K = 16,384), and `eta <= h` let eta = 0 end a
+    block where h = 0 (past a row's end)."""
+    from hf_specdec.speculative import block_accept, plain_sample
+    from hf_specdec.speculative.sampling import block_weights, exponential_from_uniform, sample_categorical
+
+    assert exponential_from_uniform(torch.zeros(1)).item() == float("inf")
+    weights = torch.tensor([1e-12, 0.5, 0.5])
+    u = torch.tensor([0.0, 0.5, 0.25])  # the rare code gets the zero uniform
+    assert sample_categorical(weights, exponentials=exponential_from_uniform(u)).item() != 0
+    p = torch.tensor([[[0.9, 0.1], [0.5, 0.5], [0.5, 0.5]]])
+    q = torch.tensor([[[0.1, 0.9], [0.5, 0.5]]])
+    drafts, lengths = torch.tensor([[1, 0]]), torch.tensor([1])
+    assert block_weights(p, q, drafts, lengths)[1][0, 1] == 0  # draft 2 lies past the row's end
+    tau, _ = block_accept(p, q, drafts, eta=torch.tensor([[0.5, 0.0]]), exponentials=torch.ones(1, 2), lengths=lengths)
+    assert tau.item() == 0
+    from hf_specdec import VQGPTConfig, VQGPTForCausalLM
+
+    torch.manual_seed(0)  # end to end: codes far below 2**-24 are (all but) never drawn
+    teacher = VQGPTForCausalLM(VQGPTConfig(codebook_size=16384, num_classes=2, grid_h=1, grid_w=2, hidden_size=32,
+                                           num_hidden_layers=1, num_attention_heads=4, dropout=0.0)).eval()
+    with torch.no_grad():
+        teacher.lm_head.weight.mul_(100.0)
+        prompt = teacher.class_prompt([1] * 20_000)
+        p = teacher(prompt[:1]).logits[0, -1].float().softmax(-1).double()
+    rare = p < 2**-26
+    assert p[rare].sum() * 20_000 < 0.01  # expected draws of them
+    out = plain_sample(teacher, prompt, max_new_tokens=1, generator=torch.Generator().manual_seed(0), mode="eager",
+                       batch_size=2_000)
+    assert rare[out[:, 1]].sum() <= 1, int(rare[out[:, 1]].sum())  # the old race: ~20 (one per zero uniform)
+
+
+def test_a_feature_draft_made_for_a_half_precision_teacher_takes_its_dtype():
+    """`make_feature_draft(bf16_teacher)` gave a float32 draft that the sampler then refused (`from_pretrained` of a
+    saved draft follows its teacher's dtype)."""
+    from hf_specdec import speculative_sample
+    from hf_specdec.models import make_feature_draft
+    from tests.conftest import tiny_model
+
+    teacher = tiny_model(0, num_hidden_layers=2).to(torch.bfloat16)
+    draft = make_feature_draft(teacher, num_layers=1)
+    assert next(draft.parameters()).dtype == torch.bfloat16
+    out = speculative_sample(teacher, draft, teacher.class_prompt([0, 1]), gamma=2, mode="eager")
+    assert out.sequences.shape == (2, teacher.config.max_position_embeddings)

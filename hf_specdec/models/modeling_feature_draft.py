@@ -316,7 +316,8 @@ def make_feature_draft(teacher: VQGPTForCausalLM, num_layers: int = 1, feature_l
             with torch.no_grad():
                 for p in draft.h.parameters():
                     p.add_(torch.randn_like(p), alpha=1e-3)
-    return draft.to(next(teacher.parameters()).device)
+    teacher_weight = next(teacher.parameters())  # the teacher's device and dtype, as `from_pretrained` gives it
+    return draft.to(teacher_weight.device, teacher_weight.dtype)
 
 
 __all__ = ["FeatureDraftOutput", "VQGPTFeatureDraft", "VQGPTFeatureDraftConfig", "make_feature_draft"]

@@ -52,15 +52,20 @@ def sample_categorical(
     `torch.multinomial` runs for one sample): no normalisation, no validation pass, no host sync. Returns `(...)`.
 
     `exponentials` (same shape) supplies the `E_i` (e.g. `exponential_from_uniform` of noise drawn before a
-    captured round); otherwise they are drawn from `generator`."""
+    captured round); otherwise they are drawn from `generator`. Weights must be finite and small enough that
+    `w / E` does not overflow (probabilities, as the samplers pass, or anything below ~1e30): past that, ties at
+    infinity go to the first index."""
     if exponentials is None:
         exponentials = torch.empty_like(weights, dtype=torch.float32).exponential_(generator=generator)
     return (weights / exponentials.clamp(min=1e-30)).argmax(dim=-1)
 
 
 def exponential_from_uniform(u: torch.Tensor) -> torch.Tensor:
-    """`Exp(1)` draws from `U[0, 1)` draws by inversion, `-log(1 - u)`."""
-    return -torch.log1p(-u)
+    """`Exp(1)` draws from `U[0, 1)` draws by inversion, `-log(u)` (1 - u is uniform too). Not `-log(1 - u)`: float32
+    uniforms are 0 with probability 2**-24, which gave E = 0, a certain win of the race whatever the code's weight
+    (about K * 2**-24 of every token a uniform pick among the codes with p > 0: TV 1e-3 per token at K = 16,384).
+    Here u = 0 gives E = inf, a loss, where a true exponential would be past 16 anyway."""
+    return -torch.log(u)
 
 
 def speculative_accept(
@@ -129,7 +134,7 @@ def block_accept(
     With `M_b = p`, `M_s = q` and `X_i` the drafts, for i = 1..gamma:
         p_i = min(p_{i-1} M_b(X_i | X^{i-1}) / M_s(X_i | X^{i-1}), 1),  p_0 = 1
         h_i = r_i / (r_i + 1 - p_i),  r_i = sum_x max(p_i M_b(x | X^i) - M_s(x | X^i), 0)   (i < gamma),  h_gamma = p_gamma
-    tau = the largest i with eta_i <= h_i (0 if none); the next token comes from `M_b(. | X^gamma)` if tau = gamma,
+    tau = the largest i with eta_i < h_i (0 if none); the next token comes from `M_b(. | X^gamma)` if tau = gamma,
     else from `norm(max(p_tau M_b(. | X^tau) - M_s(. | X^tau), 0))`.
 
     Shapes as in `speculative_accept`; `eta` `(B, gamma)` are the `U[0, 1)` draws. Returns `(tau (B,), next_token (B,))`.
@@ -145,7 +150,8 @@ def block_accept(
     if eta is None:
         eta = torch.rand(B, gamma, device=p.device, generator=generator, dtype=torch.float32)
     steps = torch.arange(1, gamma + 1, device=p.device)
-    tau = torch.where(eta <= h, steps, torch.zeros_like(steps)).amax(dim=1)  # the last i that passes
+    # the last i that passes; strictly, so that h_i = 0 (after a row's block, or r_i = 0) never passes a float eta = 0
+    tau = torch.where(eta < h, steps, torch.zeros_like(steps)).amax(dim=1)
     return tau, sample_block_residual(p, q, p_block, tau, generator, exponentials, lengths)
 
 
