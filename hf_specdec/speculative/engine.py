@@ -130,7 +130,8 @@ class SpeculativeDecoder:
         self.n = torch.ones(R, dtype=torch.long, device=device)  # tokens so far, per row (and chain)
         self.total = torch.full((), self.cache_length, dtype=torch.long, device=device)  # tokens at the end
         self.round_index = torch.zeros((), dtype=torch.long, device=device)
-        self.noise = torch.zeros(R, G * K + G + K, dtype=torch.float32, device=device)  # one round's U[0, 1) draws
+        # One round's U[0, 1) draws; float64, as float32's 2**-24 grid skews the race for codes of p below ~2**-24.
+        self.noise = torch.zeros(R, G * K + G + K, dtype=torch.float64, device=device)
         self.round_starts = torch.zeros(self.cache_length, B, dtype=torch.long, device=device)  # n before round r
         self.round_accepted = torch.zeros(self.cache_length, B, dtype=torch.long, device=device)
         self.arange = torch.arange(self.cache_length, device=device)
@@ -239,14 +240,12 @@ class SpeculativeDecoder:
     def _noise(self, gamma):
         """This round's random numbers: `(B, gamma, K)` races for the drafts, `(B, gamma)` uniforms for the
         acceptance test, `(B, K)` race for the token after the accepted prefix."""
-        K = self.teacher.config.codebook_size
-        G, B = self.gamma, self.rows
-        u = self.noise
-        races = sampling.exponential_from_uniform(u[:, : G * K].view(B, G, K)[:, :gamma])
+        K, G, B, u = self.teacher.config.codebook_size, self.gamma, self.rows, self.noise
+        races = sampling.exponential_from_uniform(u[:, : G * K].view(B, G, K)[:, :gamma]).float()  # E of any size
         if self.tree:  # chains of one tree node share the node's draw
             races = races[self.noise_source[:, :gamma], self.arange[:gamma]]
-        r = u[:, G * K : G * K + gamma]
-        last = sampling.exponential_from_uniform(u[:, G * K + G :])
+        r = u[:, G * K : G * K + gamma].float()
+        last = sampling.exponential_from_uniform(u[:, G * K + G :]).float()
         return races, r, last
 
     def draft_tokens(self, gamma, races):
