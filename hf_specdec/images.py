@@ -17,14 +17,14 @@ RANGE_TOLERANCE = 0.05
 
 
 def check_images(images, channels: int | tuple[int, ...] = 3, argument: str = "images", check_range: bool = True,
-                 limit: float = 1 + RANGE_TOLERANCE) -> None:
+                 limit: float = 1 + RANGE_TOLERANCE) -> tuple[float, float] | None:
     """Raise `ValueError` naming `argument` unless `images` is a float tensor `(B, channels, H, W)` in [-1, 1]
     (`channels` may list the counts allowed).
 
     Refuses integer pixels (uint8 in [0, 255]: convert them with `from_uint8`) and, when `check_range`, NaN and float
     values beyond +-`limit` (default: [-1, 1] and `RANGE_TOLERANCE`), which would otherwise be encoded silently into
     wrong codes. The range check reads the tensor's minimum and maximum (a host synchronisation): leave it off inside
-    training steps.
+    training steps. Returns that `(minimum, maximum)` (None when not read) for further checks on the same read.
     """
     allowed = (channels,) if isinstance(channels, int) else tuple(channels)
     expected = f"a float tensor of shape (B, {' or '.join(map(str, allowed))}, H, W) with values in [-1, 1]"
@@ -43,13 +43,15 @@ def check_images(images, channels: int | tuple[int, ...] = 3, argument: str = "i
             raise ValueError(f"`{argument}` must be {expected}, got values in [{low:.4g}, {high:.4g}]: convert pixels "
                              "in [0, 255] with `hf_specdec.images.from_uint8(pixels)`, clamp decoded images with "
                              "`.clamp(-1, 1)`.")
+        return low, high
+    return None
 
 
-def in_unit_range(images: torch.Tensor) -> bool:
-    """True when every value of float `images` lies in [0, 1]: torchvision's `ToTensor` convention, not the [-1, 1]
-    this project takes (such images pass the range check and give wrong codes and metrics without a word; real
-    images in [-1, 1] nearly always have a pixel darker than mid-grey)."""
-    return images.numel() > 0 and float(images.detach().amin()) >= 0 and float(images.detach().amax()) <= 1
+def in_unit_range(value_range: tuple[float, float] | None) -> bool:
+    """True when images whose `(minimum, maximum)` `check_images` returned lie in [0, 1]: torchvision's `ToTensor`
+    convention, not the [-1, 1] this project takes (such images pass the range check and give wrong codes and metrics
+    without a word; real images in [-1, 1] nearly always have a pixel darker than mid-grey)."""
+    return value_range is not None and value_range[0] >= 0 and value_range[1] <= 1
 
 
 UNIT_RANGE_HINT = "images in [0, 1] (torchvision's `ToTensor`) become [-1, 1] with `images * 2 - 1`"

@@ -50,11 +50,10 @@ def split_dataset(dataset: Dataset, val_fraction: float, test_fraction: float, s
         names = dataset.features["label"].names if hasattr(dataset.features["label"], "names") else None
         small = [f"{names[i] if names else int(i)} ({c} image{'s' if c > 1 else ''})"
                  for i, c in zip(labels, counts) if c < 3]
-        more = f" and {len(small) - 5} more" if len(small) > 5 else ""
         raise ValueError(
             "Too few images for `val_fraction` and `test_fraction`: a stratified split needs at least 3 images per "
             f"class (one each for train, validation and test), and {len(small)} class(es) have fewer: "
-            f"{', '.join(small[:5])}{more}. Add images."
+            f"{_some(small)}. Add images."
         )
     n, classes = len(dataset), len(labels)
     # datasets keeps floor or ceil of `c * kept / n` images of a class of `c`: the test cut keeps 2 of every class
@@ -180,9 +179,10 @@ def load_imagefolder(
     if broken:
         raise ValueError(f"`data_dir` {data_dir!r}: {len(broken)} image link(s) point to nothing: "
                          f"{_some(broken)}. Remove them or restore what they point to.")
-    if left_out and _metadata_files(data_dir):
+    metadata = _metadata_files(data_dir) if left_out else []
+    if metadata:
         raise ValueError(f"`data_dir` {data_dir!r}: {len(left_out)} image file(s) are not named in "
-                         f"{', '.join(_metadata_files(data_dir))}, and `datasets` leaves them out without a word: "
+                         f"{', '.join(metadata)}, and `datasets` leaves them out without a word: "
                          f"{_some(left_out)}. Add a row for each (`file_name`, `label`) or move them out of `data_dir`.")
     if left_out:
         raise ValueError(f"`data_dir` {data_dir!r}: {len(left_out)} image file(s) would be left out without a word: "
@@ -204,8 +204,9 @@ def load_imagefolder(
     return _merge_and_split(loaded, val_fraction, test_fraction, seed)
 
 
-def _some(paths: list[str], shown: int = 5) -> str:
-    return ", ".join(paths[:shown]) + (f" and {len(paths) - shown} more" if len(paths) > shown else "")
+def _some(items: list[str], shown: int = 5, sep: str = ", ") -> str:
+    """The first `shown` of `items` for a message, and how many more."""
+    return sep.join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
 
 
 def _metadata_files(data_dir: str) -> list[str]:
@@ -260,16 +261,14 @@ def _label_by_class_folder(loaded: DatasetDict, data_dir: str) -> DatasetDict:
         return DatasetDict({split_name: split.add_column("label", [0] * len(split)).cast_column("label", ClassLabel(names=[name]))
                             for split_name, split in loaded.items()})
     if loose:
-        more = f" and {len(loose) - 3} more" if len(loose) > 3 else ""
         raise ValueError(f"Some images sit in class sub-folders (`data_dir/<class>/<image>`) and some directly in "
                          f"`data_dir`{' or a split folder' if depth else ''}, which have no class: "
-                         f"{', '.join(loose[:3])}{more} (under {data_dir!r}). Move them into a class folder.")
+                         f"{_some(loose, 3)} (under {data_dir!r}). Move them into a class folder.")
     names = sorted({p[depth] for p in every})
-    folders = {os.path.join(*p[:depth], p[depth]) for p in every}  # the class folders with an image
-    bases = {p[0] for p in every} if depth else {""}
+    bases = {p[0] for p in every} if depth else {""}  # (a class with images in another split folder is no gap)
     empty = sorted(os.path.join(base, name) for base in bases for name in os.listdir(os.path.join(root, base))
                    if os.path.isdir(os.path.join(root, base, name)) and not name.startswith((".", "__"))
-                   and name not in names and os.path.join(base, name) not in folders)
+                   and name not in names)
     if empty:  # it would get no class id, and every class sorted after it another id than its position
         raise ValueError(f"`data_dir` {data_dir!r}: class folder(s) without an image: {_some(empty)}. Put images in "
                          "them or remove them.")
@@ -316,8 +315,7 @@ def check_image_files(dataset: Dataset) -> str:
     if said:
         warnings.warn(f"Some images under `data_dir` are used other than as they are; {'; '.join(said)}.", stacklevel=3)
     if broken:
-        more = f" and {len(broken) - 5} more" if len(broken) > 5 else ""
-        raise ValueError(f"{len(broken)} image file(s) under `data_dir` cannot be read: {'; '.join(broken[:5])}{more}. "
+        raise ValueError(f"{len(broken)} image file(s) under `data_dir` cannot be read: {_some(broken, sep='; ')}. "
                          "Replace or delete them.")
     return digest.hexdigest()
 

@@ -46,8 +46,8 @@ def metric_images(values, argument: str, classifier_path: str, minimum: int = 1)
     or another resolution than the classifier was trained at (its `metrics.json`, where the folder has one): any of
     these gave a number (an FID of millions for uint8 pixels) instead of an error."""
     images = torch.as_tensor(np.asarray(values, dtype=np.float32))
-    check_images(images, argument=argument)
-    if len(images) > 1 and in_unit_range(images):  # an FID 8x too good, or 100x too bad against [-1, 1] references
+    value_range = check_images(images, argument=argument)
+    if len(images) > 1 and in_unit_range(value_range):  # an FID 8x too good, or 100x too bad against [-1, 1] references
         raise ValueError(f"`{argument}` must be images in [-1, 1], got values in [0, 1] only: {UNIT_RANGE_HINT}.")
     if len(images) < minimum:
         raise ValueError(f"`{argument}` must hold at least {minimum} images, got {len(images)}.")

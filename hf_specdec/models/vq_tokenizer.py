@@ -248,9 +248,9 @@ class VQTokenizer(SafetensorsOnlyMixin, VQModel):
         if isinstance(tensor, torch.Tensor) and tensor.is_meta:
             raise ValueError(f"`{argument}` is on the meta device: it holds no values.")
 
-    def _check_images(self, images: torch.Tensor, check_range: bool = False) -> None:
+    def _check_images(self, images: torch.Tensor, check_range: bool = False) -> tuple[float, float] | None:
         self._check_loaded(images, "images")
-        check_images(images, self.config.in_channels, check_range=check_range)
+        value_range = check_images(images, self.config.in_channels, check_range=check_range)
         if images.shape[-1] % self.downsample_factor or images.shape[-2] % self.downsample_factor:
             raise ValueError(f"`images` height and width must be multiples of {self.downsample_factor}, got "
                              f"{tuple(images.shape[-2:])}.")
@@ -258,6 +258,7 @@ class VQTokenizer(SafetensorsOnlyMixin, VQModel):
             f = self.downsample_factor
             raise ValueError(f"`images` of {tuple(images.shape[-2:])} pixels give a 1x1 token grid; the tokenizer needs "
                              f"at least two tokens (e.g. {2 * f}x{2 * f} images).")
+        return value_range
 
     def quantize_images(self, images: torch.Tensor):
         """Encode and quantize float images `(B, C, H, W)` in [-1, 1]: returns `(z_q (B, D, h, w), vq_loss,
@@ -286,8 +287,8 @@ class VQTokenizer(SafetensorsOnlyMixin, VQModel):
         Encoding reads the codebook, never updates it: also in training mode, where the EMA codebook's quantizer
         learns from what it quantizes (encoding moved the codebook, and 1 % of later codes, without a word).
         """
-        self._check_images(images, check_range=True)
-        if len(images) > 1 and in_unit_range(images):
+        value_range = self._check_images(images, check_range=True)
+        if len(images) > 1 and in_unit_range(value_range):
             warnings.warn(f"`images` hold values in [0, 1] only; the tokenizer takes [-1, 1]: {UNIT_RANGE_HINT}.",
                           stacklevel=2)
         training = self.quantize.training

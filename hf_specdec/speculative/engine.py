@@ -333,7 +333,7 @@ class SpeculativeDecoder:
         if self.relaxed_neighbours is not None:
             return sampling.relaxed_accept(p, q, drafted, self.relaxed_neighbours, r=r, exponentials=last)
         if self.sampling.verification == "block":  # a block ends at the sequence's end (`_positions`)
-            lengths = torch.minimum(self.total - self.n, torch.full_like(self.n, drafted.shape[1]))
+            lengths = (self.total - self.n).clamp(max=drafted.shape[1])
             return sampling.block_accept(p, q, drafted, eta=r, exponentials=last, lengths=lengths)
         return sampling.speculative_accept(p, q, drafted, r=r, exponentials=last)
 

@@ -531,7 +531,7 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         check_generate_kwargs(self, generation_config if generation_config is not None else self.generation_config,
                               kwargs)
         self.check_guidance(input_ids, kwargs.get("cfg_scale"))
-        generation_config, kwargs = generate_settings(self, input_ids, generation_config, kwargs)
+        generation_config, kwargs = generate_settings(self, input_ids, generation_config, kwargs, max_new_tokens)
         if self.training and self.config.dropout > 0:  # the project's samplers refuse it; a draft may mean it
             warnings.warn(f"{type(self).__name__} is in training mode with dropout {self.config.dropout}: its samples "
                           "do not follow the model's distribution (call `model.eval()` first).", stacklevel=2)

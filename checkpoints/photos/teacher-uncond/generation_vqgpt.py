@@ -147,15 +147,12 @@ def check_generate_kwargs(model, generation_config, kwargs) -> None:
     check_draft_matches(model, assistant, argument="assistant_model")
 
 
-def generate_settings(model, input_ids, generation_config, kwargs):
+def generate_settings(model, input_ids, generation_config, kwargs, max_new_tokens=None):
     """The `(generation_config, kwargs)` that `GenerationMixin.generate` gets: what this model sets where the caller
     left it open (the whole grid as the length, the whole codebook as top-k, an all-ones attention mask), warpers the
     caller's `logits_processor` already holds switched off, and lengths past the grid refused. The caller's
-    `generation_config` is changed on a copy only."""
+    `generation_config` is changed on a copy only. `max_new_tokens`: the caller's, from `kwargs` or its config."""
     config = generation_config if generation_config is not None else model.generation_config
-    max_new_tokens = kwargs.get("max_new_tokens")
-    if max_new_tokens is None and generation_config is not None:
-        max_new_tokens = generation_config.max_new_tokens
     fill = {}  # settings this model sets where the caller left them open
     if kwargs.get("do_sample", config.do_sample) and "top_k" not in kwargs and config.top_k is None:
         # transformers 5 fills an unset top_k with 50: a codebook of more than 50 codes was sampled truncated,
