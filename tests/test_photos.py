@@ -61,6 +61,25 @@ def test_32_and_64_pixel_datasets_hold_the_same_crops(small):
     assert same < 0.05 < shuffled
 
 
+def test_the_crop_scale_is_a_data_argument():
+    """`--min_scale` / `--max_scale` reach the loader (details instead of whole scenes), and are read only for photos."""
+    details = DataArguments(dataset="photos", crops_per_photo=10, min_scale=0.11, max_scale=0.2).load()
+    scenes = DataArguments(dataset="photos", crops_per_photo=10).load()
+    assert details["train"]["id"] == scenes["train"]["id"]
+    # a detail, magnified, changes less from pixel to pixel than a whole scene shrunk to the same 32 pixels
+    detail_edges = np.abs(np.diff(_pixels(details["train"]).astype(np.float32), axis=2)).mean()
+    scene_edges = np.abs(np.diff(_pixels(scenes["train"]).astype(np.float32), axis=2)).mean()
+    assert detail_edges < scene_edges
+    with pytest.raises(ValueError, match="`min_scale` is read only with `dataset` photos"):
+        DataArguments(dataset="digits", min_scale=0.2)
+    with pytest.raises(ValueError, match="`max_scale` is read only with `dataset` photos"):
+        DataArguments(dataset="digits", max_scale=0.7)
+    with pytest.raises(ValueError, match="`min_scale` and `max_scale` need 0 < min_scale <= max_scale <= 1"):
+        DataArguments(dataset="photos", min_scale=0.6, max_scale=0.4)
+    with pytest.raises(ValueError, match="need 0 < min_scale"):
+        DataArguments(dataset="photos", max_scale=1.5)
+
+
 def test_crop_boxes_lie_inside_the_photograph():
     boxes = photos_module.crop_boxes(640, 427, 1000, 0.5, 1.0, np.random.default_rng(0))
     sides = boxes[:, 2] - boxes[:, 0]

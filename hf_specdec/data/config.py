@@ -17,6 +17,9 @@ class DataArguments:
     data_dir: str | None = field(default=None, metadata={"help": "Folder of class sub-folders, for imagefolder."})
     repo_id: str = field(default=DEFAULT_REPO_ID, metadata={"help": "Hub dataset for mini-imagenet-dogs."})
     crops_per_photo: int = field(default=400, metadata={"help": "photos: square crops cut from each photograph."})
+    min_scale: float = field(default=0.5, metadata={"help": "photos: smallest crop side, a fraction of the photograph's "
+                                                            "shorter side (0.5-1.0: whole scenes; smaller: details)."})
+    max_scale: float = field(default=1.0, metadata={"help": "photos: largest crop side, the same fraction."})
     resolution: int = field(default=32, metadata={"help": "Images are resized to resolution x resolution."})
     val_fraction: float = field(default=0.1, metadata={"help": "Fraction of images held out for validation."})
     test_fraction: float = field(default=0.1, metadata={"help": "Fraction of images held out for testing."})
@@ -42,9 +45,13 @@ class DataArguments:
             raise ValueError(f"`split_seed` must be in [0, 2**32), got {self.split_seed}.")
         if self.crops_per_photo < 1:
             raise ValueError(f"`crops_per_photo` must be >= 1, got {self.crops_per_photo}.")
-        if self.crops_per_photo != type(self).crops_per_photo and self.dataset != "photos":
-            raise ValueError(f"`crops_per_photo` is read only with `dataset` photos, got dataset {self.dataset!r}: drop "
-                             "`--crops_per_photo`.")
+        for name in ("crops_per_photo", "min_scale", "max_scale"):
+            if getattr(self, name) != getattr(type(self), name) and self.dataset != "photos":
+                raise ValueError(f"`{name}` is read only with `dataset` photos, got dataset {self.dataset!r}: drop "
+                                 f"`--{name}`.")
+        if not 0.0 < self.min_scale <= self.max_scale <= 1.0:
+            raise ValueError(f"`min_scale` and `max_scale` need 0 < min_scale <= max_scale <= 1, got {self.min_scale} "
+                             f"and {self.max_scale}.")
         check_split_fractions(self.val_fraction, self.test_fraction)  # `split_dataset`'s rule, before any work
         check_output_dir(self.token_cache_dir, "token_cache_dir")  # a file in the way surfaced after the tokenizer ran
 
@@ -52,4 +59,5 @@ class DataArguments:
         """The `train` / `validation` / `test` splits of the configured images."""
         return load_image_dataset(self.dataset, resolution=self.resolution, data_dir=self.data_dir, repo_id=self.repo_id,
                                   val_fraction=self.val_fraction, test_fraction=self.test_fraction, seed=self.split_seed,
-                                  crops_per_photo=self.crops_per_photo)
+                                  crops_per_photo=self.crops_per_photo, min_scale=self.min_scale,
+                                  max_scale=self.max_scale)

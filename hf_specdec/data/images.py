@@ -408,12 +408,15 @@ def load_image_dataset(
     test_fraction: float = 0.1,
     seed: int = 0,
     crops_per_photo: int = 400,
+    min_scale: float = 0.5,
+    max_scale: float = 1.0,
 ) -> DatasetDict:
     """The one dispatch by dataset name; each loader takes the options that concern it.
 
     Args:
         name: `digits` (rendered at `resolution`), `photos` (`crops_per_photo` crops of each of ten photographs
-            shipped by installed packages, at `resolution`; see `photos.py`), `mini-imagenet-dogs` (from the Hub
+            shipped by installed packages, sides `min_scale`-`max_scale` of the photograph's, at `resolution`; see
+            `photos.py`), `mini-imagenet-dogs` (from the Hub
             dataset `repo_id`) or `imagefolder` (the folder `data_dir`).
         val_fraction, test_fraction, seed: the stratified split (see `split_dataset`).
     """
@@ -423,7 +426,7 @@ def load_image_dataset(
     if name == "photos":
         from .photos import load_photos_dataset
 
-        return load_photos_dataset(resolution, crops_per_photo, **split)
+        return load_photos_dataset(resolution, crops_per_photo, min_scale, max_scale, **split)
     if name == "mini-imagenet-dogs":
         return load_mini_imagenet_dogs(repo_id, **split)
     if name == "imagefolder":
