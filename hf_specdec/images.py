@@ -6,6 +6,7 @@ Every image tensor in the project is `(B, C, H, W)` in [-1, 1], the range the to
 import math
 import os
 import unicodedata
+import warnings
 
 import numpy as np
 import torch
@@ -87,10 +88,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
         values = np.asarray(image, dtype=np.float64)
         if not np.isfinite(values).all():  # NaN became black without a word
             raise ValueError(f"A {image.mode} image holds NaN or infinite values: it cannot be shown as pixels.")
-        if image.mode.startswith("I;16"):
-            values = values / 257.0  # 16-bit -> 8-bit
-        elif image.mode == "I":
-            values = values / (_integer_white(image, values) / 255.0)
+        if image.mode.startswith("I;16") or image.mode == "I":
+            white = 65535 if image.mode.startswith("I;16") else _integer_white(image, values)
+            if white == 65535 and values.size and 255 < values.max() <= 4095:
+                # 12-bit sensors (microscopes, medical scanners) store into 16-bit files
+                warnings.warn("A 16-bit image holds no value above 4095: read on the 16-bit scale it shows 16x "
+                              "darker than 12-bit data would. If the data is 12-bit, scale it to 16 bits first "
+                              "(`Image.fromarray(np.uint16(array * 16))`) or to 8 bits (`np.uint8(array // 16)`).",
+                              stacklevel=2)
+            values = values / (white / 255.0)  # 16-bit: / 257
         elif values.size and values.max() <= 1.0:
             values = values * 255.0  # float images in [0, 1]
         image = Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8), mode="L")
