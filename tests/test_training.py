@@ -51,6 +51,67 @@ def test_two_processes_really_train_together(tmp_path):
     assert ranks[0]["checksum"] == ranks[1]["checksum"]  # gradients were all-reduced
     batches = [read_log(tmp_path / f"batches-rank{r}.jsonl") for r in (0, 1)]
     assert set(batches[0]) == set(range(6)) and batches[0] != batches[1]  # each rank saw its own shard
+    # and drew its own dropout: one random stream on every rank gave both ranks' micro-batches the same masks
+    noise = [[json.loads(line)["noise"] for line in (tmp_path / f"batches-rank{r}.jsonl").read_text().splitlines()]
+             for r in (0, 1)]
+    assert len(noise[0]) == len(noise[1]) == 6 and all(a != b for a, b in zip(*noise))
+
+
+def test_two_processes_train_one_tokenizer(tmp_path):
+    """The tokenizer's loss ran `unwrap_model(model).reconstruct`, a forward past DDP's wrapper: no gradient was
+    all-reduced, each rank trained its own model on half the data, and rank 0's was saved."""
+    result = launch_two_processes(ROOT / "tests" / "helpers" / "tokenizer_worker.py", tmp_path, 3)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"tokenizer-rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0] == ranks[1]
+
+
+def _micro_batches_per_step(tmp_path, resume=None, fail_at=None, max_steps=6, accumulation=3):
+    """A 1-process run on 40 examples of batch 4 (10 micro-batches an epoch, not a multiple of `accumulation`):
+    the micro-batches (by their first example) of each optimizer step, and the final weights."""
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=max_steps, save_every=2, per_device_batch_size=4,
+                             gradient_accumulation_steps=accumulation, warmup_steps=1, eval_every=0, log_every=1,
+                             learning_rate=1e-3, resume_from_checkpoint=resume, seed=0)
+    torch.manual_seed(0)
+    model = tiny_model(grid_h=2, grid_w=2)
+    data = [torch.tensor([model.config.codebook_size + i % 3, i % 5, (i // 5) % 5, i % 7, 1]) for i in range(40)]
+    steps = {}
+
+    def loss_fn(model, ids, step):
+        if step == fail_at:
+            raise RuntimeError("killed")
+        steps.setdefault(step, []).append(int(ids[0, 3]) * 100 + int(ids[0, 1]) * 10 + int(ids[0, 2]))
+        return model(ids, labels=ids, use_cache=False).loss, {}
+
+    trained = train(model, data, loss_fn, args, collate_fn=torch.stack)
+    return steps, [p.detach().clone() for p in trained.parameters()]
+
+
+def test_accumulation_carries_over_the_end_of_an_epoch_and_resumes_there(tmp_path):
+    """Accelerate closes an accumulation at the end of the dataloader by default: the 4th step held 1 micro-batch (10
+    = 3 + 3 + 3 + 1) with its loss still divided by 3, and a resumed run restarted at another place in the data."""
+    steps, straight = _micro_batches_per_step(tmp_path / "straight")
+    assert sorted(steps) == list(range(6)) and all(len(batches) == 3 for batches in steps.values())
+    with pytest.raises(RuntimeError, match="killed"):
+        _micro_batches_per_step(tmp_path / "resumed", fail_at=5)  # dies after its checkpoint at step 4
+    resumed_steps, resumed = _micro_batches_per_step(tmp_path / "resumed", resume="latest")
+    assert sorted(resumed_steps) == [4, 5] and all(resumed_steps[s] == steps[s] for s in (4, 5))
+    assert all(torch.equal(a, b) for a, b in zip(straight, resumed))
+
+
+def test_resuming_on_another_number_of_processes_is_refused(tmp_path):
+    from hf_specdec.training.trainer import check_resumable
+
+    _micro_batches_per_step(tmp_path, max_steps=2, accumulation=1)
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=4, save_every=2, per_device_batch_size=4,
+                             warmup_steps=1, learning_rate=1e-3, resume_from_checkpoint="latest", seed=0)
+    assert check_resumable(args, None, 40, 1).endswith("checkpoint-2")
+    with pytest.raises(ValueError, match=r"written by a run on 1 process\(es\), this one has 2: resume with "
+                                         "`accelerate launch --num_processes 1`"):
+        check_resumable(args, None, 40, 2)
+    with pytest.raises(ValueError, match="x `gradient_accumulation_steps` 1 on each of 16 processes is more than one "
+                                         "epoch of 40 examples"):
+        check_resumable(TrainingArguments(output_dir=str(tmp_path / "new"), per_device_batch_size=4), None, 40, 16)
 
 
 def test_kill_and_resume_continues_exactly(tmp_path):

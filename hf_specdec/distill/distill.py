@@ -301,7 +301,8 @@ def run_distillation(data_args, args: DistillArguments, training_args):
     run_config = {"data": vars(data_args), "distill": vars(args), "inputs": inputs}
     # Before the teacher samples anything (minutes): a checkpoint of other settings, a batch larger than the data.
     check_resumable(training_args, run_config,
-                    args.num_teacher_samples if args.data_source == "teacher" else len(splits["train"]))
+                    args.num_teacher_samples if args.data_source == "teacher" else len(splits["train"]),
+                    accelerator.num_processes)
     val_labels = torch.as_tensor(splits["validation"][:]["label"])
     alpha_labels = val_labels.repeat(args.num_alpha_prefixes // len(val_labels) + 1)[: args.num_alpha_prefixes]
     alpha_sequences = sample_sequences(teacher, class_prompts(teacher, alpha_labels), seed=1234, **generation)

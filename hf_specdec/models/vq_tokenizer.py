@@ -278,6 +278,13 @@ class VQTokenizer(SafetensorsOnlyMixin, VQModel):
         decoded = self.decoder(self.post_quant_conv(z_q), z_q if self.config.norm_type == "spatial" else None)
         return decoded, vq_loss, indices
 
+    def forward(self, sample: torch.Tensor, return_dict: bool = True, return_indices: bool = False):
+        """`VQModel.forward`; `return_indices=True`: `reconstruct(sample)`. Training calls it through the wrapped
+        model (DDP syncs gradients only for a forward through its wrapper, not for `unwrap_model(model).reconstruct`)."""
+        if return_indices:
+            return self.reconstruct(sample)
+        return super().forward(sample, return_dict=return_dict)
+
     @torch.no_grad()
     def encode_to_indices(self, images: torch.Tensor) -> torch.LongTensor:
         """Float images `(B, C, H, W)` in [-1, 1] -> codes `(B, h, w)` int64 in `[0, codebook_size)`.

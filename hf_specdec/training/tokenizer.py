@@ -104,7 +104,7 @@ def train_tokenizer(data_args: DataArguments, model_args: TokenizerArguments, ar
     val_images = collate(splits["validation"].select(range(min(256, len(splits["validation"])))))
 
     def loss_fn(model, images, step):
-        reconstruction, vq_loss, indices = accelerator.unwrap_model(model).reconstruct(images)
+        reconstruction, vq_loss, indices = model(images, return_indices=True)  # through DDP: gradients sync
         recon = (F.mse_loss if model_args.reconstruction_loss == "mse" else F.l1_loss)(reconstruction, images)
         usage = accelerator.unwrap_model(model).codebook_usage(indices)
         return recon + vq_loss, {"reconstruction": recon.item(), "vq": vq_loss.item(), **usage}

@@ -7,6 +7,7 @@ through Accelerate, a tqdm bar on the main process, and a final `save_pretrained
 GPU, or many GPUs with `accelerate launch` (DDP; FSDP and DeepSpeed configs in `configs/accelerate/`).
 """
 
+import json
 import math
 import os
 import socket
@@ -17,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import DataLoaderConfiguration, is_tensorboard_available, set_seed
+from accelerate.utils import DataLoaderConfiguration, GradientAccumulationPlugin, is_tensorboard_available, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -110,11 +111,15 @@ def make_accelerator(args: TrainingArguments) -> Accelerator:
     if args.report_to == "wandb" and not os.environ.get("WANDB_API_KEY") and not os.path.exists(os.path.expanduser("~/.netrc")):
         os.environ.setdefault("WANDB_MODE", "offline")  # no credentials: log to output_dir/wandb, sync later
     accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        # Every optimizer step is exactly `gradient_accumulation_steps` micro-batches, also across an epoch's end
+        # (Accelerate's default closes the step early at the end of the dataloader: a short step whose loss is still
+        # divided by the full count, and a data position `train` cannot recompute on resume).
+        gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=args.gradient_accumulation_steps,
+                                                                sync_with_dataloader=False),
         mixed_precision=args.mixed_precision,  # None: `accelerate launch`'s setting
         log_with=None if args.report_to == "none" else args.report_to,
         project_dir=args.output_dir,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
     if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         # Accelerate accepts it and autocast then leaves every op in float32: a run the user believes is fp16.
@@ -178,10 +183,10 @@ def train(
     accelerator = accelerator or make_accelerator(args)
     if args.save_every or args.resume_from_checkpoint:
         check_checkpointing_supported(accelerator)
-    set_seed(args.seed)
+    set_seed(args.seed)  # the same on every rank: the sampler's shuffle (`data_seed`, else torch's initial seed)
     os.makedirs(args.output_dir, exist_ok=True)
     checkpoints_dir = os.path.join(args.output_dir, "checkpoints")
-    checkpoint = check_resumable(args, run_config, len(train_dataset))
+    checkpoint = check_resumable(args, run_config, len(train_dataset), accelerator.num_processes)
     lock = take_run_lock(accelerator, args.output_dir)
     settings = resume_settings(args, run_config)
 
@@ -198,6 +203,10 @@ def train(
         _parameter_groups(model, args.weight_decay), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2)
     )
     model, optimizer, dataloader = accelerator.prepare(model, optimizer, dataloader)
+    # From here each process its own stream (seed + rank; one process: the seed) for dropout, class dropout and
+    # samples: one stream on every rank drew the same masks for each rank's micro-batch. The model was built, and the
+    # sampler seeded, on the one seed before (and DDP broadcast rank 0's weights).
+    set_seed(args.seed, device_specific=True)
     # Stepped by hand once per optimizer step, so the schedule means the same on any number of processes.
     scheduler = cosine_schedule_with_warmup(optimizer, args.warmup_steps, args.max_steps, args.min_lr_ratio)
 
@@ -354,20 +363,36 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def check_resumable(args: TrainingArguments, run_config: dict | None, num_examples: int):
+def check_resumable(args: TrainingArguments, run_config: dict | None, num_examples: int, num_processes: int = 1):
     """What `train` checks before its first step, for a run to call before its own long preparation (a
     distillation samples the teacher first): the checkpoint to resume (None for a fresh run; a damaged one fails
-    here) was written by a run of the same settings, and one optimizer step fits in an epoch of `num_examples`."""
+    here) was written by a run of the same settings on as many processes, and one optimizer step fits in an epoch of
+    `num_examples` split over `num_processes`."""
     check_output_free(args)
     checkpoint = resolve_checkpoint(args.resume_from_checkpoint, os.path.join(args.output_dir, "checkpoints"))
     if checkpoint is not None:
         check_resume_settings(checkpoint, resume_settings(args, run_config), args.max_steps)
-    if num_examples // args.per_device_batch_size < args.gradient_accumulation_steps:  # (full batches only)
+        check_resume_processes(checkpoint, num_processes)
+    if num_examples // (args.per_device_batch_size * num_processes) < args.gradient_accumulation_steps:  # full batches
+        on = f" on each of {num_processes} processes" if num_processes > 1 else ""
         raise ValueError(
             f"`per_device_batch_size` {args.per_device_batch_size} x `gradient_accumulation_steps` "
-            f"{args.gradient_accumulation_steps} is more than one epoch of {num_examples} examples."
+            f"{args.gradient_accumulation_steps}{on} is more than one epoch of {num_examples} examples."
         )
     return checkpoint
+
+
+def check_resume_processes(checkpoint: str, num_processes: int) -> None:
+    """`ValueError` when `checkpoint` was written by a run on another number of processes: the data position of a
+    step (`step * accumulation` batches of `per_device_batch_size * num_processes` examples) and the batch of every
+    step after it depend on it, so the resumed run would retrain some examples, skip others and step on another
+    batch size without a word."""
+    with open(os.path.join(checkpoint, "trainer_state.json")) as f:
+        saved = json.load(f).get("num_processes")
+    if saved is not None and saved != num_processes:
+        raise ValueError(f"`resume_from_checkpoint` {checkpoint!r} was written by a run on {saved} process(es), this "
+                         f"one has {num_processes}: resume with `accelerate launch --num_processes {saved}` (its data "
+                         "order and batch per step depend on it), or start a new run in another `output_dir`.")
 
 
 def check_finite(accelerator, loss: float, grad_norm: float, step: int, checkpoints_dir: str) -> None:

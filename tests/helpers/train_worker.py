@@ -2,8 +2,9 @@
 
     python tests/helpers/train_worker.py OUT_DIR MAX_STEPS SAVE_EVERY [resume] [sleep_seconds]
 
-Logs a hash of every optimizer step's batch to OUT_DIR/batches-rank<r>.jsonl and, at the end, the world size and
-a checksum of the parameters to OUT_DIR/params-rank<r>.json.
+Logs a hash of every optimizer step's batch and a draw of the process's random stream (which dropout also reads) to
+OUT_DIR/batches-rank<r>.jsonl and, at the end, the world size and a checksum of the parameters to
+OUT_DIR/params-rank<r>.json.
 """
 
 import hashlib
@@ -39,7 +40,8 @@ def main():
 
     def loss_fn(model, ids, step):
         with open(log_path, "a") as f:
-            f.write(json.dumps({"step": step, "batch": hashlib.sha1(ids.cpu().numpy().tobytes()).hexdigest()}) + "\n")
+            f.write(json.dumps({"step": step, "batch": hashlib.sha1(ids.cpu().numpy().tobytes()).hexdigest(),
+                                "noise": torch.rand(()).item()}) + "\n")
         time.sleep(sleep)
         return model(ids, labels=ids, use_cache=False).loss, {}
 
