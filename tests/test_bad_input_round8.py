@@ -4,6 +4,7 @@ codebook, options the chosen dataset does not read, the decoder's own arguments,
 NumPy numbers."""
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -202,8 +203,10 @@ def test_fid_needs_two_rows(rows):
 
 
 def test_an_overflowing_statistic_is_refused():
-    with pytest.raises(ValueError, match="overflowed"):
-        fid_with_ci(torch.randn(20, 4) * 1e20, torch.randn(20, 4), rounds=3)
+    with pytest.raises(ValueError, match="overflowed"):  # squares past float64's 1.8e308
+        fid_with_ci(torch.randn(20, 4, dtype=torch.float64) * 1e160, torch.randn(20, 4), rounds=3)
+    value, (low, high) = fid_with_ci(torch.randn(20, 4) * 1e20, torch.randn(20, 4), rounds=3)  # float64 holds it
+    assert math.isfinite(value) and value > 1e39 and 0 <= low <= value <= high < math.inf
 
 
 def test_the_unrolled_feature_draft_needs_a_step():

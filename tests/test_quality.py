@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hf_specdec.data import DataArguments, images_to_tensor
-from hf_specdec.metrics.classifier import DigitsClassifier, accuracy, train_classifier
+from hf_specdec.metrics.classifier import ClassifierFeatures, DigitsClassifier, accuracy, train_classifier
 from hf_specdec.bench.quality import QualityArguments, evaluate_quality
 from hf_specdec.metrics.quality import fid_with_ci
 from tests.utils import tiny_model, tiny_vq
@@ -129,3 +129,101 @@ def test_inception_option_fails_with_guidance_offline():
         assert set(result) == {"inception_fid", "inception_is"}
         assert all(math.isfinite(v) for v in result.values()), result
         assert abs(result["inception_fid"]) < 1.0 and result["inception_is"] >= 1.0 - 1e-6
+
+
+def test_inception_score_from_the_definition_deterministic_and_splits_of_near_equal_size():
+    """IS went through torchmetrics' InceptionScore: rows permuted with the global RNG (another score each call for
+    splits > 1, whatever `seed`), `torch.chunk` splits (10 rows in 4 splits: a part of 1 image, which scores 1.0; 9
+    rows: 3 parts), and NaN where a class's float32 probability underflowed in every image of a part or resample."""
+    import math
+
+    from hf_specdec.metrics.quality import _inception_score, inception_score_with_ci
+
+    def reference(logits, splits):  # Salimans et al.'s code: part i = rows [i N // splits, (i + 1) N // splits)
+        log_p, scores = logits.double().log_softmax(1), []
+        for i in range(splits):
+            part = log_p[i * len(log_p) // splits : (i + 1) * len(log_p) // splits].exp()
+            kl = (part * (part.log() - part.mean(0).log())).sum(1).mean()
+            scores.append(math.exp(kl))
+        return sum(scores) / splits
+
+    g = torch.Generator().manual_seed(0)
+    for n, splits in [(400, 10), (10, 4), (9, 4), (14, 4), (50, 1)]:
+        logits = torch.randn(n, 10, generator=g) * 3
+        torch.manual_seed(1)
+        first = _inception_score(logits, splits)
+        torch.manual_seed(2)
+        assert _inception_score(logits, splits) == first == pytest.approx(reference(logits, splits), rel=1e-12)
+    torch.manual_seed(1)
+    logits = torch.randn(100, 10, generator=torch.Generator().manual_seed(3))
+    a = inception_score_with_ci(logits, splits=10, rounds=5)
+    torch.manual_seed(2)
+    assert inception_score_with_ci(logits, splits=10, rounds=5) == a
+    logits = torch.randn(200, 10, generator=g) * 3
+    logits[:, 9] = -150.0  # a class no image makes likely: exp underflows in float32
+    value, (low, high) = inception_score_with_ci(logits, rounds=5)
+    assert all(math.isfinite(v) for v in (value, low, high)) and low <= value <= high
+
+
+def test_fid_in_float64_and_without_cancellation_far_from_zero():
+    """torchmetrics' one-pass covariance (sum x x^T - n mu mu^T) cancelled for features far from 0 (4.7e-3 relative
+    at an offset of 1e6 with unit spread) and float64 features were cast to float32."""
+    import numpy as np
+    import scipy.linalg
+
+    def reference(x, y):
+        x, y = x.double().numpy(), y.double().numpy()
+        s1, s2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+        root = scipy.linalg.sqrtm(s1 @ s2).real
+        return float(((x.mean(0) - y.mean(0)) ** 2).sum() + np.trace(s1 + s2 - 2 * root))
+
+    from hf_specdec.metrics.quality import _fid
+
+    g = torch.Generator().manual_seed(0)
+    for offset, sd in [(0.0, 1.0), (1e6, 1.0), (1e2, 1e-3)]:
+        a = torch.randn(300, 8, generator=g, dtype=torch.float64) * sd + offset
+        b = torch.randn(300, 8, generator=g, dtype=torch.float64) * sd * 1.2 + offset
+        assert _fid(a, b) == pytest.approx(reference(a, b), rel=1e-8)
+
+
+def test_classifier_features_stay_in_eval_mode_under_a_parent_train():
+    """A torchmetrics FID built on `ClassifierFeatures`, inside a module set to `.train()` (Lightning), ran BatchNorm on
+    batch statistics (features depending on the batch) and moved the classifier's running statistics."""
+    from torch import nn
+
+    extractor = ClassifierFeatures(DigitsClassifier(num_classes=3))
+    nn.ModuleDict({"metric": nn.ModuleDict({"extractor": extractor})}).train()
+    assert not extractor.classifier.training
+    before = extractor.classifier.body[1].running_mean.clone()
+    images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(extractor(images[:2]), extractor(images)[:2])
+    assert torch.equal(extractor.classifier.body[1].running_mean, before)
+
+
+def test_inception_path_score_is_deterministic():
+    """`inception_metrics` read torchmetrics' InceptionScore.compute, which permutes the rows with the global RNG
+    before its 10 splits: another `inception_is` on every call. A stand-in network replaces Inception (offline)."""
+    from unittest import mock
+
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.inception import InceptionScore
+
+    import hf_specdec.metrics.quality as quality
+
+    class Projection(torch.nn.Module):
+        num_features = 10
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.randn(3 * 8 * 8, 10, generator=torch.Generator().manual_seed(0))
+
+        def forward(self, x):
+            return (x.float().flatten(1) / 255) @ self.w
+
+    def modules():
+        return FrechetInceptionDistance(feature=Projection()), InceptionScore(feature=Projection(), splits=10)
+
+    images = torch.rand(95, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with mock.patch.object(quality, "_inception_modules", modules):
+        scores = {quality.inception_metrics(images, images.flip(0))["inception_is"] for _ in range(3)}
+    assert len(scores) == 1

@@ -79,6 +79,12 @@ class ClassifierFeatures(nn.Module):
         self.kind = kind
         self.num_features = classifier.feature_dim if kind == "features" else classifier.config.num_classes
 
+    def train(self, mode: bool = True) -> "ClassifierFeatures":
+        """Always eval mode (as torchmetrics' own Inception): a parent's `.train()` (Lightning's, on a module that holds
+        a torchmetrics FID built on this extractor) put the BatchNorm layers on batch statistics, so the features
+        depended on the batch, and every update moved the classifier's running statistics."""
+        return super().train(False)
+
     @classmethod
     def from_pretrained(cls, classifier_path: str, kind: str = "features") -> "ClassifierFeatures":
         """The extractor of the `DigitsClassifier` saved in `classifier_path` (a folder or Hub repo id)."""

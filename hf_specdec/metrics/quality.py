@@ -1,7 +1,8 @@
 """FID and Inception Score with torchmetrics on custom features, with bootstrap confidence intervals.
 
 Features are extracted once; each bootstrap replicate resamples the feature rows with replacement and recomputes
-the metric with torchmetrics on an identity "feature extractor", so the numbers are torchmetrics' own formulas.
+FID with torchmetrics on an identity "feature extractor" (torchmetrics' own formula); the Inception Score from its
+definition (`_inception_score` says why not torchmetrics').
 `inception_metrics` gives the standard Inception-feature FID / IS where torch-fidelity's weights are available.
 """
 
@@ -26,16 +27,35 @@ class _Identity(nn.Module):
 
 
 def _fid(real: torch.Tensor, fake: torch.Tensor) -> float:
+    # float64 throughout, both sets shifted by the real mean (FID is invariant to a common shift): torchmetrics
+    # accumulates sum(x x^T) - n mu mu^T, which cancels catastrophically for features far from 0, and it returned
+    # the dtype of the last update (float32 features: a float32 FID; float64 features were cast to float32 here).
+    real, fake = real.double(), fake.double()
+    shift = real.mean(dim=0)
     metric = FrechetInceptionDistance(feature=_Identity(real.shape[1]), normalize=True)
-    metric.update(real.double().float(), real=True)
-    metric.update(fake.float(), real=False)
+    metric.update(real - shift, real=True)
+    metric.update(fake - shift, real=False)
     return max(metric.compute().item(), 0.0)  # >= 0 by definition: a set against itself gave -2.6e-06
 
 
 def _inception_score(logits: torch.Tensor, splits: int) -> float:
-    metric = InceptionScore(feature=_Identity(logits.shape[1]), splits=splits)
-    metric.update(logits.float())
-    return metric.compute()[0].item()
+    """exp(E_x KL(p(y|x) || p(y))) averaged over `splits` consecutive parts of near-equal size (Salimans et al.'s
+    code: part i is rows [i N // splits, (i + 1) N // splits)), in float64 from log-softmax.
+
+    Not torchmetrics' InceptionScore: it permutes the rows with the global torch RNG (a different score on every
+    call for splits > 1, whatever `seed`), splits with `torch.chunk` (10 rows in 4 splits gave parts of 3, 3, 3 and
+    1 - a part of one scores 1.0 - and 9 rows gave only 3 parts), and takes `log` of the float32 marginal, which is
+    0 for a class no image gives a probability above ~1e-45 (logit gaps over ~104): 0 * inf = NaN.
+    """
+    log_p = logits.double().log_softmax(dim=1)
+    n = len(log_p)
+    scores = []
+    for i in range(splits):
+        part = log_p[i * n // splits : (i + 1) * n // splits]
+        log_marginal = torch.logsumexp(part, dim=0) - math.log(len(part))
+        kl = (part.exp() * (part - log_marginal)).sum(dim=1).mean()
+        scores.append(kl.exp())
+    return torch.stack(scores).mean().item()
 
 
 def check_bootstrap(rounds, seed, argument: str = "rounds") -> None:
@@ -93,7 +113,7 @@ def bootstrap(statistic, *samples: torch.Tensor, rounds: int = 100, seed: int = 
     for _ in range(rounds):
         resampled = [s[torch.randint(len(s), (len(s),), generator=g)] for s in samples]
         draws.append(statistic(*resampled))
-    sd = torch.tensor(draws).std().item()
+    sd = torch.tensor(draws, dtype=torch.float64).std().item()  # float32 turned an FID past 3e38 into inf
     z = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(0.5 + level / 2)).item()
     return value, (max(value - z * sd, lowest), value + z * sd)
 
@@ -129,4 +149,7 @@ def inception_metrics(images: torch.Tensor, references: torch.Tensor) -> dict[st
     fid.update(to_uint8(references), real=True)
     fid.update(to_uint8(images), real=False)
     score.update(to_uint8(images))
-    return {"inception_fid": fid.compute().item(), "inception_is": score.compute()[0].item()}
+    # torchmetrics' own compute permutes the rows with the global RNG before its 10 splits (another IS every call):
+    # the Inception logits it stored go through the same deterministic formula as the classifier's
+    logits = torch.cat([torch.atleast_2d(f) for f in score.features])
+    return {"inception_fid": fid.compute().item(), "inception_is": _inception_score(logits, score.splits)}

@@ -7,15 +7,16 @@ from hf_specdec.metrics.classifier import ClassifierFeatures, metric_images
 from hf_specdec.metrics.quality import check_bootstrap, check_splits, inception_score_with_ci
 
 _DESCRIPTION = """Inception Score (Salimans et al. 2016) of generated `predictions`, images (3, H, W) in [-1, 1],
-with the class posteriors of `classifier_path` (a DigitsClassifier) in place of Inception's, computed with
-torchmetrics' InceptionScore, with a 95% normal bootstrap interval: `IS +- 1.96 sd`, `sd` the spread of IS over
-`bootstrap_rounds` resamples with replacement (`hf_specdec.metrics.quality.bootstrap` says why not percentiles)."""
+with the class posteriors of `classifier_path` (a DigitsClassifier) in place of Inception's, computed from the
+definition in float64 (`hf_specdec.metrics.quality._inception_score`), with a 95% normal bootstrap interval:
+`IS +- 1.96 sd`, `sd` the spread of IS over `bootstrap_rounds` resamples with replacement
+(`hf_specdec.metrics.quality.bootstrap` says why not percentiles)."""
 
 _KWARGS = """
 Args:
     predictions: generated images, each (3, H, W) in [-1, 1].
     classifier_path: folder of a saved DigitsClassifier.
-    splits: torchmetrics' splits (1 = the score over all images).
+    splits: consecutive parts of near-equal size, scores averaged (1 = the score over all images).
     bootstrap_rounds: resamples for the interval (an integer >= 2).
 Returns:
     inception_score, inception_score_low, inception_score_high
