@@ -309,11 +309,15 @@ def load_pretrained(cls, name: str, argument: str, device: str | torch.device | 
         damaged = damaged_safetensors(folder) if folder else []
         if damaged:
             raise ValueError(f"`{argument}` {name!r}: {damaged_weights_message(folder, damaged)}") from None
-        if os.path.isdir(name):
-            reason = (str(error).strip().splitlines() or [""])[0][:300].rstrip(".")  # the first line says why (a wrong teacher, ...)
-            raise ValueError(f"`{argument}` {name!r} is a folder but holds no {cls.__name__} ({type(error).__name__}"
-                             f"{': ' + reason if reason else ''}).") from None
         from huggingface_hub import constants
+        from huggingface_hub.errors import HFValidationError
+
+        reached = isinstance(error, ValueError) and not isinstance(error, HFValidationError)  # the repo answered
+        if os.path.isdir(name) or reached:  # and the model refused (a wrong teacher, weights that do not fit, ...)
+            reason = (str(error).strip().splitlines() or [""])[0][:300].rstrip(".")  # the first line says why
+            what = "is a folder but holds" if os.path.isdir(name) else "is a Hub repo that holds"
+            raise ValueError(f"`{argument}` {name!r} {what} no {cls.__name__} it can load ({type(error).__name__}"
+                             f"{': ' + reason if reason else ''}).") from None
 
         offline = ("; HF_HUB_OFFLINE is set, so only what is already in the Hub cache loads, and this is not there"
                    if constants.HF_HUB_OFFLINE else "")
@@ -560,6 +564,11 @@ def upload_plan(model_dir: str, argument: str = "model_dir") -> list[str]:
     if missing:
         raise ValueError(f"`{argument}` {model_dir!r}: its config.json's `auto_map` names {missing}, which the folder "
                          "lacks: `trust_remote_code` loads would fail on the Hub. Copy them in (`save_pretrained` does).")
+    missing = _missing_relative_imports(model_dir, modules)
+    if missing:  # modeling_vqgpt.py imports generation_vqgpt.py: transformers fetches it too, or fails to load
+        raise ValueError(f"`{argument}` {model_dir!r}: its remote code imports {missing}, which the folder lacks: "
+                         "`trust_remote_code` loads would fail on the Hub (FileNotFoundError). Copy them in "
+                         "(`save_pretrained` does).")
     keep = (".safetensors", ".json", ".py", ".png")
     files = sorted(f for f in os.listdir(model_dir) if f.endswith(keep) and os.path.isfile(os.path.join(model_dir, f))
                    and not f.startswith("."))  # hidden: a killed compaction's or save's leftover, no part of the model
@@ -569,14 +578,50 @@ def upload_plan(model_dir: str, argument: str = "model_dir") -> list[str]:
     return files + ["README.md"]
 
 
+def _missing_relative_imports(model_dir: str, modules: list[str]) -> list[str]:
+    """The files that the remote-code `modules` of `model_dir` import relatively (`from .generation_vqgpt import
+    ...`), followed through each other as transformers follows them, and that the folder lacks."""
+    from transformers.dynamic_module_utils import get_relative_imports
+
+    seen, todo, missing = set(), list(modules), []
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        path = os.path.join(model_dir, name)
+        if not os.path.isfile(path):
+            missing.append(name)
+            continue
+        todo.extend(f"{module}.py" for module in get_relative_imports(path))
+    return sorted(missing)
+
+
+# What a push replaces in a repo it pushed to before: files of the kinds `upload_plan` uploads that this push does
+# not hold (a `model.safetensors` of an earlier push next to this push's shards was the one transformers loaded).
+REPLACED_ON_PUSH = (".safetensors", ".safetensors.index.json", ".json", ".py", ".png", ".bin", ".pt", ".pth", ".pkl",
+                    ".ckpt")
+
+
 def push_model(model_dir: str, repo_id: str, card: ModelCard, private: bool = False, token: str | None = None) -> str:
-    """Create `repo_id` on the Hub and upload `model_dir` (see `upload_plan`) with `card` as its README."""
-    from huggingface_hub import HfApi
+    """Create `repo_id` on the Hub and upload `model_dir` (see `upload_plan`) with `card` as its README, in one
+    commit that also deletes the files of an earlier push that this one does not hold (model files only:
+    `REPLACED_ON_PUSH`). `ValueError` when `private` is asked for a repo that exists and is public: the Hub keeps a
+    repo's visibility on `create_repo(exist_ok=True)`, so the upload would have been public."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
     files = upload_plan(model_dir)
     api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    card.push_to_hub(repo_id, token=token)
-    api.upload_folder(repo_id=repo_id, folder_path=model_dir, allow_patterns=[f for f in files if f != "README.md"],
-                      commit_message="Upload with hf-specdec")
-    return f"https://huggingface.co/{repo_id}"
+    url = api.create_repo(repo_id, private=private, exist_ok=True)
+    if private and not api.repo_info(repo_id).private:
+        raise ValueError(f"`private`: the repo {repo_id!r} exists and is public, and pushing does not change that; "
+                         "nothing was uploaded. Make it private first (`HfApi().update_repo_settings(repo_id, "
+                         "private=True)` or the repo's settings page), or push without --private.")
+    card.validate()  # the Hub's check of the card's metadata, as `card.push_to_hub` ran it
+    stale = [f for f in api.list_repo_files(repo_id) if f not in files and f.endswith(REPLACED_ON_PUSH)]
+    operations = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=os.path.join(model_dir, f))
+                  for f in files if f != "README.md"]
+    operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode("utf-8")))
+    operations += [CommitOperationDelete(path_in_repo=f) for f in stale]
+    api.create_commit(repo_id, operations, commit_message="Upload with hf-specdec")
+    return str(url)

@@ -137,13 +137,15 @@ class VQGPTFeatureDraft(VQGPTPreTrainedModel):
                 "`VQGPTFeatureDraft.from_pretrained(path, teacher=teacher)`."
             )
         model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model, info = model if kwargs.get("output_loading_info") else (model, None)
         model.attach_teacher(teacher)
         follow = {}
         if kwargs.get("dtype", kwargs.get("torch_dtype")) is None:
             follow["dtype"] = teacher.dtype
         if kwargs.get("device_map") is None:
             follow["device"] = teacher.device
-        return model.to(**follow) if follow else model
+        model = model.to(**follow) if follow else model
+        return model if info is None else (model, info)
 
     def attach_teacher(self, teacher: VQGPTForCausalLM) -> "VQGPTFeatureDraft":
         """Read `teacher`'s embeddings and head from now on; `ValueError` if it is not a loaded VQGPT of the shape

@@ -74,15 +74,30 @@ class SafetensorsOnlyMixin:
         kwargs.setdefault("use_safetensors", True)
         check_model_path(pretrained_model_name_or_path, cls.__name__, kwargs.get("subfolder"))
         cls._check_keywords(kwargs)
-        cls._check_saved_class(pretrained_model_name_or_path, kwargs)
+        config = cls._check_saved_class(pretrained_model_name_or_path, kwargs)
+        if config is not None:
+            cls._saved_defaults(config, kwargs)
+        output_loading_info = kwargs.pop("output_loading_info", False)
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+            model, info = super().from_pretrained(pretrained_model_name_or_path, output_loading_info=True, **kwargs)
         except (SafetensorError, OSError) as error:  # diffusers wraps the SafetensorError in an OSError naming no cause
             folder = weights_folder(str(pretrained_model_name_or_path), kwargs.get("subfolder"), kwargs.get("cache_dir"))
             damaged = damaged_safetensors(folder) if folder else []
             if not damaged:
                 raise
             raise OSError(f"Cannot load {cls.__name__}: {damaged_weights_message(folder, damaged)}") from error
+        unused = sorted(info.get("unexpected_keys") or ())
+        if unused:  # diffusers logs them and builds the model without them: another architecture, other outputs
+            raise ValueError(f"{str(pretrained_model_name_or_path)!r} holds weights that a {cls.__name__} of its config "
+                             f"has no place for: {', '.join(unused[:4])}{' and more' if len(unused) > 4 else ''}. Its "
+                             "config.json does not describe the saved model (another class or library version saved "
+                             "it); load it with the class that saved it.")
+        return (model, info) if output_loading_info else model
+
+    @classmethod
+    def _saved_defaults(cls, config: dict, kwargs: dict) -> None:
+        """Set in `kwargs` what the saved `config` leaves out and the saving class meant differently from this one's
+        defaults (a subclass may override). Nothing by default."""
 
     @classmethod
     def _check_keywords(cls, kwargs: dict) -> None:
@@ -107,14 +122,15 @@ class SafetensorsOnlyMixin:
                                 f"{fields}."))
 
     @classmethod
-    def _check_saved_class(cls, pretrained_model_name_or_path, kwargs) -> None:
+    def _check_saved_class(cls, pretrained_model_name_or_path, kwargs) -> dict | None:
         """A `ValueError` when the folder's config was saved by another model class (e.g. a classifier's folder
-        given as a tokenizer): diffusers would build this class from it and initialise every weight at random."""
+        given as a tokenizer): diffusers would build this class from it and initialise every weight at random.
+        Returns the saved config (None when it cannot be read here)."""
         names = {"subfolder", "cache_dir", "revision", "token", "local_files_only", "force_download", "proxies"}
         try:
             config = cls.load_config(pretrained_model_name_or_path, **{k: v for k, v in kwargs.items() if k in names})
         except (OSError, ValueError):
-            return  # no readable config: `from_pretrained` raises its own error
+            return None  # no readable config: `from_pretrained` raises its own error
         saved = config.get("_class_name") if isinstance(config, dict) else None
         if saved is None and isinstance(config, dict) and config.get("model_type"):  # a transformers model's folder
             raise ValueError(f"{str(pretrained_model_name_or_path)!r} holds a transformers `{config['model_type']}` model "
@@ -124,3 +140,4 @@ class SafetensorsOnlyMixin:
         if saved is not None and saved not in accepted:
             raise ValueError(f"{str(pretrained_model_name_or_path)!r} holds a {saved}, not a {cls.__name__} (its config.json "
                              f"names `_class_name` {saved!r}).")
+        return config if isinstance(config, dict) else None

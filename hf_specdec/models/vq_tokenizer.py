@@ -6,6 +6,7 @@ code grids, codebook usage statistics, and an optional EMA codebook with dead-co
 Weights save and load as safetensors through diffusers' `ModelMixin`.
 """
 
+import inspect
 import warnings
 
 import torch
@@ -228,6 +229,20 @@ class VQTokenizer(SafetensorsOnlyMixin, VQModel):
                 decay=ema_decay,
                 dead_code_threshold=dead_code_threshold,
             )
+
+    @classmethod
+    def _saved_defaults(cls, config: dict, kwargs: dict) -> None:
+        """A folder saved by diffusers' own `VQModel`: a field its config.json leaves out (an older diffusers wrote no
+        `mid_block_add_attention`) means `VQModel`'s default, not this class's (mid-block attention on there, off
+        here: its attention weights were dropped and the codes came out wrong). `lookup_from_codebook` (a decoding
+        switch, no weights; `VQModel`'s default is False) is taken as True, which `decode_from_indices` needs."""
+        if config.get("_class_name") != "VQModel":
+            return
+        for name, parameter in inspect.signature(VQModel.__init__).parameters.items():
+            if (parameter.default is not inspect.Parameter.empty and name not in config and name not in kwargs
+                    and name != "lookup_from_codebook"):
+                kwargs[name] = parameter.default
+        kwargs.setdefault("lookup_from_codebook", True)
 
     @property
     def codebook_size(self) -> int:

@@ -182,6 +182,25 @@ def relative_path_hint(path: str) -> str:
             "relative to, e.g. the repository root for `checkpoints/...`, or give an absolute path)")
 
 
+def check_loaded_keys(name, cls_name: str, info: dict) -> None:
+    """`ValueError` when the weights file does not hold exactly the model its config.json describes: transformers
+    initialised missing weights at random and dropped unexpected ones, with a printed report only (a config.json of
+    2 layers beside 1-layer weights sampled with a random block; a Hub repo pushed twice served a stale
+    `model.safetensors` next to the new shards). The head of a causal-LM checkpoint loaded as the trunk is expected."""
+    missing = sorted(info.get("missing_keys") or ())
+    unexpected = sorted(k for k in info.get("unexpected_keys") or () if k != "lm_head.weight" or cls_name != "VQGPTModel")
+    if missing or unexpected:
+        few = lambda keys: ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")  # noqa: E731
+        raise ValueError(
+            f"The weights of {str(name)!r} do not fit its config.json"
+            + ": " + "; ".join([f"missing {few(missing)}"] * bool(missing)
+                               + [f"unexpected {few(unexpected)}"] * bool(unexpected))
+            + ". The config and the weights come from "
+            "different saves (an edited config.json, files of two saves mixed in one folder or repo): save the model "
+            "again with `save_pretrained`, or download it again."
+        )
+
+
 class VQGPTPreTrainedModel(PreTrainedModel):
     config_class = VQGPTConfig
     config: VQGPTConfig
@@ -194,11 +213,14 @@ class VQGPTPreTrainedModel(PreTrainedModel):
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """`PreTrainedModel.from_pretrained`, safetensors only: `use_safetensors` defaults to True, so a folder or
         repo that holds only a pickled `pytorch_model.bin` raises instead of being unpickled. A damaged (truncated)
-        safetensors file raises `OSError` naming the model and what to do, not the library's bare header error."""
+        safetensors file raises `OSError` naming the model and what to do, not the library's bare header error. Weights
+        that do not fit the config (missing or unexpected ones) raise `ValueError` (`check_loaded_keys`)."""
         kwargs.setdefault("use_safetensors", True)
         check_model_path(pretrained_model_name_or_path, cls.__name__, kwargs.get("subfolder"))
+        output_loading_info = kwargs.pop("output_loading_info", False)
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True,
+                                                  **kwargs)
         except TypeError as error:  # a keyword that is neither `from_pretrained`'s nor a config field reaches __init__
             key = re.search(r"unexpected keyword argument '(\w+)'", str(error))
             if key is None:
@@ -216,6 +238,8 @@ class VQGPTPreTrainedModel(PreTrainedModel):
                 "cut short (an interrupted download, copy or save): download the model again "
                 "(`from_pretrained(..., force_download=True)` for a Hub repo), or copy or save it again."
             ) from None
+        check_loaded_keys(pretrained_model_name_or_path, cls.__name__, info)
+        return (model, info) if output_loading_info else model
 
     def _init_weights(self, module):
         super()._init_weights(module)
