@@ -305,6 +305,11 @@ def test_remote_code_loads_without_hf_specdec(model, tmp_path):
             torch.testing.assert_close(model(ids).logits, torch.load({str(tmp_path / "expected.pt")!r}))
         out = model.generate(model.class_prompt([1]), do_sample=False)
         assert out.shape[1] == 1 + model.config.grid_h * model.config.grid_w
+        from transformers import AutoModel
+        trunk = AutoModel.from_pretrained({str(tmp_path / "ckpt")!r}, trust_remote_code=True).eval()
+        assert type(trunk).__name__ == "VQGPTModel" and type(trunk).__module__.startswith("transformers_modules")
+        with torch.no_grad():
+            torch.testing.assert_close(trunk(ids).last_hidden_state, model.transformer(ids).last_hidden_state)
         print("remote-ok")
         """
     )

@@ -378,6 +378,15 @@ class VQGPTForCausalLM(VQGPTPreTrainedModel, GenerationMixin):
         self.generation_config.num_assistant_tokens_schedule = "constant"
         self.generation_config.assistant_confidence_threshold = 0.0
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`; the config's `auto_map` also names the trunk, so that
+        `AutoModel.from_pretrained(folder, trust_remote_code=True)` loads it without this package (transformers
+        writes only the saved class's entry)."""
+        if self._auto_class is not None:
+            module = type(self).__module__.split(".")[-1]
+            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), "AutoModel": f"{module}.VQGPTModel"}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     @property
     def num_layers(self) -> int:
         """Blocks one forward runs (the same attribute as `EarlyExitDraft.num_layers`, so any draft answers it)."""
