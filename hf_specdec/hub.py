@@ -603,6 +603,23 @@ REPLACED_ON_PUSH = (".safetensors", ".safetensors.index.json", ".json", ".py", "
                     ".ckpt")
 
 
+def public_repos(repo_ids: list[str], token: str | None = None) -> list[str]:
+    """Those of `repo_ids` that exist on the Hub and are public: a push asked to be private would upload there in
+    public (the Hub keeps an existing repo's visibility). A push of several models checks them all before the first
+    upload; `push_model` checks its own again."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    api, public = HfApi(token=token), []
+    for repo_id in repo_ids:
+        try:
+            if not api.repo_info(repo_id).private:
+                public.append(repo_id)
+        except RepositoryNotFoundError:  # a new repo: created private
+            continue
+    return public
+
+
 def push_model(model_dir: str, repo_id: str, card: ModelCard, private: bool = False, token: str | None = None) -> str:
     """Create `repo_id` on the Hub and upload `model_dir` (see `upload_plan`) with `card` as its README, in one
     commit that also deletes the files of an earlier push that this one does not hold (model files only:

@@ -20,7 +20,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from hf_specdec.cli import UsageError, parse_args, run
-from hf_specdec.hub import model_card, push_model, quality_metrics, upload_plan
+from hf_specdec.hub import model_card, public_repos, push_model, quality_metrics, upload_plan
 
 # Card wording of the shipped checkpoint sets' data (by the folder's name).
 DATASETS = {"digits": "scikit-learn digits",
@@ -119,6 +119,11 @@ def main(argv=None):
             plans[name] = upload_plan(model_dir)
         except ValueError as error:
             raise UsageError(f"`models`: {error}")
+    public = public_repos([repo(name) for name in models]) if args.private and not args.dry_run else []
+    if public:  # before the first upload: a refusal at the third repo left the first two pushed
+        raise UsageError(f"`private`: {public} exist and are public, and pushing does not change that; nothing was "
+                         "uploaded. Make them private first (`HfApi().update_repo_settings(repo_id, private=True)`), "
+                         "or push without --private.")
     for name in models:
         model_dir = os.path.join(args.checkpoints_dir, name)
         if args.dry_run:  # the repos, their files and the cards they would get

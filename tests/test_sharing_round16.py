@@ -14,7 +14,7 @@ from huggingface_hub import HfApi, ModelCard
 from hf_specdec import VQGPTForCausalLM
 from hf_specdec.hub import load_pretrained, model_card, push_model, upload_plan
 from hf_specdec.models import VQGPTModel, VQTokenizer
-from tests.utils import CHECKPOINTS, random_images, tiny_model
+from tests.utils import CHECKPOINTS, random_images, script_main, tiny_model
 
 
 @pytest.mark.parametrize("layers", [3, 1])
@@ -83,6 +83,28 @@ def test_private_push_to_an_existing_public_repo_is_refused(monkeypatch):
     assert not hub.commits
     push_model(folder, "me/new", model_card(folder, "me/new"), private=True)  # a new repo is made private
     assert hub.repos["me/new"]["private"] and "model.safetensors" in hub.repos["me/new"]["files"]
+
+
+def test_a_private_push_of_a_set_checks_every_repo_before_the_first_upload(monkeypatch):
+    """`push_model` refused a public repo at its turn: the teachers and tokenizer pushed before it were uploaded."""
+    import httpx2
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    from hf_specdec.cli import UsageError
+
+    hub = FakeHub(monkeypatch, {"me/digits-draft-2L": {"private": False, "files": [".gitattributes"]}})
+
+    def repo_info(api, repo_id, **kwargs):
+        if repo_id not in hub.repos:
+            response = httpx2.Response(404, request=httpx2.Request("GET", "https://hub"))
+            raise RepositoryNotFoundError(repo_id, response=response)
+        return types.SimpleNamespace(private=hub.repos[repo_id]["private"])
+
+    monkeypatch.setattr(HfApi, "repo_info", repo_info)
+    words = r"`private`: \['me/digits-draft-2L'\] exist and are public.*nothing was uploaded"
+    with pytest.raises(UsageError, match=words):
+        script_main("push_to_hub.py")(["--namespace", "me", "--private", "--checkpoints_dir", str(CHECKPOINTS)])
+    assert not hub.commits and list(hub.repos) == ["me/digits-draft-2L"]
 
 
 def test_a_push_replaces_the_files_of_an_earlier_push(monkeypatch):
