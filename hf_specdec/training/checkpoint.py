@@ -135,17 +135,26 @@ def resume_settings(training_args, run_config: dict | None = None) -> dict:
     return json.loads(json.dumps(settings, default=str))
 
 
-def check_resume_settings(path: str, settings: dict, max_steps: int) -> None:
+def check_resume_settings(path: str, settings: dict, max_steps: int, num_processes: int = 1) -> None:
     """Raise `ValueError` before any work when resuming from the checkpoint `path` cannot give the run asked for:
-    `max_steps` below the checkpoint's step, or a recorded setting (`resume_settings`: the trainer's, the data's, the
-    model's or the distillation's) other than the checkpoint's, each named with both values. Checkpoints written
-    before the settings were recorded are compared by step only; settings a checkpoint did not record, not at all."""
+    `max_steps` below the checkpoint's step, another number of processes than wrote it (a step's place in the data,
+    `step * accumulation` batches of `per_device_batch_size * num_processes` examples, and the batch of every later
+    step depend on it: the resumed run would retrain some examples and skip others), or a recorded setting
+    (`resume_settings`: the trainer's, the data's, the model's or the distillation's) other than the checkpoint's,
+    each named with both values. Checkpoints written before the settings were recorded are compared by step (and
+    processes) only; settings a checkpoint did not record, not at all."""
     with open(os.path.join(path, "trainer_state.json")) as f:
         state = json.load(f)
     step = state["global_step"]
     if max_steps < step:
         raise ValueError(f"`max_steps` {max_steps} is below the step of `resume_from_checkpoint` {path!r} ({step}): "
                          "raise `max_steps` to train on, or give another `output_dir` to start a new run.")
+    saved_processes = state.get("num_processes")
+    if saved_processes is not None and saved_processes != num_processes:
+        raise ValueError(f"`resume_from_checkpoint` {path!r} was written by a run on {saved_processes} process(es), "
+                         f"this one has {num_processes}: resume with `accelerate launch --num_processes "
+                         f"{saved_processes}` (its data order and batch per step depend on it), or start a new run in "
+                         "another `output_dir`.")
     saved = state.get("settings")
     if not isinstance(saved, dict):
         return

@@ -7,7 +7,6 @@ through Accelerate, a tqdm bar on the main process, and a final `save_pretrained
 GPU, or many GPUs with `accelerate launch` (DDP; FSDP and DeepSpeed configs in `configs/accelerate/`).
 """
 
-import json
 import math
 import os
 import socket
@@ -371,8 +370,7 @@ def check_resumable(args: TrainingArguments, run_config: dict | None, num_exampl
     check_output_free(args)
     checkpoint = resolve_checkpoint(args.resume_from_checkpoint, os.path.join(args.output_dir, "checkpoints"))
     if checkpoint is not None:
-        check_resume_settings(checkpoint, resume_settings(args, run_config), args.max_steps)
-        check_resume_processes(checkpoint, num_processes)
+        check_resume_settings(checkpoint, resume_settings(args, run_config), args.max_steps, num_processes)
     if num_examples // (args.per_device_batch_size * num_processes) < args.gradient_accumulation_steps:  # full batches
         on = f" on each of {num_processes} processes" if num_processes > 1 else ""
         raise ValueError(
@@ -380,19 +378,6 @@ def check_resumable(args: TrainingArguments, run_config: dict | None, num_exampl
             f"{args.gradient_accumulation_steps}{on} is more than one epoch of {num_examples} examples."
         )
     return checkpoint
-
-
-def check_resume_processes(checkpoint: str, num_processes: int) -> None:
-    """`ValueError` when `checkpoint` was written by a run on another number of processes: the data position of a
-    step (`step * accumulation` batches of `per_device_batch_size * num_processes` examples) and the batch of every
-    step after it depend on it, so the resumed run would retrain some examples, skip others and step on another
-    batch size without a word."""
-    with open(os.path.join(checkpoint, "trainer_state.json")) as f:
-        saved = json.load(f).get("num_processes")
-    if saved is not None and saved != num_processes:
-        raise ValueError(f"`resume_from_checkpoint` {checkpoint!r} was written by a run on {saved} process(es), this "
-                         f"one has {num_processes}: resume with `accelerate launch --num_processes {saved}` (its data "
-                         "order and batch per step depend on it), or start a new run in another `output_dir`.")
 
 
 def check_finite(accelerator, loss: float, grad_norm: float, step: int, checkpoints_dir: str) -> None:
