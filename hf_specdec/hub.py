@@ -606,7 +606,7 @@ REPLACED_ON_PUSH = (".safetensors", ".safetensors.index.json", ".json", ".py", "
 def public_repos(repo_ids: list[str], token: str | None = None) -> list[str]:
     """Those of `repo_ids` that exist on the Hub and are public: a push asked to be private would upload there in
     public (the Hub keeps an existing repo's visibility). A push of several models checks them all before the first
-    upload; `push_model` checks its own again."""
+    upload; `push_model` checks its own."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import RepositoryNotFoundError
 
@@ -629,11 +629,11 @@ def push_model(model_dir: str, repo_id: str, card: ModelCard, private: bool = Fa
 
     files = upload_plan(model_dir)
     api = HfApi(token=token)
-    url = api.create_repo(repo_id, private=private, exist_ok=True)
-    if private and not api.repo_info(repo_id).private:
+    if private and public_repos([repo_id], token):
         raise ValueError(f"`private`: the repo {repo_id!r} exists and is public, and pushing does not change that; "
                          "nothing was uploaded. Make it private first (`HfApi().update_repo_settings(repo_id, "
                          "private=True)` or the repo's settings page), or push without --private.")
+    url = api.create_repo(repo_id, private=private, exist_ok=True)
     card.validate()  # the Hub's check of the card's metadata, as `card.push_to_hub` ran it
     stale = [f for f in api.list_repo_files(repo_id) if f not in files and f.endswith(REPLACED_ON_PUSH)]
     operations = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=os.path.join(model_dir, f))

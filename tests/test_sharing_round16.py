@@ -6,10 +6,12 @@ import json
 import shutil
 import types
 
+import httpx2
 import pytest
 import torch
 from diffusers import VQModel
 from huggingface_hub import HfApi, ModelCard
+from huggingface_hub.errors import RepositoryNotFoundError
 
 from hf_specdec import VQGPTForCausalLM
 from hf_specdec.hub import load_pretrained, model_card, push_model, upload_plan
@@ -65,8 +67,13 @@ class FakeHub:
             hub.repos[repo_id]["files"] = sorted(set(hub.repos[repo_id]["files"]) | set(allow_patterns))
 
         monkeypatch.setattr(HfApi, "create_repo", create_repo)
-        monkeypatch.setattr(HfApi, "repo_info", lambda api, repo_id, **k: types.SimpleNamespace(
-            private=hub.repos[repo_id]["private"]))
+        def repo_info(api, repo_id, **kwargs):
+            if repo_id not in hub.repos:
+                response = httpx2.Response(404, request=httpx2.Request("GET", "https://hub"))
+                raise RepositoryNotFoundError(repo_id, response=response)
+            return types.SimpleNamespace(private=hub.repos[repo_id]["private"])
+
+        monkeypatch.setattr(HfApi, "repo_info", repo_info)
         monkeypatch.setattr(HfApi, "list_repo_files", lambda api, repo_id, **k: list(hub.repos[repo_id]["files"]))
         monkeypatch.setattr(HfApi, "create_commit", create_commit)
         monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
@@ -87,20 +94,9 @@ def test_private_push_to_an_existing_public_repo_is_refused(monkeypatch):
 
 def test_a_private_push_of_a_set_checks_every_repo_before_the_first_upload(monkeypatch):
     """`push_model` refused a public repo at its turn: the teachers and tokenizer pushed before it were uploaded."""
-    import httpx2
-    from huggingface_hub.errors import RepositoryNotFoundError
-
     from hf_specdec.cli import UsageError
 
     hub = FakeHub(monkeypatch, {"me/digits-draft-2L": {"private": False, "files": [".gitattributes"]}})
-
-    def repo_info(api, repo_id, **kwargs):
-        if repo_id not in hub.repos:
-            response = httpx2.Response(404, request=httpx2.Request("GET", "https://hub"))
-            raise RepositoryNotFoundError(repo_id, response=response)
-        return types.SimpleNamespace(private=hub.repos[repo_id]["private"])
-
-    monkeypatch.setattr(HfApi, "repo_info", repo_info)
     words = r"`private`: \['me/digits-draft-2L'\] exist and are public.*nothing was uploaded"
     with pytest.raises(UsageError, match=words):
         script_main("push_to_hub.py")(["--namespace", "me", "--private", "--checkpoints_dir", str(CHECKPOINTS)])
