@@ -6,6 +6,7 @@ from datasets import DatasetDict
 
 from ..hub import check_output_dir
 from .images import DATASETS, DEFAULT_REPO_ID, check_split_fractions, load_image_dataset
+from .photos import check_crop_scale
 
 
 MAX_RESOLUTION = 1024  # pixels: a 16x-downsampling tokenizer gives 4,096 tokens per image there (LlamaGen: 256-512)
@@ -49,9 +50,7 @@ class DataArguments:
             if getattr(self, name) != getattr(type(self), name) and self.dataset != "photos":
                 raise ValueError(f"`{name}` is read only with `dataset` photos, got dataset {self.dataset!r}: drop "
                                  f"`--{name}`.")
-        if not 0.0 < self.min_scale <= self.max_scale <= 1.0:
-            raise ValueError(f"`min_scale` and `max_scale` need 0 < min_scale <= max_scale <= 1, got {self.min_scale} "
-                             f"and {self.max_scale}.")
+        check_crop_scale(self.min_scale, self.max_scale)  # the loader's rule, before any work
         check_split_fractions(self.val_fraction, self.test_fraction)  # `split_dataset`'s rule, before any work
         check_output_dir(self.token_cache_dir, "token_cache_dir")  # a file in the way surfaced after the tokenizer ran
 

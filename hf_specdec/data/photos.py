@@ -101,6 +101,16 @@ def crop_boxes(width: int, height: int, count: int, min_scale: float, max_scale:
     return np.stack([left, upper, left + side, upper + side], axis=1)
 
 
+def check_crop_scale(min_scale, max_scale) -> None:
+    """`ValueError` unless `0 < min_scale <= max_scale <= 1` (a crop's side as a fraction of the photograph's)."""
+    for name, value in (("min_scale", min_scale), ("max_scale", max_scale)):
+        if not _is_number(value):
+            raise ValueError(f"`{name}` must be a number, got {value!r}.")
+    if not 0.0 < min_scale <= max_scale <= 1.0:
+        raise ValueError(f"`min_scale` and `max_scale` need 0 < min_scale <= max_scale <= 1, got {min_scale} and "
+                         f"{max_scale}.")
+
+
 def load_photos_dataset(
     resolution: int = 32,
     crops_per_photo: int = 400,
@@ -122,11 +132,7 @@ def load_photos_dataset(
 
     # at least 10 crops per photograph: each split needs every class
     check_loader_numbers(resolution=resolution, seed=seed, crops_per_photo=(crops_per_photo, 10))
-    for name, value in (("min_scale", min_scale), ("max_scale", max_scale)):
-        if not _is_number(value):
-            raise ValueError(f"`{name}` must be a number, got {value!r}.")
-    if not 0.0 < min_scale <= max_scale <= 1.0:
-        raise ValueError(f"Need 0 < min_scale <= max_scale <= 1, got {min_scale}, {max_scale}.")
+    check_crop_scale(min_scale, max_scale)
     photographs = load_photographs()
     shortest = min(min(photo.size) for photo in photographs.values())
     largest = int(shortest * min_scale)
